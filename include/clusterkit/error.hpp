@@ -1,0 +1,81 @@
+// Errors: one error_code category for everything clusterkit reports, and an
+// exception that carries the context a person needs to act (which host, what
+// command, what to do next).
+#pragma once
+
+#include <stdexcept>
+#include <string>
+#include <system_error>
+
+namespace clusterkit {
+
+/// Every failure clusterkit reports through an error_code.
+enum class errc {
+  /// Success (never returned as an error).
+  ok = 0,
+  /// The ssh client could not start (binary missing, fork failed).
+  ssh_not_found,
+  /// TCP connection refused: no sshd listens on the host's port.
+  connection_refused,
+  /// The host did not answer in time (cut off, wrong address, firewall).
+  host_unreachable,
+  /// The host name did not resolve.
+  name_resolution_failed,
+  /// The server refused every key we offered.
+  authentication_failed,
+  /// The host's key is not in known_hosts and strict checking is on.
+  host_key_unknown,
+  /// The host's key differs from the one in known_hosts: possible attack.
+  host_key_changed,
+  /// The connection dropped while a command was running.
+  connection_lost,
+  /// Another ssh failure; the diagnostic has ssh's own words.
+  ssh_failed,
+  /// The command did not finish within its timeout and was stopped.
+  timed_out,
+  /// The operation was cancelled by the caller and the command was stopped.
+  cancelled,
+  /// The working directory asked for does not exist on the host.
+  bad_working_directory,
+  /// An environment variable name is not a valid shell identifier.
+  bad_environment_name,
+  /// A file transfer failed or arrived incomplete.
+  transfer_failed,
+  /// A local file could not be read or written.
+  local_file_error,
+  /// An inventory file is malformed.
+  inventory_invalid,
+  /// A host or group name is not in the inventory.
+  unknown_host_or_group,
+  /// Skipped because an earlier host failed and fail-fast was asked for.
+  skipped,
+  /// The lab needs root (network namespaces, bridges).
+  lab_needs_root,
+  /// A lab step failed (ip, unshare, sshd).
+  lab_failed,
+  /// A required program is missing on this machine.
+  program_missing,
+  /// Output or input that a parser could not read.
+  parse_error,
+  /// A request that cannot work as given (bad argument, impossible layout).
+  invalid_argument,
+};
+
+std::error_category const& error_category() noexcept;
+
+inline std::error_code make_error_code(errc e) noexcept {
+  return {static_cast<int>(e), error_category()};
+}
+
+/// Thrown by the blocking wrappers. `what()` is a complete sentence naming
+/// the thing that failed and the fix; `code()` is the machine-readable part.
+class Error : public std::system_error {
+public:
+  Error(std::error_code code, std::string const& message)
+      : std::system_error(code, message) {}
+};
+
+}  // namespace clusterkit
+
+template <>
+struct std::is_error_code_enum<clusterkit::errc> : std::true_type {};

@@ -1,0 +1,130 @@
+#include "clusterkit/detail/remote_script.hpp"
+
+#include <charconv>
+#include <algorithm>
+#include <cstdio>
+
+#include "clusterkit/shell.hpp"
+
+namespace clusterkit::detail {
+
+std::string wrapper_script(WrapperRequest const& request) {
+  auto const& cmd = *request.command;
+  std::string s;
+  // fd 3 keeps the channel's stdin (the control line); the command itself
+  // never reads it.
+  s += "exec 3<&0 </dev/null\n";
+  s += "ck_in=/dev/null\n";
+  if (!request.working_directory.empty()) {
+    s += "cd -- " + shell::quote(request.working_directory) +
+         " 2>/dev/null || { printf '\\036ck:nocwd\\n' >&2; exit 1; }\n";
+  }
+  if (request.stdin_bytes > 0) {
+    // Exactly N bytes are the command's input; the rest of the channel stays
+    // the control line.
+    s += "ck_in=$(mktemp) || exit 1\n";
+    s += "head -c " + std::to_string(request.stdin_bytes) + " <&3 >\"$ck_in\"\n";
+  }
+  std::string invocation = "setsid ";
+  if (request.env && !request.env->empty()) {
+    invocation += "env";
+    for (auto const& [k, v] : *request.env) {
+      if (!shell::is_valid_variable_name(k))
+        throw Error(make_error_code(errc::bad_environment_name),
+                    "environment variable name '" + k +
+                        "' is not valid in a shell; use letters, digits and underscores, not starting with a digit");
+      invocation += " " + shell::quote(k + "=" + v);
+    }
+    invocation += " ";
+  }
+  if (!cmd.argv.empty()) {
+    invocation += shell::join(cmd.argv);
+  } else {
+    invocation += "/bin/sh -c " + shell::quote(cmd.script) + " sh";
+  }
+  s += invocation + " <\"$ck_in\" 3<&- &\n";
+  s += "ck_p=$!\n";
+  s += "printf '\\036ck:start %s\\n' \"$ck_p\" >&2\n";
+  // The watcher owns the control line. A line is a signal for the command's
+  // group; end-of-file means stop: SIGTERM, then SIGKILL once the grace
+  // period is over if anything is left. It tells the wrapper (SIGUSR1) that
+  // a stop began, so the wrapper waits for the escalation instead of
+  // killing the watcher when the group leader exits. It signals both the
+  // group and the pid: in the first microseconds `setsid` may not have made
+  // the group yet. It runs in a session of its own so that stopping it also
+  // stops its `sleep`.
+  auto ticks = std::max<long long>(1, static_cast<long long>(request.kill_grace.count() / 100));
+  s += "trap 'ck_stop=1' USR1\n";
+  s += "ck_stop=\n";
+  s += "setsid /bin/sh -c 'p=$1; w=$2; "
+       "while IFS= read -r s; do kill -s USR1 \"$w\" 2>/dev/null; kill -s \"$s\" -- \"-$p\" \"$p\" 2>/dev/null; done; "
+       "kill -s USR1 \"$w\" 2>/dev/null; kill -s TERM -- \"-$p\" \"$p\" 2>/dev/null; "
+       "i=0; while kill -0 -- \"-$p\" 2>/dev/null && [ $i -lt " +
+       std::to_string(ticks) +
+       " ]; do sleep 0.1; i=$((i+1)); done; "
+       "kill -s KILL -- \"-$p\" \"$p\" 2>/dev/null' ck-watch \"$ck_p\" $$ <&3 >/dev/null 2>&1 &\n";
+  s += "ck_w=$!\n";
+  s += "exec 3<&-\n";
+  // `2>/dev/null` silences the shell's "Terminated" job report. A trapped
+  // SIGUSR1 interrupts `wait`; wait again while the command lives.
+  s += "wait \"$ck_p\" 2>/dev/null; ck_rc=$?\n";
+  s += "while [ -n \"$ck_stop\" ] && kill -0 \"$ck_p\" 2>/dev/null; do wait \"$ck_p\" 2>/dev/null; ck_rc=$?; done\n";
+  // Stopping and something of the command is left: let the watcher finish
+  // the escalation. Otherwise the command ended by itself; what it left in
+  // the background on purpose (nohup ... &) stays.
+  s += "if [ -n \"$ck_stop\" ] && kill -0 -- \"-$ck_p\" 2>/dev/null; then wait \"$ck_w\" 2>/dev/null; fi\n";
+  s += "kill -s KILL -- \"-$ck_w\" \"$ck_w\" 2>/dev/null\n";
+  s += "[ \"$ck_in\" = /dev/null ] || rm -f -- \"$ck_in\"\n";
+  s += "exit $ck_rc\n";
+  return s;
+}
+
+std::string remote_command_line(std::string const& script) {
+  // The login shell (bash, zsh, fish...) only has to run one exec with a
+  // single-quoted argument; from there on it is POSIX sh.
+  return "exec /bin/sh -c " + shell::quote(script);
+}
+
+std::optional<ControlLine> parse_control_line(std::string_view line) {
+  if (line.size() < 4 || line[0] != control_marker || line.substr(1, 3) != "ck:") return std::nullopt;
+  auto body = line.substr(4);
+  if (body.starts_with("start ")) {
+    ControlLine c{ControlLine::started, 0};
+    auto digits = body.substr(6);
+    auto [ptr, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), c.pid);
+    if (ec != std::errc{} || ptr != digits.data() + digits.size()) return std::nullopt;
+    return c;
+  }
+  if (body == "nocwd") return ControlLine{ControlLine::no_working_directory, 0};
+  return std::nullopt;
+}
+
+std::string upload_script(std::string_view remote_path, std::uint64_t size, int mode) {
+  auto dst = shell::quote(remote_path);
+  std::string s;
+  s += "d=" + dst + "\n";
+  s += "t=\"$d.ck-part.$$\"\n";
+  s += "trap 'rm -f -- \"$t\"' EXIT\n";
+  s += "head -c " + std::to_string(size) + " >\"$t\" || exit 1\n";
+  s += "n=$(wc -c <\"$t\") || exit 1\n";
+  s += "[ \"$n\" -eq " + std::to_string(size) +
+       " ] || { echo \"clusterkit: upload to $d incomplete: $n of " + std::to_string(size) +
+       " bytes arrived\" >&2; exit 1; }\n";
+  if (mode >= 0) {
+    char m[8];
+    std::snprintf(m, sizeof m, "%o", mode & 07777);
+    s += "chmod " + std::string(m) + " \"$t\" || exit 1\n";
+  }
+  s += "mv -f -- \"$t\" \"$d\" || exit 1\n";
+  s += "trap - EXIT\n";
+  return s;
+}
+
+std::string download_script(std::string_view remote_path) {
+  auto src = shell::quote(remote_path);
+  return "f=" + src +
+         "\n[ -f \"$f\" ] && [ -r \"$f\" ] || { echo \"clusterkit: $f is not a readable file\" >&2; exit 2; }\n"
+         "wc -c <\"$f\" && exec cat -- \"$f\"\n";
+}
+
+}  // namespace clusterkit::detail

@@ -1,0 +1,93 @@
+#include "clusterkit/detail/ssh_diagnosis.hpp"
+
+#include <vector>
+
+namespace clusterkit::detail {
+namespace {
+
+bool contains(std::string_view haystack, std::string_view needle) {
+  return haystack.find(needle) != std::string_view::npos;
+}
+
+std::string known_hosts_hint(HostSpec const& host) {
+  std::string target = host.address;
+  if (host.port != 0 && host.port != 22) target = "[" + host.address + "]:" + std::to_string(host.port);
+  std::string file = host.known_hosts_file.empty() ? std::string("~/.ssh/known_hosts") : host.known_hosts_file;
+  return "ssh-keygen -R '" + target + "' -f " + file;
+}
+
+}  // namespace
+
+std::string tail_lines(std::string_view text, std::size_t max_lines) {
+  std::vector<std::string_view> lines;
+  std::size_t pos = 0;
+  while (pos < text.size()) {
+    auto nl = text.find('\n', pos);
+    auto end = nl == std::string_view::npos ? text.size() : nl;
+    auto line = text.substr(pos, end - pos);
+    while (!line.empty() && (line.back() == '\r' || line.back() == ' ')) line.remove_suffix(1);
+    if (!line.empty()) lines.push_back(line);
+    pos = end + 1;
+  }
+  std::string out;
+  auto first = lines.size() > max_lines ? lines.size() - max_lines : 0;
+  for (auto i = first; i < lines.size(); ++i) {
+    if (!out.empty()) out += " | ";
+    out += lines[i];
+  }
+  return out;
+}
+
+bool is_ssh_noise_line(std::string_view line) {
+  // A master that died leaves its socket behind; ssh says so and falls back
+  // to a direct connection. The command's output must not carry that.
+  return line.starts_with("Control socket connect(") || line.starts_with("ControlSocket ") ||
+         line.starts_with("mux_client_") || line.starts_with("Warning: Permanently added");
+}
+
+SshDiagnosis diagnose_ssh_failure(HostSpec const& host, std::string_view err) {
+  std::string who = host.name.empty() ? host.display() : host.name + " (" + host.display() + ")";
+  auto said = tail_lines(err, 3);
+  auto make = [&](errc e, std::string what) {
+    return SshDiagnosis{make_error_code(e), who + ": " + what + (said.empty() ? "" : " [ssh: " + said + "]")};
+  };
+  if (contains(err, "REMOTE HOST IDENTIFICATION HAS CHANGED") || contains(err, "Host key for") ||
+      contains(err, "host key has changed"))
+    return make(errc::host_key_changed,
+                "the host key changed since it was recorded in known_hosts; this is refused because it is what a "
+                "man-in-the-middle looks like. If the host was reinstalled and the change is expected, remove the "
+                "old key with `" +
+                    known_hosts_hint(host) + "` and connect again.");
+  if (contains(err, "No ED25519 host key is known") || contains(err, "No RSA host key is known") ||
+      contains(err, "No ECDSA host key is known") || contains(err, "host key is known for") ||
+      (contains(err, "Host key verification failed") && !contains(err, "CHANGED")))
+    return make(errc::host_key_unknown,
+                "the host key is not in known_hosts and strict checking is on. Verify the key and add it "
+                "(ssh-keyscan), or choose host_key_policy: accept-new for first contact with fresh machines.");
+  if (contains(err, "Permission denied"))
+    return make(errc::authentication_failed,
+                "the server refused our key. Check the user name and identity_file (" +
+                    (host.identity_file.empty() ? std::string("ssh's default keys") : host.identity_file) +
+                    "), and that the public key is in the host's ~/.ssh/authorized_keys.");
+  if (contains(err, "Could not resolve hostname") || contains(err, "Name or service not known") ||
+      contains(err, "Temporary failure in name resolution"))
+    return make(errc::name_resolution_failed,
+                "the host name does not resolve; check the address in the inventory or ~/.ssh/config.");
+  if (contains(err, "Connection refused"))
+    return make(errc::connection_refused, "connection refused: nothing listens on port " +
+                                              std::to_string(host.port ? host.port : 22) +
+                                              ". Is sshd running, and is the port right?");
+  if (contains(err, "timed out") || contains(err, "No route to host") || contains(err, "Network is unreachable") ||
+      contains(err, "Host is unreachable"))
+    return make(errc::host_unreachable,
+                "the host does not answer. Check that it is up, the address is right, and no firewall drops port " +
+                    std::to_string(host.port ? host.port : 22) + ".");
+  if (contains(err, "Connection reset") || contains(err, "Broken pipe") || contains(err, "closed by remote host") ||
+      contains(err, "Timeout, server") || contains(err, "not responding"))
+    return make(errc::connection_lost, "the connection dropped. The host may have rebooted or been cut off.");
+  if (contains(err, "No such file or directory") && contains(err, "Identity file"))
+    return make(errc::authentication_failed, "the identity file does not exist: " + host.identity_file);
+  return make(errc::ssh_failed, "ssh failed before the command started.");
+}
+
+}  // namespace clusterkit::detail

@@ -1,0 +1,332 @@
+// Host on the local machine: the same wrapper, pipes, timeouts and
+// cancellation as remote commands, without ssh. Real processes, no mocks.
+#include "clusterkit/host.hpp"
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/cancellation_signal.hpp>
+#include <catch2/catch.hpp>
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <future>
+#include <mutex>
+#include <thread>
+
+#include "clusterkit/fanout.hpp"
+#include "clusterkit/runtime.hpp"
+
+using namespace clusterkit;
+using namespace std::chrono_literals;
+namespace fs = std::filesystem;
+
+namespace {
+
+bool pid_alive(long pid) { return ::kill(static_cast<pid_t>(pid), 0) == 0; }
+
+// Waits up to `limit` for a pid to disappear (the remote watcher's
+// SIGTERM/SIGKILL takes a moment).
+bool gone_within(long pid, std::chrono::milliseconds limit) {
+  auto until = std::chrono::steady_clock::now() + limit;
+  while (std::chrono::steady_clock::now() < until) {
+    if (!pid_alive(pid)) return true;
+    std::this_thread::sleep_for(20ms);
+  }
+  return !pid_alive(pid);
+}
+
+struct TempDir {
+  fs::path path;
+  TempDir() {
+    char tmpl[] = "/tmp/ck-test-XXXXXX";
+    path = ::mkdtemp(tmpl);
+  }
+  ~TempDir() { fs::remove_all(path); }
+};
+
+std::vector<long> read_pids(fs::path const& file) {
+  std::ifstream in(file);
+  std::vector<long> pids;
+  long p;
+  while (in >> p) pids.push_back(p);
+  return pids;
+}
+
+}  // namespace
+
+TEST_CASE("argv reaches the command byte for byte", "[host][local]") {
+  Runtime rt;
+  auto host = rt.host(HostSpec::local_machine());
+  std::vector<std::string> tricky = {"a'b", "\"double\"", "$(whoami)", "`id`", "x; rm -rf /nonexistent", "line1\nline2",
+                                     "caf\xc3\xa9 \xe6\x97\xa5\xe6\x9c\xac", "", "*", "--", "\\back\\slash"};
+  std::vector<std::string> argv = {"printf", "[%s]\\n"};
+  argv.insert(argv.end(), tricky.begin(), tricky.end());
+  auto r = run(host, Command::args(argv));
+  std::string expected;
+  for (auto const& t : tricky) expected += "[" + t + "]\n";
+  CHECK(r.exit_code == 0);
+  CHECK(r.stdout_text == expected);
+  CHECK(r.stderr_text.empty());
+}
+
+TEST_CASE("exit status, stderr and duration are reported", "[host][local]") {
+  Runtime rt;
+  auto host = rt.host(HostSpec::local_machine());
+  auto r = run(host, Command::shell("echo out; echo err >&2; exit 7"));
+  CHECK(r.exit_code == 7);
+  CHECK_FALSE(r.success());
+  CHECK(r.stdout_text == "out\n");
+  CHECK(r.stderr_text == "err\n");
+  CHECK(r.signal == 0);
+  CHECK(r.duration > 0ns);
+}
+
+TEST_CASE("a command killed by a signal reports it", "[host][local]") {
+  Runtime rt;
+  auto host = rt.host(HostSpec::local_machine());
+  auto r = run(host, Command::shell("kill -s TERM $$"));
+  CHECK(r.exit_code == 143);
+  CHECK(r.signal == SIGTERM);
+}
+
+TEST_CASE("environment, working directory and stdin", "[host][local]") {
+  Runtime rt;
+  auto host = rt.host(HostSpec::local_machine());
+  TempDir dir;
+  RunOptions o;
+  o.env = {{"CK_GREETING", "hello world; $(not run)"}, {"CK_EMPTY", ""}};
+  o.working_directory = dir.path.string();
+  std::string binary("bin\0ary\nline two\n", 17);
+  o.stdin_data = binary;
+  auto r = run(host, Command::shell("printf '%s|%s|' \"$CK_GREETING\" \"$CK_EMPTY\"; pwd; od -An -tx1 | tr -d ' \\n'"), o);
+  REQUIRE(r.exit_code == 0);
+  CHECK(r.stdout_text.starts_with("hello world; $(not run)||" + dir.path.string() + "\n"));
+  // "bin\0ary\nline two\n" in hex: the NUL and newlines arrive intact.
+  CHECK(r.stdout_text.ends_with("62696e006172790a6c696e652074776f0a"));
+
+  SECTION("a missing working directory is an error naming it") {
+    RunOptions bad;
+    bad.working_directory = "/nonexistent/ck-dir";
+    try {
+      run(host, Command::args({"true"}), bad);
+      FAIL("expected an error");
+    } catch (Error const& e) {
+      CHECK(e.code() == errc::bad_working_directory);
+      CHECK(std::string(e.what()).find("/nonexistent/ck-dir") != std::string::npos);
+    }
+  }
+  SECTION("an invalid variable name is refused before anything runs") {
+    RunOptions bad;
+    bad.env = {{"BAD-NAME", "x"}};
+    try {
+      run(host, Command::args({"true"}), bad);
+      FAIL("expected an error");
+    } catch (Error const& e) {
+      CHECK(e.code() == errc::bad_environment_name);
+      CHECK(std::string(e.what()).find("BAD-NAME") != std::string::npos);
+    }
+  }
+}
+
+TEST_CASE("output is streamed line by line while the command runs", "[host][local]") {
+  Runtime rt;
+  auto host = rt.host(HostSpec::local_machine());
+  std::mutex m;
+  std::vector<std::pair<std::string, std::chrono::steady_clock::time_point>> lines;
+  RunOptions o;
+  o.on_line = [&](OutputLine const& l) {
+    std::lock_guard lock(m);
+    lines.emplace_back(std::string(l.stream == Stream::out ? "out:" : "err:") + std::string(l.text),
+                       std::chrono::steady_clock::now());
+  };
+  auto r = run(host, Command::shell("echo first; echo warn >&2; sleep 0.4; printf 'last-no-newline'"), o);
+  auto end = std::chrono::steady_clock::now();
+  REQUIRE(lines.size() == 3);
+  CHECK(lines[0].first == "out:first");
+  CHECK(lines[2].first == "out:last-no-newline");
+  // The first line arrived well before the command ended.
+  CHECK(end - lines[0].second > 300ms);
+  CHECK(r.stdout_text == "first\nlast-no-newline");
+}
+
+TEST_CASE("megabytes of output arrive intact; the capture limit is honoured", "[host][local]") {
+  Runtime rt;
+  auto host = rt.host(HostSpec::local_machine());
+  auto r = run(host, Command::shell("head -c 20000000 /dev/zero | tr '\\0' a"));
+  CHECK(r.stdout_text.size() == 20000000u);
+  CHECK(r.stdout_text.find_first_not_of('a') == std::string::npos);
+  RunOptions o;
+  o.max_captured_bytes = 1000;
+  auto t = run(host, Command::shell("head -c 50000 /dev/zero"), o);
+  CHECK(t.stdout_text.size() == 1000u);
+  CHECK(t.stdout_truncated);
+  CHECK(t.exit_code == 0);
+}
+
+TEST_CASE("a timeout stops the command and everything it started", "[host][local]") {
+  Runtime rt;
+  auto host = rt.host(HostSpec::local_machine());
+  TempDir dir;
+  auto pidfile = dir.path / "pids";
+  RunOptions o;
+  o.timeout = 500ms;
+  o.kill_grace = 300ms;
+  // A child that ignores SIGTERM forces the escalation to SIGKILL.
+  auto script = "sleep 300 & echo $! >> '" + pidfile.string() + "'; (trap '' TERM; sleep 300) & echo $! >> '" +
+                pidfile.string() + "'; echo $$ >> '" + pidfile.string() + "'; wait";
+  auto started = std::chrono::steady_clock::now();
+  try {
+    run(host, Command::shell(script), o);
+    FAIL("expected a timeout");
+  } catch (Error const& e) {
+    CHECK(e.code() == errc::timed_out);
+    CHECK(std::string(e.what()).find("timed out after 500 ms") != std::string::npos);
+  }
+  CHECK(std::chrono::steady_clock::now() - started < 5s);
+  auto pids = read_pids(pidfile);
+  REQUIRE(pids.size() == 3);
+  for (auto p : pids) CHECK(gone_within(p, 3s));
+}
+
+TEST_CASE("cancellation maps onto signals and stops the process group", "[host][local]") {
+  Runtime rt;
+  auto host = rt.host(HostSpec::local_machine());
+  TempDir dir;
+  auto pidfile = dir.path / "pids";
+  auto type = GENERATE(asio::cancellation_type::terminal, asio::cancellation_type::partial,
+                       asio::cancellation_type::total);
+  asio::cancellation_signal signal;
+  std::promise<std::pair<std::error_code, RunResult>> done;
+  RunOptions o;
+  o.kill_grace = 300ms;
+  o.on_line = [&](OutputLine const& l) {
+    if (l.text == "ready") signal.emit(type);
+  };
+  host.async_run(Command::shell("sleep 300 & echo $! > '" + pidfile.string() + "'; echo ready; wait"), o,
+                 asio::bind_cancellation_slot(signal.slot(), [&](std::error_code ec, RunResult r) {
+                   done.set_value({ec, std::move(r)});
+                 }));
+  auto fut = done.get_future();
+  REQUIRE(fut.wait_for(10s) == std::future_status::ready);
+  auto [ec, r] = fut.get();
+  CHECK(ec == errc::cancelled);
+  auto pids = read_pids(pidfile);
+  REQUIRE(pids.size() == 1);
+  CHECK(gone_within(pids[0], 3s));
+}
+
+TEST_CASE("files move atomically with progress", "[host][local][transfer]") {
+  Runtime rt;
+  auto host = rt.host(HostSpec::local_machine());
+  TempDir dir;
+  auto src = dir.path / "src.bin";
+  {
+    std::ofstream out(src, std::ios::binary);
+    for (int i = 0; i < 3 * 1024 * 1024; ++i) out.put(static_cast<char>(i * 31));
+  }
+  std::uint64_t last_done = 0, last_total = 0;
+  int calls = 0;
+  TransferOptions t;
+  t.on_progress = [&](std::uint64_t done, std::uint64_t total) {
+    CHECK(done >= last_done);
+    last_done = done;
+    last_total = total;
+    ++calls;
+  };
+  t.mode = 0600;
+  auto up = upload(host, src.string(), (dir.path / "up.bin").string(), t);
+  CHECK(up.bytes == 3u * 1024 * 1024);
+  CHECK(last_done == up.bytes);
+  CHECK(last_total == up.bytes);
+  CHECK(calls > 1);
+  CHECK(fs::file_size(dir.path / "up.bin") == up.bytes);
+  CHECK((fs::status(dir.path / "up.bin").permissions() & fs::perms::all) == (fs::perms::owner_read | fs::perms::owner_write));
+
+  auto down = download(host, (dir.path / "up.bin").string(), (dir.path / "down.bin").string());
+  CHECK(down.bytes == up.bytes);
+  std::ifstream a(src, std::ios::binary), b(dir.path / "down.bin", std::ios::binary);
+  std::string sa((std::istreambuf_iterator<char>(a)), {}), sb((std::istreambuf_iterator<char>(b)), {});
+  CHECK(sa == sb);
+
+  SECTION("a missing remote file is a clear error and leaves nothing behind") {
+    try {
+      download(host, (dir.path / "missing").string(), (dir.path / "never.bin").string());
+      FAIL("expected an error");
+    } catch (Error const& e) {
+      CHECK(e.code() == errc::transfer_failed);
+      CHECK(std::string(e.what()).find("not a readable file") != std::string::npos);
+    }
+    CHECK_FALSE(fs::exists(dir.path / "never.bin"));
+    for (auto const& entry : fs::directory_iterator(dir.path))
+      CHECK(entry.path().filename().string().find("ck-part") == std::string::npos);
+  }
+  SECTION("a missing local file names it") {
+    try {
+      upload(host, (dir.path / "nope").string(), (dir.path / "x").string());
+      FAIL("expected an error");
+    } catch (Error const& e) {
+      CHECK(e.code() == errc::local_file_error);
+      CHECK(std::string(e.what()).find("nope") != std::string::npos);
+    }
+  }
+}
+
+TEST_CASE("fan-out runs on every host with a concurrency limit", "[fanout][local]") {
+  Runtime rt;
+  std::vector<Host> hosts;
+  for (int i = 0; i < 6; ++i) hosts.push_back(rt.host(HostSpec::local_machine("local" + std::to_string(i))));
+  std::mutex m;
+  std::vector<std::string> seen;
+  FanoutOptions o;
+  o.concurrency = 2;
+  o.on_line = [&](std::string_view host, OutputLine const& l) {
+    std::lock_guard lock(m);
+    seen.push_back(std::string(host) + ":" + std::string(l.text));
+  };
+  auto started = std::chrono::steady_clock::now();
+  auto outcomes = run_on_hosts(hosts, Command::shell("sleep 0.3; echo done"), o);
+  auto took = std::chrono::steady_clock::now() - started;
+  REQUIRE(outcomes.size() == 6);
+  for (int i = 0; i < 6; ++i) {
+    CHECK(outcomes[i].host == "local" + std::to_string(i));
+    CHECK(outcomes[i].success());
+    CHECK(outcomes[i].result.stdout_text == "done\n");
+  }
+  CHECK(seen.size() == 6);
+  // Six 0.3 s commands two at a time take three rounds.
+  CHECK(took >= 850ms);
+  CHECK(took < 5s);
+
+}
+
+TEST_CASE("fail-fast: the first failure stops running commands and skips the rest", "[fanout][local]") {
+  Runtime rt;
+  TempDir dir;
+  std::vector<Host> hosts;
+  for (int i = 0; i < 5; ++i) hosts.push_back(rt.host(HostSpec::local_machine("h" + std::to_string(i))));
+  FanoutOptions o;
+  o.concurrency = 2;
+  o.fail_fast = true;
+  o.run.kill_grace = 200ms;
+  // Whichever command makes the lock first fails at once; the other one
+  // would sleep for 30 s unless fail-fast stops it.
+  auto lock = (dir.path / "lock").string();
+  auto started = std::chrono::steady_clock::now();
+  auto outcomes = run_on_hosts(hosts, Command::shell("if mkdir '" + lock + "' 2>/dev/null; then exit 4; fi; sleep 30"), o);
+  CHECK(std::chrono::steady_clock::now() - started < 10s);
+  REQUIRE(outcomes.size() == 5);
+  int failed = 0, cancelled = 0, skipped = 0;
+  for (auto const& out : outcomes) {
+    if (!out.error && out.result.exit_code == 4) ++failed;
+    if (out.error == errc::cancelled) ++cancelled;
+    if (out.error == errc::skipped) {
+      ++skipped;
+      CHECK(out.result.diagnostic.find("fail-fast") != std::string::npos);
+    }
+  }
+  CHECK(failed == 1);
+  CHECK(cancelled == 1);
+  CHECK(skipped == 3);
+}
