@@ -7,6 +7,7 @@ set(CLUSTERKIT_SOURCES
   src/shell.cpp
   src/remote_script.cpp
   src/ssh_diagnosis.cpp
+  src/host_spec.cpp
   src/host.cpp
   src/fanout.cpp
   src/runtime.cpp
@@ -15,4 +16,8 @@ set(CLUSTERKIT_SOURCES
 )
 set(CLUSTERKIT_CLI_SOURCES
   src/cli/main.cpp
+  src/cli/exec.cpp
+  src/cli/transfer.cpp
+  src/cli/inventory_cmd.cpp
+  src/cli/lab_cmd.cpp
 )

@@ -127,16 +127,33 @@ std::string duration_text(std::chrono::milliseconds ms) {
 // ---------------------------------------------------------------------------
 // HostImpl
 
+std::string control_path_for(HostSpec const& spec) {
+  auto key = spec.user + "@" + spec.address + ":" + std::to_string(spec.port) + "|" + spec.jump_host + "|" +
+             spec.ssh_config_file + "|" + spec.identity_file;
+  return control_directory() + "/cm-" + fnv1a_hex(key);
+}
+
+void close_connection(HostSpec const& spec) {
+  if (spec.local) return;
+  auto path = control_path_for(spec);
+  if (!fs::exists(path)) return;
+  std::vector<std::string> args{"-o", "ControlPath=" + path, "-O", "exit", "--", spec.address};
+  try {
+    asio::io_context ctx;
+    bp::process p(ctx, ssh_program(), args, bp::process_stdio{nullptr, nullptr, nullptr});
+    p.wait();
+  } catch (std::exception const& e) {
+    spdlog::debug("{}: ssh -O exit failed: {}", spec.name, e.what());
+  }
+}
+
 namespace detail {
 
 struct HostImpl : std::enable_shared_from_this<HostImpl> {
   HostImpl(asio::any_io_executor ex, HostSpec s) : strand(asio::make_strand(ex)), spec(std::move(s)) {
+    ignore_sigpipe_once();
     if (spec.name.empty()) spec.name = spec.local ? "localhost" : spec.address;
-    if (!spec.local) {
-      auto key = spec.user + "@" + spec.address + ":" + std::to_string(spec.port) + "|" + spec.jump_host + "|" +
-                 spec.ssh_config_file + "|" + spec.identity_file;
-      control_path = control_directory() + "/cm-" + fnv1a_hex(key);
-    }
+    if (!spec.local) control_path = control_path_for(spec);
   }
 
   asio::strand<asio::any_io_executor> strand;
@@ -367,7 +384,7 @@ struct RunOp : std::enable_shared_from_this<RunOp> {
   RunResult result;
   steady_clock::time_point started_at;
   bool exited = false, out_eof = false, err_eof = false, finished = false;
-  bool wrapper_started = false, no_cwd = false, stale_master = false;
+  bool wrapper_started = false, wrapper_exited = false, no_cwd = false, stale_master = false;
   int raw_status = 0;
   std::error_code stop_reason;
 
@@ -429,7 +446,7 @@ struct RunOp : std::enable_shared_from_this<RunOp> {
     auto argv = host->script_argv(script);
     try {
       proc.emplace(host->strand, host->program(), std::vector<std::string>(argv.begin() + (host->spec.local ? 1 : 0), argv.end()),
-                   bp::process_stdio{in, out, err});
+                   bp::process_stdio{in, out, err}, detail::default_child_signals{});
     } catch (std::exception const& e) {
       return fail(make_error_code(errc::ssh_not_found), host->who() + ": could not start " + host->program() + ": " + e.what());
     }
@@ -506,6 +523,12 @@ struct RunOp : std::enable_shared_from_this<RunOp> {
   }
 
   void on_err_line(std::string_view line) {
+    if (wrapper_started && !line.empty() && line[0] == detail::control_marker) {
+      if (auto c = detail::parse_control_line(line); c && c->kind == detail::ControlLine::exited) {
+        wrapper_exited = true;
+        return;
+      }
+    }
     if (!wrapper_started) {
       if (auto c = detail::parse_control_line(line)) {
         if (c->kind == detail::ControlLine::started) wrapper_started = true;
@@ -623,15 +646,17 @@ struct RunOp : std::enable_shared_from_this<RunOp> {
       result.diagnostic = host->who() + ": " + describe_stop();
       return done(stop_reason);
     }
-    if (!host->spec.local && (code == 255 || code == -1)) {
-      auto t = result.stderr_text;
-      if (t.find("not responding") != std::string::npos || t.find("Broken pipe") != std::string::npos ||
-          t.find("closed by remote host") != std::string::npos || code == -1) {
-        host->link = HostImpl::Link::down;
-        result.diagnostic = host->who() + ": the connection was lost while `" + command.display() +
-                            "` was running [" + detail::tail_lines(t, 2) + "]";
-        return done(make_error_code(errc::connection_lost));
-      }
+    if (!wrapper_exited) {
+      // The wrapper always reports its end; without that report the
+      // channel died under the command (host cut off, rebooted, master
+      // killed). What the command did meanwhile is unknown.
+      host->link = HostImpl::Link::down;
+      result.exit_code = -1;
+      result.signal = 0;
+      result.diagnostic = host->who() + ": the connection was lost while `" + command.display() +
+                          "` was running; the host stopped answering or the connection was closed. "
+                          "Check the host is up and reachable, then run the command again.";
+      return done(make_error_code(errc::connection_lost));
     }
     done({});
   }
@@ -755,7 +780,7 @@ struct TransferOp : std::enable_shared_from_this<TransferOp> {
     auto argv = host->script_argv(script);
     try {
       proc.emplace(host->strand, host->program(), std::vector<std::string>(argv.begin() + (host->spec.local ? 1 : 0), argv.end()),
-                   bp::process_stdio{in, out, err});
+                   bp::process_stdio{in, out, err}, detail::default_child_signals{});
     } catch (std::exception const& e) {
       return fail(make_error_code(errc::ssh_not_found), host->who() + ": could not start " + host->program() + ": " + e.what());
     }
@@ -966,17 +991,7 @@ bool Host::connection_alive() const {
 }
 
 void Host::disconnect() {
-  if (impl_->spec.local || !fs::exists(impl_->control_path)) return;
-  // `ssh -O exit` asks the master (found through its socket, never by name)
-  // to close.
-  std::vector<std::string> args{"-o", "ControlPath=" + impl_->control_path, "-O", "exit", "--", impl_->spec.address};
-  try {
-    asio::io_context ctx;
-    bp::process p(ctx, ssh_program(), args, bp::process_stdio{nullptr, nullptr, nullptr});
-    p.wait();
-  } catch (std::exception const& e) {
-    spdlog::debug("{}: ssh -O exit failed: {}", impl_->spec.name, e.what());
-  }
+  close_connection(impl_->spec);
   asio::dispatch(impl_->strand, [impl = impl_] { impl->link = detail::HostImpl::Link::down; });
 }
 

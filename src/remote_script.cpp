@@ -72,9 +72,14 @@ std::string wrapper_script(WrapperRequest const& request) {
   // Stopping and something of the command is left: let the watcher finish
   // the escalation. Otherwise the command ended by itself; what it left in
   // the background on purpose (nohup ... &) stays.
-  s += "if [ -n \"$ck_stop\" ] && kill -0 -- \"-$ck_p\" 2>/dev/null; then wait \"$ck_w\" 2>/dev/null; fi\n";
+  s += "if [ -n \"$ck_stop\" ] && kill -0 -- \"-$ck_p\" 2>/dev/null; then\n"
+       "  while kill -0 \"$ck_w\" 2>/dev/null; do wait \"$ck_w\" 2>/dev/null; done\n"
+       "fi\n";
   s += "kill -s KILL -- \"-$ck_w\" \"$ck_w\" 2>/dev/null\n";
   s += "[ \"$ck_in\" = /dev/null ] || rm -f -- \"$ck_in\"\n";
+  // The last word: proves the wrapper ran to its end, so an ssh exit of
+  // 255 without it means the connection died, not the command.
+  s += "printf '\\036ck:exit %s\\n' \"$ck_rc\" >&2\n";
   s += "exit $ck_rc\n";
   return s;
 }
@@ -91,6 +96,13 @@ std::optional<ControlLine> parse_control_line(std::string_view line) {
   if (body.starts_with("start ")) {
     ControlLine c{ControlLine::started, 0};
     auto digits = body.substr(6);
+    auto [ptr, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), c.pid);
+    if (ec != std::errc{} || ptr != digits.data() + digits.size()) return std::nullopt;
+    return c;
+  }
+  if (body.starts_with("exit ")) {
+    ControlLine c{ControlLine::exited, 0};
+    auto digits = body.substr(5);
     auto [ptr, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), c.pid);
     if (ec != std::errc{} || ptr != digits.data() + digits.size()) return std::nullopt;
     return c;

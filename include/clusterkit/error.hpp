@@ -71,8 +71,13 @@ inline std::error_code make_error_code(errc e) noexcept {
 /// the thing that failed and the fix; `code()` is the machine-readable part.
 class Error : public std::system_error {
 public:
-  Error(std::error_code code, std::string const& message)
-      : std::system_error(code, message) {}
+  Error(std::error_code code, std::string message) : std::system_error(code), message_(std::move(message)) {}
+  // std::system_error would append ": " + code.message(); our messages are
+  // already complete sentences.
+  char const* what() const noexcept override { return message_.c_str(); }
+
+private:
+  std::string message_;
 };
 
 }  // namespace clusterkit

@@ -243,4 +243,12 @@ private:
 /// first use under $XDG_RUNTIME_DIR, or /tmp/clusterkit-<uid>.
 std::string control_directory();
 
+/// The control socket a Host for `spec` uses; stable across processes, so a
+/// later process finds a master an earlier one left up.
+std::string control_path_for(HostSpec const& spec);
+
+/// Close the shared connection for `spec` if one is up (`ssh -O exit`,
+/// addressed through its socket, never by process name).
+void close_connection(HostSpec const& spec);
+
 }  // namespace clusterkit

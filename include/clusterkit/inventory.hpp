@@ -50,8 +50,8 @@ public:
   /// Throws Error(errc::unknown_host_or_group) naming what did not match.
   std::vector<InventoryHost> select(std::string_view selector) const;
 
-  /// The inventory as JSON (the shape `load` accepts).
-  nlohmann::json to_json() const;
+  /// The inventory as JSON (the shape `load` accepts), hosts in order.
+  nlohmann::ordered_json to_json() const;
 
 private:
   std::string source_;

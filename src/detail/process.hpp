@@ -11,3 +11,30 @@
 #include <boost/process/v2/environment.hpp>
 #include <boost/process/v2/process.hpp>
 #include <boost/process/v2/stdio.hpp>
+
+#include <csignal>
+#include <mutex>
+
+namespace clusterkit::detail {
+
+// Writing to a pipe whose reader is gone (ssh exited while we still sent it
+// stdin) must be an EPIPE error for us, not a signal that kills the whole
+// program. Asio does not handle this for pipes, so we ignore SIGPIPE, once,
+// when the first process is started; Python does the same at startup.
+inline void ignore_sigpipe_once() {
+  static std::once_flag once;
+  std::call_once(once, [] { std::signal(SIGPIPE, SIG_IGN); });
+}
+
+// ...and children get the default back, so that `yes | head` behaves as in a
+// terminal. Runs in the child between fork and exec.
+struct default_child_signals {
+  template <class Launcher>
+  boost::process::v2::error_code on_exec_setup(Launcher&, boost::process::v2::filesystem::path const&,
+                                               char const* const*&) {
+    std::signal(SIGPIPE, SIG_DFL);
+    return {};
+  }
+};
+
+}  // namespace clusterkit::detail

@@ -9,8 +9,9 @@
 //
 // It also reports on stderr, in lines starting with the ASCII record
 // separator (\x1e), whether the command started (`\x1eck:start PID`) or the
-// working directory was missing (`\x1eck:nocwd`), so that an ssh failure is
-// never confused with a command that exited 255.
+// working directory was missing (`\x1eck:nocwd`), and when it ends
+// (`\x1eck:exit N`), so that neither an ssh failure nor a dropped connection
+// is ever confused with a command that exited 255.
 #pragma once
 
 #include <chrono>
@@ -44,7 +45,8 @@ std::string remote_command_line(std::string const& script);
 
 /// A parsed control line from the wrapper.
 struct ControlLine {
-  enum Kind { started, no_working_directory } kind;
+  enum Kind { started, exited, no_working_directory } kind;
+  /// The command's pid (started) or exit status (exited).
   long pid = 0;
 };
 

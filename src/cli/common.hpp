@@ -1,0 +1,45 @@
+// Shared pieces of the command-line tool: global options, inventory lookup,
+// output helpers. Each verb lives in its own file and registers itself.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "clusterkit/fanout.hpp"
+#include "clusterkit/host.hpp"
+#include "clusterkit/inventory.hpp"
+#include "clusterkit/runtime.hpp"
+
+namespace clusterkit::cli {
+
+struct GlobalOptions {
+  std::string inventory;
+  bool json = false;
+  bool verbose = false;
+};
+
+/// The inventory to use: -i, else $CLUSTERKIT_INVENTORY, else ./inventory.yaml,
+/// else the default lab's. Throws Error naming what was tried.
+Inventory load_inventory(GlobalOptions const& g);
+
+/// Hosts of `selector` in `inventory`, as Host handles on `rt`.
+std::vector<Host> make_hosts(Runtime& rt, Inventory const& inventory, std::string const& selector);
+
+nlohmann::json outcome_to_json(HostOutcome const& o);
+
+/// Print a human summary of fan-out outcomes to stderr; returns the exit
+/// status for the tool (0 when every host succeeded).
+int summarize(std::vector<HostOutcome> const& outcomes, bool quiet_success = false);
+
+using Action = std::function<int()>;
+
+/// Each verb registers its subcommand and sets `action` when chosen.
+void register_exec(CLI::App& app, GlobalOptions& g, Action& action);
+void register_transfer(CLI::App& app, GlobalOptions& g, Action& action);
+void register_inventory(CLI::App& app, GlobalOptions& g, Action& action);
+void register_lab(CLI::App& app, GlobalOptions& g, Action& action);
+
+}  // namespace clusterkit::cli

@@ -1,0 +1,77 @@
+// `clusterkit exec`: one command on many hosts, output prefixed by host.
+#include <cstdio>
+#include <iostream>
+#include <mutex>
+
+#include "common.hpp"
+
+namespace clusterkit::cli {
+
+void register_exec(CLI::App& app, GlobalOptions& g, Action& action) {
+  struct Options {
+    std::string group = "all";
+    std::vector<std::string> command;
+    bool shell = false;
+    double timeout = 0;
+    std::size_t concurrency = 64;
+    bool fail_fast = false;
+    std::vector<std::string> env;
+    std::string cwd;
+  };
+  auto o = std::make_shared<Options>();
+  auto* sub = app.add_subcommand("exec", "Run a command on every selected host");
+  sub->add_option("-g,--group", o->group, "Hosts: all, a group, a host, role:NAME, or a comma list")->capture_default_str();
+  sub->add_flag("--sh", o->shell, "Run the words as one shell script (pipes, $VARS) instead of an exact argv");
+  sub->add_option("-t,--timeout", o->timeout, "Seconds before the command is stopped on a host (0: none)");
+  sub->add_option("-f,--concurrency", o->concurrency, "Hosts at once")->capture_default_str();
+  sub->add_flag("--fail-fast", o->fail_fast, "Stop everything at the first failing host");
+  sub->add_option("-e,--env", o->env, "KEY=VALUE for the command (repeatable)");
+  sub->add_option("-C,--cwd", o->cwd, "Working directory on the host");
+  sub->add_option("command", o->command, "The command and its arguments (after --)")->required();
+  sub->callback([&g, &action, o] {
+    action = [&g, o] {
+      auto inventory = load_inventory(g);
+      Runtime rt;
+      auto hosts = make_hosts(rt, inventory, o->group);
+      FanoutOptions f;
+      f.concurrency = o->concurrency;
+      f.fail_fast = o->fail_fast;
+      f.run.timeout = std::chrono::milliseconds(static_cast<long long>(o->timeout * 1000));
+      f.run.working_directory = o->cwd;
+      for (auto const& kv : o->env) {
+        auto eq = kv.find('=');
+        if (eq == std::string::npos)
+          throw Error(make_error_code(errc::invalid_argument), "--env '" + kv + "' is not KEY=VALUE");
+        f.run.env[kv.substr(0, eq)] = kv.substr(eq + 1);
+      }
+      std::size_t width = 0;
+      for (auto const& h : hosts) width = std::max(width, h.name().size());
+      std::mutex out_mutex;
+      if (!g.json) {
+        f.on_line = [&](std::string_view host, OutputLine const& line) {
+          std::lock_guard lock(out_mutex);
+          auto* stream = line.stream == Stream::out ? stdout : stderr;
+          std::fprintf(stream, "%-*.*s: %.*s\n", static_cast<int>(width), static_cast<int>(host.size()), host.data(),
+                       static_cast<int>(line.text.size()), line.text.data());
+        };
+      }
+      Command cmd;
+      if (o->shell) {
+        std::string script;
+        for (auto const& w : o->command) script += (script.empty() ? "" : " ") + w;
+        cmd = Command::shell(script);
+      } else {
+        cmd = Command::args(o->command);
+      }
+      auto outcomes = run_on_hosts(hosts, cmd, f);
+      if (g.json) {
+        auto arr = nlohmann::json::array();
+        for (auto const& out : outcomes) arr.push_back(outcome_to_json(out));
+        std::cout << arr.dump(2) << std::endl;
+      }
+      return summarize(outcomes, g.json);
+    };
+  });
+}
+
+}  // namespace clusterkit::cli

@@ -1,0 +1,94 @@
+// `clusterkit lab up|status|down`: real sshd hosts in namespaces on this
+// machine, for trying every capability without renting servers.
+#include <cstdio>
+#include <iostream>
+
+#include "clusterkit/lab.hpp"
+#include "common.hpp"
+
+namespace clusterkit::cli {
+namespace {
+
+nlohmann::json status_json(LabStatus const& s) {
+  nlohmann::json j{{"name", s.name},
+                   {"exists", s.exists},
+                   {"state_dir", s.state_dir},
+                   {"inventory", s.inventory_path},
+                   {"identity_file", s.identity_file},
+                   {"known_hosts_file", s.known_hosts_file},
+                   {"bridge", s.bridge},
+                   {"hosts", nlohmann::json::array()}};
+  for (auto const& h : s.hosts)
+    j["hosts"].push_back({{"name", h.name}, {"address", h.address}, {"netns", h.netns}, {"sshd_pid", h.sshd_pid},
+                          {"running", h.running}});
+  return j;
+}
+
+void print_status(LabStatus const& s) {
+  if (!s.exists) {
+    std::printf("lab '%s': not up\n", s.name.c_str());
+    return;
+  }
+  std::size_t running = 0;
+  for (auto const& h : s.hosts) running += h.running;
+  std::printf("lab '%s': %zu/%zu hosts running (namespaces on this machine, no GPUs)\n", s.name.c_str(), running,
+              s.hosts.size());
+  for (auto const& h : s.hosts)
+    std::printf("  %-6s %-15s sshd pid %-8d %s\n", h.name.c_str(), h.address.c_str(), h.sshd_pid,
+                h.running ? "running" : "DOWN");
+  std::printf("inventory: %s\n", s.inventory_path.c_str());
+  std::printf("try:       clusterkit -i %s exec -- hostname\n", s.inventory_path.c_str());
+}
+
+}  // namespace
+
+void register_lab(CLI::App& app, GlobalOptions& g, Action& action) {
+  auto* lab = app.add_subcommand("lab", "A lab of real sshd hosts in namespaces on this machine (needs root)");
+  lab->require_subcommand(1);
+  auto opts = std::make_shared<LabOptions>();
+  auto* up = lab->add_subcommand("up", "Bring the lab up (idempotent)");
+  up->add_option("-n,--hosts", opts->hosts, "Number of hosts")->capture_default_str();
+  up->add_flag("--nas", opts->nas, "Add a 'nas' host exporting /srv/nas over SFTP");
+  up->add_option("--name", opts->name, "Lab name (several labs can coexist)")->capture_default_str();
+  up->add_option("--subnet", opts->subnet, "First three octets of the lab subnet")->capture_default_str();
+  up->add_option("--state-dir", opts->state_dir, "Where keys, state and the inventory go");
+  up->callback([&g, &action, opts] {
+    action = [&g, opts] {
+      auto s = lab_up(*opts);
+      if (g.json)
+        std::cout << status_json(s).dump(2) << std::endl;
+      else
+        print_status(s);
+      return 0;
+    };
+  });
+  auto name = std::make_shared<std::string>("ck");
+  auto state_dir = std::make_shared<std::string>();
+  auto* st = lab->add_subcommand("status", "Show the lab's hosts");
+  st->add_option("--name", *name, "Lab name")->capture_default_str();
+  st->add_option("--state-dir", *state_dir, "State folder given to `lab up`");
+  st->callback([&g, &action, name, state_dir] {
+    action = [&g, name, state_dir] {
+      auto s = lab_status(*name, *state_dir);
+      if (g.json)
+        std::cout << status_json(s).dump(2) << std::endl;
+      else
+        print_status(s);
+      bool all = s.exists;
+      for (auto const& h : s.hosts) all = all && h.running;
+      return all ? 0 : 1;
+    };
+  });
+  auto* down = lab->add_subcommand("down", "Stop every lab process by pid and delete its namespaces");
+  down->add_option("--name", *name, "Lab name")->capture_default_str();
+  down->add_option("--state-dir", *state_dir, "State folder given to `lab up`");
+  down->callback([&action, name, state_dir] {
+    action = [name, state_dir] {
+      lab_down(*name, *state_dir);
+      std::printf("lab '%s' is down\n", name->c_str());
+      return 0;
+    };
+  });
+}
+
+}  // namespace clusterkit::cli

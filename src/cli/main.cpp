@@ -1,0 +1,107 @@
+// clusterkit: deploy and drive a model-serving cluster over OpenSSH.
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <iostream>
+
+#include "common.hpp"
+
+namespace clusterkit::cli {
+
+Inventory load_inventory(GlobalOptions const& g) {
+  namespace fs = std::filesystem;
+  if (!g.inventory.empty()) return Inventory::load(g.inventory);
+  std::vector<std::string> tried;
+  if (char const* env = std::getenv("CLUSTERKIT_INVENTORY"); env && *env) return Inventory::load(env);
+  tried.push_back("$CLUSTERKIT_INVENTORY (unset)");
+  for (auto const* candidate : {"inventory.yaml", "inventory.yml", "inventory.json", "/run/clusterkit/lab-ck/inventory.yaml"}) {
+    if (fs::exists(candidate)) return Inventory::load(candidate);
+    tried.push_back(candidate);
+  }
+  std::string list;
+  for (auto const& t : tried) list += (list.empty() ? "" : ", ") + t;
+  throw Error(make_error_code(errc::inventory_invalid),
+              "no inventory given and none found (tried " + list +
+                  "). Pass -i FILE, or run `clusterkit lab up` to make a lab and its inventory.");
+}
+
+std::vector<Host> make_hosts(Runtime& rt, Inventory const& inventory, std::string const& selector) {
+  std::vector<Host> hosts;
+  for (auto const& h : inventory.select(selector)) hosts.push_back(rt.host(h.spec));
+  return hosts;
+}
+
+nlohmann::json outcome_to_json(HostOutcome const& o) {
+  nlohmann::json j;
+  j["host"] = o.host;
+  j["ok"] = o.success();
+  j["exit_code"] = o.result.exit_code;
+  j["signal"] = o.result.signal;
+  j["stdout"] = o.result.stdout_text;
+  j["stderr"] = o.result.stderr_text;
+  j["duration_ms"] = std::chrono::duration<double, std::milli>(o.result.duration).count();
+  if (o.error) {
+    j["error"] = o.error.message();
+    j["error_code"] = o.error.value();
+    j["diagnostic"] = o.result.diagnostic;
+  } else {
+    j["error"] = nullptr;
+  }
+  return j;
+}
+
+int summarize(std::vector<HostOutcome> const& outcomes, bool quiet_success) {
+  std::size_t ok = 0;
+  for (auto const& o : outcomes) {
+    if (o.success()) {
+      ++ok;
+      continue;
+    }
+    if (o.error)
+      std::fprintf(stderr, "%s: error: %s\n", o.host.c_str(),
+                   (o.result.diagnostic.empty() ? o.error.message() : o.result.diagnostic).c_str());
+    else if (o.result.signal)
+      std::fprintf(stderr, "%s: exit %d (signal %d)\n", o.host.c_str(), o.result.exit_code, o.result.signal);
+    else
+      std::fprintf(stderr, "%s: exit %d\n", o.host.c_str(), o.result.exit_code);
+  }
+  if (!quiet_success || ok != outcomes.size())
+    std::fprintf(stderr, "%zu/%zu hosts succeeded\n", ok, outcomes.size());
+  return ok == outcomes.size() ? 0 : 1;
+}
+
+}  // namespace clusterkit::cli
+
+int main(int argc, char** argv) {
+  using namespace clusterkit;
+  CLI::App app{"clusterkit: run a model-serving cluster over OpenSSH"};
+  app.require_subcommand(1);
+  cli::GlobalOptions g;
+  app.add_option("-i,--inventory", g.inventory, "Inventory file (YAML or JSON)")->envname("CLUSTERKIT_INVENTORY");
+  app.add_flag("--json", g.json, "Machine-readable output on stdout");
+  app.add_flag("-v,--verbose", g.verbose, "Log what clusterkit does (to stderr)");
+  cli::Action action;
+  cli::register_exec(app, g, action);
+  cli::register_transfer(app, g, action);
+  cli::register_inventory(app, g, action);
+  cli::register_lab(app, g, action);
+  try {
+    app.parse(argc, argv);
+  } catch (CLI::ParseError const& e) {
+    return app.exit(e);
+  }
+  auto logger = spdlog::stderr_color_mt("clusterkit");
+  spdlog::set_default_logger(logger);
+  spdlog::set_level(g.verbose ? spdlog::level::debug : spdlog::level::warn);
+  try {
+    return action ? action() : 2;
+  } catch (Error const& e) {
+    std::fprintf(stderr, "clusterkit: %s\n", e.what());
+    return 2;
+  } catch (std::exception const& e) {
+    std::fprintf(stderr, "clusterkit: %s\n", e.what());
+    return 2;
+  }
+}

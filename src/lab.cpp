@@ -1,0 +1,1448 @@
+// The lab: N hosts on one Linux machine, each a network + pid + mount + uts
+// namespace running a real sshd, joined to the machine by a bridge.
+//
+// Layout of a lab named NAME with subnet S (three octets):
+//   bridge     ckbr-NAME            S.1/24 on the machine
+//   host hI    netns ck-NAME-hI     eth0 = S.(10+I), peer veth vNAME-I on the bridge
+//   nas        netns ck-NAME-nas    eth0 = S.250,    peer veth vNAME-nas
+// Inside each netns: `unshare --pid --fork --mount --uts --mount-proc
+// --propagation private sh -c '...; exec sshd -D'`, so sshd is pid 1 of the
+// host's pid namespace and every mount the host makes stays in its own mount
+// namespace. Nothing here mounts anything in the machine's own namespace.
+//
+// Processes are only ever signalled by pid, after checking (through a pidfd,
+// so a recycled pid can never be hit) that the pid still lives in one of the
+// lab's own network namespaces.
+//
+// Local commands (ip, ssh-keygen) run through a small synchronous
+// posix_spawn helper below; this file deliberately stays away from Asio so it
+// is cheap to compile.
+#include "clusterkit/lab.hpp"
+
+#include "clusterkit/error.hpp"
+#include "clusterkit/host.hpp"
+#include "clusterkit/inventory.hpp"
+
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/file.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <exception>
+#include <functional>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <sstream>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+extern char** environ;
+
+namespace clusterkit {
+namespace {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+using clock_type = std::chrono::steady_clock;
+using namespace std::chrono_literals;
+
+constexpr int kMaxHosts = 239;  // S.11 .. S.249; S.250 is the nas.
+constexpr char const* kMarker = ".clusterkit-lab";
+constexpr char const* kStateFile = "state.json";
+constexpr char const* kHostPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+long long elapsed_ms(clock_type::time_point since) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(clock_type::now() - since).count();
+}
+
+[[noreturn]] void fail(errc code, std::string const& message) { throw Error(make_error_code(code), message); }
+
+std::string trim(std::string s) {
+  while (!s.empty() && (s.back() == '\n' || s.back() == '\r' || s.back() == ' ' || s.back() == '\t')) s.pop_back();
+  size_t i = 0;
+  while (i < s.size() && (s[i] == ' ' || s[i] == '\t' || s[i] == '\n')) ++i;
+  return s.substr(i);
+}
+
+std::vector<std::string> split_ws(std::string_view s) {
+  std::vector<std::string> out;
+  size_t i = 0;
+  while (i < s.size()) {
+    while (i < s.size() && (s[i] == ' ' || s[i] == '\t' || s[i] == '\n')) ++i;
+    size_t j = i;
+    while (j < s.size() && s[j] != ' ' && s[j] != '\t' && s[j] != '\n') ++j;
+    if (j > i) out.emplace_back(s.substr(i, j - i));
+    i = j;
+  }
+  return out;
+}
+
+std::vector<std::string> split_lines(std::string_view s) {
+  std::vector<std::string> out;
+  size_t i = 0;
+  while (i < s.size()) {
+    size_t j = s.find('\n', i);
+    if (j == std::string_view::npos) j = s.size();
+    out.emplace_back(s.substr(i, j - i));
+    i = j + 1;
+  }
+  return out;
+}
+
+bool starts_with(std::string_view s, std::string_view p) { return s.substr(0, p.size()) == p; }
+
+std::string sh_quote(std::string_view s) {
+  std::string out = "'";
+  for (char c : s) {
+    if (c == '\'')
+      out += "'\\''";
+    else
+      out.push_back(c);
+  }
+  out += "'";
+  return out;
+}
+
+std::string join_argv(std::vector<std::string> const& argv) {
+  std::string out;
+  for (auto const& a : argv) {
+    if (!out.empty()) out += ' ';
+    bool plain = !a.empty() && std::all_of(a.begin(), a.end(), [](char c) {
+      return std::isalnum(static_cast<unsigned char>(c)) || std::strchr("-_./=:,@+", c);
+    });
+    out += plain ? a : sh_quote(a);
+  }
+  return out;
+}
+
+std::string tail(std::string const& text, size_t max_chars = 1500) {
+  std::string t = trim(text);
+  if (t.size() <= max_chars) return t;
+  return "..." + t.substr(t.size() - max_chars);
+}
+
+std::string read_file(std::string const& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return {};
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// Writes through a temporary file and rename(), so a crash never leaves a
+// half-written file behind.
+void write_file(std::string const& path, std::string const& content, mode_t mode = 0644) {
+  std::string tmp = path + ".tmp";
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+  if (fd < 0)
+    fail(errc::local_file_error, "lab: cannot write " + tmp + ": " + std::strerror(errno) + ".");
+  ::fchmod(fd, mode);
+  size_t off = 0;
+  while (off < content.size()) {
+    ssize_t n = ::write(fd, content.data() + off, content.size() - off);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      int e = errno;
+      ::close(fd);
+      fail(errc::local_file_error, "lab: cannot write " + tmp + ": " + std::strerror(e) + ".");
+    }
+    off += static_cast<size_t>(n);
+  }
+  ::close(fd);
+  if (::rename(tmp.c_str(), path.c_str()) != 0)
+    fail(errc::local_file_error, "lab: cannot rename " + tmp + " to " + path + ": " + std::strerror(errno) + ".");
+}
+
+// ---------------------------------------------------------------- programs
+
+struct Program {
+  char const* name;
+  char const* package;
+};
+
+constexpr Program kIp{"ip", "iproute2"};
+constexpr Program kUnshare{"unshare", "util-linux"};
+constexpr Program kSshd{"sshd", "openssh-server"};
+constexpr Program kSshKeygen{"ssh-keygen", "openssh-client"};
+constexpr Program kMount{"mount", "mount"};
+constexpr Program kUmount{"umount", "mount"};
+constexpr Program kHostname{"hostname", "hostname"};
+constexpr Program kSh{"sh", "dash"};
+constexpr Program kSsh{"ssh", "openssh-client"};
+
+std::optional<std::string> which(std::string const& name) {
+  std::string path;
+  if (char const* p = std::getenv("PATH")) path = p;
+  // sudo and cron may leave the sbin folders off PATH; ip and sshd live there.
+  path += std::string(":") + kHostPath;
+  std::set<std::string> seen;
+  size_t i = 0;
+  while (i <= path.size()) {
+    size_t j = path.find(':', i);
+    if (j == std::string::npos) j = path.size();
+    std::string dir = path.substr(i, j - i);
+    i = j + 1;
+    if (dir.empty() || dir[0] != '/' || !seen.insert(dir).second) continue;
+    std::string full = dir + "/" + name;
+    if (::access(full.c_str(), X_OK) == 0) return full;
+  }
+  return std::nullopt;
+}
+
+std::string require(Program const& p) {
+  auto found = which(p.name);
+  if (!found)
+    fail(errc::program_missing, std::string("clusterkit lab needs `") + p.name + "`, which is not installed (not found on PATH or in " +
+                                    kHostPath + "). Install the Debian package " + p.package +
+                                    " (apt-get install " + p.package + ") and try again.");
+  return *found;
+}
+
+// ---------------------------------------------------------------- commands
+
+struct Result {
+  int status = -1;  // exit status, or 128+signal
+  std::string out;
+  std::string err;
+};
+
+// Runs argv (argv[0] an absolute path) to completion, feeding `input` on
+// stdin and capturing stdout and stderr. No shell is involved.
+Result run(std::vector<std::string> const& argv, std::string const& input = {},
+           std::chrono::milliseconds timeout = 60s) {
+  int in_pipe[2], out_pipe[2], err_pipe[2];
+  if (::pipe2(in_pipe, O_CLOEXEC) != 0) fail(errc::lab_failed, "lab: pipe() failed: " + std::string(std::strerror(errno)));
+  if (::pipe2(out_pipe, O_CLOEXEC) != 0) {
+    ::close(in_pipe[0]), ::close(in_pipe[1]);
+    fail(errc::lab_failed, "lab: pipe() failed: " + std::string(std::strerror(errno)));
+  }
+  if (::pipe2(err_pipe, O_CLOEXEC) != 0) {
+    ::close(in_pipe[0]), ::close(in_pipe[1]), ::close(out_pipe[0]), ::close(out_pipe[1]);
+    fail(errc::lab_failed, "lab: pipe() failed: " + std::string(std::strerror(errno)));
+  }
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_adddup2(&fa, in_pipe[0], 0);
+  posix_spawn_file_actions_adddup2(&fa, out_pipe[1], 1);
+  posix_spawn_file_actions_adddup2(&fa, err_pipe[1], 2);
+  posix_spawnattr_t attr;
+  posix_spawnattr_init(&attr);
+  sigset_t none, all;
+  sigemptyset(&none);
+  sigfillset(&all);
+  posix_spawnattr_setsigmask(&attr, &none);
+  posix_spawnattr_setsigdefault(&attr, &all);
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+
+  std::vector<char*> cargv;
+  for (auto const& a : argv) cargv.push_back(const_cast<char*>(a.c_str()));
+  cargv.push_back(nullptr);
+  pid_t pid = 0;
+  int rc = ::posix_spawn(&pid, cargv[0], &fa, &attr, cargv.data(), environ);
+  posix_spawn_file_actions_destroy(&fa);
+  posix_spawnattr_destroy(&attr);
+  ::close(in_pipe[0]);
+  ::close(out_pipe[1]);
+  ::close(err_pipe[1]);
+  if (rc != 0) {
+    ::close(in_pipe[1]), ::close(out_pipe[0]), ::close(err_pipe[0]);
+    fail(rc == ENOENT ? errc::program_missing : errc::lab_failed,
+         "lab: cannot start `" + join_argv(argv) + "`: " + std::strerror(rc) + ".");
+  }
+
+  // A child that exits without reading its input would make our write()
+  // raise SIGPIPE; block it in this thread and swallow it below.
+  sigset_t pipe_set, old_mask;
+  sigemptyset(&pipe_set);
+  sigaddset(&pipe_set, SIGPIPE);
+  sigset_t pending_before;
+  sigpending(&pending_before);
+  bool const pipe_was_pending = sigismember(&pending_before, SIGPIPE);
+  ::pthread_sigmask(SIG_BLOCK, &pipe_set, &old_mask);
+
+  Result r;
+  int in_fd = in_pipe[1];
+  size_t in_off = 0;
+  if (input.empty()) {
+    ::close(in_fd);
+    in_fd = -1;
+  } else {
+    ::fcntl(in_fd, F_SETFL, O_NONBLOCK);
+  }
+  int out_fd = out_pipe[0], err_fd = err_pipe[0];
+  auto deadline = clock_type::now() + timeout;
+  bool timed_out = false;
+  while (out_fd >= 0 || err_fd >= 0 || in_fd >= 0) {
+    pollfd fds[3];
+    int n = 0;
+    int idx_in = -1, idx_out = -1, idx_err = -1;
+    if (in_fd >= 0) idx_in = n, fds[n++] = {in_fd, POLLOUT, 0};
+    if (out_fd >= 0) idx_out = n, fds[n++] = {out_fd, POLLIN, 0};
+    if (err_fd >= 0) idx_err = n, fds[n++] = {err_fd, POLLIN, 0};
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - clock_type::now()).count();
+    if (left <= 0) {
+      timed_out = true;
+      ::kill(pid, SIGKILL);  // our own child, by pid
+      break;
+    }
+    int pr = ::poll(fds, n, static_cast<int>(std::min<long long>(left, 1000)));
+    if (pr < 0 && errno != EINTR) break;
+    if (pr <= 0) continue;
+    char buf[8192];
+    auto drain = [&](int idx, int& fd, std::string& into) {
+      if (idx < 0 || !(fds[idx].revents & (POLLIN | POLLHUP | POLLERR))) return;
+      ssize_t got = ::read(fd, buf, sizeof buf);
+      if (got > 0) {
+        into.append(buf, static_cast<size_t>(got));
+      } else if (got == 0 || errno != EINTR) {
+        ::close(fd);
+        fd = -1;
+      }
+    };
+    drain(idx_out, out_fd, r.out);
+    drain(idx_err, err_fd, r.err);
+    if (idx_in >= 0 && (fds[idx_in].revents & (POLLOUT | POLLERR | POLLHUP))) {
+      ssize_t put = ::write(in_fd, input.data() + in_off, input.size() - in_off);
+      if (put > 0) in_off += static_cast<size_t>(put);
+      if ((put < 0 && errno != EAGAIN && errno != EINTR) || in_off >= input.size()) {
+        ::close(in_fd);
+        in_fd = -1;
+      }
+    }
+  }
+  for (int fd : {in_fd, out_fd, err_fd})
+    if (fd >= 0) ::close(fd);
+  sigset_t pending_after;
+  sigpending(&pending_after);
+  if (!pipe_was_pending && sigismember(&pending_after, SIGPIPE)) {
+    timespec zero{0, 0};
+    ::sigtimedwait(&pipe_set, nullptr, &zero);
+  }
+  ::pthread_sigmask(SIG_SETMASK, &old_mask, nullptr);
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  if (WIFEXITED(status))
+    r.status = WEXITSTATUS(status);
+  else if (WIFSIGNALED(status))
+    r.status = 128 + WTERMSIG(status);
+  if (timed_out) r.err += "\n(killed after " + std::to_string(timeout.count() / 1000) + " s without finishing)";
+  return r;
+}
+
+// Runs and throws errc::lab_failed naming the step when the command fails.
+Result run_checked(std::string const& step, std::vector<std::string> const& argv, std::string const& input = {},
+                   std::string const& advice = {}) {
+  Result r = run(argv, input);
+  if (r.status != 0) {
+    std::string msg = "lab: " + step + " failed: `" + join_argv(argv) + "` exited with status " +
+                      std::to_string(r.status);
+    std::string err = tail(r.err.empty() ? r.out : r.err);
+    msg += err.empty() ? " and printed nothing." : ": " + err;
+    if (!input.empty()) msg += "\nIts input was:\n" + tail(input, 800);
+    if (!advice.empty()) msg += "\n" + advice;
+    fail(errc::lab_failed, msg);
+  }
+  return r;
+}
+
+// Runs fn(0..n-1) on a few threads (the work is mostly waiting for child
+// processes). Rethrows the first exception.
+template <class F>
+void parallel_for(size_t n, F const& fn) {
+  if (n == 0) return;
+  size_t workers = std::min<size_t>(n, std::max(4u, std::thread::hardware_concurrency() * 2));
+  std::atomic<size_t> next{0};
+  std::exception_ptr first;
+  std::mutex m;
+  auto body = [&] {
+    for (;;) {
+      size_t i = next++;
+      if (i >= n) return;
+      try {
+        fn(i);
+      } catch (...) {
+        std::lock_guard lock(m);
+        if (!first) first = std::current_exception();
+      }
+    }
+  };
+  std::vector<std::thread> threads;
+  for (size_t k = 1; k < workers; ++k) threads.emplace_back(body);
+  body();
+  for (auto& t : threads) t.join();
+  if (first) std::rethrow_exception(first);
+}
+
+// ---------------------------------------------------------------- /proc
+
+struct NsId {
+  dev_t dev = 0;
+  ino_t ino = 0;
+  bool operator<(NsId const& o) const { return dev != o.dev ? dev < o.dev : ino < o.ino; }
+  bool operator==(NsId const& o) const { return dev == o.dev && ino == o.ino; }
+  bool valid() const { return ino != 0; }
+};
+
+std::optional<NsId> ns_of_path(std::string const& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) return std::nullopt;
+  return NsId{st.st_dev, st.st_ino};
+}
+
+std::optional<NsId> netns_of_pid(int pid) { return ns_of_path("/proc/" + std::to_string(pid) + "/ns/net"); }
+
+std::string netns_file(std::string const& ns) { return "/run/netns/" + ns; }
+
+// NSpid of /proc/<pid>/status: the pid as seen from each nested pid namespace.
+std::vector<long> nspids(int pid) {
+  std::string status = read_file("/proc/" + std::to_string(pid) + "/status");
+  for (auto const& line : split_lines(status)) {
+    if (!starts_with(line, "NSpid:")) continue;
+    std::vector<long> out;
+    for (auto const& f : split_ws(std::string_view(line).substr(6))) out.push_back(std::atol(f.c_str()));
+    return out;
+  }
+  return {};
+}
+
+// Field 22 of /proc/<pid>/stat: start time in clock ticks after boot. With
+// the pid it identifies a process for good (pids get recycled, this does not).
+unsigned long long start_time(int pid) {
+  std::string stat = read_file("/proc/" + std::to_string(pid) + "/stat");
+  auto close = stat.rfind(')');
+  if (close == std::string::npos) return 0;
+  auto fields = split_ws(std::string_view(stat).substr(close + 1));
+  if (fields.size() < 20) return 0;
+  return std::strtoull(fields[19].c_str(), nullptr, 10);
+}
+
+size_t own_pidns_depth() {
+  static size_t const depth = [] {
+    auto v = nspids(static_cast<int>(::getpid()));
+    return v.empty() ? size_t{1} : v.size();
+  }();
+  return depth;
+}
+
+// True when pid is the init (pid 1) of a pid namespace one level below ours.
+bool is_pidns_init(int pid) {
+  auto v = nspids(pid);
+  return v.size() == own_pidns_depth() + 1 && v.back() == 1;
+}
+
+// Every process whose network namespace is one of `targets` (what
+// `ip netns pids` does, for all namespaces in one pass over /proc).
+std::map<NsId, std::vector<int>> pids_in_netns(std::set<NsId> const& targets) {
+  std::map<NsId, std::vector<int>> out;
+  if (targets.empty()) return out;
+  std::error_code ec;
+  for (auto const& entry : fs::directory_iterator("/proc", ec)) {
+    std::string const name = entry.path().filename().string();
+    if (name.empty() || !std::all_of(name.begin(), name.end(), [](char c) { return c >= '0' && c <= '9'; })) continue;
+    int pid = std::atoi(name.c_str());
+    auto ns = netns_of_pid(pid);
+    if (ns && targets.count(*ns)) out[*ns].push_back(pid);
+  }
+  return out;
+}
+
+int pidfd_open(int pid) { return static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)); }
+
+int pidfd_kill(int pidfd) { return static_cast<int>(::syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, nullptr, 0)); }
+
+// SIGKILLs pid only if it is (still) one of ours as `owned` decides. The pid
+// is pinned with a pidfd first, so the check and the signal are about the
+// same process even if the pid is recycled in between. Returns the pidfd to
+// wait on (-1 when nothing was signalled).
+template <class Owned>
+int kill_if_ours(int pid, Owned const& owned) {
+  if (pid <= 1) return -1;
+  int fd = pidfd_open(pid);
+  if (fd < 0) {
+    if (errno != ENOSYS) return -1;  // gone already
+    // Kernels before 5.3: check, then kill. Best we can do there.
+    if (!owned(pid)) return -1;
+    ::kill(pid, SIGKILL);
+    return -1;
+  }
+  if (!owned(pid) || pidfd_kill(fd) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+// Waits until every pidfd is readable (its process has exited) or until
+// the deadline; closes them.
+void wait_pidfds(std::vector<int>& fds, clock_type::time_point deadline) {
+  std::vector<pollfd> p;
+  for (int fd : fds)
+    if (fd >= 0) p.push_back({fd, POLLIN, 0});
+  while (!p.empty()) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - clock_type::now()).count();
+    if (left <= 0) break;
+    int r = ::poll(p.data(), p.size(), static_cast<int>(left));
+    if (r < 0 && errno != EINTR) break;
+    std::vector<pollfd> still;
+    for (auto const& e : p) {
+      if (e.revents)
+        ::close(e.fd);
+      else
+        still.push_back({e.fd, POLLIN, 0});
+    }
+    p.swap(still);
+  }
+  for (auto const& e : p) ::close(e.fd);
+  fds.clear();
+}
+
+// ---------------------------------------------------------------- ssh probe
+
+// Connects to addr:22 on every address until sshd answers with its
+// "SSH-" banner or the deadline passes. All at once, no threads. Every
+// 100 ms, `dead` may mark hosts not worth waiting for any more.
+std::vector<bool> probe_sshd(std::vector<std::string> const& addrs, clock_type::time_point deadline,
+                             std::function<void(std::vector<bool>& dead)> const& dead = {}) {
+  struct Probe {
+    int fd = -1;
+    bool connected = false;
+    bool done = false;
+    clock_type::time_point retry_at{};
+    std::string got;
+  };
+  std::vector<Probe> probes(addrs.size());
+  std::vector<bool> ok(addrs.size(), false);
+  auto reset = [](Probe& p, clock_type::time_point now) {
+    if (p.fd >= 0) ::close(p.fd);
+    p.fd = -1;
+    p.connected = false;
+    p.got.clear();
+    p.retry_at = now + 20ms;
+  };
+  auto next_dead_check = clock_type::now() + 100ms;
+  for (;;) {
+    auto now = clock_type::now();
+    if (dead && now >= next_dead_check) {
+      next_dead_check = now + 100ms;
+      std::vector<bool> gone(addrs.size(), false);
+      dead(gone);
+      for (size_t i = 0; i < probes.size(); ++i)
+        if (gone[i] && !probes[i].done) {
+          reset(probes[i], now);
+          probes[i].done = true;
+        }
+    }
+    std::vector<pollfd> fds;
+    std::vector<size_t> which_probe;
+    bool pending = false;
+    for (size_t i = 0; i < probes.size(); ++i) {
+      auto& p = probes[i];
+      if (p.done) continue;
+      pending = true;
+      if (p.fd < 0 && now >= p.retry_at) {
+        p.fd = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        sockaddr_in sa{};
+        sa.sin_family = AF_INET;
+        sa.sin_port = htons(22);
+        ::inet_pton(AF_INET, addrs[i].c_str(), &sa.sin_addr);
+        int r = ::connect(p.fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa);
+        if (r == 0)
+          p.connected = true;
+        else if (errno != EINPROGRESS)
+          reset(p, now);
+      }
+      if (p.fd >= 0) {
+        fds.push_back({p.fd, static_cast<short>(p.connected ? POLLIN : POLLOUT), 0});
+        which_probe.push_back(i);
+      }
+    }
+    if (!pending || now >= deadline) break;
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now).count();
+    int r = ::poll(fds.data(), fds.size(), static_cast<int>(std::min<long long>(left, 20)));
+    if (r < 0 && errno != EINTR) break;
+    now = clock_type::now();
+    for (size_t k = 0; k < fds.size(); ++k) {
+      if (!fds[k].revents) continue;
+      auto& p = probes[which_probe[k]];
+      if (!p.connected) {
+        int err = 0;
+        socklen_t len = sizeof err;
+        ::getsockopt(p.fd, SOL_SOCKET, SO_ERROR, &err, &len);
+        if (err != 0) {
+          reset(p, now);
+          continue;
+        }
+        p.connected = true;
+        continue;
+      }
+      char buf[256];
+      ssize_t n = ::read(p.fd, buf, sizeof buf);
+      if (n > 0) {
+        p.got.append(buf, static_cast<size_t>(n));
+        if (p.got.size() >= 4) {
+          if (starts_with(p.got, "SSH-")) {
+            ok[which_probe[k]] = true;
+            p.done = true;
+            ::close(p.fd);
+            p.fd = -1;
+          } else {
+            reset(p, now);
+          }
+        }
+      } else if (n == 0 || (errno != EAGAIN && errno != EINTR)) {
+        reset(p, now);
+      }
+    }
+  }
+  for (auto& p : probes)
+    if (p.fd >= 0) ::close(p.fd);
+  return ok;
+}
+
+// ---------------------------------------------------------------- naming
+
+struct HostPlan {
+  std::string name;     // h1 .. hN, nas
+  std::string address;  // S.11 ..
+  std::string netns;    // ck-NAME-h1
+  std::string veth;     // vNAME-1 (machine side; eth0 inside)
+  bool nas = false;
+};
+
+void validate_name(std::string const& name) {
+  bool ok = !name.empty() && name.size() <= 8 &&
+            std::all_of(name.begin(), name.end(), [](char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'); });
+  if (!ok)
+    fail(errc::invalid_argument, "lab name \"" + name +
+                                     "\" is not valid: use 1 to 8 lower-case letters or digits (it becomes part of "
+                                     "interface names, which Linux limits to 15 characters).");
+}
+
+void validate_subnet(std::string const& subnet) {
+  auto bad = [&](std::string const& why) {
+    fail(errc::invalid_argument, "lab subnet \"" + subnet + "\" is not valid: " + why +
+                                     ". Give the first three octets of a private /24, like \"10.88.0\".");
+  };
+  int parts = 0;
+  size_t i = 0;
+  std::vector<int> octets;
+  while (i <= subnet.size()) {
+    size_t j = subnet.find('.', i);
+    if (j == std::string::npos) j = subnet.size();
+    std::string part = subnet.substr(i, j - i);
+    if (part.empty() || part.size() > 3 || !std::all_of(part.begin(), part.end(), [](char c) { return c >= '0' && c <= '9'; }))
+      bad("each octet must be a number from 0 to 255");
+    int v = std::atoi(part.c_str());
+    if (v > 255) bad("each octet must be a number from 0 to 255");
+    octets.push_back(v);
+    ++parts;
+    i = j + 1;
+  }
+  if (parts != 3) bad("it must have exactly three octets");
+  if (octets[0] == 0 || octets[0] == 127 || octets[0] >= 224) bad("it must not be a loopback, zero or multicast network");
+}
+
+std::string default_state_dir(std::string const& name) { return "/run/clusterkit/lab-" + name; }
+
+std::string normalize_state_dir(std::string const& name, std::string const& given) {
+  std::string dir = given.empty() ? default_state_dir(name) : given;
+  fs::path p = fs::absolute(fs::path(dir)).lexically_normal();
+  std::string s = p.string();
+  while (s.size() > 1 && s.back() == '/') s.pop_back();
+  bool safe = std::all_of(s.begin(), s.end(), [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || c == '/' || c == '.' || c == '_' || c == '-' || c == '+';
+  });
+  if (!safe)
+    fail(errc::invalid_argument, "lab state folder \"" + s +
+                                     "\" has characters the lab cannot put in sshd configs and inventories; use "
+                                     "letters, digits, '/', '.', '_', '-' or '+'.");
+  if (s == "/" || s == "/tmp" || s == "/run")
+    fail(errc::invalid_argument, "lab state folder \"" + s + "\" must be a folder of its own, like /run/clusterkit/lab-" + name + ".");
+  for (char const* hidden : {"/mnt", "/srv"})
+    if (s == hidden || starts_with(s, std::string(hidden) + "/"))
+      fail(errc::invalid_argument, "lab state folder \"" + s + "\" is under " + hidden +
+                                       ", which every lab host covers with a private mount; choose another folder "
+                                       "(the default is /run/clusterkit/lab-" + name + ").");
+  return s;
+}
+
+std::string bridge_name(std::string const& name) { return "ckbr-" + name; }
+std::string netns_prefix(std::string const& name) { return "ck-" + name + "-"; }
+std::string veth_prefix(std::string const& name) { return "v" + name + "-"; }
+
+std::vector<HostPlan> plan_hosts(std::string const& name, int hosts, bool nas, std::string const& subnet) {
+  std::vector<HostPlan> out;
+  for (int i = 1; i <= hosts; ++i)
+    out.push_back({"h" + std::to_string(i), subnet + "." + std::to_string(10 + i), netns_prefix(name) + "h" + std::to_string(i),
+                   veth_prefix(name) + std::to_string(i), false});
+  if (nas) out.push_back({"nas", subnet + ".250", netns_prefix(name) + "nas", veth_prefix(name) + "nas", true});
+  for (auto const& h : out)
+    if (h.veth.size() > 15)
+      fail(errc::invalid_argument, "lab: interface name \"" + h.veth + "\" is longer than Linux's 15 characters; use a shorter lab name.");
+  if (bridge_name(name).size() > 15)
+    fail(errc::invalid_argument, "lab: bridge name \"" + bridge_name(name) + "\" is longer than Linux's 15 characters; use a shorter lab name.");
+  return out;
+}
+
+// ---------------------------------------------------------------- state
+
+struct Paths {
+  std::string dir;
+  std::string state() const { return dir + "/" + kStateFile; }
+  std::string marker() const { return dir + "/" + kMarker; }
+  std::string identity() const { return dir + "/id_ed25519"; }
+  std::string known_hosts() const { return dir + "/known_hosts"; }
+  std::string authorized_keys() const { return dir + "/authorized_keys"; }
+  std::string inventory() const { return dir + "/inventory.yaml"; }
+  std::string empty_bashrc() const { return dir + "/empty-bashrc"; }
+  std::string nas_export() const { return dir + "/nas-export"; }
+  std::string host_key(std::string const& h) const { return dir + "/hostkey-" + h; }
+  std::string sshd_config(std::string const& h) const { return dir + "/sshd-" + h + ".conf"; }
+  std::string sshd_log(std::string const& h) const { return dir + "/sshd-" + h + ".log"; }
+  std::string start_log(std::string const& h) const { return dir + "/start-" + h + ".log"; }
+};
+
+std::optional<json> load_state(Paths const& paths) {
+  std::string text = read_file(paths.state());
+  if (text.empty()) return std::nullopt;
+  try {
+    json j = json::parse(text);
+    if (!j.is_object()) return std::nullopt;
+    return j;
+  } catch (std::exception const& e) {
+    spdlog::debug("lab: {} is unreadable ({}); falling back to scanning", paths.state(), e.what());
+    return std::nullopt;
+  }
+}
+
+void save_state(Paths const& paths, json const& j) { write_file(paths.state(), j.dump(2) + "\n", 0600); }
+
+json host_json(HostPlan const& h) {
+  return json{{"name", h.name}, {"address", h.address}, {"netns", h.netns}, {"veth", h.veth}, {"nas", h.nas}};
+}
+
+// ---------------------------------------------------------------- live objects
+
+std::vector<std::string> list_lab_netns(std::string const& name) {
+  std::vector<std::string> out;
+  std::error_code ec;
+  std::string prefix = netns_prefix(name);
+  for (auto const& e : fs::directory_iterator("/run/netns", ec)) {
+    std::string n = e.path().filename().string();
+    if (starts_with(n, prefix)) out.push_back(n);
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+bool link_exists(std::string const& ifname) {
+  std::error_code ec;
+  return fs::exists("/sys/class/net/" + ifname, ec);
+}
+
+std::vector<std::string> list_lab_veths(std::string const& name) {
+  std::vector<std::string> out;
+  std::error_code ec;
+  std::string prefix = veth_prefix(name);
+  for (auto const& e : fs::directory_iterator("/sys/class/net", ec)) {
+    std::string n = e.path().filename().string();
+    if (starts_with(n, prefix)) out.push_back(n);
+  }
+  return out;
+}
+
+// A host's sshd as recorded in state.json, checked against the live system.
+bool sshd_alive(json const& h) {
+  int pid = h.value("sshd_pid", 0);
+  if (pid <= 1) return false;
+  auto live = ns_of_path(netns_file(h.value("netns", "")));
+  auto of_pid = netns_of_pid(pid);
+  if (!live || !of_pid || !(*live == *of_pid)) return false;
+  unsigned long long st = h.value("sshd_start_time", 0ull);
+  if (st != 0 && start_time(pid) != st) return false;
+  return is_pidns_init(pid);
+}
+
+LabStatus status_from_state(std::string const& name, Paths const& paths, json const& state, bool probe) {
+  LabStatus s;
+  s.name = name;
+  s.exists = true;
+  s.state_dir = paths.dir;
+  s.inventory_path = paths.inventory();
+  s.identity_file = paths.identity();
+  s.known_hosts_file = paths.known_hosts();
+  s.bridge = state.value("bridge", bridge_name(name));
+  std::vector<std::string> addrs;
+  for (auto const& h : state.value("hosts", json::array())) {
+    LabHostStatus hs;
+    hs.name = h.value("name", "");
+    hs.address = h.value("address", "");
+    hs.netns = h.value("netns", "");
+    hs.sshd_pid = h.value("sshd_pid", 0);
+    hs.running = sshd_alive(h);
+    s.hosts.push_back(hs);
+    addrs.push_back(hs.address);
+  }
+  if (probe) {
+    // Only hosts whose sshd process is alive are worth a connection.
+    std::vector<std::string> alive;
+    std::vector<size_t> index;
+    for (size_t i = 0; i < s.hosts.size(); ++i)
+      if (s.hosts[i].running) alive.push_back(addrs[i]), index.push_back(i);
+    auto ok = probe_sshd(alive, clock_type::now() + 2s);
+    for (size_t k = 0; k < index.size(); ++k) s.hosts[index[k]].running = ok[k];
+  }
+  return s;
+}
+
+// ---------------------------------------------------------------- files
+
+std::string sshd_config_text(std::string const& lab, HostPlan const& h, Paths const& paths) {
+  std::ostringstream c;
+  c << "# Written by `clusterkit lab up` (lab \"" << lab << "\", host " << h.name << ").\n"
+    << "ListenAddress 0.0.0.0\n"
+    << "AddressFamily inet\n"
+    << "Port 22\n"
+    << "HostKey " << paths.host_key(h.name) << "\n"
+    << "PidFile none\n"
+    << "PermitRootLogin prohibit-password\n"
+    << "PasswordAuthentication no\n"
+    << "KbdInteractiveAuthentication no\n"
+    << "UsePAM no\n"
+    << "AuthorizedKeysFile " << paths.authorized_keys() << "\n"
+    << "# The state folder may sit under /tmp (world-writable), which StrictModes\n"
+    << "# would refuse; the folder itself is root's, mode 0700.\n"
+    << "StrictModes no\n"
+    << "Subsystem sftp internal-sftp\n"
+    << "# ControlMaster connections multiplex many channels; the default of 10\n"
+    << "# silently pushes clients onto extra full connections.\n"
+    << "MaxSessions 64\n"
+    << "MaxStartups 100:30:200\n"
+    << "UseDNS no\n"
+    << "X11Forwarding no\n"
+    << "PrintMotd no\n"
+    << "PrintLastLog no\n"
+    << "AcceptEnv LANG LC_*\n"
+    << "LogLevel INFO\n";
+  return c.str();
+}
+
+std::string inventory_text(std::string const& lab, std::vector<HostPlan> const& hosts, Paths const& paths) {
+  std::ostringstream y;
+  y << "# Written by `clusterkit lab up` (lab \"" << lab
+    << "\"). Lab hosts are namespaces on one machine; they have no GPUs.\n"
+    << "defaults:\n"
+    << "  user: root\n"
+    << "  identity_file: " << paths.identity() << "\n"
+    << "  known_hosts_file: " << paths.known_hosts() << "\n"
+    << "  host_key_policy: strict\n"
+    << "hosts:\n";
+  for (auto const& h : hosts) {
+    if (h.nas)
+      y << "  " << h.name << ": {address: " << h.address << ", roles: [nas], groups: [storage]}\n";
+    else
+      y << "  " << h.name << ": {address: " << h.address << ", groups: [lab]}\n";
+  }
+  return y.str();
+}
+
+// The script the host's namespaces run before becoming sshd. Every mount
+// here happens in the host's own (private) mount namespace.
+std::string host_script(HostPlan const& h, Paths const& paths, std::string const& sshd, bool have_bashrc) {
+  std::ostringstream s;
+  s << "set -e\n"
+    << "hostname " << sh_quote(h.name) << "\n"
+    // `ip netns exec` copied the machine's /run/netns mounts into this mount
+    // namespace; a private copy would pin every lab's network namespaces
+    // alive after `ip netns del` until this host stops. Drop them.
+    << "umount -l /run/netns 2>/dev/null || true\n";
+  if (have_bashrc) {
+    // root's ~/.bashrc on these machines runs `pyenv init` (~200 ms), and
+    // bash reads ~/.bashrc for every command sshd runs, so each ssh command
+    // would pay it. Hide it behind an empty file so lab hosts behave like
+    // a server with a plain shell and timings measure clusterkit, not pyenv.
+    s << "if [ -e /root/.bashrc ]; then mount --bind " << sh_quote(paths.empty_bashrc()) << " /root/.bashrc; fi\n";
+  }
+  // A private /mnt for sshfs mounts (the machine's own /mnt stays untouched).
+  s << "mount -t tmpfs -o mode=0755 lab-mnt /mnt\n";
+  bool state_in_tmp = starts_with(paths.dir, "/tmp/");
+  if (state_in_tmp) {
+    // The private /tmp below would hide the state folder (sshd config, keys,
+    // logs): park it on /mnt/.state, then move it back into the new /tmp.
+    s << "mkdir /mnt/.state\n"
+      << "mount --bind " << sh_quote(paths.dir) << " /mnt/.state\n";
+  }
+  // A private /tmp: Ray and friends keep sockets and sessions there, and
+  // two hosts must not see each other's.
+  s << "mount -t tmpfs -o mode=1777 lab-tmp /tmp\n";
+  if (state_in_tmp) {
+    s << "mkdir -p " << sh_quote(paths.dir) << "\n"
+      << "mount --move /mnt/.state " << sh_quote(paths.dir) << "\n"
+      << "rmdir /mnt/.state\n";
+  }
+  if (h.nas) {
+    // /srv/nas is the export. A private tmpfs on /srv gives it a mount
+    // point without creating anything on the machine's disk.
+    s << "mount -t tmpfs -o mode=0755 lab-srv /srv\n"
+      << "mkdir /srv/nas\n"
+      << "mount --bind " << sh_quote(paths.nas_export()) << " /srv/nas\n";
+  }
+  s << "exec " << sshd << " -D -f " << sh_quote(paths.sshd_config(h.name)) << " -E " << sh_quote(paths.sshd_log(h.name)) << "\n";
+  return s.str();
+}
+
+// Starts `ip netns exec NS unshare ... sh -c SCRIPT` fully detached (double
+// fork, own session, stdio to `log`), so the host outlives this process.
+// Returns a pidfd of the started process (it becomes `unshare`, which lives
+// as long as the host does), or -1 if none could be had.
+int launch_detached(std::vector<std::string> const& argv, std::string const& log) {
+  std::vector<char*> cargv;
+  for (auto const& a : argv) cargv.push_back(const_cast<char*>(a.c_str()));
+  cargv.push_back(nullptr);
+  std::string path_env = std::string("PATH=") + kHostPath;
+  char* envp[] = {const_cast<char*>(path_env.c_str()), const_cast<char*>("LANG=C.UTF-8"), nullptr};
+  char const* log_c = log.c_str();
+  int report[2];
+  if (::pipe2(report, O_CLOEXEC) != 0) fail(errc::lab_failed, "lab: pipe() failed: " + std::string(std::strerror(errno)));
+
+  pid_t child = ::fork();
+  if (child < 0) {
+    int e = errno;
+    ::close(report[0]), ::close(report[1]);
+    fail(errc::lab_failed, "lab: fork() failed: " + std::string(std::strerror(e)));
+  }
+  if (child == 0) {
+    // Only async-signal-safe calls from here on (the parent may have threads).
+    ::setsid();
+    pid_t grand = ::fork();
+    if (grand != 0) {
+      if (grand > 0) (void)!::write(report[1], &grand, sizeof grand);
+      ::_exit(grand < 0 ? 1 : 0);
+    }
+    int in = ::open("/dev/null", O_RDONLY);
+    int out = ::open(log_c, O_WRONLY | O_CREAT | O_APPEND, 0600);
+    if (in < 0 || out < 0) ::_exit(126);
+    ::dup2(in, 0);
+    ::dup2(out, 1);
+    ::dup2(out, 2);
+    ::syscall(SYS_close_range, 3u, ~0u, 0u);
+    sigset_t none;
+    sigemptyset(&none);
+    ::sigprocmask(SIG_SETMASK, &none, nullptr);
+    struct sigaction dfl {};
+    dfl.sa_handler = SIG_DFL;
+    for (int sig = 1; sig < NSIG; ++sig) ::sigaction(sig, &dfl, nullptr);
+    ::umask(022);
+    ::execve(cargv[0], cargv.data(), envp);
+    ::_exit(127);
+  }
+  ::close(report[1]);
+  int status = 0;
+  while (::waitpid(child, &status, 0) < 0 && errno == EINTR) {
+  }
+  pid_t grand = 0;
+  ssize_t got = 0;
+  do
+    got = ::read(report[0], &grand, sizeof grand);
+  while (got < 0 && errno == EINTR);
+  ::close(report[0]);
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0 || got != static_cast<ssize_t>(sizeof grand))
+    fail(errc::lab_failed, "lab: starting `" + join_argv(argv) + "` failed (the detaching fork did not succeed).");
+  return pidfd_open(grand);
+}
+
+bool pidfd_exited(int fd) {
+  if (fd < 0) return false;
+  pollfd p{fd, POLLIN, 0};
+  return ::poll(&p, 1, 0) > 0;
+}
+
+// Serializes lab_up/lab_down of one lab name across processes (the names of
+// namespaces and the bridge derive from it, whatever the state folder). The
+// lock file lives outside the state folder, which lab_down deletes.
+class NameLock {
+public:
+  explicit NameLock(std::string const& name) {
+    std::error_code ec;
+    fs::create_directories("/run/clusterkit", ec);
+    std::string path = "/run/clusterkit/lab-" + name + ".lock";
+    fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd_ < 0) {
+      spdlog::debug("lab: no lock {} ({}); going on without", path, std::strerror(errno));
+      return;
+    }
+    while (::flock(fd_, LOCK_EX) != 0 && errno == EINTR) {
+    }
+  }
+  ~NameLock() {
+    if (fd_ >= 0) ::close(fd_);  // releases the flock
+  }
+  NameLock(NameLock const&) = delete;
+  NameLock& operator=(NameLock const&) = delete;
+
+private:
+  int fd_ = -1;
+};
+
+void require_root() {
+  if (::geteuid() != 0)
+    fail(errc::lab_needs_root,
+         "clusterkit lab needs root: it creates network namespaces and a bridge. Run it with sudo.");
+}
+
+// Address conflicts: another interface already on (or overlapping) our /24
+// would make the lab's addresses ambiguous.
+void check_subnet_free(std::string const& ip, std::string const& subnet, std::string const& bridge) {
+  Result r = run({ip, "-o", "-4", "addr", "show"});
+  if (r.status != 0) return;  // not fatal: `ip` itself is checked by the real steps
+  in_addr ours{};
+  ::inet_pton(AF_INET, (subnet + ".0").c_str(), &ours);
+  uint32_t our_net = ntohl(ours.s_addr);
+  for (auto const& line : split_lines(r.out)) {
+    auto f = split_ws(line);
+    if (f.size() < 4 || f[2] != "inet") continue;
+    std::string ifname = f[1];
+    if (ifname == bridge) continue;
+    auto slash = f[3].find('/');
+    if (slash == std::string::npos) continue;
+    in_addr a{};
+    if (::inet_pton(AF_INET, f[3].substr(0, slash).c_str(), &a) != 1) continue;
+    int prefix = std::atoi(f[3].c_str() + slash + 1);
+    int common = std::min(prefix, 24);
+    uint32_t mask = common == 0 ? 0 : ~uint32_t{0} << (32 - common);
+    if ((ntohl(a.s_addr) & mask) == (our_net & mask))
+      fail(errc::lab_failed, "lab: subnet " + subnet + ".0/24 overlaps " + f[3] + " on interface " + ifname +
+                                 " (another lab or a real network). Pick another subnet (LabOptions::subnet, "
+                                 "`--subnet`) or take the other lab down.");
+  }
+}
+
+void remove_state_dir(Paths const& paths, std::string const& name) {
+  std::error_code ec;
+  if (!fs::exists(paths.dir, ec)) return;
+  // Only a folder the lab made itself (it holds our marker) is deleted as a
+  // whole; anything else is left alone.
+  if (!fs::exists(paths.marker(), ec) && paths.dir != default_state_dir(name)) {
+    spdlog::warn("lab: not deleting {}: it has no {} marker, so the lab did not create it", paths.dir, kMarker);
+    return;
+  }
+  fs::remove_all(paths.dir, ec);
+  if (ec)
+    fail(errc::local_file_error, "lab down: cannot delete the state folder " + paths.dir + ": " + ec.message() + ".");
+}
+
+void down_impl(std::string const& name, Paths const& paths) {
+  auto t0 = clock_type::now();
+  auto state = load_state(paths);
+
+  // Everything that may be ours: what state.json recorded (written before
+  // the objects were made) plus what exists under our names.
+  std::set<std::string> netns_names;
+  std::set<std::string> veths;
+  std::vector<json> recorded;
+  if (state) {
+    for (auto const& h : state->value("hosts", json::array())) {
+      recorded.push_back(h);
+      if (h.contains("netns")) netns_names.insert(h.value("netns", ""));
+      if (h.contains("veth")) veths.insert(h.value("veth", ""));
+    }
+  }
+  for (auto const& n : list_lab_netns(name)) netns_names.insert(n);
+  for (auto const& v : list_lab_veths(name)) veths.insert(v);
+  std::string bridge = bridge_name(name);
+  bool have_bridge = link_exists(bridge);
+  netns_names.erase("");
+  veths.erase("");
+
+  std::error_code ec;
+  bool have_dir = fs::exists(paths.dir, ec);
+  if (netns_names.empty() && veths.empty() && !have_bridge) {
+    if (have_dir) remove_state_dir(paths, name);
+    return;
+  }
+  require_root();
+  std::string ip = require(kIp);
+
+  // Close our shared ssh connections to the lab's hosts first (through
+  // their control sockets): they are processes we started, and they would
+  // otherwise linger until keepalives notice the hosts are gone.
+  if (fs::exists(paths.inventory(), ec)) {
+    try {
+      for (auto const& h : Inventory::load(paths.inventory()).hosts()) close_connection(h.spec);
+    } catch (std::exception const& e) {
+      spdlog::debug("lab {}: could not read its inventory to close connections: {}", name, e.what());
+    }
+  }
+
+  // 1. Kill pid 1 of each host's pid namespace (the kernel then kills every
+  //    process inside it). Killing `unshare` would not be enough.
+  std::set<NsId> live_ns;
+  std::map<std::string, NsId> ns_by_name;
+  for (auto const& n : netns_names) {
+    if (auto id = ns_of_path(netns_file(n))) {
+      live_ns.insert(*id);
+      ns_by_name[n] = *id;
+    }
+  }
+  std::vector<int> waits;
+  // Recorded sshd pids whose namespace file is gone (someone ran
+  // `ip netns del`): ours only if start time and network namespace inode
+  // still match what we recorded.
+  for (auto const& h : recorded) {
+    int pid = h.value("sshd_pid", 0);
+    unsigned long long st = h.value("sshd_start_time", 0ull);
+    unsigned long long ino = h.value("netns_inode", 0ull);
+    if (pid <= 1 || st == 0 || ino == 0 || ns_by_name.count(h.value("netns", ""))) continue;
+    std::optional<NsId> verified;
+    int fd = kill_if_ours(pid, [&](int p) {
+      auto ns = netns_of_pid(p);
+      bool ours = ns && ns->ino == ino && start_time(p) == st && is_pidns_init(p);
+      if (ours) verified = ns;
+      return ours;
+    });
+    if (fd >= 0) {
+      waits.push_back(fd);
+      live_ns.insert(*verified);  // its namespace is ours: sweep it below too
+    }
+  }
+  auto in_live_ns = [&](int p) {
+    auto ns = netns_of_pid(p);
+    return ns && live_ns.count(*ns) > 0;
+  };
+  for (auto const& [ns, pids] : pids_in_netns(live_ns))
+    for (int pid : pids)
+      if (is_pidns_init(pid)) {
+        int fd = kill_if_ours(pid, [&](int p) { return in_live_ns(p) && is_pidns_init(p); });
+        if (fd >= 0) waits.push_back(fd);
+      }
+  size_t killed = waits.size();
+  wait_pidfds(waits, clock_type::now() + 5s);
+  spdlog::debug("lab down: killed {} host init processes; {} ms", killed, elapsed_ms(t0));
+
+  // 2. What is left in our network namespaces: the `unshare` parents (they
+  //    exit by themselves once their child is gone) and anything someone ran
+  //    with `ip netns exec`. Give them a moment, then kill them by pid.
+  auto settle_deadline = clock_type::now() + 500ms;
+  std::map<NsId, std::vector<int>> left = pids_in_netns(live_ns);
+  while (!left.empty() && clock_type::now() < settle_deadline) {
+    std::this_thread::sleep_for(10ms);
+    left = pids_in_netns(live_ns);
+  }
+  for (auto const& [ns, pids] : left)
+    for (int pid : pids) {
+      int fd = kill_if_ours(pid, in_live_ns);
+      if (fd >= 0) waits.push_back(fd);
+    }
+  if (!waits.empty()) spdlog::debug("lab down: killed {} leftover processes in the namespaces", waits.size());
+  wait_pidfds(waits, clock_type::now() + 5s);
+  spdlog::debug("lab down: namespaces empty after {} ms", elapsed_ms(t0));
+
+  // 3. Namespaces and the bridge, in one `ip` process (-force: keep going
+  //    past objects that are already gone). Each host's veth pair dies with
+  //    its namespace; the kernel tears dead namespaces down in one batch,
+  //    which is far quicker than `link del` one veth at a time (64 hosts:
+  //    ~0.1 s instead of ~1 s).
+  std::string batch;
+  for (auto const& n : netns_names)
+    if (fs::exists(netns_file(n), ec)) batch += "netns del " + n + "\n";
+  if (have_bridge) batch += "link del " + bridge + "\n";
+  if (!batch.empty()) {
+    Result r = run({ip, "-force", "-batch", "-"}, batch);
+    if (r.status != 0) spdlog::debug("lab down: ip -batch: {}", trim(r.err));
+  }
+  auto veth_deadline = clock_type::now() + 3s;
+  while (!list_lab_veths(name).empty() && clock_type::now() < veth_deadline) std::this_thread::sleep_for(10ms);
+  // Veths whose namespace is kept alive by something else: delete them.
+  batch.clear();
+  for (auto const& v : list_lab_veths(name)) batch += "link del " + v + "\n";
+  if (!batch.empty()) {
+    Result r = run({ip, "-force", "-batch", "-"}, batch);
+    if (r.status != 0) spdlog::debug("lab down: ip -batch: {}", trim(r.err));
+  }
+  spdlog::debug("lab down: links and namespaces deleted after {} ms", elapsed_ms(t0));
+
+  // 4. Check: nothing of ours may remain.
+  std::vector<std::string> remaining;
+  for (auto const& n : list_lab_netns(name)) remaining.push_back("network namespace " + n);
+  for (auto const& v : list_lab_veths(name)) remaining.push_back("interface " + v);
+  if (link_exists(bridge)) remaining.push_back("bridge " + bridge);
+  for (auto const& [ns, pids] : pids_in_netns(live_ns))
+    for (int pid : pids) remaining.push_back("process " + std::to_string(pid));
+  if (!remaining.empty()) {
+    std::string list;
+    for (auto const& r : remaining) list += (list.empty() ? "" : ", ") + r;
+    fail(errc::lab_failed, "lab down: could not remove everything of lab \"" + name + "\"; still there: " + list +
+                               ". Run `clusterkit lab down` again; if it persists, remove them with `ip netns del` / "
+                               "`ip link del` and kill the listed pids.");
+  }
+  remove_state_dir(paths, name);
+  spdlog::debug("lab down \"{}\": {} ms", name, elapsed_ms(t0));
+}
+
+LabStatus up_impl(LabOptions const& o, Paths const& paths) {
+  auto t0 = clock_type::now();
+  auto ms = [&] { return std::chrono::duration_cast<std::chrono::milliseconds>(clock_type::now() - t0).count(); };
+  std::string ip = require(kIp);
+  std::string unshare = require(kUnshare);
+  std::string sshd = require(kSshd);
+  std::string keygen = require(kSshKeygen);
+  require(kMount);
+  require(kUmount);
+  require(kHostname);
+  std::string sh = require(kSh);
+
+  auto hosts = plan_hosts(o.name, o.hosts, o.nas, o.subnet);
+  std::string bridge = bridge_name(o.name);
+  check_subnet_free(ip, o.subnet, bridge);
+  for (auto const& h : hosts)
+    if (link_exists(h.veth))
+      fail(errc::lab_failed, "lab up: interface " + h.veth + " already exists although lab \"" + o.name +
+                                 "\" is down; delete it (`ip link del " + h.veth + "`) or use another lab name.");
+
+  // State folder: new or empty, or one of ours.
+  std::error_code ec;
+  if (fs::exists(paths.dir, ec) && !fs::exists(paths.marker(), ec) && !fs::is_empty(paths.dir, ec))
+    fail(errc::invalid_argument, "lab up: the state folder " + paths.dir +
+                                     " already exists and holds files the lab did not write; give an empty or new "
+                                     "folder (it is deleted by `lab down`).");
+  fs::create_directories(paths.dir, ec);
+  if (ec) fail(errc::local_file_error, "lab up: cannot create the state folder " + paths.dir + ": " + ec.message() + ".");
+  ::chmod(paths.dir.c_str(), 0700);
+  write_file(paths.marker(), "This folder belongs to a clusterkit lab; `clusterkit lab down` deletes it.\n", 0600);
+
+  // Record every object before it is made, so `lab down` can clean up after
+  // a crash half-way through.
+  json state = {{"version", 1},      {"name", o.name},        {"subnet", o.subnet},        {"hosts_count", o.hosts},
+                {"nas", o.nas},      {"bridge", bridge},      {"state_dir", paths.dir},    {"phase", "creating"},
+                {"hosts", json::array()}};
+  for (auto const& h : hosts) state["hosts"].push_back(host_json(h));
+  save_state(paths, state);
+
+  // Keys: the client key and one host key per host, concurrently.
+  std::vector<std::string> key_files{paths.identity()};
+  for (auto const& h : hosts) key_files.push_back(paths.host_key(h.name));
+  parallel_for(key_files.size(), [&](size_t i) {
+    fs::remove(key_files[i]);
+    fs::remove(key_files[i] + ".pub");
+    std::string comment = i == 0 ? "clusterkit-lab-" + o.name : "clusterkit-lab-" + o.name + "-" + hosts[i - 1].name;
+    run_checked("generating key " + key_files[i], {keygen, "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", key_files[i]});
+  });
+  auto pub = [&](std::string const& f) {
+    auto parts = split_ws(read_file(f + ".pub"));
+    if (parts.size() < 2) fail(errc::lab_failed, "lab up: " + f + ".pub is empty or malformed after ssh-keygen.");
+    return parts[0] + " " + parts[1];
+  };
+  write_file(paths.authorized_keys(), pub(paths.identity()) + " clusterkit-lab-" + o.name + "\n", 0600);
+  std::string known;
+  for (auto const& h : hosts) known += h.address + " " + pub(paths.host_key(h.name)) + "\n";
+  write_file(paths.known_hosts(), known, 0644);
+  write_file(paths.empty_bashrc(), "", 0644);
+  if (o.nas) {
+    fs::create_directories(paths.nas_export(), ec);
+    ::chmod(paths.nas_export().c_str(), 0755);
+  }
+  for (auto const& h : hosts) write_file(paths.sshd_config(h.name), sshd_config_text(o.name, h, paths), 0600);
+  fs::create_directories("/run/sshd", ec);  // sshd's privilege separation folder
+  ::chmod("/run/sshd", 0755);
+  spdlog::debug("lab up: keys and configs after {} ms", ms());
+
+  // Network: bridge, namespaces and veth pairs in one `ip` process.
+  std::string batch = "link add " + bridge + " type bridge\n" + "addr add " + o.subnet + ".1/24 dev " + bridge + "\n" +
+                      "link set " + bridge + " up\n";
+  for (auto const& h : hosts)
+    batch += "netns add " + h.netns + "\n" + "link add " + h.veth + " type veth peer name eth0 netns " + h.netns + "\n" +
+             "link set " + h.veth + " master " + bridge + " up\n";
+  run_checked("creating the bridge, namespaces and veth pairs", {ip, "-batch", "-"}, batch,
+              "Is another lab using the same names? Try `clusterkit lab down --name " + o.name + "` first.");
+  // Inside each namespace: address, eth0 and lo up. `ip -batch` cannot
+  // switch namespaces per line, so one small `ip -n NS -batch` per host.
+  parallel_for(hosts.size(), [&](size_t i) {
+    auto const& h = hosts[i];
+    run_checked("configuring eth0 in " + h.netns, {ip, "-n", h.netns, "-batch", "-"},
+                "addr add " + h.address + "/24 dev eth0\nlink set eth0 up\nlink set lo up\n");
+  });
+  for (size_t i = 0; i < hosts.size(); ++i) {
+    auto id = ns_of_path(netns_file(hosts[i].netns));
+    if (!id) fail(errc::lab_failed, "lab up: " + netns_file(hosts[i].netns) + " is missing right after `ip netns add`.");
+    state["hosts"][i]["netns_inode"] = static_cast<unsigned long long>(id->ino);
+  }
+  state["phase"] = "starting";
+  save_state(paths, state);
+  spdlog::debug("lab up: network after {} ms", ms());
+
+  // Start the hosts.
+  bool have_bashrc = fs::exists("/root/.bashrc", ec);
+  std::vector<int> launched;
+  struct CloseAll {
+    std::vector<int>& fds;
+    ~CloseAll() {
+      for (int fd : fds)
+        if (fd >= 0) ::close(fd);
+    }
+  } close_launched{launched};
+  for (auto const& h : hosts) {
+    launched.push_back(launch_detached({ip, "netns", "exec", h.netns, unshare, "--pid", "--fork", "--mount", "--uts", "--mount-proc",
+                     "--propagation", "private", sh, "-c", host_script(h, paths, sshd, have_bashrc)},
+                    paths.start_log(h.name)));
+  }
+  spdlog::debug("lab up: hosts launched after {} ms", ms());
+
+  std::vector<std::string> addrs;
+  for (auto const& h : hosts) addrs.push_back(h.address);
+  auto deadline = clock_type::now() + 5s + std::chrono::milliseconds(100 * hosts.size());
+  std::set<NsId> host_ns_set;
+  std::vector<NsId> host_ns(hosts.size());
+  for (size_t i = 0; i < hosts.size(); ++i) {
+    host_ns[i] = *ns_of_path(netns_file(hosts[i].netns));
+    host_ns_set.insert(host_ns[i]);
+  }
+  // A host whose `unshare` has exited has failed for good (its start script
+  // stopped); no point waiting for it.
+  auto answered = probe_sshd(addrs, deadline, [&](std::vector<bool>& dead) {
+    for (size_t i = 0; i < hosts.size(); ++i) dead[i] = pidfd_exited(launched[i]);
+  });
+  spdlog::debug("lab up: sshd answering after {} ms", ms());
+
+  // Find pid 1 of each host (the sshd listener) through its network namespace.
+  auto by_ns = pids_in_netns(host_ns_set);
+  std::string problems;
+  for (size_t i = 0; i < hosts.size(); ++i) {
+    auto const& h = hosts[i];
+    int pid1 = 0;
+    for (int pid : by_ns[host_ns[i]])
+      if (is_pidns_init(pid)) pid1 = pid;
+    if (pid1 > 0) {
+      state["hosts"][i]["sshd_pid"] = pid1;
+      state["hosts"][i]["sshd_start_time"] = start_time(pid1);
+    }
+    if (!answered[i] || pid1 == 0) {
+      problems += "\n- " + h.name + " (" + h.address + ", netns " + h.netns + "): " +
+                  (pid1 == 0 ? "no sshd process in its namespaces" : "sshd does not answer on port 22");
+      std::string start = tail(read_file(paths.start_log(h.name)), 600);
+      std::string log = tail(read_file(paths.sshd_log(h.name)), 600);
+      if (!start.empty()) problems += "\n  start log: " + start;
+      if (!log.empty()) problems += "\n  sshd log: " + log;
+    }
+  }
+  save_state(paths, state);
+  if (!problems.empty())
+    fail(errc::lab_failed, "lab up: step 'start sshd in each host' failed (waited " + std::to_string(ms()) +
+                               " ms for port 22):" + problems + "\nCheck that `" + sshd + " -t -f " + paths.sshd_config(hosts[0].name) +
+                               "` passes; the lab was taken down again.");
+
+  write_file(paths.inventory(), inventory_text(o.name, hosts, paths), 0644);
+  state["phase"] = "up";
+  save_state(paths, state);
+  spdlog::debug("lab up \"{}\": {} hosts in {} ms", o.name, hosts.size(), ms());
+  return status_from_state(o.name, paths, state, false);
+}
+
+}  // namespace
+
+LabStatus lab_status(std::string const& name, std::string const& state_dir) {
+  validate_name(name);
+  Paths paths{normalize_state_dir(name, state_dir)};
+  if (auto state = load_state(paths)) return status_from_state(name, paths, *state, true);
+
+  // No (readable) state: report what exists under the lab's names.
+  LabStatus s;
+  s.name = name;
+  s.state_dir = paths.dir;
+  s.bridge = bridge_name(name);
+  auto names = list_lab_netns(name);
+  std::error_code ec;
+  s.exists = !names.empty() || link_exists(s.bridge) || !list_lab_veths(name).empty() || fs::exists(paths.marker(), ec);
+  std::set<NsId> targets;
+  for (auto const& n : names)
+    if (auto id = ns_of_path(netns_file(n))) targets.insert(*id);
+  auto by_ns = pids_in_netns(targets);
+  for (auto const& n : names) {
+    LabHostStatus h;
+    h.netns = n;
+    h.name = n.substr(netns_prefix(name).size());
+    if (auto id = ns_of_path(netns_file(n)))
+      for (int pid : by_ns[*id])
+        if (is_pidns_init(pid)) h.sshd_pid = pid;
+    h.running = h.sshd_pid > 0;
+    s.hosts.push_back(h);
+  }
+  return s;
+}
+
+LabStatus lab_up(LabOptions const& options) {
+  validate_name(options.name);
+  validate_subnet(options.subnet);
+  if (options.hosts < 1 || options.hosts > kMaxHosts)
+    fail(errc::invalid_argument, "lab: " + std::to_string(options.hosts) + " hosts asked for; a lab has 1 to " +
+                                     std::to_string(kMaxHosts) + " hosts (they share one /24).");
+  Paths paths{normalize_state_dir(options.name, options.state_dir)};
+  require_root();
+  NameLock lock(options.name);
+
+  // Idempotent: a healthy lab of the same shape stays as it is.
+  if (auto state = load_state(paths)) {
+    bool same = state->value("phase", "") == "up" && state->value("hosts_count", -1) == options.hosts &&
+                state->value("nas", !options.nas) == options.nas && state->value("subnet", "") == options.subnet;
+    std::error_code ec;
+    for (auto const& f : {paths.identity(), paths.known_hosts(), paths.inventory(), paths.authorized_keys()})
+      same = same && fs::exists(f, ec);
+    same = same && link_exists(bridge_name(options.name));
+    if (same) {
+      LabStatus s = status_from_state(options.name, paths, *state, true);
+      bool healthy = !s.hosts.empty() &&
+                     std::all_of(s.hosts.begin(), s.hosts.end(), [](LabHostStatus const& h) { return h.running; });
+      if (healthy) {
+        spdlog::debug("lab up: lab \"{}\" is already up and healthy", options.name);
+        return s;
+      }
+    }
+  }
+  down_impl(options.name, paths);
+  try {
+    return up_impl(options, paths);
+  } catch (...) {
+    // Leave nothing half-made behind; the error already carries the logs.
+    try {
+      down_impl(options.name, paths);
+    } catch (std::exception const& e) {
+      spdlog::warn("lab up: cleaning up after the failure also failed: {}", e.what());
+    }
+    throw;
+  }
+}
+
+void lab_down(std::string const& name, std::string const& state_dir) {
+  validate_name(name);
+  Paths paths{normalize_state_dir(name, state_dir)};
+  std::error_code ec;
+  if (list_lab_netns(name).empty() && list_lab_veths(name).empty() && !link_exists(bridge_name(name)) &&
+      !fs::exists(paths.dir, ec))
+    return;  // nothing there
+  NameLock lock(name);
+  down_impl(name, paths);
+}
+
+}  // namespace clusterkit

@@ -1,0 +1,423 @@
+// Host over real OpenSSH, against lab hosts (sshd in namespaces). Needs
+// root. One lab for the whole binary; destructive cases use host h3 and
+// repair or replace it, and check that h1 and h2 are not disturbed.
+#include <signal.h>
+#include <unistd.h>
+
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/cancellation_signal.hpp>
+#include <catch2/catch.hpp>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <future>
+#include <thread>
+
+#include "clusterkit/fanout.hpp"
+#include "clusterkit/host.hpp"
+#include "clusterkit/inventory.hpp"
+#include "clusterkit/lab.hpp"
+#include "clusterkit/runtime.hpp"
+#include "clusterkit/shell.hpp"
+
+using namespace clusterkit;
+using namespace std::chrono_literals;
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr char const* kLab = "tssh";
+constexpr char const* kSubnet = "10.88.8";
+
+std::string sh(std::string const& cmd) {
+  std::string out;
+  if (FILE* p = ::popen(cmd.c_str(), "r")) {
+    char buf[4096];
+    std::size_t n;
+    while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+    ::pclose(p);
+  }
+  return out;
+}
+
+// The lab is shared by every test case in this binary and taken down when
+// the binary exits, together with the connections the tests opened.
+struct SharedLab {
+  LabStatus status;
+  Inventory inventory;
+
+  static SharedLab& get() {
+    static SharedLab lab;
+    return lab;
+  }
+
+  HostSpec spec(std::string const& name) const { return inventory.find(name)->spec; }
+
+  void restart_h3() {
+    lab_down(kLab);
+    start();
+  }
+
+private:
+  SharedLab() { start(); }
+  void start() {
+    REQUIRE(::geteuid() == 0);  // the lab creates namespaces: run the lab tests as root
+    LabOptions o;
+    o.name = kLab;
+    o.hosts = 3;
+    o.subnet = kSubnet;
+    status = lab_up(o);
+    inventory = Inventory::load(status.inventory_path);
+  }
+  ~SharedLab() {
+    for (auto const& h : inventory.hosts()) close_connection(h.spec);
+    lab_down(kLab);
+  }
+};
+
+struct TempDir {
+  fs::path path;
+  TempDir() {
+    char tmpl[] = "/tmp/ck-ssh-test-XXXXXX";
+    path = ::mkdtemp(tmpl);
+  }
+  ~TempDir() { fs::remove_all(path); }
+};
+
+long first_number(std::string const& text) { return std::stol(text); }
+
+bool remote_pid_alive(Host& host, long pid) {
+  auto r = run(host, Command::args({"kill", "-0", std::to_string(pid)}));
+  return r.exit_code == 0;
+}
+
+bool remote_pid_gone_within(Host& host, long pid, std::chrono::milliseconds limit) {
+  auto until = std::chrono::steady_clock::now() + limit;
+  while (std::chrono::steady_clock::now() < until) {
+    if (!remote_pid_alive(host, pid)) return true;
+    std::this_thread::sleep_for(100ms);
+  }
+  return false;
+}
+
+int established_connections_to(std::string const& address) {
+  auto out = sh("ss -Htn state established dst " + address + ":22 | wc -l");
+  return std::stoi(out);
+}
+
+}  // namespace
+
+TEST_CASE("each lab host answers as itself", "[ssh][lab]") {
+  auto& lab = SharedLab::get();
+  Runtime rt;
+  for (auto name : {"h1", "h2", "h3"}) {
+    auto host = rt.host(lab.spec(name));
+    auto r = run(host, Command::args({"hostname"}));
+    CHECK(r.exit_code == 0);
+    CHECK(r.stdout_text == std::string(name) + "\n");
+  }
+}
+
+TEST_CASE("argv with quotes, $(), ;, newlines and non-ASCII arrives intact over ssh", "[ssh][lab]") {
+  auto& lab = SharedLab::get();
+  Runtime rt;
+  auto host = rt.host(lab.spec("h1"));
+  std::vector<std::string> tricky = {"a'b",       "\"dq\"",   "$(touch /tmp/ck-pwned)", "`id`", "x; echo injected",
+                                     "l1\nl2",    "caf\xc3\xa9 \xe6\x97\xa5", "",          "*",   "$HOME",
+                                     "\\", "-n"};
+  std::vector<std::string> argv = {"printf", "<%s>\\n"};
+  argv.insert(argv.end(), tricky.begin(), tricky.end());
+  auto r = run(host, Command::args(argv));
+  std::string expected;
+  for (auto const& t : tricky) expected += "<" + t + ">\n";
+  CHECK(r.stdout_text == expected);
+  CHECK(run(host, Command::args({"test", "-e", "/tmp/ck-pwned"})).exit_code == 1);
+}
+
+TEST_CASE("exit codes, stderr and 255 from the command are not ssh errors", "[ssh][lab]") {
+  auto& lab = SharedLab::get();
+  Runtime rt;
+  auto host = rt.host(lab.spec("h2"));
+  auto r = run(host, Command::shell("echo to-err >&2; exit 255"));
+  CHECK(r.exit_code == 255);
+  CHECK(r.stderr_text == "to-err\n");
+  RunOptions o;
+  o.env = {{"CK_X", "v a l"}};
+  o.working_directory = "/tmp";
+  o.stdin_data = "piped input\n";
+  auto e = run(host, Command::shell("echo \"$CK_X\"; pwd; cat"), o);
+  CHECK(e.stdout_text == "v a l\n/tmp\npiped input\n");
+}
+
+TEST_CASE("one multiplexed connection per host carries concurrent commands", "[ssh][lab]") {
+  auto& lab = SharedLab::get();
+  Runtime rt;
+  auto spec = lab.spec("h1");
+  spec.max_sessions = 4;
+  auto host = rt.host(spec);
+  connect(host);
+  CHECK(host.connection_alive());
+  // 20 commands at once, at most 4 channels at a time.
+  std::vector<std::promise<RunResult>> promises(20);
+  for (std::size_t i = 0; i < promises.size(); ++i)
+    host.async_run(Command::args({"sh", "-c", "sleep 0.2; echo " + std::to_string(i)}), {},
+                   [&, i](std::error_code ec, RunResult r) {
+                     if (ec) r.exit_code = -100;
+                     promises[i].set_value(std::move(r));
+                   });
+  std::this_thread::sleep_for(100ms);
+  CHECK(established_connections_to(spec.address) == 1);
+  for (std::size_t i = 0; i < promises.size(); ++i) {
+    auto r = promises[i].get_future().get();
+    CHECK(r.exit_code == 0);
+    CHECK(r.stdout_text == std::to_string(i) + "\n");
+  }
+  CHECK(established_connections_to(spec.address) == 1);
+}
+
+TEST_CASE("a timeout over ssh stops the remote command and its children", "[ssh][lab]") {
+  auto& lab = SharedLab::get();
+  Runtime rt;
+  auto host = rt.host(lab.spec("h2"));
+  RunOptions o;
+  o.timeout = 700ms;
+  o.kill_grace = 500ms;
+  std::string pid_line;
+  o.on_line = [&](OutputLine const& l) {
+    if (l.stream == Stream::out && pid_line.empty()) pid_line = std::string(l.text);
+  };
+  auto started = std::chrono::steady_clock::now();
+  try {
+    run(host, Command::shell("(trap '' TERM; sleep 300) & echo $!; sleep 300"), o);
+    FAIL("expected a timeout");
+  } catch (Error const& e) {
+    CHECK(e.code() == errc::timed_out);
+    CHECK(std::string(e.what()).find("h2") != std::string::npos);
+  }
+  CHECK(std::chrono::steady_clock::now() - started < 5s);
+  REQUIRE_FALSE(pid_line.empty());
+  CHECK(remote_pid_gone_within(host, first_number(pid_line), 3s));
+}
+
+TEST_CASE("cancelling over ssh stops the remote process group", "[ssh][lab]") {
+  auto& lab = SharedLab::get();
+  Runtime rt;
+  auto host = rt.host(lab.spec("h1"));
+  asio::cancellation_signal signal;
+  std::promise<std::error_code> done;
+  std::string pid_line;
+  RunOptions o;
+  o.kill_grace = 300ms;
+  o.on_line = [&](OutputLine const& l) {
+    if (pid_line.empty()) {
+      pid_line = std::string(l.text);
+      signal.emit(asio::cancellation_type::terminal);
+    }
+  };
+  host.async_run(Command::shell("sleep 300 & echo $!; wait"), o,
+                 asio::bind_cancellation_slot(signal.slot(), [&](std::error_code ec, RunResult) { done.set_value(ec); }));
+  auto f = done.get_future();
+  REQUIRE(f.wait_for(10s) == std::future_status::ready);
+  CHECK(f.get() == errc::cancelled);
+  CHECK(remote_pid_gone_within(host, first_number(pid_line), 3s));
+}
+
+TEST_CASE("megabytes of output over ssh", "[ssh][lab]") {
+  auto& lab = SharedLab::get();
+  Runtime rt;
+  auto host = rt.host(lab.spec("h2"));
+  auto r = run(host, Command::shell("head -c 16000000 /dev/urandom | base64 -w 100"));
+  CHECK(r.exit_code == 0);
+  // 16 MB base64-encoded in 100-column lines.
+  CHECK(r.stdout_text.size() > 21000000u);
+  CHECK(r.stdout_text.back() == '\n');
+}
+
+TEST_CASE("files go both ways through the shared connection", "[ssh][lab][transfer]") {
+  auto& lab = SharedLab::get();
+  Runtime rt;
+  auto host = rt.host(lab.spec("h1"));
+  TempDir dir;
+  auto src = dir.path / "blob";
+  sh("head -c 5000000 /dev/urandom > " + src.string());
+  std::uint64_t progress_calls = 0, last = 0;
+  TransferOptions t;
+  t.on_progress = [&](std::uint64_t done, std::uint64_t) {
+    ++progress_calls;
+    last = done;
+  };
+  auto up = upload(host, src.string(), "/tmp/ck-blob", t);
+  CHECK(up.bytes == 5000000u);
+  CHECK(last == 5000000u);
+  CHECK(progress_calls > 1);
+  auto sum_remote = run(host, Command::args({"sha256sum", "/tmp/ck-blob"})).stdout_text.substr(0, 64);
+  auto sum_local = sh("sha256sum " + src.string()).substr(0, 64);
+  CHECK(sum_remote == sum_local);
+  auto down = download(host, "/tmp/ck-blob", (dir.path / "back").string());
+  CHECK(down.bytes == 5000000u);
+  CHECK(sh("sha256sum < " + (dir.path / "back").string()).substr(0, 64) == sum_local);
+  // Nothing half-written is left on either side.
+  CHECK(run(host, Command::shell("ls /tmp | grep -c ck-part || true")).stdout_text == "0\n");
+
+  SECTION("a cancelled upload places nothing") {
+    asio::cancellation_signal signal;
+    std::promise<std::error_code> done;
+    TransferOptions c;
+    bool cancelled = false;
+    c.on_progress = [&](std::uint64_t, std::uint64_t) {
+      if (!cancelled) {
+        cancelled = true;
+        signal.emit(asio::cancellation_type::terminal);
+      }
+    };
+    host.async_upload(src.string(), "/tmp/ck-cancelled", c,
+                      asio::bind_cancellation_slot(signal.slot(),
+                                                   [&](std::error_code ec, TransferResult) { done.set_value(ec); }));
+    CHECK(done.get_future().get() == errc::cancelled);
+    std::this_thread::sleep_for(300ms);
+    CHECK(run(host, Command::args({"test", "-e", "/tmp/ck-cancelled"})).exit_code == 1);
+    CHECK(run(host, Command::shell("ls /tmp | grep -c ck-part || true")).stdout_text == "0\n");
+  }
+}
+
+TEST_CASE("a dropped master is detected and re-opened", "[ssh][lab]") {
+  auto& lab = SharedLab::get();
+  Runtime rt;
+  auto host = rt.host(lab.spec("h2"));
+  CHECK(run(host, Command::args({"true"})).exit_code == 0);
+  REQUIRE(host.connection_alive());
+  // Kill the master by its pid, as a crash or an OOM kill would.
+  auto check = sh("ssh -o ControlPath=" + host.control_path() + " -O check x 2>&1");
+  auto at = check.find("pid=");
+  REQUIRE(at != std::string::npos);
+  ::kill(std::stoi(check.substr(at + 4)), SIGKILL);
+  std::this_thread::sleep_for(100ms);
+  CHECK_FALSE(host.connection_alive());
+  auto r = run(host, Command::args({"hostname"}));
+  CHECK(r.stdout_text == "h2\n");
+  CHECK(r.stderr_text.empty());  // ssh's complaint about the stale socket is not the command's output
+  CHECK(run(host, Command::args({"true"})).exit_code == 0);
+  CHECK(host.connection_alive());
+}
+
+TEST_CASE("wrong key, unknown and changed host keys are refused with a fix", "[ssh][lab][faults]") {
+  auto& lab = SharedLab::get();
+  Runtime rt;
+  TempDir dir;
+
+  SECTION("a key the host does not know") {
+    sh("ssh-keygen -q -t ed25519 -N '' -f " + (dir.path / "other").string());
+    auto spec = lab.spec("h1");
+    spec.identity_file = (dir.path / "other").string();
+    auto host = rt.host(spec);
+    try {
+      run(host, Command::args({"true"}));
+      FAIL("expected an error");
+    } catch (Error const& e) {
+      CHECK(e.code() == errc::authentication_failed);
+      CHECK(std::string(e.what()).find("h1") != std::string::npos);
+      CHECK(std::string(e.what()).find("authorized_keys") != std::string::npos);
+    }
+  }
+  SECTION("an unknown host key under strict checking, then accept-new") {
+    auto spec = lab.spec("h1");
+    spec.known_hosts_file = (dir.path / "empty_known_hosts").string();
+    std::ofstream(spec.known_hosts_file).close();
+    spec.ssh_options.push_back("ControlPersist=no");
+    {
+      auto host = rt.host(spec);
+      close_connection(spec);
+      try {
+        run(host, Command::args({"true"}));
+        FAIL("expected an error");
+      } catch (Error const& e) {
+        CHECK(e.code() == errc::host_key_unknown);
+      }
+    }
+    spec.host_key_policy = HostKeyPolicy::accept_new;
+    auto host = rt.host(spec);
+    CHECK(run(host, Command::args({"true"})).exit_code == 0);
+    // Debian hashes known_hosts entries; ssh-keygen -F finds them anyway.
+    CHECK(sh("ssh-keygen -F " + spec.address + " -f " + spec.known_hosts_file + " | grep -vc '^#'") == "1\n");
+    host.disconnect();
+  }
+  SECTION("a changed host key") {
+    auto spec = lab.spec("h1");
+    sh("ssh-keygen -q -t ed25519 -N '' -f " + (dir.path / "impostor").string());
+    auto pub = sh("cut -d' ' -f1,2 " + (dir.path / "impostor.pub").string());
+    spec.known_hosts_file = (dir.path / "known_hosts").string();
+    std::ofstream(spec.known_hosts_file) << spec.address << " " << pub;
+    // A distinct identity path gives this spec its own control socket, so
+    // the lab's open master for h1 is not reused.
+    fs::copy_file(lab.status.identity_file, dir.path / "id");
+    fs::permissions(dir.path / "id", fs::perms::owner_read | fs::perms::owner_write);
+    spec.identity_file = (dir.path / "id").string();
+    auto host = rt.host(spec);
+    try {
+      run(host, Command::args({"true"}));
+      FAIL("expected an error");
+    } catch (Error const& e) {
+      CHECK(e.code() == errc::host_key_changed);
+      CHECK(std::string(e.what()).find("ssh-keygen -R") != std::string::npos);
+    }
+  }
+}
+
+TEST_CASE("dead sshd, cut-off host: clear errors in time, others undisturbed", "[ssh][lab][faults]") {
+  auto& lab = SharedLab::get();
+  Runtime rt;
+  auto h3spec = lab.spec("h3");
+  h3spec.connect_timeout = 2s;
+  h3spec.server_alive_interval = 1s;
+  h3spec.server_alive_count = 2;
+  std::vector<Host> all = {rt.host(lab.spec("h1")), rt.host(lab.spec("h2")), rt.host(h3spec)};
+  auto ns = "ck-" + std::string(kLab) + "-h3";
+
+  SECTION("cut off while a command runs: connection lost, within seconds") {
+    auto h3 = all[2];
+    h3.disconnect();
+    REQUIRE(run(h3, Command::args({"true"})).exit_code == 0);
+    std::promise<std::pair<std::error_code, RunResult>> done;
+    h3.async_run(Command::args({"sleep", "60"}), {},
+                 [&](std::error_code ec, RunResult r) { done.set_value({ec, std::move(r)}); });
+    std::this_thread::sleep_for(300ms);
+    sh("ip -n " + ns + " link set eth0 down");
+    auto started = std::chrono::steady_clock::now();
+    auto f = done.get_future();
+    REQUIRE(f.wait_for(15s) == std::future_status::ready);
+    auto [ec, r] = f.get();
+    CHECK(std::chrono::steady_clock::now() - started < 10s);
+    CHECK(ec == errc::connection_lost);
+    CHECK(r.diagnostic.find("h3") != std::string::npos);
+    sh("ip -n " + ns + " link set eth0 up");
+  }
+  SECTION("cut off before connecting: unreachable after the connect timeout, others fine") {
+    all[2].disconnect();
+    sh("ip -n " + ns + " link set eth0 down");
+    auto started = std::chrono::steady_clock::now();
+    auto outcomes = run_on_hosts(all, Command::args({"hostname"}));
+    CHECK(std::chrono::steady_clock::now() - started < 8s);
+    CHECK(outcomes[0].success());
+    CHECK(outcomes[1].success());
+    CHECK(outcomes[0].result.stdout_text == "h1\n");
+    CHECK(outcomes[2].error == errc::host_unreachable);
+    CHECK(outcomes[2].result.diagnostic.find("h3") != std::string::npos);
+    sh("ip -n " + ns + " link set eth0 up");
+  }
+  SECTION("sshd killed: connection refused, others fine") {
+    all[2].disconnect();
+    int pid = 0;
+    for (auto const& h : lab.status.hosts)
+      if (h.name == "h3") pid = h.sshd_pid;
+    REQUIRE(pid > 0);
+    ::kill(pid, SIGKILL);  // the host's pid 1: the whole host stops
+    std::this_thread::sleep_for(200ms);
+    auto outcomes = run_on_hosts(all, Command::args({"hostname"}));
+    CHECK(outcomes[0].success());
+    CHECK(outcomes[1].success());
+    CHECK(outcomes[2].error == errc::connection_refused);
+    CHECK(outcomes[2].result.diagnostic.find("Is sshd running") != std::string::npos);
+    lab.restart_h3();
+  }
+}

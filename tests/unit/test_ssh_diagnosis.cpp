@@ -1,0 +1,76 @@
+#include "clusterkit/detail/ssh_diagnosis.hpp"
+
+#include <catch2/catch.hpp>
+
+using namespace clusterkit;
+using namespace clusterkit::detail;
+
+namespace {
+HostSpec gpu1() {
+  HostSpec h;
+  h.name = "gpu1";
+  h.address = "10.88.0.11";
+  h.user = "root";
+  h.identity_file = "/run/lab/id_ed25519";
+  h.known_hosts_file = "/run/lab/known_hosts";
+  return h;
+}
+}  // namespace
+
+// Messages as OpenSSH 9.2 prints them (captured from the lab's sshd).
+TEST_CASE("ssh failures are classified with a fix", "[ssh]") {
+  auto h = gpu1();
+  auto d = diagnose_ssh_failure(h, "root@10.88.0.11: Permission denied (publickey).\n");
+  CHECK(d.code == errc::authentication_failed);
+  CHECK(d.message.find("gpu1 (root@10.88.0.11)") == 0);
+  CHECK(d.message.find("/run/lab/id_ed25519") != std::string::npos);
+
+  d = diagnose_ssh_failure(h, "ssh: connect to host 10.88.0.11 port 22: Connection refused\n");
+  CHECK(d.code == errc::connection_refused);
+  CHECK(d.message.find("Is sshd running") != std::string::npos);
+
+  d = diagnose_ssh_failure(h, "ssh: connect to host 10.88.0.11 port 22: Connection timed out\n");
+  CHECK(d.code == errc::host_unreachable);
+
+  d = diagnose_ssh_failure(h, "ssh: connect to host 10.88.0.11 port 22: No route to host\n");
+  CHECK(d.code == errc::host_unreachable);
+
+  d = diagnose_ssh_failure(h, "ssh: Could not resolve hostname nohost: Name or service not known\n");
+  CHECK(d.code == errc::name_resolution_failed);
+
+  d = diagnose_ssh_failure(h,
+                           "@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@\n"
+                           "@    WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED!     @\n"
+                           "@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@\n"
+                           "IT IS POSSIBLE THAT SOMEONE IS DOING SOMETHING NASTY!\n"
+                           "Host key for 10.88.0.11 has changed and you have requested strict checking.\n"
+                           "Host key verification failed.\n");
+  CHECK(d.code == errc::host_key_changed);
+  CHECK(d.message.find("ssh-keygen -R '10.88.0.11' -f /run/lab/known_hosts") != std::string::npos);
+
+  d = diagnose_ssh_failure(h,
+                           "No ED25519 host key is known for 10.88.0.11 and you have requested strict checking.\n"
+                           "Host key verification failed.\n");
+  CHECK(d.code == errc::host_key_unknown);
+  CHECK(d.message.find("accept-new") != std::string::npos);
+
+  d = diagnose_ssh_failure(h, "something odd\n");
+  CHECK(d.code == errc::ssh_failed);
+  CHECK(d.message.find("something odd") != std::string::npos);
+}
+
+TEST_CASE("non-default ports appear in the known_hosts hint", "[ssh]") {
+  auto h = gpu1();
+  h.port = 2222;
+  auto d = diagnose_ssh_failure(h, "Host key for [10.88.0.11]:2222 has changed and you have requested strict checking.\n");
+  CHECK(d.code == errc::host_key_changed);
+  CHECK(d.message.find("'[10.88.0.11]:2222'") != std::string::npos);
+}
+
+TEST_CASE("noise lines and tails", "[ssh]") {
+  CHECK(is_ssh_noise_line("Control socket connect(/tmp/x): Connection refused"));
+  CHECK(is_ssh_noise_line("Warning: Permanently added '10.0.0.1' (ED25519) to the list of known hosts."));
+  CHECK_FALSE(is_ssh_noise_line("error: real output"));
+  CHECK(tail_lines("a\n\nb\nc\nd\n", 2) == "c | d");
+  CHECK(tail_lines("", 3).empty());
+}
