@@ -13,6 +13,8 @@ set(CLUSTERKIT_SOURCES
   src/runtime.cpp
   src/inventory.cpp
   src/lab.cpp
+  src/model.cpp
+  src/planner.cpp
 )
 set(CLUSTERKIT_CLI_SOURCES
   src/cli/main.cpp
@@ -20,4 +22,5 @@ set(CLUSTERKIT_CLI_SOURCES
   src/cli/transfer.cpp
   src/cli/inventory_cmd.cpp
   src/cli/lab_cmd.cpp
+  src/cli/connection.cpp
 )

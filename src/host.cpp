@@ -202,16 +202,23 @@ struct HostImpl : std::enable_shared_from_this<HostImpl> {
     return a;
   }
 
-  std::vector<std::string> client_options() const {
+  // `leading`: this client opens the shared connection itself and leaves it
+  // in the background (ControlPersist) when its command ends.
+  std::vector<std::string> client_options(bool leading = false) const {
     auto a = common_options();
-    a.insert(a.end(), {"-o", "ControlMaster=no", "-o", "ControlPath=" + control_path, "-T"});
+    if (leading)
+      a.insert(a.end(), {"-o", "ControlMaster=auto", "-o",
+                         "ControlPersist=" + std::to_string(spec.control_persist.count())});
+    else
+      a.insert(a.end(), {"-o", "ControlMaster=no"});
+    a.insert(a.end(), {"-o", "ControlPath=" + control_path, "-T"});
     return a;
   }
 
   // argv for running `script` on this host (ssh, or /bin/sh locally).
-  std::vector<std::string> script_argv(std::string const& script) const {
+  std::vector<std::string> script_argv(std::string const& script, bool leading = false) const {
     if (spec.local) return {"/bin/sh", "-c", script};
-    auto a = client_options();
+    auto a = client_options(leading);
     a.push_back("--");
     a.push_back(spec.address);
     a.push_back(detail::remote_command_line(script));
@@ -242,6 +249,37 @@ struct HostImpl : std::enable_shared_from_this<HostImpl> {
   // Runs `then(ec)` on the strand once the shared connection is up.
   void ensure_connected(asio::any_completion_handler<ConnectSignature> then);
   void on_master_result(std::error_code ec, std::string const& message);
+
+  // A command on a host with no connection up opens it itself: one
+  // handshake and one ssh process, as pdsh would spend, instead of a
+  // separate master first. Other operations wait for it. True when the
+  // caller takes that role.
+  bool lead_connection() {
+    if (spec.local || link == Link::connecting) return false;
+    if (link == Link::up && fs::exists(control_path)) return false;
+    if (fs::exists(control_path)) {
+      if (socket_accepts(control_path)) {
+        link = Link::up;  // a master from an earlier process: warm
+        return false;
+      }
+      ::unlink(control_path.c_str());  // stale: ssh would refuse to listen there
+    }
+    link = Link::connecting;
+    return true;
+  }
+
+  // The leading command could not open the connection. Its ssh error is the
+  // waiters' error too; anything else (it was cancelled, timed out) leaves
+  // the waiters to open the connection on their own.
+  void lead_failed(std::error_code ec, std::string const& message, bool ssh_error) {
+    if (ssh_error) return on_master_result(ec, message);
+    link = Link::down;
+    if (connect_waiters.empty()) return;
+    link = Link::connecting;
+    start_master();
+  }
+
+  void start_master();
 };
 
 // ---------------------------------------------------------------------------
@@ -314,8 +352,10 @@ void HostImpl::ensure_connected(asio::any_completion_handler<ConnectSignature> t
     on_master_result({}, {});
     return;
   }
-  std::make_shared<MasterOp>(shared_from_this())->start();
+  start_master();
 }
+
+void HostImpl::start_master() { std::make_shared<MasterOp>(shared_from_this())->start(); }
 
 void HostImpl::on_master_result(std::error_code ec, std::string const& message) {
   link = ec ? Link::down : Link::up;
@@ -418,12 +458,22 @@ struct RunOp : std::enable_shared_from_this<RunOp> {
         if (!ec) self->stop(make_error_code(errc::timed_out), asio::cancellation_type::partial);
       });
     }
+    if (host->lead_connection()) {
+      leading = true;
+      host->acquire_session([self = shared_from_this()] { self->spawn(); });
+      return;
+    }
     host->ensure_connected([self = shared_from_this()](std::error_code ec) {
       if (self->finished) return;
       if (ec) return self->fail(ec, self->host->diagnostic_copy_or(ec));
       self->host->acquire_session([self] { self->spawn(); });
     });
   }
+
+  // This command opens the host's shared connection (see lead_connection).
+  bool leading = false;
+  bool lead_resolved = false;
+  bool failed_in_ssh = false;
 
   void spawn() {
     if (finished) return host->release_session();
@@ -443,11 +493,12 @@ struct RunOp : std::enable_shared_from_this<RunOp> {
     if (host->program().empty())
       return fail(make_error_code(errc::ssh_not_found),
                   host->who() + ": no `ssh` on PATH; install the OpenSSH client (apt-get install openssh-client).");
-    auto argv = host->script_argv(script);
+    auto argv = host->script_argv(script, leading);
     try {
       proc.emplace(host->strand, host->program(), std::vector<std::string>(argv.begin() + (host->spec.local ? 1 : 0), argv.end()),
                    bp::process_stdio{in, out, err}, detail::default_child_signals{});
     } catch (std::exception const& e) {
+      failed_in_ssh = true;
       return fail(make_error_code(errc::ssh_not_found), host->who() + ": could not start " + host->program() + ": " + e.what());
     }
     if (!options.stdin_data.empty()) queue_write(std::move(options.stdin_data));
@@ -531,7 +582,14 @@ struct RunOp : std::enable_shared_from_this<RunOp> {
     }
     if (!wrapper_started) {
       if (auto c = detail::parse_control_line(line)) {
-        if (c->kind == detail::ControlLine::started) wrapper_started = true;
+        if (c->kind == detail::ControlLine::started) {
+          wrapper_started = true;
+          if (leading && !lead_resolved) {
+            // Authenticated and running: the connection is up for the others.
+            lead_resolved = true;
+            host->on_master_result({}, {});
+          }
+        }
         if (c->kind == detail::ControlLine::no_working_directory) no_cwd = true;
         return;
       }
@@ -634,6 +692,7 @@ struct RunOp : std::enable_shared_from_this<RunOp> {
       if (!host->spec.local && (code == 255 || code == -1)) {
         auto d = detail::diagnose_ssh_failure(host->spec, result.stderr_text);
         if (d.code != errc::host_key_changed && d.code != errc::authentication_failed) host->link = HostImpl::Link::down;
+        failed_in_ssh = true;
         return fail(d.code, d.message);
       }
       return fail(make_error_code(errc::ssh_failed),
@@ -670,6 +729,10 @@ struct RunOp : std::enable_shared_from_this<RunOp> {
   void done(std::error_code ec) {
     if (finished) return;
     finished = true;
+    if (leading && !lead_resolved) {
+      lead_resolved = true;
+      host->lead_failed(ec ? ec : make_error_code(errc::ssh_failed), result.diagnostic, failed_in_ssh);
+    }
     boost::system::error_code ignored;
     timeout_timer.cancel();
     escalate_timer.cancel();
@@ -766,12 +829,22 @@ struct TransferOp : std::enable_shared_from_this<TransferOp> {
         if (!ec) self->stop(make_error_code(errc::timed_out));
       });
     }
+    if (host->lead_connection()) {
+      leading = true;
+      host->acquire_session([self = shared_from_this()] { self->spawn(); });
+      return;
+    }
     host->ensure_connected([self = shared_from_this()](std::error_code ec) {
       if (self->finished) return;
       if (ec) return self->fail(ec, self->host->diagnostic_copy_or(ec));
       self->host->acquire_session([self] { self->spawn(); });
     });
   }
+
+  // This command opens the host's shared connection (see lead_connection).
+  bool leading = false;
+  bool lead_resolved = false;
+  bool failed_in_ssh = false;
 
   void spawn() {
     session_held = true;

@@ -41,5 +41,6 @@ void register_exec(CLI::App& app, GlobalOptions& g, Action& action);
 void register_transfer(CLI::App& app, GlobalOptions& g, Action& action);
 void register_inventory(CLI::App& app, GlobalOptions& g, Action& action);
 void register_lab(CLI::App& app, GlobalOptions& g, Action& action);
+void register_connection(CLI::App& app, GlobalOptions& g, Action& action);
 
 }  // namespace clusterkit::cli

@@ -86,6 +86,7 @@ int main(int argc, char** argv) {
   cli::register_exec(app, g, action);
   cli::register_transfer(app, g, action);
   cli::register_inventory(app, g, action);
+  cli::register_connection(app, g, action);
   cli::register_lab(app, g, action);
   try {
     app.parse(argc, argv);
