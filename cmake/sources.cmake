@@ -23,4 +23,5 @@ set(CLUSTERKIT_CLI_SOURCES
   src/cli/inventory_cmd.cpp
   src/cli/lab_cmd.cpp
   src/cli/connection.cpp
+  src/cli/model_cmd.cpp
 )

@@ -42,5 +42,7 @@ void register_transfer(CLI::App& app, GlobalOptions& g, Action& action);
 void register_inventory(CLI::App& app, GlobalOptions& g, Action& action);
 void register_lab(CLI::App& app, GlobalOptions& g, Action& action);
 void register_connection(CLI::App& app, GlobalOptions& g, Action& action);
+void register_model(CLI::App& app, GlobalOptions& g, Action& action);
+void register_plan(CLI::App& app, GlobalOptions& g, Action& action);
 
 }  // namespace clusterkit::cli

@@ -88,6 +88,8 @@ int main(int argc, char** argv) {
   cli::register_inventory(app, g, action);
   cli::register_connection(app, g, action);
   cli::register_lab(app, g, action);
+  cli::register_model(app, g, action);
+  cli::register_plan(app, g, action);
   try {
     app.parse(argc, argv);
   } catch (CLI::ParseError const& e) {

@@ -1,0 +1,122 @@
+// `clusterkit model inspect|verify` and `clusterkit plan`: what a model is,
+// whether its files are whole, and how it fits on the GPUs at hand.
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+
+#include "clusterkit/model.hpp"
+#include "clusterkit/planner.hpp"
+#include "common.hpp"
+
+namespace clusterkit::cli {
+namespace {
+
+struct ModelArgs {
+  std::string model;
+  std::string root;
+  std::string revision;
+  bool from_config = false;
+};
+
+void add_model_args(CLI::App* sub, ModelArgs& a) {
+  sub->add_option("model", a.model, "Model folder, or an id (Qwen/Qwen2.5-72B-Instruct) looked up under --root")->required();
+  sub->add_option("--root", a.root, "Where models are stored (ModelScope or Hugging Face cache layout)");
+  sub->add_option("--revision", a.revision, "Hugging Face snapshot to use");
+}
+
+ModelFacts facts_for(ModelArgs const& a) {
+  auto where = resolve_model(a.model, a.root, a.revision);
+  if (a.from_config) {
+    std::ifstream in(where.dir / "config.json");
+    auto facts = model_facts_from_config(nlohmann::json::parse(in), (where.dir / "config.json").string());
+    estimate_tensors_from_config(facts);
+    return facts;
+  }
+  return inspect_model(where.dir);
+}
+
+std::string gib(std::uint64_t bytes) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.2f GiB", static_cast<double>(bytes) / (1ull << 30));
+  return buf;
+}
+
+}  // namespace
+
+void register_model(CLI::App& app, GlobalOptions& g, Action& action) {
+  auto* model = app.add_subcommand("model", "Inspect and verify models on disk");
+  model->require_subcommand(1);
+
+  auto inspect_args = std::make_shared<ModelArgs>();
+  auto* inspect = model->add_subcommand("inspect", "Read config.json and every safetensors header (never the weights)");
+  add_model_args(inspect, *inspect_args);
+  inspect->callback([&g, &action, inspect_args] {
+    action = [&g, inspect_args] {
+      auto facts = facts_for(*inspect_args);
+      auto j = facts.to_json();
+      if (g.json) {
+        std::cout << j.dump(2) << std::endl;
+        return 0;
+      }
+      std::printf("%s\n", j.dump(2).c_str());
+      return 0;
+    };
+  });
+
+  auto verify_args = std::make_shared<ModelArgs>();
+  auto manifest = std::make_shared<std::string>();
+  auto no_checksums = std::make_shared<bool>(false);
+  auto* verify = model->add_subcommand("verify", "Check every shard is present and whole (and checksums, if a manifest exists)");
+  add_model_args(verify, *verify_args);
+  verify->add_option("--manifest", *manifest, "sha256sum-style manifest (default: <model>/sha256sums if present)");
+  verify->add_flag("--no-checksums", *no_checksums, "Skip hashing");
+  verify->callback([&g, &action, verify_args, manifest, no_checksums] {
+    action = [&g, verify_args, manifest, no_checksums] {
+      auto where = resolve_model(verify_args->model, verify_args->root, verify_args->revision);
+      VerifyOptions o;
+      if (!manifest->empty()) o.manifest = *manifest;
+      o.skip_checksums = *no_checksums;
+      auto report = verify_model(where.dir, o);
+      if (g.json) {
+        std::cout << report.to_json().dump(2) << std::endl;
+      } else {
+        for (auto const& w : report.warnings) std::fprintf(stderr, "warning: %s\n", w.c_str());
+        for (auto const& p : report.problems) std::printf("problem: %s\n", p.message.c_str());
+        std::printf("%s: %zu shards, %zu tensors, %s; %s\n", where.dir.c_str(), report.shards_checked,
+                    report.tensors_checked, gib(report.bytes_expected).c_str(),
+                    report.ok() ? "complete" : "INCOMPLETE");
+      }
+      return report.ok() ? 0 : 1;
+    };
+  });
+}
+
+void register_plan(CLI::App& app, GlobalOptions& g, Action& action) {
+  auto args = std::make_shared<ModelArgs>();
+  auto gpus = std::make_shared<std::string>();
+  auto options = std::make_shared<PlanOptions>();
+  auto max_len = std::make_shared<std::uint64_t>(0);
+  auto* plan = app.add_subcommand("plan", "Every TP x PP layout vLLM accepts for a model on given GPUs, and the best one");
+  add_model_args(plan, *args);
+  plan->add_option("--gpus", *gpus, "GPUs, e.g. \"2 nodes x 2 L20 48GB\", \"8x A10 24GB\", \"4x H100 80GB\"")->required();
+  plan->add_option("--gpu-memory-utilization", options->gpu_memory_utilization, "vLLM's setting")->capture_default_str();
+  plan->add_option("--max-model-len", *max_len, "Context length to plan for (default: min(model max, 32768))");
+  plan->add_option("--kv-cache-dtype", options->kv_cache_dtype, "auto, fp8, ...")->capture_default_str();
+  plan->add_flag("--allow-pp-within-node", options->allow_pp_within_node, "Allow several pipeline stages on one node");
+  plan->add_flag("--from-config", args->from_config, "Estimate tensors from config.json alone (before downloading)");
+  plan->callback([&g, &action, args, gpus, options, max_len] {
+    action = [&g, args, gpus, options, max_len] {
+      auto facts = facts_for(*args);
+      auto inventory = parse_gpu_inventory(*gpus);
+      if (*max_len) options->max_model_len = *max_len;
+      auto p = plan_deployment(facts, inventory, *options);
+      if (g.json)
+        std::cout << p.to_json().dump(2) << std::endl;
+      else
+        std::printf("%s", p.summary().c_str());
+      return p.shortfall ? 1 : 0;
+    };
+  });
+}
+
+}  // namespace clusterkit::cli
