@@ -53,6 +53,7 @@ nlohmann::json outcome_to_json(HostOutcome const& o) {
 }
 
 int summarize(std::vector<HostOutcome> const& outcomes, bool quiet_success) {
+  std::fflush(stdout);  // the hosts' output first, then the verdict
   std::size_t ok = 0;
   for (auto const& o : outcomes) {
     if (o.success()) {
