@@ -15,6 +15,16 @@ set(CLUSTERKIT_SOURCES
   src/lab.cpp
   src/model.cpp
   src/planner.cpp
+  src/sse.cpp
+  src/prometheus.cpp
+  src/openai_client.cpp
+  src/run_each.cpp
+  src/facts.cpp
+  src/facts_gather.cpp
+  src/preflight.cpp
+  src/preflight_probe.cpp
+  src/nccl_check.cpp
+  src/nccl_check_run.cpp
 )
 set(CLUSTERKIT_CLI_SOURCES
   src/cli/main.cpp
@@ -24,4 +34,10 @@ set(CLUSTERKIT_CLI_SOURCES
   src/cli/lab_cmd.cpp
   src/cli/connection.cpp
   src/cli/model_cmd.cpp
+  src/cli/chat_cmd.cpp
+  src/cli/bench_cmd.cpp
+  src/cli/bench_report.cpp
+  src/cli/facts_cmd.cpp
+  src/cli/preflight_cmd.cpp
+  src/cli/nccl_check_cmd.cpp
 )

@@ -9,3 +9,6 @@
 #include <boost/type_traits/is_constructible.hpp>
 #include <boost/type_traits/remove_pointer.hpp>
 #include <boost/process/v2/src.hpp>
+// Asio's SSL and Beast's non-template code, for the OpenAI client.
+#include <boost/asio/ssl/impl/src.hpp>
+#include <boost/beast/src.hpp>

@@ -33,6 +33,9 @@ public:
       case errc::program_missing: return "required program missing";
       case errc::parse_error: return "could not parse";
       case errc::invalid_argument: return "invalid argument";
+      case errc::http_error: return "the HTTP server answered with an error";
+      case errc::tls_error: return "TLS handshake failed";
+      case errc::protocol_error: return "the server broke its protocol";
     }
     return "unknown clusterkit error";
   }

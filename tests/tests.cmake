@@ -3,8 +3,21 @@ ck_add_test(test_shell SOURCES unit/test_shell.cpp unit/test_remote_script.cpp u
 ck_add_test(test_inventory SOURCES unit/test_inventory.cpp)
 ck_add_test(test_model SOURCES unit/test_model.cpp)
 ck_add_test(test_planner SOURCES unit/test_planner.cpp)
+# Host facts, preflight and the NCCL check: parsers on real captured output
+# (tests/fixtures), fuzzing, the evaluation; plus the facts script, the NAS
+# probe scripts and the NCCL program run on this machine (the last against a
+# stand-in torch).
+ck_add_test(test_facts SOURCES unit/test_facts.cpp unit/test_preflight.cpp unit/test_nccl_check.cpp)
 # Local processes (no ssh): the same code path as remote commands.
 ck_add_test(test_host_local SOURCES unit/test_host_local.cpp)
 # Against the real lab (root, sshd in namespaces).
 ck_add_test(test_lab SOURCES lab/test_lab.cpp LABELS lab)
 ck_add_test(test_host_ssh SOURCES lab/test_host_ssh.cpp LABELS lab)
+ck_add_test(test_preflight SOURCES lab/test_preflight.cpp LABELS lab)
+# OpenAI client: the pure parts (SSE, Prometheus text, URLs), then against
+# llm-d-inference-sim, a vLLM simulator (scripts/install-sim.sh installs it).
+ck_add_test(test_openai_unit SOURCES unit/test_sse.cpp unit/test_prometheus.cpp unit/test_openai_client.cpp
+  unit/test_bench_report.cpp ${PROJECT_SOURCE_DIR}/src/cli/bench_report.cpp)
+target_include_directories(test_openai_unit PRIVATE ${PROJECT_SOURCE_DIR}/src/cli)
+ck_add_test(test_openai_sim SOURCES sim/test_openai_sim.cpp LABELS sim)
+target_compile_definitions(test_openai_sim PRIVATE CLUSTERKIT_SOURCE_DIR="${PROJECT_SOURCE_DIR}")

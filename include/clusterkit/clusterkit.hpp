@@ -2,11 +2,14 @@
 #pragma once
 
 #include "clusterkit/error.hpp"
+#include "clusterkit/facts.hpp"
 #include "clusterkit/fanout.hpp"
 #include "clusterkit/host.hpp"
 #include "clusterkit/inventory.hpp"
 #include "clusterkit/lab.hpp"
 #include "clusterkit/model.hpp"
+#include "clusterkit/nccl_check.hpp"
 #include "clusterkit/planner.hpp"
+#include "clusterkit/preflight.hpp"
 #include "clusterkit/runtime.hpp"
 #include "clusterkit/shell.hpp"

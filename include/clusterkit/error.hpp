@@ -59,6 +59,14 @@ enum class errc {
   parse_error,
   /// A request that cannot work as given (bad argument, impossible layout).
   invalid_argument,
+  /// An HTTP server answered with an error status; the result's diagnostic
+  /// has the status and the server's own message.
+  http_error,
+  /// The TLS handshake failed (certificate not trusted, wrong host name,
+  /// protocol mismatch).
+  tls_error,
+  /// A server's answer did not follow its protocol (HTTP, SSE, JSON).
+  protocol_error,
 };
 
 std::error_category const& error_category() noexcept;

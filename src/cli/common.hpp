@@ -44,5 +44,10 @@ void register_lab(CLI::App& app, GlobalOptions& g, Action& action);
 void register_connection(CLI::App& app, GlobalOptions& g, Action& action);
 void register_model(CLI::App& app, GlobalOptions& g, Action& action);
 void register_plan(CLI::App& app, GlobalOptions& g, Action& action);
+void register_chat(CLI::App& app, GlobalOptions& g, Action& action);
+void register_bench(CLI::App& app, GlobalOptions& g, Action& action);
+void register_facts(CLI::App& app, GlobalOptions& g, Action& action);
+void register_preflight(CLI::App& app, GlobalOptions& g, Action& action);
+void register_nccl_check(CLI::App& app, GlobalOptions& g, Action& action);
 
 }  // namespace clusterkit::cli

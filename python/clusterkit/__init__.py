@@ -1,0 +1,309 @@
+"""clusterkit: run commands on many machines over the user's own OpenSSH.
+
+The blocking API (``Host.run``, ``run_on_hosts``, ...) comes from the C++
+core; it releases the GIL while it waits and stops the command on Ctrl-C.
+This module adds the asyncio forms (``Host.run_async``, ...) and small
+conveniences (``Inventory.host``, ``LabStatus.inventory``).
+
+    import clusterkit as ck
+
+    host = ck.Host(name="gpu1", address="10.0.0.11", user="root")
+    result = host.run(["nvidia-smi", "-L"], timeout=30)
+    print(result.stdout)
+
+    inventory = ck.Inventory.load("cluster.yaml")
+    for outcome in ck.run_on_hosts(inventory.hosts_for("gpu"), script="uptime"):
+        print(outcome.host, outcome.success, outcome.result.stdout.strip())
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Optional, TypeVar, Union
+
+from . import _core
+from ._core import (
+    ERROR_CODES,
+    Error,
+    HostOutcome,
+    HostSpec,
+    InventoryHost,
+    LabHostStatus,
+    Operation,
+    RunResult,
+    TransferResult,
+    lab_down,
+    run_on_hosts,
+)
+
+__version__: str = _core.__version__
+
+__all__ = [
+    "ERROR_CODES",
+    "Error",
+    "Host",
+    "HostOutcome",
+    "HostSpec",
+    "Inventory",
+    "InventoryHost",
+    "LabHostStatus",
+    "LabStatus",
+    "Operation",
+    "RunResult",
+    "TransferResult",
+    "lab_down",
+    "lab_status",
+    "lab_up",
+    "run_on_hosts",
+    "run_on_hosts_async",
+]
+
+_Path = Union[str, "os.PathLike[str]"]
+_Argv = Sequence[Union[str, bytes, "os.PathLike[str]"]]
+_T = TypeVar("_T")
+
+_DEFAULT_CAPTURE = 64 << 20
+
+
+class _AsyncCall:
+    """Bridges one C++ operation to the running event loop.
+
+    The C++ side calls ``done(payload)`` and the user's callbacks on its I/O
+    thread; both are handed to the loop with ``call_soon_threadsafe`` (in
+    the order they happened), so user callbacks run on the loop's thread.
+    """
+
+    def __init__(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.future: asyncio.Future[Any] = self.loop.create_future()
+        self.operation: Optional[Operation] = None
+        self.error: Optional[BaseException] = None
+
+    def _post(self, fn: Callable[..., None], *args: Any) -> None:
+        try:
+            self.loop.call_soon_threadsafe(fn, *args)
+        except RuntimeError:  # the loop is closed: nobody is waiting any more
+            pass
+
+    def done(self, payload: Any) -> None:  # I/O thread
+        self._post(self._resolve, payload)
+
+    def _resolve(self, payload: Any) -> None:
+        if not self.future.done():
+            self.future.set_result(payload)
+
+    def wrap(self, callback: Optional[Callable[..., object]]) -> Optional[Callable[..., None]]:
+        if callback is None:
+            return None
+
+        def deliver(*args: Any) -> None:  # loop thread
+            if self.error is not None:
+                return
+            try:
+                callback(*args)
+            except Exception as e:  # stop the operation, raise from the await
+                self.error = e
+                if self.operation is not None:
+                    self.operation.cancel()
+
+        def forward(*args: Any) -> None:  # I/O thread
+            self._post(deliver, *args)
+
+        return forward
+
+    async def wait(self, operation: Operation) -> Any:
+        self.operation = operation
+        try:
+            payload = await asyncio.shield(self.future)
+        except asyncio.CancelledError:
+            # The task was cancelled: stop the command and wait until it has
+            # really ended, so that nothing is left running.
+            operation.cancel()
+            while not self.future.done():
+                try:
+                    await asyncio.shield(self.future)
+                except asyncio.CancelledError:
+                    continue
+            raise
+        if self.error is not None:
+            raise self.error
+        if isinstance(payload, BaseException):
+            raise payload
+        return payload
+
+
+class Host(_core.Host):
+    """One machine, reached over OpenSSH (or this machine, ``HostSpec.local_machine()``).
+
+    ``Host(spec)`` or ``Host(name=..., address=..., user=...)`` (HostSpec's
+    keyword arguments). Copies of a host share its connection. The blocking
+    methods (run, connect, upload, download) come from the C++ core; the
+    ``*_async`` methods are their asyncio forms: cancelling the awaiting task
+    stops the command (its whole process group) before the task ends.
+    """
+
+    async def run_async(
+        self,
+        argv: Optional[_Argv] = None,
+        *,
+        script: Optional[str] = None,
+        env: Optional[Mapping[str, str]] = None,
+        cwd: Optional[_Path] = None,
+        stdin: Union[str, bytes, None] = None,
+        timeout: Optional[float] = None,
+        kill_grace: float = 2.0,
+        max_captured_bytes: int = _DEFAULT_CAPTURE,
+        on_line: Optional[Callable[[str, str], object]] = None,
+    ) -> RunResult:
+        """Run a command without blocking the event loop.
+
+        ``on_line(stream, line)`` runs on the loop's thread. Raises
+        clusterkit.Error like ``run``; an exception from ``on_line`` stops
+        the command and is raised here.
+        """
+        call = _AsyncCall()
+        op = self.start_run(
+            argv,
+            script=script,
+            env=env,
+            cwd=cwd,
+            stdin=stdin,
+            timeout=timeout,
+            kill_grace=kill_grace,
+            max_captured_bytes=max_captured_bytes,
+            on_line=call.wrap(on_line),
+            done=call.done,
+        )
+        result: RunResult = await call.wait(op)
+        return result
+
+    async def connect_async(self) -> None:
+        """Open the shared connection (raises clusterkit.Error)."""
+        call = _AsyncCall()
+        await call.wait(self.start_connect(done=call.done))
+
+    async def upload_async(
+        self,
+        local: _Path,
+        remote: _Path,
+        *,
+        mode: Optional[int] = None,
+        timeout: Optional[float] = None,
+        on_progress: Optional[Callable[[int, int], object]] = None,
+    ) -> TransferResult:
+        """``upload`` without blocking the event loop; on_progress(done, total) runs on the loop."""
+        call = _AsyncCall()
+        op = self.start_upload(
+            local, remote, mode=mode, timeout=timeout, on_progress=call.wrap(on_progress), done=call.done
+        )
+        result: TransferResult = await call.wait(op)
+        return result
+
+    async def download_async(
+        self,
+        remote: _Path,
+        local: _Path,
+        *,
+        mode: Optional[int] = None,
+        timeout: Optional[float] = None,
+        on_progress: Optional[Callable[[int, int], object]] = None,
+    ) -> TransferResult:
+        """``download`` without blocking the event loop."""
+        call = _AsyncCall()
+        op = self.start_download(
+            remote, local, mode=mode, timeout=timeout, on_progress=call.wrap(on_progress), done=call.done
+        )
+        result: TransferResult = await call.wait(op)
+        return result
+
+
+async def run_on_hosts_async(
+    hosts: Sequence[_core.Host],
+    argv: Optional[_Argv] = None,
+    *,
+    script: Optional[str] = None,
+    concurrency: int = 64,
+    fail_fast: bool = False,
+    env: Optional[Mapping[str, str]] = None,
+    cwd: Optional[_Path] = None,
+    stdin: Union[str, bytes, None] = None,
+    timeout: Optional[float] = None,
+    kill_grace: float = 2.0,
+    max_captured_bytes: int = _DEFAULT_CAPTURE,
+    on_line: Optional[Callable[[str, str, str], object]] = None,
+) -> list[HostOutcome]:
+    """``run_on_hosts`` without blocking the event loop; on_line(host, stream, line) runs on the loop."""
+    call = _AsyncCall()
+    op = _core.start_run_on_hosts(
+        hosts,
+        argv,
+        script=script,
+        concurrency=concurrency,
+        fail_fast=fail_fast,
+        env=env,
+        cwd=cwd,
+        stdin=stdin,
+        timeout=timeout,
+        kill_grace=kill_grace,
+        max_captured_bytes=max_captured_bytes,
+        on_line=call.wrap(on_line),
+        done=call.done,
+    )
+    outcomes: list[HostOutcome] = await call.wait(op)
+    return outcomes
+
+
+class Inventory(_core.Inventory):
+    """The hosts of a cluster, from a YAML or JSON file.
+
+    ``Inventory.load(path)`` / ``Inventory.parse(text)`` raise clusterkit.Error
+    with code ``"inventory_invalid"`` and a message naming the line.
+    """
+
+    @classmethod
+    def load(cls, path: _Path) -> Inventory:
+        """Read an inventory file (YAML or JSON)."""
+        return cls(_core.Inventory.load(path))
+
+    @classmethod
+    def parse(cls, text: str, source: str = "<inventory>") -> Inventory:
+        """Parse inventory text; ``source`` names it in error messages."""
+        return cls(_core.Inventory.parse(text, source))
+
+    def host(self, name: str) -> Host:
+        """A Host for the inventory host ``name`` (the same object on each call)."""
+        cache: dict[str, Host] = self.__dict__.setdefault("_hosts", {})
+        if name not in cache:
+            found = self.find(name)
+            if found is None:
+                raise Error(f"no host named {name!r} in {self.source}", "unknown_host_or_group")
+            cache[name] = Host(found.spec)
+        return cache[name]
+
+    def hosts_for(self, selector: str = "all") -> list[Host]:
+        """Hosts for a selector ("all", a group, a name, "role:NAME", or a comma-separated list)."""
+        return [self.host(h.spec.name) for h in self.select(selector)]
+
+
+class LabStatus(_core.LabStatus):
+    """A lab's state (``lab_up``, ``lab_status``)."""
+
+    def inventory(self) -> Inventory:
+        """The lab's inventory (keys and known_hosts already filled in)."""
+        if not self.inventory_path:
+            raise Error(f"lab {self.name!r} has no inventory; is it up?", "lab_failed")
+        return Inventory.load(self.inventory_path)
+
+
+def lab_up(
+    hosts: int = 2, nas: bool = False, name: str = "ck", subnet: str = "10.88.0", state_dir: _Path = ""
+) -> LabStatus:
+    """Bring a lab of real sshd hosts up on this machine (root only); idempotent."""
+    return LabStatus(_core.lab_up(hosts=hosts, nas=nas, name=name, subnet=subnet, state_dir=state_dir))
+
+
+def lab_status(name: str = "ck", state_dir: _Path = "") -> LabStatus:
+    """What of the lab ``name`` is there now."""
+    return LabStatus(_core.lab_status(name=name, state_dir=state_dir))

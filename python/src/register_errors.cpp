@@ -1,0 +1,129 @@
+// clusterkit.Error: one exception class for every failure, with the
+// machine-readable `code` ("timed_out", ...) next to the sentence for a
+// person. C++ clusterkit::Error is translated into it.
+#include "support.hpp"
+
+#include <pybind11/eval.h>
+
+namespace ckpy {
+namespace {
+
+// The Python name of every errc value. A switch without `default`, so that
+// the compiler points at a new errc value that has no name here yet (and
+// tests/python/test_host_local.py compares ERROR_CODES with error.hpp).
+#pragma GCC diagnostic push
+#pragma GCC diagnostic warning "-Wswitch"
+char const* errc_name(ck::errc e) {
+  switch (e) {
+    case ck::errc::ok: return "ok";
+    case ck::errc::ssh_not_found: return "ssh_not_found";
+    case ck::errc::connection_refused: return "connection_refused";
+    case ck::errc::host_unreachable: return "host_unreachable";
+    case ck::errc::name_resolution_failed: return "name_resolution_failed";
+    case ck::errc::authentication_failed: return "authentication_failed";
+    case ck::errc::host_key_unknown: return "host_key_unknown";
+    case ck::errc::host_key_changed: return "host_key_changed";
+    case ck::errc::connection_lost: return "connection_lost";
+    case ck::errc::ssh_failed: return "ssh_failed";
+    case ck::errc::timed_out: return "timed_out";
+    case ck::errc::cancelled: return "cancelled";
+    case ck::errc::bad_working_directory: return "bad_working_directory";
+    case ck::errc::bad_environment_name: return "bad_environment_name";
+    case ck::errc::transfer_failed: return "transfer_failed";
+    case ck::errc::local_file_error: return "local_file_error";
+    case ck::errc::inventory_invalid: return "inventory_invalid";
+    case ck::errc::unknown_host_or_group: return "unknown_host_or_group";
+    case ck::errc::skipped: return "skipped";
+    case ck::errc::lab_needs_root: return "lab_needs_root";
+    case ck::errc::lab_failed: return "lab_failed";
+    case ck::errc::program_missing: return "program_missing";
+    case ck::errc::parse_error: return "parse_error";
+    case ck::errc::invalid_argument: return "invalid_argument";
+    case ck::errc::http_error: return "http_error";
+    case ck::errc::tls_error: return "tls_error";
+    case ck::errc::protocol_error: return "protocol_error";
+  }
+  return nullptr;
+}
+#pragma GCC diagnostic pop
+
+py::object& error_type() {
+  static auto* type = new py::object;  // leaked: outlives interpreter teardown order
+  return *type;
+}
+
+}  // namespace
+
+std::string error_code_name(std::error_code ec) {
+  if (ec.category() == ck::error_category())
+    if (char const* name = errc_name(static_cast<ck::errc>(ec.value()))) return name;
+  return std::string(ec.category().name()) + ":" + std::to_string(ec.value());
+}
+
+py::object make_error(std::error_code ec, std::string const& message, py::object result) {
+  return error_type()(message.empty() ? ec.message() : message, error_code_name(ec), std::move(result));
+}
+
+void raise_error(std::error_code ec, std::string const& message, py::object result) {
+  raise_instance(make_error(ec, message, std::move(result)));
+}
+
+void raise_error(ck::errc code, std::string const& message) { raise_error(ck::make_error_code(code), message); }
+
+void register_errors(py::module_& m) {
+  // A plain Python class (exceptions cannot be pybind11 classes): defined
+  // here so that the C++ side can create and raise it.
+  py::dict ns;
+  ns["__builtins__"] = py::module_::import("builtins");
+  ns["__name__"] = "clusterkit";
+  py::exec(R"PY(
+class Error(Exception):
+    """A clusterkit operation failed.
+
+    ``str(e)`` / ``e.message`` is a sentence naming what failed and what to do;
+    ``e.code`` is the machine-readable reason (one of ERROR_CODES, e.g. "timed_out");
+    ``e.result`` is the RunResult with the output so far when a command was
+    stopped (timeout, cancellation) or lost its connection, else None.
+    """
+
+    def __init__(self, message, code="invalid_argument", result=None):
+        Exception.__init__(self, message)
+        self.message = message
+        self.code = code
+        self.result = result
+
+    def __reduce__(self):
+        return (type(self), (self.message, self.code))
+
+    def __repr__(self):
+        return "clusterkit.Error(%r, code=%r)" % (self.message, self.code)
+)PY",
+           ns);
+  py::object type = ns["Error"];
+  error_type() = type;
+  m.attr("Error") = type;
+
+  // errc values are contiguous from ok = 0.
+  py::list codes;
+  for (int v = 0; char const* name = errc_name(static_cast<ck::errc>(v)); ++v) codes.append(py::str(name));
+  m.attr("ERROR_CODES") = py::tuple(codes);
+
+  py::register_exception_translator([](std::exception_ptr p) {
+    try {
+      if (p) std::rethrow_exception(p);
+    } catch (ck::Error const& e) {
+      PyObject* instance = nullptr;
+      try {
+        auto obj = make_error(e.code(), e.what());
+        instance = obj.release().ptr();
+      } catch (py::error_already_set& failed) {
+        failed.restore();
+        return;
+      }
+      PyErr_SetObject(reinterpret_cast<PyObject*>(Py_TYPE(instance)), instance);
+      Py_DECREF(instance);
+    }
+  });
+}
+
+}  // namespace ckpy

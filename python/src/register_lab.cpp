@@ -1,0 +1,76 @@
+// The lab: real sshd hosts in network namespaces on this machine (root).
+// The calls block for seconds; they release the GIL meanwhile.
+#include "support.hpp"
+
+#include "clusterkit/lab.hpp"
+
+namespace ckpy {
+
+void register_lab(py::module_& m) {
+  using HS = ck::LabHostStatus;
+  py::class_<HS>(m, "LabHostStatus")
+      .def(py::init<>())
+      .def(py::init<HS const&>(), py::arg("other"))
+      .def_readonly("name", &HS::name)
+      .def_readonly("address", &HS::address)
+      .def_readonly("netns", &HS::netns)
+      .def_readonly("sshd_pid", &HS::sshd_pid, "The host's sshd as seen from this machine (pid 1 inside the host).")
+      .def_readonly("running", &HS::running)
+      .def("__repr__", [](HS const& h) {
+        return "LabHostStatus(" + py::repr(py::str(h.name)).cast<std::string>() + ", " +
+               py::repr(py::str(h.address)).cast<std::string>() + ", running=" + (h.running ? "True" : "False") + ")";
+      });
+
+  using S = ck::LabStatus;
+  py::class_<S>(m, "LabStatus")
+      .def(py::init<>())
+      .def(py::init<S const&>(), py::arg("other"))
+      .def_readonly("name", &S::name)
+      .def_readonly("exists", &S::exists)
+      .def_readonly("state_dir", &S::state_dir)
+      .def_readonly("inventory_path", &S::inventory_path)
+      .def_readonly("identity_file", &S::identity_file)
+      .def_readonly("known_hosts_file", &S::known_hosts_file)
+      .def_readonly("bridge", &S::bridge)
+      .def_readonly("hosts", &S::hosts)
+      .def("__repr__", [](S const& s) {
+        return "LabStatus(" + py::repr(py::str(s.name)).cast<std::string>() + ", exists=" +
+               (s.exists ? "True" : "False") + ", " + std::to_string(s.hosts.size()) + " hosts)";
+      });
+
+  m.def(
+      "lab_up",
+      [](int hosts, bool nas, std::string name, std::string subnet, py::object state_dir) {
+        if (hosts < 1) throw py::value_error("hosts must be >= 1");
+        ck::LabOptions o;
+        o.hosts = hosts;
+        o.nas = nas;
+        o.name = std::move(name);
+        o.subnet = std::move(subnet);
+        o.state_dir = state_dir.is_none() ? std::string() : path_string(state_dir);
+        py::gil_scoped_release nogil;
+        return ck::lab_up(o);
+      },
+      py::arg("hosts") = 2, py::arg("nas") = false, py::arg("name") = "ck", py::arg("subnet") = "10.88.0",
+      py::arg("state_dir") = "",
+      "Bring a lab up (root only); idempotent. Raises clusterkit.Error ('lab_needs_root', 'lab_failed').");
+  m.def(
+      "lab_status",
+      [](std::string name, py::object state_dir) {
+        auto dir = state_dir.is_none() ? std::string() : path_string(state_dir);
+        py::gil_scoped_release nogil;
+        return ck::lab_status(name, dir);
+      },
+      py::arg("name") = "ck", py::arg("state_dir") = "", "What is there now.");
+  m.def(
+      "lab_down",
+      [](std::string name, py::object state_dir) {
+        auto dir = state_dir.is_none() ? std::string() : path_string(state_dir);
+        py::gil_scoped_release nogil;
+        ck::lab_down(name, dir);
+      },
+      py::arg("name") = "ck", py::arg("state_dir") = "",
+      "Stop every process of the lab and delete its namespaces, bridge and state. Safe when nothing is up.");
+}
+
+}  // namespace ckpy

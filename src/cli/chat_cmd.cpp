@@ -1,0 +1,97 @@
+// `clusterkit chat`: one question to an OpenAI-compatible server, the answer
+// streamed to the terminal as it is generated.
+#include <unistd.h>
+
+#include <cstdio>
+#include <iostream>
+#include <iterator>
+
+#include "clusterkit/openai_client.hpp"
+#include "common.hpp"
+
+namespace clusterkit::cli {
+namespace {
+
+struct ChatArgs {
+  std::string url;
+  std::string model;
+  std::string api_key;
+  std::string system;
+  std::string prompt;
+  std::string ca_file;
+  std::int64_t max_tokens = 0;
+  double temperature = -1;
+  double timeout = 600;
+  bool insecure = false;
+  bool no_stream = false;
+};
+
+int run_chat(GlobalOptions const& g, ChatArgs const& a) {
+  std::string prompt = a.prompt;
+  if (prompt.empty() || prompt == "-") prompt.assign(std::istreambuf_iterator<char>(std::cin), {});
+  if (prompt.empty()) throw Error(make_error_code(errc::invalid_argument), "no prompt given (argument, or on stdin)");
+  Runtime rt;
+  ClientOptions o;
+  o.base_url = a.url;
+  o.api_key = a.api_key;
+  o.tls_verify = !a.insecure;
+  o.ca_file = a.ca_file;
+  o.request_timeout = std::chrono::milliseconds(static_cast<std::int64_t>(a.timeout * 1000));
+  OpenAIClient client(rt.executor(), o);
+  std::string model = a.model;
+  if (model.empty()) {
+    auto models = list_models(client);
+    if (models.models.empty())
+      throw Error(make_error_code(errc::protocol_error), a.url + " serves no model; pass --model");
+    model = models.models.front().id;
+  }
+  auto req = ChatRequest::simple(model, prompt, a.system);
+  if (a.max_tokens > 0) req.max_tokens = a.max_tokens;
+  if (a.temperature >= 0) req.temperature = a.temperature;
+  if (a.no_stream || g.json) {
+    auto r = chat(client, req);
+    if (g.json)
+      std::cout << r.raw.dump(2) << std::endl;
+    else
+      std::cout << r.text() << std::endl;
+    return 0;
+  }
+  auto r = chat_stream(client, req, [](StreamChunk const& c) {
+    if (c.delta.empty()) return;
+    std::fwrite(c.delta.data(), 1, c.delta.size(), stdout);
+    std::fflush(stdout);
+  });
+  std::fputc('\n', stdout);
+  std::fflush(stdout);
+  if (g.verbose || ::isatty(2)) {
+    double ttft = std::chrono::duration<double, std::milli>(r.time_to_first_token).count();
+    double total = std::chrono::duration<double>(r.meta.duration).count();
+    if (r.usage)
+      std::fprintf(stderr, "[%s: %lld prompt + %lld completion tokens, first token %.0f ms, %.1f s, finish: %s]\n",
+                   model.c_str(), static_cast<long long>(r.usage->prompt_tokens),
+                   static_cast<long long>(r.usage->completion_tokens), ttft, total,
+                   r.finish_reason.empty() ? "-" : r.finish_reason.c_str());
+  }
+  return 0;
+}
+
+}  // namespace
+
+void register_chat(CLI::App& app, GlobalOptions& g, Action& action) {
+  auto a = std::make_shared<ChatArgs>();
+  auto* sub = app.add_subcommand("chat", "Ask an OpenAI-compatible server (vLLM) and stream the answer as it comes");
+  sub->add_option("--url", a->url, "Server URL (http://host:8000 or https://host/v1)")->required();
+  sub->add_option("--model", a->model, "Model name (default: the first the server lists)");
+  sub->add_option("--api-key", a->api_key, "Bearer token (default: $OPENAI_API_KEY)")->envname("OPENAI_API_KEY");
+  sub->add_option("--system", a->system, "A system message");
+  sub->add_option("--max-tokens", a->max_tokens, "Longest answer in tokens");
+  sub->add_option("--temperature", a->temperature, "Sampling temperature");
+  sub->add_option("--timeout", a->timeout, "Seconds for the whole answer (default 600)");
+  sub->add_option("--ca-file", a->ca_file, "PEM file of CAs to trust for https");
+  sub->add_flag("--insecure", a->insecure, "Do not verify the server's TLS certificate (test servers only)");
+  sub->add_flag("--no-stream", a->no_stream, "Wait for the whole answer instead of streaming");
+  sub->add_option("prompt", a->prompt, "The question ('-' or nothing: read stdin)");
+  sub->callback([&g, &action, a] { action = [&g, a] { return run_chat(g, *a); }; });
+}
+
+}  // namespace clusterkit::cli

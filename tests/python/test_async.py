@@ -1,0 +1,204 @@
+"""The asyncio forms: Host.run_async & co., run_on_hosts_async."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+import clusterkit as ck
+
+
+@pytest.fixture
+def local() -> ck.Host:
+    return ck.Host(ck.HostSpec.local_machine("me"))
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+async def gone_within(pid: int, seconds: float) -> bool:
+    until = time.monotonic() + seconds
+    while time.monotonic() < until:
+        if not pid_alive(pid):
+            return True
+        await asyncio.sleep(0.02)
+    return not pid_alive(pid)
+
+
+def test_run_async_gather_runs_concurrently(local: ck.Host) -> None:
+    async def main() -> tuple[list[ck.RunResult], float, int]:
+        ticks = 0
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.01)
+                ticks += 1
+
+        tick = asyncio.ensure_future(ticker())
+        t0 = time.monotonic()
+        results = await asyncio.gather(
+            *(local.run_async(["sh", "-c", 'sleep 0.5; echo "$0"', str(i)]) for i in range(5))
+        )
+        elapsed = time.monotonic() - t0
+        tick.cancel()
+        return list(results), elapsed, ticks
+
+    results, elapsed, ticks = asyncio.run(main())
+    assert [r.stdout for r in results] == [f"{i}\n" for i in range(5)]
+    assert all(r.success for r in results)
+    assert elapsed < 1.5, elapsed  # not one after another
+    assert ticks >= 20  # the loop kept running meanwhile
+
+
+def test_cancelling_the_task_stops_the_process(local: ck.Host) -> None:
+    async def main() -> tuple[list[int], float, bool]:
+        pids: list[int] = []
+        task = asyncio.ensure_future(
+            local.run_async(script="sleep 30 & echo $!; wait", on_line=lambda s, line: pids.append(int(line)))
+        )
+        while not pids:
+            await asyncio.sleep(0.02)
+        t0 = time.monotonic()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        waited = time.monotonic() - t0
+        # The command ended before the task did; its child goes with it.
+        return pids, waited, await gone_within(pids[0], 3.0)
+
+    pids, waited, gone = asyncio.run(main())
+    assert len(pids) == 1
+    assert waited < 5
+    assert gone
+
+
+def test_wait_for_timeout_cancels_too(local: ck.Host) -> None:
+    async def main() -> None:
+        t0 = time.monotonic()
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(local.run_async(["sleep", "30"]), 0.3)
+        assert time.monotonic() - t0 < 5
+
+    asyncio.run(main())
+
+
+def test_run_async_errors_and_results(local: ck.Host, tmp_path: Path) -> None:
+    async def main() -> None:
+        r = await local.run_async(["sh", "-c", "cat; exit 4"], stdin=b"abc", cwd=tmp_path, env={"A": "1"})
+        assert (r.stdout, r.exit_code) == ("abc", 4)
+        with pytest.raises(ck.Error) as e:
+            await local.run_async(["sleep", "10"], timeout=0.2)
+        assert e.value.code == "timed_out"
+        assert e.value.result is not None and e.value.result.exit_code != 0
+        with pytest.raises(ck.Error) as e:
+            await local.run_async(["true"], cwd=tmp_path / "missing")
+        assert e.value.code == "bad_working_directory"
+        await local.connect_async()  # local: nothing to open, completes
+
+    asyncio.run(main())
+
+
+def test_on_line_runs_on_the_loop_thread_in_order(local: ck.Host) -> None:
+    async def main() -> None:
+        loop_thread = threading.get_ident()
+        seen: list[tuple[str, str, int]] = []
+        r = await local.run_async(
+            script="for i in 1 2 3; do echo o$i; echo e$i >&2; sleep 0.05; done",
+            on_line=lambda s, line: seen.append((s, line, threading.get_ident())),
+        )
+        assert r.success
+        assert [(s, line) for s, line, _ in seen] == [
+            (s, f"{p}{i}") for i in (1, 2, 3) for s, p in (("stdout", "o"), ("stderr", "e"))
+        ]
+        assert {t for _, _, t in seen} == {loop_thread}
+
+    asyncio.run(main())
+
+
+def test_on_line_exception_propagates_from_the_await(local: ck.Host) -> None:
+    async def main() -> None:
+        def on_line(stream: str, line: str) -> None:
+            raise KeyError(line)
+
+        t0 = time.monotonic()
+        with pytest.raises(KeyError, match="first"):
+            await local.run_async(script="echo first; echo second; sleep 30", on_line=on_line)
+        assert time.monotonic() - t0 < 5
+
+    asyncio.run(main())
+
+
+def test_transfers_async(local: ck.Host, tmp_path: Path) -> None:
+    data = os.urandom(1 << 20)
+    (tmp_path / "a").write_bytes(data)
+
+    async def main() -> None:
+        progress: list[int] = []
+        up = await local.upload_async(tmp_path / "a", str(tmp_path / "b"), on_progress=lambda d, t: progress.append(d))
+        assert up.bytes == len(data) and progress[-1] == len(data)
+        down = await local.download_async(str(tmp_path / "b"), tmp_path / "c", mode=0o640)
+        assert down.bytes == len(data)
+        with pytest.raises(ck.Error) as e:
+            await local.upload_async(tmp_path / "missing", str(tmp_path / "d"))
+        assert e.value.code == "local_file_error"
+
+    asyncio.run(main())
+    assert (tmp_path / "c").read_bytes() == data
+    assert (tmp_path / "c").stat().st_mode & 0o777 == 0o640
+
+
+def test_run_on_hosts_async() -> None:
+    hosts = [ck.Host(ck.HostSpec.local_machine(f"a{i}")) for i in range(4)]
+
+    async def main() -> None:
+        lines: list[tuple[str, str, str]] = []
+        outcomes = await ck.run_on_hosts_async(
+            hosts, script="echo hi", on_line=lambda h, s, line: lines.append((h, s, line))
+        )
+        assert [o.host for o in outcomes] == ["a0", "a1", "a2", "a3"]
+        assert all(o.success for o in outcomes)
+        assert sorted(lines) == [(f"a{i}", "stdout", "hi") for i in range(4)]
+        assert await ck.run_on_hosts_async([], ["true"]) == []
+
+        # Cancelling the task stops every host.
+        t0 = time.monotonic()
+        task = asyncio.ensure_future(ck.run_on_hosts_async(hosts, ["sleep", "30"]))
+        await asyncio.sleep(0.3)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert time.monotonic() - t0 < 5
+
+    asyncio.run(main())
+
+
+def test_start_run_low_level_handle(local: ck.Host) -> None:
+    done = threading.Event()
+    payloads: list[object] = []
+
+    def on_done(payload: object) -> None:
+        payloads.append(payload)
+        done.set()
+
+    op = local.start_run(["sleep", "30"], done=on_done)
+    assert isinstance(op, ck.Operation)
+    assert not op.done()
+    time.sleep(0.2)
+    op.cancel()
+    assert done.wait(5)
+    assert op.done()
+    (payload,) = payloads
+    assert isinstance(payload, ck.Error) and payload.code == "cancelled"
+    with pytest.raises(ValueError):
+        op.cancel("bogus")  # type: ignore[arg-type]

@@ -1,0 +1,545 @@
+"""clusterkit.Host on the local machine (no ssh): commands, output, errors,
+callbacks, transfers, fan-out, the GIL and Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+import clusterkit as ck
+
+
+@pytest.fixture
+def local() -> ck.Host:
+    return ck.Host(ck.HostSpec.local_machine("me"))
+
+
+def pid_alive(pid: int) -> bool:
+    """True while `pid` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+def gone_within(pid: int, seconds: float) -> bool:
+    until = time.monotonic() + seconds
+    while time.monotonic() < until:
+        if not pid_alive(pid):
+            return True
+        time.sleep(0.02)
+    return not pid_alive(pid)
+
+
+# A child in the background, its pid on stdout, then wait: stopping the
+# command must take the child with it.
+BACKGROUND_CHILD = "sleep 30 & echo $!; wait"
+
+
+# ---------------------------------------------------------------------------
+# HostSpec
+
+
+def test_hostspec_keywords_round_trip(tmp_path: Path) -> None:
+    spec = ck.HostSpec(
+        "gpu1",
+        "10.0.0.11",
+        user="deploy",
+        port=2222,
+        identity_file=tmp_path / "id_ed25519",
+        jump_host="bastion@10.0.0.254:2200",
+        known_hosts_file=str(tmp_path / "known_hosts"),
+        ssh_config_file=tmp_path / "config",
+        host_key_policy="accept-new",
+        connect_timeout=2.5,
+        control_persist=60,
+        server_alive_interval=5.0,
+        server_alive_count=4,
+        max_sessions=6,
+        ssh_options=["Compression=yes"],
+    )
+    assert spec.name == "gpu1"
+    assert spec.address == "10.0.0.11"
+    assert spec.local is False
+    assert spec.user == "deploy"
+    assert spec.port == 2222
+    assert spec.identity_file == str(tmp_path / "id_ed25519")
+    assert spec.jump_host == "bastion@10.0.0.254:2200"
+    assert spec.known_hosts_file == str(tmp_path / "known_hosts")
+    assert spec.ssh_config_file == str(tmp_path / "config")
+    assert spec.host_key_policy == "accept-new"
+    assert spec.connect_timeout == 3.0  # whole seconds, rounded up
+    assert spec.control_persist == 60.0
+    assert spec.server_alive_interval == 5.0
+    assert spec.server_alive_count == 4
+    assert spec.max_sessions == 6
+    assert spec.ssh_options == ["Compression=yes"]
+    assert spec.display() == "deploy@10.0.0.11:2222"
+    assert "gpu1" in repr(spec) and "port=2222" in repr(spec)
+
+    import copy
+
+    twin = copy.copy(spec)
+    assert twin == spec and twin is not spec
+    twin.port = 22
+    assert twin != spec
+    assert ck.HostSpec() == ck.HostSpec()
+
+
+def test_hostspec_defaults_and_validation() -> None:
+    spec = ck.HostSpec()
+    assert (spec.name, spec.address, spec.port, spec.user) == ("", "", 0, "")
+    assert spec.host_key_policy == "strict"
+    assert spec.connect_timeout == 10.0
+    assert spec.control_persist == 600.0
+    assert spec.server_alive_interval == 3.0
+    assert spec.server_alive_count == 3
+    assert spec.max_sessions == 8
+    assert spec.ssh_options == []
+    spec.host_key_policy = "accept_new"
+    assert spec.host_key_policy == "accept-new"
+    with pytest.raises(ValueError, match="host_key_policy"):
+        ck.HostSpec(host_key_policy="yolo")
+    with pytest.raises(ValueError, match="port"):
+        ck.HostSpec(port=70000)
+    with pytest.raises(ValueError, match="connect_timeout"):
+        ck.HostSpec(connect_timeout=-1)
+    with pytest.raises(ValueError, match="max_sessions"):
+        spec.max_sessions = 0
+    with pytest.raises(TypeError):
+        ck.HostSpec("a", "b", "positional-local-is-not-allowed")  # type: ignore
+
+
+def test_local_machine_and_host_construction() -> None:
+    spec = ck.HostSpec.local_machine("box")
+    assert spec.local and spec.name == "box"
+    assert ck.HostSpec.local_machine().name == "localhost"
+    host = ck.Host(spec)
+    assert host.name == "box"
+    assert host.spec == spec
+    kw = ck.Host(name="kw", local=True)
+    assert kw.name == "kw" and kw.spec.local
+    assert kw.run(["true"]).success
+    with pytest.raises(TypeError):
+        ck.Host(spec, name="both")  # type: ignore[call-overload]
+    with pytest.raises(TypeError):
+        ck.Host(nonsense=1)  # type: ignore[call-overload]
+
+
+def test_ssh_argv_and_control_path_for_remote_spec() -> None:
+    host = ck.Host(name="r", address="192.0.2.7", user="ops", port=2200, ssh_options=["Compression=yes"])
+    argv = host.ssh_argv()
+    assert argv[0].endswith("ssh")
+    assert "BatchMode=yes" in argv
+    assert ["-l", "ops"] == argv[argv.index("-l") : argv.index("-l") + 2]
+    assert ["-p", "2200"] == argv[argv.index("-p") : argv.index("-p") + 2]
+    assert "Compression=yes" in argv
+    assert f"ControlPath={host.control_path}" in argv
+    assert os.path.basename(host.control_path).startswith("cm-")
+    # Same spec, same socket: a later process finds the connection.
+    assert ck.Host(host.spec).control_path == host.control_path
+    assert host.connection_alive() is False
+    host.disconnect()  # safe with nothing up
+
+
+# ---------------------------------------------------------------------------
+# Running commands
+
+
+TRICKY = [
+    "plain",
+    "two words",
+    "",
+    "'single'",
+    '"double"',
+    "$HOME",
+    "`id`",
+    "$(id)",
+    "a;b&&c|d",
+    "*",
+    "back\\slash",
+    "new\nline",
+    "tab\there",
+    "-n",
+    "--",
+    "ünïcødé ✓",
+    "!event",
+    "{a,b}",
+    "~",
+]
+
+
+def test_argv_with_tricky_characters_round_trips(local: ck.Host) -> None:
+    r = local.run(["printf", r"%s\0", *TRICKY])
+    assert r.exit_code == 0 and r.success
+    assert r.stdout_bytes.split(b"\0")[:-1] == [a.encode() for a in TRICKY]
+    assert r.stdout.split("\0")[:-1] == TRICKY
+
+
+def test_exit_codes_and_signals(local: ck.Host) -> None:
+    r = local.run(["sh", "-c", "exit 3"])
+    assert (r.exit_code, r.signal, r.success) == (3, 0, False)
+    assert local.run(["false"]).exit_code == 1
+    assert local.run(script="exit 0").success
+    r = local.run(script="kill -TERM $$")
+    assert r.signal == signal.SIGTERM
+    assert not r.success
+    r = local.run(["sh", "-c", "echo out; echo err >&2; exit 7"])
+    assert (r.stdout, r.stderr, r.exit_code) == ("out\n", "err\n", 7)
+    assert r.duration > 0 and r.diagnostic == ""
+    missing = local.run(["/nonexistent/program"])
+    assert missing.exit_code == 127
+
+
+def test_env_cwd_stdin(local: ck.Host, tmp_path: Path) -> None:
+    r = local.run(["sh", "-c", 'printf "%s|%s" "$CK_A" "$CK_B"'], env={"CK_A": "x y", "CK_B": "it's $HOME"})
+    assert r.stdout == "x y|it's $HOME"
+    assert local.run(["pwd"], cwd=tmp_path).stdout.strip() == str(tmp_path)
+    assert local.run(["cat"], stdin="hello\nwörld").stdout == "hello\nwörld"
+    blob = bytes(range(256)) * 100
+    r = local.run(["cat"], stdin=blob)
+    assert r.stdout_bytes == blob
+    assert local.run(["cat"]).stdout == ""  # no stdin: /dev/null, returns at once
+    with pytest.raises(TypeError, match="env values"):
+        local.run(["true"], env={"N": 1})  # type: ignore[dict-item]
+
+
+def test_invalid_utf8_output_is_kept(local: ck.Host) -> None:
+    r = local.run(["printf", r"\377ok\n"])
+    assert r.stdout_bytes == b"\xffok\n"
+    assert r.stdout.encode("utf-8", "surrogateescape") == b"\xffok\n"
+
+
+def test_bad_cwd_and_env_are_errors(local: ck.Host, tmp_path: Path) -> None:
+    with pytest.raises(ck.Error) as e:
+        local.run(["true"], cwd=tmp_path / "missing")
+    assert e.value.code == "bad_working_directory"
+    assert "missing" in str(e.value)
+    with pytest.raises(ck.Error) as e:
+        local.run(["true"], env={"NOT VALID": "1"})
+    assert e.value.code == "bad_environment_name"
+
+
+def test_argument_errors(local: ck.Host) -> None:
+    with pytest.raises(ValueError):
+        local.run()
+    with pytest.raises(ValueError):
+        local.run(["true"], script="true")
+    with pytest.raises(TypeError, match="script="):
+        local.run("ls -l")  # a str is a Sequence[str] to a type checker
+    with pytest.raises(ValueError):
+        local.run([])
+    with pytest.raises(ValueError):
+        local.run(["true"], timeout=-1)
+
+
+def test_on_line_streams_in_order_while_running(local: ck.Host) -> None:
+    seen: list[tuple[str, str, float]] = []
+    t0 = time.monotonic()
+    r = local.run(
+        script="echo one; sleep 0.3; echo two >&2; sleep 0.3; printf 'three\\nfour'",
+        on_line=lambda stream, line: seen.append((stream, line, time.monotonic() - t0)),
+    )
+    assert [(s, line) for s, line, _ in seen] == [
+        ("stdout", "one"),
+        ("stderr", "two"),
+        ("stdout", "three"),
+        ("stdout", "four"),  # the last line, without its newline
+    ]
+    # Delivered as they happened, not at the end.
+    assert seen[0][2] < seen[1][2] - 0.2
+    assert seen[1][2] < seen[2][2] - 0.2
+    assert r.stdout == "one\nthree\nfour" and r.stderr == "two\n"
+
+
+def test_timeout_raises_timed_out_and_kills_the_child(local: ck.Host) -> None:
+    t0 = time.monotonic()
+    with pytest.raises(ck.Error) as e:
+        local.run(script=BACKGROUND_CHILD, timeout=0.5)
+    elapsed = time.monotonic() - t0
+    assert e.value.code == "timed_out"
+    assert "timed out" in e.value.message
+    assert 0.4 < elapsed < 5
+    assert isinstance(e.value.result, ck.RunResult)
+    child = int(e.value.result.stdout.split()[0])  # output so far is kept
+    assert gone_within(child, 3.0), f"child {child} survived the timeout"
+
+
+def test_callback_exception_propagates_and_stops_the_command(local: ck.Host) -> None:
+    class Boom(Exception):
+        pass
+
+    pids: list[int] = []
+
+    def on_line(stream: str, line: str) -> None:
+        pids.append(int(line))
+        raise Boom("from the callback")
+
+    t0 = time.monotonic()
+    with pytest.raises(Boom, match="from the callback"):
+        local.run(script=BACKGROUND_CHILD, on_line=on_line)
+    assert time.monotonic() - t0 < 5
+    assert len(pids) == 1
+    assert gone_within(pids[0], 3.0)
+
+
+def test_blocking_call_inside_a_callback_is_refused(local: ck.Host) -> None:
+    errors: list[ck.Error] = []
+
+    def on_line(stream: str, line: str) -> None:
+        try:
+            local.run(["true"])
+        except ck.Error as e:
+            errors.append(e)
+
+    assert local.run(["echo", "x"], on_line=on_line).success
+    assert len(errors) == 1 and errors[0].code == "invalid_argument"
+    assert "callback" in errors[0].message
+
+
+def test_gil_is_released_while_waiting(local: ck.Host) -> None:
+    counter = 0
+    stop = threading.Event()
+
+    def spin() -> None:
+        nonlocal counter
+        while not stop.is_set():
+            counter += 1
+
+    thread = threading.Thread(target=spin)
+    thread.start()
+    try:
+        time.sleep(0.05)
+        before = counter
+        r = local.run(["sleep", "0.5"])
+        during = counter - before
+    finally:
+        stop.set()
+        thread.join()
+    assert r.success and r.duration >= 0.45
+    # With the GIL held for the wait the thread would be frozen.
+    assert during > 10_000, during
+
+
+def test_parallel_python_threads_run_commands_concurrently(local: ck.Host) -> None:
+    results: list[ck.RunResult] = []
+    t0 = time.monotonic()
+    threads = [threading.Thread(target=lambda: results.append(local.run(["sleep", "0.5"]))) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(results) == 6 and all(r.success for r in results)
+    assert time.monotonic() - t0 < 2.0  # one after another: 3 s
+
+
+def test_ctrl_c_cancels_the_command_and_raises_keyboard_interrupt(local: ck.Host) -> None:
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signals reach the main thread only")
+    pids: list[int] = []
+    timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))
+    t0 = time.monotonic()
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            local.run(script=BACKGROUND_CHILD, on_line=lambda s, line: pids.append(int(line)))
+    finally:
+        timer.cancel()
+    assert time.monotonic() - t0 < 5
+    assert len(pids) == 1
+    # The command was stopped before run() returned; its child goes with it.
+    assert gone_within(pids[0], 3.0)
+
+
+# ---------------------------------------------------------------------------
+# Transfers
+
+
+def test_upload_download_with_progress(local: ck.Host, tmp_path: Path) -> None:
+    data = os.urandom(3 * 1024 * 1024 + 17)
+    src = tmp_path / "src.bin"
+    src.write_bytes(data)
+    progress: list[tuple[int, int]] = []
+    up = local.upload(src, str(tmp_path / "remote.bin"), mode=0o600, on_progress=lambda d, t: progress.append((d, t)))
+    assert up.bytes == len(data)
+    assert up.duration >= 0
+    assert (tmp_path / "remote.bin").read_bytes() == data
+    assert (tmp_path / "remote.bin").stat().st_mode & 0o777 == 0o600
+    assert progress, "no progress reported"
+    assert all(b[0] >= a[0] for a, b in zip(progress, progress[1:]))
+    assert progress[-1] == (len(data), len(data))
+
+    progress.clear()
+    down = local.download(tmp_path / "remote.bin", tmp_path / "back.bin", on_progress=lambda d, t: progress.append((d, t)))
+    assert down.bytes == len(data)
+    assert (tmp_path / "back.bin").read_bytes() == data
+    assert progress[-1][0] == len(data)
+
+
+def test_upload_of_a_missing_file_is_an_error(local: ck.Host, tmp_path: Path) -> None:
+    with pytest.raises(ck.Error) as e:
+        local.upload(tmp_path / "nope", str(tmp_path / "dest"))
+    assert e.value.code == "local_file_error"
+    assert "nope" in e.value.message
+    assert not (tmp_path / "dest").exists()
+
+
+def test_progress_callback_exception_propagates(local: ck.Host, tmp_path: Path) -> None:
+    src = tmp_path / "src.bin"
+    src.write_bytes(os.urandom(1 << 20))
+
+    def on_progress(done: int, total: int) -> None:
+        raise RuntimeError("stop the transfer")
+
+    with pytest.raises(RuntimeError, match="stop the transfer"):
+        local.upload(src, str(tmp_path / "dest.bin"), on_progress=on_progress)
+    assert not (tmp_path / "dest.bin").exists()  # never a half file under the final name
+
+
+# ---------------------------------------------------------------------------
+# Fan-out
+
+
+def local_hosts(n: int) -> list[ck.Host]:
+    return [ck.Host(ck.HostSpec.local_machine(f"h{i}")) for i in range(n)]
+
+
+def test_run_on_hosts_collects_one_outcome_per_host_in_order() -> None:
+    hosts = local_hosts(5)
+    lines: list[tuple[str, str, str]] = []
+    outcomes = ck.run_on_hosts(
+        hosts,
+        script='echo "$CK_X"; echo warn >&2',
+        env={"CK_X": "hello"},
+        on_line=lambda h, s, line: lines.append((h, s, line)),
+    )
+    assert [o.host for o in outcomes] == ["h0", "h1", "h2", "h3", "h4"]
+    assert all(o.success and o.error is None for o in outcomes)
+    assert all(o.result.stdout == "hello\n" for o in outcomes)
+    assert sorted(lines) == sorted([(f"h{i}", "stdout", "hello") for i in range(5)] + [(f"h{i}", "stderr", "warn") for i in range(5)])
+    assert ck.run_on_hosts([], ["true"]) == []
+
+
+def test_run_on_hosts_runs_in_parallel_up_to_concurrency() -> None:
+    t0 = time.monotonic()
+    outcomes = ck.run_on_hosts(local_hosts(6), ["sleep", "0.4"], concurrency=3)
+    elapsed = time.monotonic() - t0
+    assert all(o.success for o in outcomes)
+    assert 0.75 < elapsed < 2.4  # two waves of three (all at once: 0.4 s, one by one: 2.4 s)
+
+
+def test_run_on_hosts_fail_fast_skips_the_rest(tmp_path: Path) -> None:
+    # Sequential: the first host succeeds, the second fails, the rest are skipped.
+    script = f'n=$(cat {tmp_path}/n 2>/dev/null || echo 0); echo $((n+1)) > {tmp_path}/n; [ "$n" -lt 1 ]'
+    outcomes = ck.run_on_hosts(local_hosts(4), script=script, concurrency=1, fail_fast=True)
+    assert outcomes[0].success
+    assert outcomes[1].error is None and outcomes[1].result.exit_code == 1 and not outcomes[1].success
+    for o in outcomes[2:]:
+        assert isinstance(o.error, ck.Error)
+        assert o.error.code == "skipped"
+        assert not o.success
+    assert (tmp_path / "n").read_text().strip() == "2"
+
+    # Without fail_fast every host runs.
+    (tmp_path / "n").unlink()
+    outcomes = ck.run_on_hosts(local_hosts(4), script=script, concurrency=1)
+    assert [o.result.exit_code for o in outcomes] == [0, 1, 1, 1]
+
+
+def test_run_on_hosts_fail_fast_stops_running_hosts(tmp_path: Path) -> None:
+    # Whoever creates the lock fails at once; the others are sleeping and get stopped.
+    script = f"if mkdir {tmp_path}/lock 2>/dev/null; then exit 1; else {BACKGROUND_CHILD}; fi"
+    pids: list[int] = []
+    t0 = time.monotonic()
+    outcomes = ck.run_on_hosts(
+        local_hosts(3), script=script, fail_fast=True, on_line=lambda h, s, line: pids.append(int(line))
+    )
+    assert time.monotonic() - t0 < 8
+    failed = [o for o in outcomes if o.error is None]
+    stopped = [o for o in outcomes if o.error is not None]
+    assert len(failed) == 1 and failed[0].result.exit_code == 1
+    assert len(stopped) == 2
+    assert all(o.error is not None and o.error.code == "cancelled" for o in stopped)
+    assert all(gone_within(p, 3.0) for p in pids)
+
+
+def test_run_on_hosts_timeout_per_host() -> None:
+    outcomes = ck.run_on_hosts(local_hosts(2), ["sleep", "10"], timeout=0.3)
+    assert all(o.error is not None and o.error.code == "timed_out" for o in outcomes)
+    assert all(o.result.signal == signal.SIGTERM for o in outcomes)
+
+
+def test_run_on_hosts_callback_exception_propagates() -> None:
+    def on_line(host: str, stream: str, line: str) -> None:
+        raise LookupError(host)
+
+    t0 = time.monotonic()
+    with pytest.raises(LookupError):
+        ck.run_on_hosts(local_hosts(3), script="echo hi; sleep 30", on_line=on_line)
+    assert time.monotonic() - t0 < 8
+
+
+def test_run_on_hosts_rejects_non_hosts() -> None:
+    with pytest.raises(TypeError):
+        ck.run_on_hosts([ck.HostSpec.local_machine()], ["true"])  # type: ignore[list-item]
+
+
+# ---------------------------------------------------------------------------
+# Errors
+
+
+def test_error_codes_cover_every_errc() -> None:
+    header = Path(__file__).resolve().parents[2] / "include" / "clusterkit" / "error.hpp"
+    body = re.search(r"enum class errc \{(.*?)\};", header.read_text(), re.S)
+    assert body is not None
+    names = re.findall(r"^\s*([a-z_]+)(?:\s*=\s*\d+)?,", body.group(1), re.M)
+    assert len(names) > 20
+    assert list(ck.ERROR_CODES) == names
+
+
+def test_error_class() -> None:
+    import pickle
+
+    e = ck.Error("it broke", "timed_out")
+    assert isinstance(e, Exception)
+    assert (str(e), e.message, e.code, e.result) == ("it broke", "it broke", "timed_out", None)
+    back = pickle.loads(pickle.dumps(e))
+    assert type(back) is ck.Error and back.code == "timed_out" and back.message == "it broke"
+    assert ck.Error.__module__ == "clusterkit"
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_fork_child_gets_its_own_io_thread(local: ck.Host) -> None:
+    assert local.run(["true"]).success  # the parent's I/O thread is running
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: report through the pipe, never return into pytest
+        status = "?"
+        try:
+            fresh = ck.Host(ck.HostSpec.local_machine("child"))
+            out = fresh.run(["echo", "child ok"], timeout=10).stdout.strip()
+            try:
+                local.run(["true"])
+                stale = "no error"
+            except ck.Error as e:
+                stale = e.code
+            status = f"{out}|{stale}"
+        except BaseException as e:  # noqa: BLE001
+            status = f"failed: {e!r}"
+        finally:
+            os.write(write_end, status.encode())
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as f:
+        report = f.read().decode()
+    os.waitpid(pid, 0)
+    assert report == "child ok|invalid_argument"
+    assert local.run(["echo", "parent"]).stdout == "parent\n"
