@@ -10,6 +10,10 @@ BUILD="${BUILD_DIR:-$ROOT/build-test}"
 JOBS="${JOBS:-$(nproc)}"
 
 scripts/install-deps.sh
+# The vLLM simulator the OpenAI client is tested against (built with Go).
+if ! SIM="$(scripts/install-sim.sh)"; then
+  echo "test.sh: WARNING: llm-d-inference-sim could not be installed; the simulator tests will say so" >&2
+fi
 
 export CCACHE_BASEDIR="$ROOT" CCACHE_NOHASHDIR=1 CCACHE_SLOPPINESS=time_macros,include_file_mtime,include_file_ctime
 

@@ -1153,6 +1153,15 @@ struct Evaluator {
     auto const* r = route_to_head(f);
     if (!r) {
       auto const* issue = f.issue("route " + head_address);
+      if (issue && issue->kind == FactIssue::Kind::absent) {
+        // Seen on a real GPU machine: no iproute2. Not knowing the route is
+        // not the same as having none; the port probes still test reachability.
+        add(h, "network", CheckStatus::warn,
+            "cannot look up the route to the head " + head_address + ": " + issue->message,
+            "install iproute2 on " + h + " (apt-get install iproute2) so the interface for NCCL_SOCKET_IFNAME, "
+            "GLOO_SOCKET_IFNAME and VLLM_HOST_IP can be determined");
+        return;
+      }
       add(h, "network", CheckStatus::fail,
           "no route to the head " + head_address + (issue ? ": " + issue->message : std::string()),
           "give " + h + " an address on the head's network, or use an address of the head that " + h + " can reach");

@@ -7,7 +7,7 @@ ck_add_test(test_planner SOURCES unit/test_planner.cpp)
 # (tests/fixtures), fuzzing, the evaluation; plus the facts script, the NAS
 # probe scripts and the NCCL program run on this machine (the last against a
 # stand-in torch).
-ck_add_test(test_facts SOURCES unit/test_facts.cpp unit/test_preflight.cpp unit/test_nccl_check.cpp)
+ck_add_test(test_facts SOURCES unit/test_facts.cpp unit/test_preflight.cpp unit/test_nccl_check.cpp unit/test_gpu_runs.cpp)
 # Local processes (no ssh): the same code path as remote commands.
 ck_add_test(test_host_local SOURCES unit/test_host_local.cpp)
 # Against the real lab (root, sshd in namespaces).

@@ -290,10 +290,10 @@ def _pss_kb(pid) -> int:
     return 0
 
 
-def snapshot(root_pid: int | None, finder: MasterFinder | None, pss: bool = False, want_pids: bool = False):
+def snapshot(root_pid: int | None, finder: MasterFinder | None, pss: bool = False):
     """(tree_kb, masters_kb, n_tree, n_masters, then tree_pss_kb and
-    masters_pss_kb if `pss`, or the pids if `want_pids`) right now: RSS of
-    the process tree under root_pid and of the live masters `finder` knows."""
+    masters_pss_kb if `pss`) right now: RSS (and PSS) of the process tree
+    under root_pid and of the live masters `finder` recognises."""
     procs = {}
     children: dict[int, list[int]] = {}
     for d in os.listdir("/proc"):
@@ -316,8 +316,6 @@ def snapshot(root_pid: int | None, finder: MasterFinder | None, pss: bool = Fals
         masters = [p for p, (ppid, comm, rss, start) in procs.items()
                    if p not in tree and finder.is_master(str(p), comm, start)]
     res = (sum(procs[p][2] for p in tree), sum(procs[p][2] for p in masters), len(tree), len(masters))
-    if want_pids:
-        return res + (list(tree) + masters,)
     if pss:
         return res + (sum(_pss_kb(p) for p in tree), sum(_pss_kb(p) for p in masters))
     return res
@@ -344,22 +342,22 @@ def masters_cpu_ns(finder: MasterFinder | None) -> dict:
 
 class Sampler(threading.Thread):
     """Polls the tool's process tree (and its masters) until stopped; keeps
-    the peak of the RSS sum, and the PSS sum read right after that peak was
-    seen (PSS costs a page-table walk per process: not read every sample)."""
+    the peak of the RSS sum. (No PSS here: reading smaps_rollup for every
+    process of every sample is too slow, and read after the fact it misses
+    processes that have exited.)"""
 
     def __init__(self, root_pid: int, finder: MasterFinder | None, period: float):
         super().__init__(daemon=True)
         self.root_pid, self.finder, self.period = root_pid, finder, period
         self.stop = threading.Event()
-        self.peak_kb = self.peak_tree_kb = self.peak_procs = self.samples = self.peak_pss_kb = 0
+        self.peak_kb = self.peak_tree_kb = self.peak_procs = self.samples = 0
 
     def run(self):
         while not self.stop.is_set():
-            t, m, nt, nm, pids = snapshot(self.root_pid, self.finder, want_pids=True)
+            t, m, nt, nm = snapshot(self.root_pid, self.finder)
             self.samples += 1
             if t + m > self.peak_kb:
                 self.peak_kb, self.peak_tree_kb, self.peak_procs = t + m, t, nt + nm
-                self.peak_pss_kb = sum(_pss_kb(p) for p in pids)
             self.stop.wait(self.period)
 
 
@@ -542,7 +540,6 @@ class Bench:
             sampler.join()
             after = snapshot(None, finder, pss=True)
             rec.update({"peak_kb": sampler.peak_kb, "peak_tree_kb": sampler.peak_tree_kb,
-                        "peak_pss_kb": sampler.peak_pss_kb,
                         "peak_procs": sampler.peak_procs, "samples": sampler.samples,
                         "resident_after_kb": after[1], "resident_after_pss_kb": after[5],
                         "masters_after": after[3]})
@@ -693,8 +690,7 @@ def main(argv=None) -> int:
                         rec = dict(max(recs, key=lambda x: x["peak_kb"]))
                         rec.update({"tool": tool, "n": n, "mode": mode, "peaks_kb": [x["peak_kb"] for x in recs]})
                         results["memory"].append(rec)
-                        log(f"  N={n} {tool:12s} {mode}: peak RSS {rec['peak_kb'] / n:.0f} KB/host, "
-                            f"PSS {rec['peak_pss_kb'] / n:.0f} KB/host "
+                        log(f"  N={n} {tool:12s} {mode}: peak RSS {rec['peak_kb'] / n:.0f} KB/host "
                             f"({rec['peak_procs']} procs; {len(recs)} runs, "
                             f"{sum(x['samples'] for x in recs)} samples), "
                             f"resident after {rec['resident_after_kb'] / n:.0f} KB/host")
@@ -758,7 +754,6 @@ def summarize(results, sizes, tools) -> dict:
                        "load1_mean": statistics.mean(r["load1"] for r in rs),
                        "cpu_client_ms_per_host": round(1000 * statistics.median(cl) / n, 1),
                        "peak_kb_per_host": round(m["peak_kb"] / n) if m else None,
-                       "peak_pss_kb_per_host": round(m["peak_pss_kb"] / n) if m else None,
                        "resident_after_kb_per_host": round(m["resident_after_kb"] / n) if m else None,
                        "resident_after_pss_kb_per_host": round(m["resident_after_pss_kb"] / n) if m else None}
                 med[(n, tool, mode)] = row
@@ -791,7 +786,7 @@ COLUMNS = [  # header, key, format
     ("median s", "median_s", ".3f"), ("min s", "min_s", ".3f"), ("max s", "max_s", ".3f"),
     ("x pdsh", "x_pdsh", ".3f"), ("load1", "load1_mean", ".2f"),
     ("client CPU ms/host", "cpu_client_ms_per_host", ".1f"),
-    ("peak RSS KB/host", "peak_kb_per_host", "d"), ("peak PSS KB/host", "peak_pss_kb_per_host", "d"),
+    ("peak RSS KB/host", "peak_kb_per_host", "d"),
     ("left RSS KB/host", "resident_after_kb_per_host", "d"), ("left PSS KB/host", "resident_after_pss_kb_per_host", "d"),
 ]
 

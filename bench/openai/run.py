@@ -201,6 +201,52 @@ def cpu_pressure() -> str:
         return "unknown"
 
 
+def markdown(results: dict) -> str:
+    """RESULTS-openai.md: every number from this run, nothing else."""
+    m = results["machine"]
+    out = ["# OpenAI endpoint benchmark results", "",
+           f"Run {results['date']} by `bench/openai/run.py` on {m['cpu']}, {m['cores']} cores, "
+           f"Linux {m['kernel']}. Server: llm-d-inference-sim {results['simulator']['version']} "
+           "(a vLLM SIMULATOR: no model, no GPU) pinned to core " + results["pinning"]["simulator_core"] +
+           ", each tool pinned to core " + results["pinning"]["tool_core"] + ".",
+           f"Load average at start {tuple(round(x, 2) for x in m['load_avg_at_start'])}, "
+           f"at end {tuple(round(x, 2) for x in results['load_avg_at_end'])}; CPU pressure at start "
+           f"`{m['cpu_pressure_at_start']}`, at end `{results['cpu_pressure_at_end']}`.", ""]
+    if results["throughput"]:
+        out += ["## Throughput, no artificial latency (concurrency 64, streamed chat, usage in the last chunk)", "",
+                "| scenario | tool | requests/s | output tokens/s | ok / failed | tool CPU s | requests per CPU-s |"
+                " tokens per CPU-s |",
+                "|---|---|---:|---:|---:|---:|---:|---:|"]
+        for row in results["throughput"]:
+            for tool, r in row["tools"].items():
+                out.append(f"| {row['scenario']} | {tool} | {r['request_throughput']:.1f} | "
+                           f"{r['output_token_throughput']:.0f} | {r['completed']} / {r['failed']} | "
+                           f"{r['cpu_s']:.2f} | {r['requests_per_cpu_s']:.0f} | {r['tokens_per_cpu_s']:.0f} |")
+        out += ["", "Ratios (clusterkit / other):", "",
+                "| scenario | vs | requests/s | tokens/s | requests per CPU-s | tokens per CPU-s |",
+                "|---|---|---:|---:|---:|---:|"]
+        for row in results["throughput"]:
+            for k, v in row["ratios"].items():
+                out.append(f"| {row['scenario']} | {k.split('/')[1]} | {v['requests']:.2f}x | {v['tokens']:.2f}x | "
+                           f"{v['requests_per_cpu_s']:.2f}x | {v['tokens_per_cpu_s']:.2f}x |")
+        out.append("")
+    if results["ttft"]:
+        out += ["## TTFT accuracy: simulator TTFT 50 ms (8 tokens, 100 ms apart)", "",
+                "| concurrency | tool | TTFT p50 ms | TTFT p99 ms | requests/s | simulator's own prefill mean ms |",
+                "|---:|---|---:|---:|---:|---:|"]
+        for row in results["ttft"]:
+            for tool, r in row["tools"].items():
+                p99 = r["ttft_p99_ms"]
+                sp = r["simulator_prefill_mean_ms"]
+                out.append(f"| {row['concurrency']} | {tool} | {r['ttft_p50_ms']:.3f} | "
+                           f"{p99 if p99 is not None else float('nan'):.3f} | {r['request_throughput']:.1f} | "
+                           f"{sp if sp is not None else float('nan'):.3f} |")
+        out += ["", "clusterkit TTFT p50 minus 50 ms: " + ", ".join(
+            f"c={row['concurrency']}: {row['clusterkit_error_ms']:+.3f} ms"
+            f" ({'within' if row['within_1ms'] else 'NOT within'} 1 ms)" for row in results["ttft"]), ""]
+    return "\n".join(out)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--clusterkit", default=os.environ.get("CLUSTERKIT_BIN", str(REPO / "build" / "clusterkit")))
@@ -213,6 +259,7 @@ def main():
     ap.add_argument("--skip-throughput", action="store_true")
     ap.add_argument("--skip-ttft", action="store_true")
     ap.add_argument("--out", default=str(REPO / "bench" / "out" / "openai-results.json"))
+    ap.add_argument("--markdown", help="also write the results as Markdown (RESULTS-openai.md)")
     a = ap.parse_args()
     a.python = str(Path(a.venv) / "bin" / "python")
     a.guidellm = str(Path(a.venv) / "bin" / "guidellm")
@@ -297,6 +344,9 @@ def main():
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(results, indent=2) + "\n")
     print(f"results: {a.out}")
+    if a.markdown:
+        Path(a.markdown).write_text(markdown(results))
+        print(f"markdown: {a.markdown}")
 
 
 if __name__ == "__main__":
