@@ -3,7 +3,7 @@
 The blocking API (``Host.run``, ``run_on_hosts``, ...) comes from the C++
 core; it releases the GIL while it waits and stops the command on Ctrl-C.
 This module adds the asyncio forms (``Host.run_async``, ...) and small
-conveniences (``Inventory.host``, ``LabStatus.inventory``).
+conveniences (``Inventory.host``, ``Inventory.preflight``, ``LabStatus.inventory``).
 
     import clusterkit as ck
 
@@ -26,38 +26,150 @@ from typing import Any, Optional, TypeVar, Union
 from . import _core
 from ._core import (
     ERROR_CODES,
+    CheckReport,
+    CheckResult,
     Error,
+    FactIssue,
+    FileDigest,
+    GpuInfo,
+    GpuInventory,
+    GpuNode,
+    GpuTopology,
+    HashProgress,
+    HostFacts,
+    HostFactsOutcome,
     HostOutcome,
     HostSpec,
     InventoryHost,
     LabHostStatus,
+    Layout,
+    LayoutStage,
+    ModelCandidate,
+    ModelFacts,
+    ModelLocation,
+    ModelTensor,
+    NcclBandwidth,
+    NcclCheckOutput,
+    NcclCheckResult,
+    NcclHostRun,
+    NcclNodeLaunch,
+    NcclRankReport,
     Operation,
+    Plan,
+    PreflightRun,
+    QuantizedOption,
+    RejectedLayout,
     RunResult,
+    ShardInfo,
+    Shortfall,
     TransferResult,
+    VerifyProblem,
+    VerifyReport,
+    default_nccl_sizes,
+    estimate_tensors_from_config,
+    format_bytes,
+    gather_facts,
+    gpu_query_fields,
+    huggingface_cache_folder_name,
+    inspect_model,
+    known_gpu_memory_bytes,
     lab_down,
+    model_facts_from_config,
+    modelscope_folder_name,
+    nccl_check,
+    nccl_check_script,
+    parse_gpu_inventory,
+    parse_gpu_query,
+    parse_gpu_topology,
+    parse_nccl_check_output,
+    pipeline_partition,
+    plan_deployment,
+    resolve_model,
     run_on_hosts,
+    run_preflight,
+    safetensors_dtype_size,
+    sha256_file,
+    sha256_files,
+    tensor_parallel_refusal,
+    verify_model,
 )
 
 __version__: str = _core.__version__
 
 __all__ = [
     "ERROR_CODES",
+    "CheckReport",
+    "CheckResult",
     "Error",
+    "FactIssue",
+    "FileDigest",
+    "GpuInfo",
+    "GpuInventory",
+    "GpuNode",
+    "GpuTopology",
+    "HashProgress",
     "Host",
+    "HostFacts",
+    "HostFactsOutcome",
     "HostOutcome",
     "HostSpec",
     "Inventory",
     "InventoryHost",
     "LabHostStatus",
     "LabStatus",
+    "Layout",
+    "LayoutStage",
+    "ModelCandidate",
+    "ModelFacts",
+    "ModelLocation",
+    "ModelTensor",
+    "NcclBandwidth",
+    "NcclCheckOutput",
+    "NcclCheckResult",
+    "NcclHostRun",
+    "NcclNodeLaunch",
+    "NcclRankReport",
     "Operation",
+    "Plan",
+    "PreflightRun",
+    "QuantizedOption",
+    "RejectedLayout",
     "RunResult",
+    "ShardInfo",
+    "Shortfall",
     "TransferResult",
+    "VerifyProblem",
+    "VerifyReport",
+    "default_nccl_sizes",
+    "estimate_tensors_from_config",
+    "format_bytes",
+    "gather_facts",
+    "gpu_query_fields",
+    "huggingface_cache_folder_name",
+    "inspect_model",
+    "known_gpu_memory_bytes",
     "lab_down",
     "lab_status",
     "lab_up",
+    "model_facts_from_config",
+    "modelscope_folder_name",
+    "nccl_check",
+    "nccl_check_script",
+    "parse_gpu_inventory",
+    "parse_gpu_query",
+    "parse_gpu_topology",
+    "parse_nccl_check_output",
+    "pipeline_partition",
+    "plan_deployment",
+    "resolve_model",
     "run_on_hosts",
     "run_on_hosts_async",
+    "run_preflight",
+    "safetensors_dtype_size",
+    "sha256_file",
+    "sha256_files",
+    "tensor_parallel_refusal",
+    "verify_model",
 ]
 
 _Path = Union[str, "os.PathLike[str]"]
@@ -285,6 +397,18 @@ class Inventory(_core.Inventory):
     def hosts_for(self, selector: str = "all") -> list[Host]:
         """Hosts for a selector ("all", a group, a name, "role:NAME", or a comma-separated list)."""
         return [self.host(h.spec.name) for h in self.select(selector)]
+
+    def gather_facts(self, selector: str = "all", **options: Any) -> list[HostFactsOutcome]:
+        """``gather_facts`` on the selected hosts, with the GPUs the inventory declares (simulated ones included).
+
+        ``options`` are gather_facts' keyword arguments (disk_paths, peers, timeout, ...).
+        """
+        options.setdefault("inventory", self)
+        return gather_facts(self.hosts_for(selector), **options)
+
+    def preflight(self, selector: str = "all", **options: Any) -> PreflightRun:
+        """``run_preflight`` on the selected hosts; ``options`` are run_preflight's keyword arguments."""
+        return run_preflight(self, selector, **options)
 
 
 class LabStatus(_core.LabStatus):

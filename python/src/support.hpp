@@ -36,6 +36,8 @@ void register_errors(py::module_& m);
 void register_host(py::module_& m);
 void register_inventory(py::module_& m);
 void register_lab(py::module_& m);
+void register_model(py::module_& m);
+void register_facts(py::module_& m);
 
 // ---------------------------------------------------------------------------
 // The runtime

@@ -1,0 +1,108 @@
+// Helpers shared by register_model.cpp and register_facts.cpp: JSON values
+// across the boundary (through Python's json module, so dicts and lists come
+// out as plain Python objects), and waiting on work that runs on other
+// threads while staying responsive to Ctrl-C.
+#pragma once
+
+#include "support.hpp"
+
+#include <nlohmann/json.hpp>
+
+#include <chrono>
+#include <exception>
+#include <future>
+#include <memory>
+#include <optional>
+#include <stop_token>
+#include <string>
+#include <thread>
+
+namespace ckpy {
+
+/// nlohmann::json -> dict / list / str / int / float / bool / None.
+inline py::object json_to_python(nlohmann::json const& j) {
+  static auto* loads = new py::object(py::module_::import("json").attr("loads"));
+  return (*loads)(j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+}
+
+/// A JSON-compatible Python value (or a str holding JSON text) -> nlohmann::json.
+inline nlohmann::json python_to_json(py::handle value, char const* what) {
+  std::string text;
+  if (py::isinstance<py::str>(value) || py::isinstance<py::bytes>(value)) {
+    text = value.cast<std::string>();
+  } else {
+    static auto* dumps = new py::object(py::module_::import("json").attr("dumps"));
+    try {
+      text = (*dumps)(value).cast<std::string>();
+    } catch (py::error_already_set& e) {
+      throw py::type_error(std::string(what) + " must be JSON-compatible (dict, list, str, int, float, bool, None): " +
+                           e.what());
+    }
+  }
+  try {
+    return nlohmann::json::parse(text);
+  } catch (nlohmann::json::exception const& e) {
+    throw py::value_error(std::string(what) + " is not valid JSON: " + e.what());
+  }
+}
+
+/// Waits for `future` with the GIL released, waking every 100 ms to run
+/// Python's signal handlers. On KeyboardInterrupt (or any exception from a
+/// signal handler): `op` is asked to stop; if it has not ended within
+/// `grace`, the wait is abandoned (the operation finishes in the background,
+/// bounded by its own timeouts) and the exception propagates.
+template <class T>
+T wait_interruptible(Operation& op, std::future<T>& future,
+                     std::chrono::milliseconds grace = std::chrono::milliseconds(3000)) {
+  using namespace std::chrono_literals;
+  for (;;) {
+    {
+      py::gil_scoped_release nogil;
+      if (future.wait_for(100ms) == std::future_status::ready) break;
+    }
+    if (PyErr_CheckSignals() != 0) {
+      py::error_already_set interrupt;
+      op.cancel(asio::cancellation_type::terminal);
+      {
+        py::gil_scoped_release nogil;
+        future.wait_for(grace);
+      }
+      throw interrupt;
+    }
+  }
+  return future.get();
+}
+
+/// Runs `work(stop_token)` on a new thread and waits for it, the GIL
+/// released and Ctrl-C honoured: on KeyboardInterrupt the stop token is
+/// triggered, the thread joined, and the interrupt re-raised. `work` must
+/// not touch Python (callbacks that do take the GIL themselves). A C++
+/// exception from `work` is rethrown here.
+template <class Work>
+auto run_on_thread(Work&& work) -> decltype(work(std::stop_token{})) {
+  using T = decltype(work(std::stop_token{}));
+  using namespace std::chrono_literals;
+  std::stop_source stop;
+  std::packaged_task<T()> task([&work, token = stop.get_token()] { return work(token); });
+  auto future = task.get_future();
+  std::thread thread(std::move(task));
+  for (;;) {
+    {
+      py::gil_scoped_release nogil;
+      if (future.wait_for(100ms) == std::future_status::ready) break;
+    }
+    if (PyErr_CheckSignals() != 0) {
+      py::error_already_set interrupt;
+      stop.request_stop();
+      {
+        py::gil_scoped_release nogil;
+        thread.join();
+      }
+      throw interrupt;
+    }
+  }
+  thread.join();
+  return future.get();
+}
+
+}  // namespace ckpy

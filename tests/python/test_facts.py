@@ -1,0 +1,328 @@
+"""Host facts, preflight and the NCCL check.
+
+The parsers run on recorded nvidia-smi output of a 2x H100 host; gathering
+runs on this machine (HostSpec.local_machine) and, as root, on a lab ("tpyf",
+10.88.12.0/24: two real sshd hosts with simulated GPUs), always taken down.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import clusterkit as ck
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+H100X2 = FIXTURES / "nvidia-smi" / "h100x2"
+
+LAB = "tpyf"
+SUBNET = "10.88.12"
+
+needs_root = pytest.mark.skipif(
+    not hasattr(os, "geteuid") or os.geteuid() != 0, reason="the lab needs root (network namespaces)"
+)
+
+
+# ---------------------------------------------------------------------------
+# Parsers
+
+
+def test_parse_gpu_query_h100x2() -> None:
+    gpus = ck.parse_gpu_query((H100X2 / "query.csv").read_text())
+    assert len(gpus) == 2
+    assert all(isinstance(g, ck.GpuInfo) for g in gpus)
+    assert [g.index for g in gpus] == [0, 1]
+    assert all(g.name == "NVIDIA H100 80GB HBM3" for g in gpus)
+    assert all(g.memory_total_bytes == 81559 * 1024 * 1024 for g in gpus)
+    assert all(g.memory_used_bytes == 0 for g in gpus)
+    assert all(g.driver_version == "580.159.04" and g.compute_capability == "9.0" for g in gpus)
+    assert [g.pci_bus_id for g in gpus] == ["00000000:00:06.0", "00000000:00:07.0"]
+    assert gpus[0].uuid == "GPU-ba0a1ca6-b342-92ca-6e06-8fb97448a729"
+    assert not any(g.simulated for g in gpus)
+
+
+def test_parse_gpu_query_without_header_uses_the_field_order() -> None:
+    fields = ck.gpu_query_fields().split(",")
+    assert fields[:3] == ["index", "uuid", "name"]
+    line = "0, GPU-x, NVIDIA L20, 46068, 5, 550.54.15, 8.9, 00000000:3B:00.0"
+    (gpu,) = ck.parse_gpu_query(line + "\n")
+    assert (gpu.name, gpu.memory_total_bytes, gpu.memory_used_bytes) == ("NVIDIA L20", 46068 << 20, 5 << 20)
+    with pytest.raises(ck.Error) as e:
+        ck.parse_gpu_query("0, only, three\n")
+    assert e.value.code == "parse_error"
+
+
+def test_parse_gpu_topology_h100x2() -> None:
+    topo = ck.parse_gpu_topology((H100X2 / "topo.txt").read_text())
+    assert isinstance(topo, ck.GpuTopology)
+    assert topo.devices[:2] == ["GPU0", "GPU1"]
+    assert topo.links[0][0] == "X" and topo.links[0][1] == "NV18"
+    assert topo.link(0, 0) == "self"
+    assert topo.link(0, 1) == "NVLink"
+    assert topo.nvlinks(0, 1) == 18 and topo.nvlinks(0, 0) == 0
+    assert topo.all_gpus_nvlinked()
+
+
+def test_format_bytes() -> None:
+    assert ck.format_bytes(64 << 20) == "64.0 MiB"
+    assert ck.format_bytes(int(79.6 * (1 << 30))) == "79.6 GiB"
+
+
+# ---------------------------------------------------------------------------
+# Gathering on this machine
+
+
+@pytest.fixture(scope="module")
+def local() -> ck.Host:
+    return ck.Host(ck.HostSpec.local_machine())
+
+
+def test_gather_facts_on_this_machine(local: ck.Host) -> None:
+    outcomes = ck.gather_facts([local], disk_paths=["/"], peers=["127.0.0.1"])
+    assert len(outcomes) == 1
+    (o,) = outcomes
+    assert isinstance(o, ck.HostFactsOutcome)
+    assert o.host == "localhost" and o.ok and o.error is None and o.diagnostic == ""
+    assert o.duration > 0
+    assert "@@ck-section" in o.raw_output
+    f = o.facts
+    assert isinstance(f, ck.HostFacts)
+    assert f.hostname == os.uname().nodename
+    assert f.cpus == os.cpu_count()
+    assert f.os is not None and f.os["pretty_name"]
+    assert f.kernel is not None and f.kernel["release"] == os.uname().release
+    page = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    assert f.memory is not None and abs(f.memory["total_bytes"] - page) < page * 0.05
+    assert f.shm is not None and f.shm["mount_point"] == "/dev/shm"
+    assert [d["path"] for d in f.disks] == ["/"]
+    assert f.disks[0]["total_bytes"] == os.statvfs("/").f_blocks * os.statvfs("/").f_frsize
+    (route,) = f.routes
+    assert route["peer"] == "127.0.0.1" and route["local"]
+    assert f.clock is not None and abs(f.clock["offset_seconds"]) < 1.0
+    if f.issue("gpus") is not None:  # no nvidia-smi on this machine
+        assert f.gpus == [] and not f.gpus_simulated
+        assert f.issue("gpus").kind == "absent"
+        assert f.driver_version == "" and f.cuda_version == ""
+    else:
+        assert f.gpus and all(g.memory_total_bytes > 0 for g in f.gpus) and f.driver_version
+    assert f.issue("script") is None
+    j = o.to_json()
+    assert j["host"] == "localhost" and j["ok"] is True and j["cpus"] == f.cpus
+    assert j == json.loads(json.dumps(j))  # plain JSON values only
+    assert f.to_json()["hostname"] == f.hostname
+    assert "localhost" in o.describe()
+
+
+def test_gather_facts_with_simulated_gpus(local: ck.Host) -> None:
+    (o,) = ck.gather_facts(
+        [local], declared_gpus={"localhost": {"count": 2, "model": "L20", "memory_gib": 48, "simulated": True}}
+    )
+    f = o.facts
+    if f.issue("gpus") is None or f.issue("gpus").kind != "absent":
+        pytest.skip("this machine has real GPUs: they win over simulated ones")
+    assert f.gpus_simulated
+    assert len(f.gpus) == 2
+    assert all(g.simulated and "L20" in g.name for g in f.gpus)
+    assert all(g.memory_total_bytes == 48 << 30 for g in f.gpus)
+    assert "simulated" in o.describe()
+
+
+def test_gather_facts_unreachable_host_is_an_outcome() -> None:
+    nowhere = ck.Host(name="nowhere", address="127.0.0.1", port=1, connect_timeout=3)
+    (o,) = ck.gather_facts([nowhere], timeout=20)
+    assert o.host == "nowhere" and not o.ok
+    assert isinstance(o.error, ck.Error)
+    assert o.error.code == "connection_refused"
+    assert o.diagnostic
+    assert o.facts.gpus == [] and o.facts.cpus is None
+    assert o.to_json()["ok"] is False
+
+
+def test_gather_facts_argument_errors(local: ck.Host) -> None:
+    assert ck.gather_facts([]) == []
+    with pytest.raises(TypeError):
+        ck.gather_facts(["localhost"])  # type: ignore[list-item]
+    with pytest.raises(TypeError):
+        ck.gather_facts([local], disk_paths="/")  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        ck.gather_facts([local], timeout=0)
+
+
+# ---------------------------------------------------------------------------
+# NCCL check, the pure parts and a run that cannot start
+
+
+def test_nccl_check_script_and_parser() -> None:
+    script = ck.nccl_check_script()
+    assert "@@ck-nccl" in script and "all_reduce" in script
+    compile(script, "nccl_check.py", "exec")  # valid Python
+    assert ck.default_nccl_sizes() == [1 << 20, 4 << 20, 16 << 20, 64 << 20, 256 << 20]
+    init = {"event": "init", "rank": 0, "world_size": 2, "local_rank": 0, "hostname": "gpu1",
+            "device": "NVIDIA H100 80GB HBM3", "torch": "2.5.1", "cuda": "12.4", "nccl": "2.21.5"}  # fmt: skip
+    bw = {"event": "bandwidth", "rank": 0, "bytes": 1 << 28, "iterations": 20, "time_us": 1500.0,
+          "algbw_gbps": 178.9, "busbw_gbps": 178.9, "dtype": "float32"}  # fmt: skip
+    text = (
+        "W1127 noise from torchrun\n"
+        f"[rank0]: @@ck-nccl {json.dumps(init)}\n"
+        '@@ck-nccl {"event": "nccl_allreduce", "rank": 0, "ok": true, "value": 2.0, "expected": 2}\n'
+        f"@@ck-nccl {json.dumps(bw)}\n"
+        "@@ck-nccl {not json\n"
+    )
+    out = ck.parse_nccl_check_output(text)
+    (rank,) = out.ranks
+    assert (rank.rank, rank.world_size, rank.hostname) == (0, 2, "gpu1")
+    assert rank.device == "NVIDIA H100 80GB HBM3" and rank.nccl_version == "2.21.5"
+    assert rank.nccl_ok is True and rank.gloo_ok is None
+    (b,) = out.bandwidth
+    assert b.bytes == 1 << 28 and b.busbw_gbps == pytest.approx(178.9)
+    assert len(out.malformed) == 1
+    # Another program's output: nothing invented.
+    real = ck.parse_nccl_check_output((H100X2 / "torchrun-nccl-allreduce.txt").read_text())
+    assert real.ranks == [] and real.bandwidth == []
+
+
+def test_nccl_check_on_a_host_without_gpus(local: ck.Host) -> None:
+    (facts,) = ck.gather_facts([local])
+    if facts.facts.gpus:
+        pytest.skip("this machine has GPUs")
+    result = ck.nccl_check([local], timeout=60, failure_grace=2)
+    assert isinstance(result, ck.NcclCheckResult)
+    assert not result.ok and not bool(result)
+    assert not result.nccl_ok and not result.gloo_ok
+    assert result.problems
+    assert "GPU" in " ".join(result.problems)
+    j = result.to_json()
+    assert j["ok"] is False and j["problems"] == result.problems
+    assert result.summary()
+    with pytest.raises(ValueError):
+        ck.nccl_check([])
+
+
+# ---------------------------------------------------------------------------
+# Preflight on the lab (root)
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[ck.LabStatus]:
+    status = None
+    try:
+        status = ck.lab_up(hosts=2, name=LAB, subnet=SUBNET)
+        yield status
+    finally:
+        if status is not None and status.inventory_path:
+            try:
+                for host in ck.Inventory.load(status.inventory_path).hosts_for():
+                    host.disconnect()
+            except ck.Error:
+                pass
+        ck.lab_down(LAB)
+        assert not ck.lab_status(LAB).exists
+
+
+@pytest.fixture(scope="module")
+def inventory(lab: ck.LabStatus) -> Iterator[ck.Inventory]:
+    """The lab's inventory with roles and simulated GPUs (no NAS, no Docker)."""
+    base = lab.inventory()
+    assert [h.name for h in base.hosts] == ["h1", "h2"]
+    text = (
+        "defaults:\n"
+        "  user: root\n"
+        f"  identity_file: {lab.identity_file}\n"
+        f"  known_hosts_file: {lab.known_hosts_file}\n"
+        "  host_key_policy: strict\n"
+        "  vars: {runtime: none}\n"
+        "hosts:\n"
+        f"  h1: {{address: {base.find('h1').spec.address}, roles: [head, gpu],"
+        " gpus: {count: 2, model: L20, memory_gib: 48, simulated: true}}\n"
+        f"  h2: {{address: {base.find('h2').spec.address}, roles: [worker, gpu],"
+        " gpus: {count: 2, model: L20, memory_gib: 48, simulated: true}}\n"
+    )
+    inv = ck.Inventory.parse(text, "tpyf-derived")
+    yield inv
+    for host in inv.hosts_for():
+        host.disconnect()
+
+
+@needs_root
+def test_gather_facts_on_the_lab(inventory: ck.Inventory) -> None:
+    outcomes = inventory.gather_facts(peers=[f"{SUBNET}.11"])
+    assert [o.host for o in outcomes] == ["h1", "h2"]
+    for o in outcomes:
+        assert o.ok, o.diagnostic
+        f = o.facts
+        assert f.hostname == o.host
+        assert f.gpus_simulated and len(f.gpus) == 2
+        assert all(g.simulated and g.memory_total_bytes == 48 << 30 for g in f.gpus)
+        (route,) = f.routes
+        assert route["interface"] == "eth0"
+    assert outcomes[0].facts.routes[0]["local"]
+    assert outcomes[1].facts.routes[0]["source_address"] == f"{SUBNET}.12"
+
+
+@needs_root
+def test_preflight_passes_on_the_lab_with_simulated_gpus(inventory: ck.Inventory) -> None:
+    run = inventory.preflight(disk_paths=["/"], disk_min_free_gib=1)
+    assert isinstance(run, ck.PreflightRun)
+    r = run.report
+    assert isinstance(r, ck.CheckReport)
+    table = r.table()
+    assert r.ok and run.ok, table
+    assert r.count("fail") == 0, table
+    assert r.head == "h1"
+    assert r.hosts == ["h1", "h2"]
+    statuses = {res.status for res in r.results}
+    assert "simulated" in statuses and "pass" in statuses and "fail" not in statuses
+    for h in ("h1", "h2"):
+        gpus = r.find(h, "gpus")
+        assert isinstance(gpus, ck.CheckResult)
+        assert gpus.status == "simulated" and "2x L20 48.0 GiB (simulated" in gpus.message
+        assert r.find(h, "driver").status == "simulated"
+        assert r.find(h, "cuda").status == "simulated"
+        for check in ("ssh", "role", "python", "shm", "disk", "network", "ray-port", "nccl-ports", "clock"):
+            res = r.find(h, check)
+            assert res is not None, f"{h} {check}\n{table}"
+            assert res.status == "pass", f"{h} {check}: {res.message}"
+        assert r.find(h, "docker").status == "skip"  # runtime: none
+    assert r.find("h1", "no-such-check") is None
+    assert r.recommended_env["h1"]["VLLM_HOST_IP"] == f"{SUBNET}.11"
+    assert r.recommended_env["h2"]["VLLM_HOST_IP"] == f"{SUBNET}.12"
+    assert r.recommended_env["h2"]["NCCL_SOCKET_IFNAME"] == "eth0"
+    assert "simulated" in table
+    # The probes were real connections from h2 to the head's Ray port.
+    probes = run.probes["ports"]["probes"]
+    assert any(
+        p["from"] == "h2" and p["purpose"] == "ray" and p["ok"] and p["port"] == 6379 for p in probes
+    ), probes
+    assert [f.host for f in run.facts] == ["h1", "h2"]
+    assert all(f.facts.gpus_simulated for f in run.facts)
+    j = run.to_json()
+    assert j["ok"] is True and j["facts"][0]["gpus"][0]["simulated"] is True
+    assert j["counts"]["fail"] == 0 and j["counts"]["simulated"] >= 6
+    with pytest.raises(ValueError):
+        r.count("great")
+
+
+@needs_root
+def test_preflight_fails_on_a_too_small_shm_with_the_fix(inventory: ck.Inventory) -> None:
+    # Nothing is changed on the hosts: the minimum is set above any /dev/shm.
+    run = ck.run_preflight(inventory, "all", shm_min_gib=100000, disk_paths=["/"], disk_min_free_gib=1)
+    r = run.report
+    assert not r.ok
+    fails = [(res.host, res.check) for res in r.results if res.status == "fail"]
+    assert fails == [("h1", "shm"), ("h2", "shm")], r.table()
+    shm = r.find("h2", "shm")
+    assert "below" in shm.message and shm.fix
+    assert "mount -o remount,size=" in shm.fix
+    # The same run on one host through a selector and through InventoryHost objects.
+    one = ck.run_preflight(inventory, "h2", shm_min_gib=100000, probe_ports=False)
+    assert one.report.hosts == ["h2"]
+    again = ck.run_preflight(inventory.select("h2"), shm_min_gib=100000, probe_ports=False)
+    assert again.report.find("h2", "shm").status == "fail"
+    with pytest.raises(ValueError):
+        ck.run_preflight(inventory.select("h2"), "h1")
+    with pytest.raises(ValueError):
+        ck.run_preflight(inventory, container_runtime="podman")
