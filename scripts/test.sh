@@ -41,4 +41,15 @@ PYTHONPATH="$BUILD/python" python3 -m pytest tests/python -q -p no:cacheprovider
 
 tests/cmake/consumer-test.sh "$BUILD" || status=1
 
+# `pip install .` into a fresh venv, then import it there.
+VENV="$(mktemp -d /tmp/ck-venv-XXXXXX)"
+if python3 -m venv "$VENV" && CMAKE_BUILD_PARALLEL_LEVEL="$JOBS" "$VENV/bin/pip" install -q "$ROOT" &&
+   "$VENV/bin/python" -c 'import clusterkit, sys; h = clusterkit.Host(clusterkit.HostSpec.local_machine("l")); r = h.run(["echo", "pip-ok"]); sys.exit(0 if r.stdout == "pip-ok\n" else 1)'; then
+  echo "pip install .: passed"
+else
+  echo "pip install .: FAILED" >&2
+  status=1
+fi
+rm -rf "$VENV"
+
 exit $status
