@@ -24,7 +24,7 @@ fi
 
 # Labs left by a crashed earlier run would hold their subnets.
 cleanup() {
-  for lab in tlab tssh tpy tci; do
+  for lab in tlab tssh tpy tpyf tpre tci; do
     [ -x "$BUILD/clusterkit" ] && "$BUILD/clusterkit" lab down --name "$lab" >/dev/null 2>&1 || true
   done
 }

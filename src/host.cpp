@@ -310,7 +310,8 @@ struct MasterOp : std::enable_shared_from_this<MasterOp> {
                              "ControlPersist=" + std::to_string(host->spec.control_persist.count()), "-E", log_path,
                              "-N", "-f", "--", host->spec.address});
     try {
-      proc.emplace(host->strand, ssh_program(), args, bp::process_stdio{nullptr, nullptr, nullptr});
+      proc.emplace(host->strand, ssh_program(), args, bp::process_stdio{nullptr, nullptr, nullptr},
+                   detail::default_child_signals{});
     } catch (std::exception const& e) {
       host->on_master_result(make_error_code(errc::ssh_not_found),
                              host->who() + ": could not start ssh: " + e.what());

@@ -68,6 +68,18 @@ def run(argv, **kw) -> subprocess.CompletedProcess:
     return subprocess.run(argv, **kw)
 
 
+def stop_child(p: subprocess.Popen) -> None:
+    """Stop a child this script started (by its pid): TERM, then KILL."""
+    if p.poll() is not None:
+        return
+    p.terminate()
+    try:
+        p.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait()
+
+
 def loadavg() -> list[float]:
     with open("/proc/loadavg") as f:
         return [float(x) for x in f.read().split()[:3]]
@@ -166,8 +178,9 @@ def tool_versions(found) -> dict:
 # Lab
 
 class Lab:
-    def __init__(self, ck: str):
+    def __init__(self, ck: str, fallback: str | None = None):
         self.ck = ck
+        self.fallback = fallback  # the original binary, should the copy be gone
         self.inventory = ""
         self.identity = ""
         self.known_hosts = ""
@@ -190,9 +203,16 @@ class Lab:
 
     def down(self):
         log("lab down")
-        r = run([self.ck, "lab", "down", "--name", LAB_NAME])
-        if r.returncode != 0:
-            log(f"WARNING: `clusterkit lab down --name {LAB_NAME}` failed: {r.stdout[-500:]}{r.stderr[-500:]}")
+        for ck in dict.fromkeys(c for c in (self.ck, self.fallback) if c):
+            try:
+                r = run([ck, "lab", "down", "--name", LAB_NAME])
+            except OSError as e:
+                log(f"WARNING: cannot run {ck}: {e}")
+                continue
+            if r.returncode == 0:
+                return
+            log(f"WARNING: `{ck} lab down --name {LAB_NAME}` failed: {r.stdout[-500:]}{r.stderr[-500:]}")
+        log(f"WARNING: the lab may still be up: run `clusterkit lab down --name {LAB_NAME}`")
 
 
 # --------------------------------------------------------------------------
@@ -470,8 +490,11 @@ class Bench:
         elif tool == "ansible":
             for sock in sorted(self.ansible_cp.iterdir()):
                 run(["ssh", "-o", f"ControlPath={sock}", "-O", "exit", "ansible-master"])
-                if sock.exists() and not sock.is_dir():
-                    sock.unlink()
+                try:  # the exiting master may remove it meanwhile
+                    if not sock.is_dir():
+                        sock.unlink(missing_ok=True)
+                except OSError:
+                    pass
             self.wait_masters_gone(tool)
 
     def mux_open(self, n):
@@ -501,7 +524,12 @@ class Bench:
         ps = [subprocess.Popen(["ssh", "-o", f"ControlPath={self.mux_dir}/{h}", "-o", "ControlMaster=no",
                                 "-T", a, "true"], stdin=subprocess.DEVNULL, start_new_session=True,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for h, a in self.hosts(n)]
-        bad = sum(1 for p in ps if p.wait() != 0)
+        try:
+            bad = sum(1 for p in ps if p.wait() != 0)
+        except BaseException:
+            for p in ps:
+                stop_child(p)
+            raise
         return time.perf_counter() - t0, bad
 
     # ---- one timed run
@@ -528,7 +556,11 @@ class Bench:
                 if memory:
                     sampler = Sampler(p.pid, finder, self.args.sample_ms / 1000)
                     sampler.start()
-                rc = p.wait()
+                try:
+                    rc = p.wait()
+                except BaseException:  # interrupted: stop the tool we started, by its pid
+                    stop_child(p)
+                    raise
                 wall = time.perf_counter() - t0
         ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
         m1 = masters_cpu_ns(finder)
@@ -590,7 +622,7 @@ def main(argv=None) -> int:
     ap.add_argument("--mem-reps", type=int, default=2, help="memory runs per tool and mode; the highest peak counts")
     ap.add_argument("--settle", type=float, default=0.5, help="pause before each timed run, seconds")
     ap.add_argument("--max-load", type=float, default=1.5, help="wait for the 1-min load average to drop below this")
-    ap.add_argument("--load-wait", type=float, default=180, help="longest wait for the load, seconds")
+    ap.add_argument("--load-wait", type=float, default=300, help="longest wait for the load, seconds (default 300)")
     ap.add_argument("--keep-lab", action="store_true", help="leave the bench lab up at the end")
     ap.add_argument("--json", default=None, help="JSON output path (default bench/out/fanout-<UTC time>.json)")
     args = ap.parse_args(argv)
@@ -633,9 +665,12 @@ def main(argv=None) -> int:
     if not args.no_snapshot:
         shutil.copy2(ck_src, tmp / "clusterkit")
         found["clusterkit"] = str(tmp / "clusterkit")
-    lab = Lab(found["clusterkit"])
+    lab = Lab(found["clusterkit"], ck_src)
     bench = None
-    results: dict = {"runs": [], "memory": []}
+    # load_before: /proc/loadavg when each size started, after the wait. The
+    # per-run load1 also counts this bench's own processes from the runs just
+    # before (64 handshakes alone push it up by several).
+    results: dict = {"runs": [], "memory": [], "load_before": {}}
     lab_started = False
     try:
         lab_started = True
@@ -653,6 +688,7 @@ def main(argv=None) -> int:
 
         for n, reps in zip(args.sizes, args.reps):
             la = wait_for_load(args, f"N={n}")
+            results.setdefault("load_before", {})[str(n)] = la
             log(f"N={n}: {reps} rounds, load {la}")
             if "ssh-mux" in tools:
                 bench.mux_open(n)
@@ -694,17 +730,26 @@ def main(argv=None) -> int:
                             f"({rec['peak_procs']} procs; {len(recs)} runs, "
                             f"{sum(x['samples'] for x in recs)} samples), "
                             f"resident after {rec['resident_after_kb'] / n:.0f} KB/host")
-    except KeyboardInterrupt:
-        log("interrupted: cleaning up")
+    except BaseException:
+        log("stopped early: cleaning up; what was measured goes to a -partial.json")
+        try:
+            OUT_DIR.mkdir(parents=True, exist_ok=True)
+            part = OUT_DIR / f"fanout-{stamp.strftime('%Y%m%dT%H%M%SZ')}-partial.json"
+            part.write_text(json.dumps({"date_utc": stamp.isoformat(timespec="seconds"), "incomplete": True,
+                                        **results}, indent=2) + "\n")
+        except Exception:
+            pass
         raise
     finally:
+        # Each step on its own: one failing must not skip the others. Taking
+        # the lab down ends every connection to it anyway.
         if bench:
-            try:
-                bench.make_cold("clusterkit")
-                bench.make_cold("ansible")
-                bench.mux_close_all()
-            except Exception as e:  # the lab going down ends them anyway
-                log(f"WARNING: closing connections: {e}")
+            for step in (lambda: bench.make_cold("clusterkit"), lambda: bench.make_cold("ansible"),
+                         bench.mux_close_all):
+                try:
+                    step()
+                except Exception as e:
+                    log(f"WARNING: closing connections: {e}")
         if lab_started and not args.keep_lab:
             lab.down()
         shutil.rmtree(tmp, ignore_errors=True)

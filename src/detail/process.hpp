@@ -12,6 +12,8 @@
 #include <boost/process/v2/process.hpp>
 #include <boost/process/v2/stdio.hpp>
 
+#include <unistd.h>
+
 #include <csignal>
 #include <mutex>
 
@@ -26,13 +28,22 @@ inline void ignore_sigpipe_once() {
   std::call_once(once, [] { std::signal(SIGPIPE, SIG_IGN); });
 }
 
-// ...and children get the default back, so that `yes | head` behaves as in a
-// terminal. Runs in the child between fork and exec.
+// Runs in each child between fork and exec:
+// - SIGPIPE back to the default, so that `yes | head` behaves as in a
+//   terminal;
+// - a session of its own. With the kernel's autogroup scheduling (on by
+//   default on desktop and cloud kernels) the CPU is shared first between
+//   sessions: 64 ssh handshakes in our one session would get one session's
+//   share against everything else on the machine, and ran up to 2.8x slower
+//   than pdsh, which does the same (bench/RESULTS.md). It also keeps a
+//   terminal's Ctrl-C from killing the clients behind our back: we stop
+//   remote commands ourselves, through the wrapper.
 struct default_child_signals {
   template <class Launcher>
   boost::process::v2::error_code on_exec_setup(Launcher&, boost::process::v2::filesystem::path const&,
                                                char const* const*&) {
     std::signal(SIGPIPE, SIG_DFL);
+    ::setsid();
     return {};
   }
 };

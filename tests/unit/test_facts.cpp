@@ -20,7 +20,7 @@ using Catch::Matchers::Contains;
 
 namespace {
 
-fs::path const fixtures = fs::path(__FILE__).parent_path() / ".." / "fixtures";
+fs::path const fixtures = fs::path(CK_SOURCE_DIR) / "tests" / "fixtures";
 
 std::string read(fs::path const& p) {
   std::ifstream in(p, std::ios::binary);

@@ -17,7 +17,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-fs::path runs_dir() { return fs::path(__FILE__).parent_path().parent_path().parent_path() / "docs" / "gpu-runs"; }
+fs::path runs_dir() { return fs::path(CK_SOURCE_DIR) / "docs" / "gpu-runs"; }
 
 std::string slurp(fs::path const& p) {
   std::ifstream in(p, std::ios::binary);

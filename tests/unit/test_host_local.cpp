@@ -24,7 +24,15 @@ namespace fs = std::filesystem;
 
 namespace {
 
-bool pid_alive(long pid) { return ::kill(static_cast<pid_t>(pid), 0) == 0; }
+// Alive and not a zombie. Orphans are reaped by the machine's init, which
+// on some VMs takes seconds; a zombie runs nothing.
+bool pid_alive(long pid) {
+  if (::kill(static_cast<pid_t>(pid), 0) != 0) return false;
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string text((std::istreambuf_iterator<char>(stat)), {});
+  auto paren = text.rfind(')');
+  return paren == std::string::npos || paren + 2 >= text.size() || text[paren + 2] != 'Z';
+}
 
 // Waits up to `limit` for a pid to disappear (the remote watcher's
 // SIGTERM/SIGKILL takes a moment).

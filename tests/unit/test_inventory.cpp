@@ -18,7 +18,7 @@ using Catch::Matchers::StartsWith;
 namespace {
 
 std::filesystem::path const examples_dir =
-    std::filesystem::path(__FILE__).parent_path() / ".." / ".." / "examples" / "inventories";
+    std::filesystem::path(CK_SOURCE_DIR) / "examples" / "inventories";
 
 struct Failure {
   std::error_code code;

@@ -19,7 +19,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-fs::path const fixtures = fs::path(__FILE__).parent_path() / ".." / "fixtures";
+fs::path const fixtures = fs::path(CK_SOURCE_DIR) / "tests" / "fixtures";
 
 struct Ran {
   int status = -1;

@@ -20,7 +20,7 @@ namespace {
 constexpr std::uint64_t MiB = 1ull << 20;
 constexpr std::uint64_t GiB = 1ull << 30;
 
-fs::path const examples = fs::path(__FILE__).parent_path() / ".." / ".." / "examples" / "inventories";
+fs::path const examples = fs::path(CK_SOURCE_DIR) / "examples" / "inventories";
 
 Inventory seed_inventory(std::string const& extra_defaults = "") {
   // The seed's cluster (examples/inventories/seed-cluster.yaml), addresses kept.
