@@ -878,6 +878,7 @@ awaitable<std::error_code> exchange(ImplPtr impl, CallState& st, Call& call, Lea
 
   arm(never);
   st.cancel_current = [&c] { c.close(); };
+  call.stream_result.request_sent = sent_at;
   auto [wec, wn] = co_await detail::with_stream(c, [&](auto& s) { return http::async_write(s, req, use_tuple); });
   if (wec) co_return transport_error(*impl, st, call, lease, wec, "sending the request", true, request_deadline, stale);
 

@@ -133,6 +133,14 @@ def openai_asyncio(a, url, core, concurrency, requests, prompt_tokens, max_token
     return json.loads(outp.strip().splitlines()[-1])
 
 
+def raw_socket(a, url, core, concurrency, requests, prompt_tokens, max_tokens) -> dict:
+    port = url.rsplit(":", 1)[1]
+    outp = run(["taskset", "-c", core, sys.executable, str(HERE / "raw_socket_probe.py"), "--port", port,
+                "--model", MODEL, "--concurrency", str(concurrency), "--requests", str(requests),
+                "--prompt-tokens", str(prompt_tokens), "--max-tokens", str(max_tokens)])
+    return json.loads(outp.strip().splitlines()[-1])
+
+
 def guidellm(a, url, core, concurrency, requests, prompt_tokens, max_tokens) -> dict:
     work = Path(tempfile.mkdtemp(prefix="ck-bench-guidellm-"))
     out = work / "g.json"
@@ -243,7 +251,9 @@ def markdown(results: dict) -> str:
                            f"{sp if sp is not None else float('nan'):.3f} |")
         out += ["", "clusterkit TTFT p50 minus 50 ms: " + ", ".join(
             f"c={row['concurrency']}: {row['clusterkit_error_ms']:+.3f} ms"
-            f" ({'within' if row['within_1ms'] else 'NOT within'} 1 ms)" for row in results["ttft"]), ""]
+            f" ({'within' if row['within_1ms'] else 'NOT within'} 1 ms)" for row in results["ttft"]), "",
+            "clusterkit TTFT p50 minus the raw-socket reference's at the same concurrency: " + ", ".join(
+            f"c={row['concurrency']}: {row['clusterkit_minus_raw_socket_ms']:+.3f} ms" for row in results["ttft"]), ""]
     return "\n".join(out)
 
 
@@ -321,7 +331,8 @@ def main():
             # 256 in flight stay a light load for a simulator on one core.
             n = max(100, int(max(400, conc * 4) * scale))
             row = {"concurrency": conc, "requests": n, "tools": {}}
-            ttft_tools = [("clusterkit", clusterkit_bench), ("openai-asyncio", openai_asyncio)]
+            ttft_tools = [("clusterkit", clusterkit_bench), ("raw-socket", raw_socket),
+                          ("openai-asyncio", openai_asyncio)]
             for tool, fn in ttft_tools:
                 with Simulator(a.sim, a.sim_core,
                                ["--time-to-first-token", "50ms", "--inter-token-latency", "100ms"]) as sim:
@@ -336,6 +347,7 @@ def main():
                       flush=True)
             ck = row["tools"]["clusterkit"]["ttft_p50_ms"]
             row["clusterkit_error_ms"] = ck - 50.0
+            row["clusterkit_minus_raw_socket_ms"] = ck - row["tools"]["raw-socket"]["ttft_p50_ms"]
             row["within_1ms"] = abs(ck - 50.0) <= 1.0
             results["ttft"].append(row)
 

@@ -202,6 +202,9 @@ struct StreamResult {
   std::chrono::nanoseconds time_to_first_token{0};
   /// True when the server ended the stream with [DONE].
   bool done_marker = false;
+  /// When the (last attempt's) request started to be written: the time
+  /// between asking and this is spent in the client (pool, retries).
+  std::chrono::steady_clock::time_point request_sent;
   ResponseMeta meta;
 };
 

@@ -222,6 +222,7 @@ private:
     auto& s = samples_[i];
     s.e2e = seconds(now - live_[i].scheduled);
     s.ok = !ec;
+    if (r.request_sent != clock::time_point{}) s.send_delay = seconds(r.request_sent - live_[i].scheduled);
     if (r.usage) {
       s.prompt_tokens = r.usage->prompt_tokens;
       s.output_tokens = r.usage->completion_tokens;

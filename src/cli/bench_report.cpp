@@ -41,7 +41,7 @@ nlohmann::json Distribution::to_json(double scale) const {
 
 BenchSummary summarize(std::vector<BenchSample> const& samples, std::vector<double> const& itl) {
   BenchSummary s;
-  std::vector<double> ttft, tpot, e2e;
+  std::vector<double> ttft, tpot, e2e, send_delay;
   double first = 0, last = 0;
   bool any = false;
   for (auto const& r : samples) {
@@ -54,6 +54,7 @@ BenchSummary summarize(std::vector<BenchSample> const& samples, std::vector<doub
       continue;
     }
     ++s.completed;
+    if (r.send_delay >= 0) send_delay.push_back(r.send_delay);
     s.output_tokens += r.output_tokens;
     s.prompt_tokens += r.prompt_tokens;
     if (r.ttft >= 0) ttft.push_back(r.ttft);
@@ -71,6 +72,7 @@ BenchSummary summarize(std::vector<BenchSample> const& samples, std::vector<doub
   s.tpot = distribution(std::move(tpot));
   s.itl = distribution(itl);
   s.e2e = distribution(std::move(e2e));
+  s.send_delay = distribution(std::move(send_delay));
   return s;
 }
 
@@ -95,6 +97,7 @@ std::string format_summary(BenchSummary const& s) {
   row("TPOT", s.tpot);
   row("ITL", s.itl);
   row("E2E", s.e2e);
+  if (s.send_delay.count) row("send delay", s.send_delay);
   for (auto const& [what, n] : s.errors) out << "error x" << n << ": " << what << "\n";
   return out.str();
 }
@@ -114,6 +117,7 @@ nlohmann::json summary_to_json(BenchSummary const& s) {
           {"tpot_ms", s.tpot.to_json()},
           {"itl_ms", s.itl.to_json()},
           {"e2e_ms", s.e2e.to_json()},
+          {"send_delay_ms", s.send_delay.to_json()},
           {"errors", errors}};
 }
 

@@ -22,6 +22,9 @@ struct BenchSample {
   std::int64_t output_tokens = 0;
   bool ok = false;
   std::string error;
+  /// From the scheduled time to the request's first byte on the wire: time
+  /// spent in the client (waiting for a connection, connecting). -1: unknown.
+  double send_delay = -1;
 };
 
 struct Distribution {
@@ -45,7 +48,7 @@ struct BenchSummary {
   double total_token_throughput = 0;
   std::int64_t output_tokens = 0;
   std::int64_t prompt_tokens = 0;
-  Distribution ttft, tpot, itl, e2e;
+  Distribution ttft, tpot, itl, e2e, send_delay;
   std::map<std::string, std::size_t> errors;
 };
 
