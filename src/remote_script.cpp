@@ -60,7 +60,7 @@ std::string wrapper_script(WrapperRequest const& request) {
   s += "( trap - USR1; p=$ck_p; "
        "while IFS= read -r s; do kill -s USR1 \"$ck_me\" 2>/dev/null; kill -s \"$s\" -- \"-$p\" \"$p\" 2>/dev/null; done; "
        "kill -s USR1 \"$ck_me\" 2>/dev/null; kill -s TERM -- \"-$p\" \"$p\" 2>/dev/null; "
-       "i=0; while kill -0 -- \"-$p\" 2>/dev/null && [ $i -lt " +
+       "i=0; while kill -s 0 -- \"-$p\" 2>/dev/null && [ $i -lt " +
        std::to_string(ticks) +
        " ]; do sleep 0.1; i=$((i+1)); done; "
        "kill -s KILL -- \"-$p\" \"$p\" 2>/dev/null ) <&3 >/dev/null 2>&1 &\n";
@@ -73,7 +73,7 @@ std::string wrapper_script(WrapperRequest const& request) {
   // Stopping and something of the command is left: let the watcher finish
   // the escalation. Otherwise the command ended by itself; what it left in
   // the background on purpose (nohup ... &) stays.
-  s += "if [ -n \"$ck_stop\" ] && kill -0 -- \"-$ck_p\" 2>/dev/null; then\n"
+  s += "if [ -n \"$ck_stop\" ] && kill -s 0 -- \"-$ck_p\" 2>/dev/null; then\n"
        "  while kill -0 \"$ck_w\" 2>/dev/null; do wait \"$ck_w\" 2>/dev/null; done\n"
        "fi\n";
   s += "kill -s KILL \"$ck_w\" 2>/dev/null\n";
