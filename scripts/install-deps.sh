@@ -34,5 +34,5 @@ if "$PYTHON" -c 'import sys; sys.exit(0 if sys.prefix == sys.base_prefix else 1)
    [ -e "$("$PYTHON" -c 'import sysconfig; print(sysconfig.get_path("stdlib"))')/EXTERNALLY-MANAGED" ]; then
   pip_flags+=(--break-system-packages)
 fi
-"$PYTHON" -m pip install "${pip_flags[@]}" "pybind11>=2.11" "scikit-build-core>=0.10" "pytest>=7"
+"$PYTHON" -m pip install "${pip_flags[@]}" "pybind11>=2.11" "scikit-build-core>=0.10" "pytest>=7" "openai>=1"
 echo "install-deps: done"

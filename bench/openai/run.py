@@ -329,7 +329,7 @@ def main():
         for conc in (1, 16, 64, 256):
             # 8 tokens 100 ms apart after the first: long enough requests that
             # 256 in flight stay a light load for a simulator on one core.
-            n = max(100, int(max(400, conc * 4) * scale))
+            n = max(100, int(conc * 4 * scale))
             row = {"concurrency": conc, "requests": n, "tools": {}}
             ttft_tools = [("clusterkit", clusterkit_bench), ("raw-socket", raw_socket),
                           ("openai-asyncio", openai_asyncio)]
