@@ -18,6 +18,7 @@ set(CLUSTERKIT_SOURCES
   src/sse.cpp
   src/prometheus.cpp
   src/openai_client.cpp
+  src/openai_chunk.cpp
   src/run_each.cpp
   src/facts.cpp
   src/facts_gather.cpp
@@ -25,6 +26,8 @@ set(CLUSTERKIT_SOURCES
   src/preflight_probe.cpp
   src/nccl_check.cpp
   src/nccl_check_run.cpp
+  src/nas.cpp
+  src/nas_ops.cpp
 )
 set(CLUSTERKIT_CLI_SOURCES
   src/cli/main.cpp

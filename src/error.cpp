@@ -36,6 +36,10 @@ public:
       case errc::http_error: return "the HTTP server answered with an error";
       case errc::tls_error: return "TLS handshake failed";
       case errc::protocol_error: return "the server broke its protocol";
+      case errc::mount_conflict: return "something else is mounted there";
+      case errc::mount_failed: return "mount or unmount failed";
+      case errc::download_failed: return "model download failed";
+      case errc::copy_failed: return "copy failed";
     }
     return "unknown clusterkit error";
   }

@@ -48,6 +48,7 @@
 #include <random>
 #include <spdlog/spdlog.h>
 
+#include "clusterkit/detail/openai_chunk.hpp"
 #include "clusterkit/sse.hpp"
 #include "detail/completion.hpp"
 
@@ -770,43 +771,46 @@ std::error_code transport_error(Impl const& impl, CallState& st, Call& call, Lea
               what + ": the connection dropped during " + std::string(stage) + " (" + ec.message() + ")");
 }
 
-std::error_code handle_event(Impl const& impl, CallState& st, Call& call, SseEvent& e,
-                             steady_clock::time_point now, steady_clock::time_point sent_at, bool& first_token) {
+// What a stream keeps from one event to the next: one chunk whose strings
+// are reused, so that an event allocates nothing once they have grown.
+struct StreamProgress {
+  StreamChunk chunk;
+  detail::ChunkExtras extras;
+  bool first_token = false;
+  steady_clock::time_point last_event;
+};
+
+std::error_code handle_event(Impl const& impl, CallState& st, Call& call, SseEventView const& e,
+                             steady_clock::time_point now, steady_clock::time_point sent_at, StreamProgress& sp) {
   auto& sr = call.stream_result;
   if (e.is_done()) {
     sr.done_marker = true;
     return {};
   }
-  auto j = nlohmann::json::parse(e.data, nullptr, false);
-  if (j.is_discarded() || !j.is_object())
-    return fail(call, errc::protocol_error,
-                call.what() + impl.url_for(call.target) + ": the stream carried an event that is not a JSON object: " +
-                    e.data.substr(0, 200));
-  if (auto err = j.find("error"); err != j.end() && !err->is_null()) {
-    call.meta.server_message = server_message_from(e.data);
+  StreamChunk& ch = sp.chunk;
+  bool const want_model = sr.model.empty();
+  bool const keep_json = impl.options.chunk_json;
+  // The scanner reads the typed fields straight from the text; where it
+  // declines (or the raw JSON is wanted anyway) nlohmann parses it.
+  nlohmann::json j;
+  if (keep_json || !detail::scan_stream_chunk(e.data, call.chat, want_model, ch, sp.extras)) {
+    j = nlohmann::json::parse(e.data, nullptr, false);
+    if (j.is_discarded() || !j.is_object())
+      return fail(call, errc::protocol_error,
+                  call.what() + impl.url_for(call.target) +
+                      ": the stream carried an event that is not a JSON object: " +
+                      std::string(e.data.substr(0, 200)));
+    detail::stream_chunk_from_json(j, call.chat, want_model, ch, sp.extras);
+  }
+  if (sp.extras.error) {
+    call.meta.server_message = server_message_from(std::string(e.data));
     return fail(call, errc::http_error,
                 call.what() + impl.url_for(call.target) + ": the server reported an error mid-stream: " +
                     call.meta.server_message);
   }
-  StreamChunk ch;
   ch.arrived = now;
-  ch.id = string_or_empty(j, "id");
-  ch.usage = parse_usage(j);
-  if (auto choices = j.find("choices"); choices != j.end() && choices->is_array() && !choices->empty()) {
-    auto const& c = choices->front();
-    ch.index = c.value("index", 0);
-    ch.finish_reason = string_or_empty(c, "finish_reason");
-    if (call.chat) {
-      if (auto d = c.find("delta"); d != c.end() && d->is_object()) {
-        ch.delta = string_or_empty(*d, "content");
-        ch.role = string_or_empty(*d, "role");
-      }
-    } else {
-      ch.delta = string_or_empty(c, "text");
-    }
-  }
   if (sr.id.empty()) sr.id = ch.id;
-  if (sr.model.empty()) sr.model = string_or_empty(j, "model");
+  if (want_model) sr.model = sp.extras.model;
   ++sr.chunks;
   if (ch.index == 0) {
     sr.text += ch.delta;
@@ -816,12 +820,12 @@ std::error_code handle_event(Impl const& impl, CallState& st, Call& call, SseEve
   if (ch.usage) sr.usage = ch.usage;
   if (!ch.delta.empty()) {
     ++sr.content_chunks;
-    if (!first_token) {
-      first_token = true;
+    if (!sp.first_token) {
+      sp.first_token = true;
       sr.time_to_first_token = now - sent_at;
     }
   }
-  ch.raw = std::move(j);
+  ch.raw = std::move(j);  // null unless chunk_json
   call.delivered = true;
   if (call.on_chunk) {
     try {
@@ -837,6 +841,155 @@ std::error_code handle_event(Impl const& impl, CallState& st, Call& call, SseEve
     }
   }
   return {};
+}
+
+// A stream's deadlines (first token, gap between tokens, the whole request)
+// kept by one timer armed lazily: an event moves the inter-token deadline
+// later at no cost, and when the timer goes off before the deadline then in
+// force it is set again for that one. Reads therefore carry no timer
+// operations of their own. When a deadline passes, the socket is closed and
+// the read in progress fails; `expired` tells that failure from others.
+struct StreamWatch : std::enable_shared_from_this<StreamWatch> {
+  explicit StreamWatch(asio::strand<asio::any_io_executor> const& strand) : timer(strand) {}
+
+  asio::steady_timer timer;
+  std::function<steady_clock::time_point()> deadline;  // the one in force now
+  std::function<void()> on_expiry;
+  bool active = true;
+  bool expired = false;
+  std::uint64_t generation = 0;
+  steady_clock::time_point armed_for = steady_clock::time_point::max();
+
+  // After the deadline may have moved earlier (the start, the first token).
+  void arm() {
+    auto const d = deadline();
+    if (d == armed_for) return;
+    set(d);
+  }
+
+  void stop() {
+    active = false;
+    if (armed_for != steady_clock::time_point::max()) timer.cancel();
+  }
+
+private:
+  void set(steady_clock::time_point d) {
+    armed_for = d;
+    ++generation;
+    if (d == steady_clock::time_point::max()) {
+      timer.cancel();
+      return;
+    }
+    timer.expires_at(d);
+    timer.async_wait([self = shared_from_this(), g = generation](boost::system::error_code ec) {
+      if (ec || !self->active || g != self->generation) return;
+      auto const d = self->deadline();
+      if (steady_clock::now() >= d) {
+        self->expired = true;
+        self->active = false;
+        self->on_expiry();
+      } else {
+        self->set(d);
+      }
+    });
+  }
+};
+
+// Reads directly from the socket (or the TLS stream) into the connection's
+// buffer, at most 64 KiB at a time.
+awaitable<std::tuple<boost::system::error_code, std::size_t>> read_some(Connection& c) {
+  auto buffers = c.buffer.prepare(kReadChunk);
+  if (c.tls) co_return co_await c.tls->async_read_some(buffers, use_tuple);
+  co_return co_await c.tcp->socket().async_read_some(buffers, use_tuple);
+}
+
+// The body of a 2xx streamed answer. Beast's parser is used without its I/O:
+// put() takes whatever arrived, eagerly, every HTTP chunk of a read in one
+// call, and the SSE events it completes are handled as views into the body
+// bytes. One read is one system call and one completion.
+awaitable<std::error_code> read_stream(ImplPtr impl, CallState& st, Call& call, Lease& lease,
+                                       http::response_parser<http::buffer_body>& p, steady_clock::time_point sent_at,
+                                       steady_clock::time_point request_deadline,
+                                       steady_clock::time_point first_token_deadline, Stale& stale) {
+  Connection& c = *lease.conn;
+  auto const& o = impl->options;
+  auto const never = steady_clock::time_point::max();
+  SseParser sse;
+  StreamProgress sp;
+  sp.last_event = sent_at;
+  auto watch = std::make_shared<StreamWatch>(impl->strand);
+  watch->deadline = [&] {
+    auto phase = !sp.first_token                    ? first_token_deadline
+                 : o.inter_token_timeout.count() > 0 ? sp.last_event + o.inter_token_timeout
+                                                     : never;
+    return std::min(request_deadline, phase);
+  };
+  watch->on_expiry = [&c] { c.close(); };
+  struct StopWatch {
+    StreamWatch& w;
+    ~StopWatch() { w.stop(); }
+  } stop_watch{*watch};
+  c.lowest().expires_never();
+  watch->arm();
+  p.eager(true);
+
+  std::error_code failure;
+  auto now = steady_clock::now();
+  auto on_event = [&](SseEventView const& e) {
+    if (failure || st.cancelled) return;  // the stream is being abandoned
+    sp.last_event = now;
+    failure = handle_event(*impl, st, call, e, now, sent_at, sp);
+  };
+  for (;;) {
+    while (c.buffer.size() != 0 && !p.is_done()) {
+      p.get().body().data = c.body_chunk.get();
+      p.get().body().size = kReadChunk;
+      boost::system::error_code pec;
+      std::size_t const used = p.put(c.buffer.data(), pec);
+      c.buffer.consume(used);
+      std::size_t const got = kReadChunk - p.get().body().size;
+      if (got != 0) {
+        bool const had_first = sp.first_token;
+        if (!sse.feed(std::string_view(c.body_chunk.get(), got), on_event)) {
+          lease.reusable = false;
+          co_return fail(call, errc::protocol_error,
+                         call.what() + impl->url_for(call.target) + ": a stream event is larger than 16 MiB");
+        }
+        if (failure) {
+          lease.reusable = false;
+          co_return failure;
+        }
+        if (st.cancelled) {
+          lease.reusable = false;
+          co_return cancelled_error(call, *impl);
+        }
+        if (!had_first && sp.first_token) watch->arm();
+      }
+      if (pec == http::error::need_more) break;
+      if (pec && pec != http::error::need_buffer) {
+        lease.reusable = false;
+        co_return fail(call, errc::protocol_error,
+                       call.what() + impl->url_for(call.target) + ": the stream's HTTP framing is broken (" +
+                           pec.message() + ")");
+      }
+      if (used == 0 && got == 0) break;
+    }
+    if (p.is_done()) break;
+    auto [rec, n] = co_await read_some(c);
+    c.buffer.commit(n);
+    now = steady_clock::now();
+    if (watch->expired) rec = beast::error::timeout;
+    if (rec == asio::error::eof && p.need_eof()) {
+      boost::system::error_code eec;
+      p.put_eof(eec);
+      if (!eec) break;
+    }
+    if (rec) {
+      char const* stage = sp.first_token ? "next token" : "first token";
+      co_return transport_error(*impl, st, call, lease, rec, stage, false, request_deadline, stale);
+    }
+  }
+  co_return std::error_code{};
 }
 
 awaitable<std::error_code> exchange(ImplPtr impl, CallState& st, Call& call, Lease& lease, Stale& stale) {
@@ -885,7 +1038,6 @@ awaitable<std::error_code> exchange(ImplPtr impl, CallState& st, Call& call, Lea
   http::response_parser<http::buffer_body> p;
   p.body_limit(boost::none);
   p.header_limit(64 * 1024);
-  bool first_token = false;
   auto const first_token_deadline =
       call.stream && o.first_token_timeout.count() > 0 ? sent_at + o.first_token_timeout : never;
   arm(first_token_deadline);
@@ -906,58 +1058,25 @@ awaitable<std::error_code> exchange(ImplPtr impl, CallState& st, Call& call, Lea
   bool const ok_status = call.status / 100 == 2 || call.accept_any_status;
   bool const streaming = call.stream && ok_status;
   call.response_body.clear();
-  SseParser sse;
-  std::vector<SseEvent> events;
-  auto last_event = sent_at;
-
+  if (streaming) {
+    if (auto ec = co_await read_stream(impl, st, call, lease, p, sent_at, request_deadline, first_token_deadline, stale))
+      co_return ec;
+  }
   while (!p.is_done()) {
     p.get().body().data = c.body_chunk.get();
     p.get().body().size = kReadChunk;
-    char const* stage = "reading the answer";
-    if (streaming) {
-      if (!first_token) {
-        arm(first_token_deadline);
-        stage = "first token";
-      } else {
-        arm(o.inter_token_timeout.count() > 0 ? last_event + o.inter_token_timeout : never);
-        stage = "next token";
-      }
-    } else {
-      arm(never);
-    }
+    arm(never);
     auto [rec, rn] =
         co_await detail::with_stream(c, [&](auto& s) { return http::async_read_some(s, c.buffer, p, use_tuple); });
     if (rec == http::error::need_buffer) rec = {};
-    if (rec) co_return transport_error(*impl, st, call, lease, rec, stage, false, request_deadline, stale);
+    if (rec)
+      co_return transport_error(*impl, st, call, lease, rec, "reading the answer", false, request_deadline, stale);
     std::size_t const got = kReadChunk - p.get().body().size;
-    if (got == 0) continue;
-    if (!streaming) {
-      call.response_body.append(c.body_chunk.get(), got);
-      if (call.response_body.size() > kMaxBodyBytes) {
-        lease.reusable = false;
-        co_return fail(call, errc::protocol_error,
-                       call.what() + impl->url_for(call.target) + ": the answer is larger than 64 MiB");
-      }
-      continue;
-    }
-    auto const now = steady_clock::now();
-    if (!sse.feed(std::string_view(c.body_chunk.get(), got), events)) {
+    call.response_body.append(c.body_chunk.get(), got);
+    if (call.response_body.size() > kMaxBodyBytes) {
       lease.reusable = false;
       co_return fail(call, errc::protocol_error,
-                     call.what() + impl->url_for(call.target) + ": a stream event is larger than 16 MiB");
-    }
-    for (auto& e : events) {
-      if (auto ec = handle_event(*impl, st, call, e, now, sent_at, first_token)) {
-        lease.reusable = false;
-        co_return ec;
-      }
-      if (st.cancelled) break;  // cancelled from inside the chunk callback
-    }
-    if (!events.empty()) last_event = now;
-    events.clear();
-    if (st.cancelled) {
-      lease.reusable = false;
-      co_return cancelled_error(call, *impl);
+                     call.what() + impl->url_for(call.target) + ": the answer is larger than 64 MiB");
     }
   }
   st.cancel_current = nullptr;
@@ -973,7 +1092,6 @@ awaitable<std::error_code> exchange(ImplPtr impl, CallState& st, Call& call, Lea
                        (call.meta.server_message.empty() ? std::string() : ": " + call.meta.server_message));
   }
   if (streaming) {
-    sse.finish();
     if (call.stream_result.chunks == 0 && !call.stream_result.done_marker) {
       // Some servers ignore "stream": true and answer with one JSON body.
       co_return fail(call, errc::protocol_error,

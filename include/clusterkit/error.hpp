@@ -67,6 +67,16 @@ enum class errc {
   tls_error,
   /// A server's answer did not follow its protocol (HTTP, SSE, JSON).
   protocol_error,
+  /// Something else is already mounted (or listed in fstab) where a mount
+  /// was asked for; nothing was changed.
+  mount_conflict,
+  /// A mount or unmount command failed on a host; the diagnostic says why.
+  mount_failed,
+  /// A model download on a host failed (hub unreachable, unknown model or
+  /// revision, disk full); the diagnostic has the CLI's own words.
+  download_failed,
+  /// Copying a model (rsync) failed or ended incomplete.
+  copy_failed,
 };
 
 std::error_category const& error_category() noexcept;

@@ -13,6 +13,7 @@ PYBIND11_MODULE(_core, m) {
   ckpy::register_lab(m);
   ckpy::register_model(m);
   ckpy::register_facts(m);
+  ckpy::register_openai(m);
 
   // Stop what is still running before the interpreter goes away, and give a
   // forked child its own I/O thread.

@@ -42,6 +42,10 @@ char const* errc_name(ck::errc e) {
     case ck::errc::http_error: return "http_error";
     case ck::errc::tls_error: return "tls_error";
     case ck::errc::protocol_error: return "protocol_error";
+    case ck::errc::mount_conflict: return "mount_conflict";
+    case ck::errc::mount_failed: return "mount_failed";
+    case ck::errc::download_failed: return "download_failed";
+    case ck::errc::copy_failed: return "copy_failed";
   }
   return nullptr;
 }

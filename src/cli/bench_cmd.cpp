@@ -6,6 +6,8 @@
 // client falls behind (a saturated pool, a busy core), that delay shows in
 // TTFT instead of being hidden (vLLM issue 54101). One thread, one
 // io_context: pin it with `taskset -c N` for comparable numbers.
+#include <sys/prctl.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <boost/asio/io_context.hpp>
@@ -48,6 +50,7 @@ struct BenchArgs {
   bool insecure = false;
   bool no_progress = false;
   bool no_warmup = false;
+  double poll_interval_us = 50;
   double timeout = 600;
 };
 
@@ -114,7 +117,7 @@ public:
     else
       for (std::size_t w = 0; w < a_.concurrency && may_launch(); ++w) launch(clock::now());
     tick();
-    io_.run();
+    drive();
     if (progress_tty_) std::fputs("\r\033[K", stderr);
   }
 
@@ -129,6 +132,42 @@ private:
     clock::time_point last;
     bool first = false;
   };
+
+  // The event loop. A thread that sleeps in epoll_wait is woken by the
+  // core that queued the data; on loopback that is the server's core, once
+  // per event when the client keeps up, which can cost a server on the same
+  // machine a good part of its core (bench/openai/README.md has the
+  // profile). So while events come faster than --poll-interval apart, the loop
+  // sleeps that long and takes everything that arrived meanwhile in one
+  // pass, which wakes nobody; when a whole interval brings nothing it blocks
+  // in epoll_wait again. The cost: an arrival is seen up to one interval
+  // late while events come that fast.
+  void drive() {
+    if (a_.poll_interval_us <= 0) {
+      io_.run();
+      return;
+    }
+    auto const interval = std::chrono::duration_cast<clock::duration>(
+        std::chrono::duration<double, std::micro>(a_.poll_interval_us));
+    auto const ns = std::chrono::duration_cast<std::chrono::nanoseconds>(interval).count();
+    timespec const pause{static_cast<time_t>(ns / 1000000000), static_cast<long>(ns % 1000000000)};
+    ::prctl(PR_SET_TIMERSLACK, 1000UL, 0UL, 0UL, 0UL);  // sleep what was asked, not +50 us
+    auto last_pass = clock::now();
+    while (!io_.stopped()) {
+      io_.run_one();
+      io_.poll();
+      auto now = clock::now();
+      bool busy = now - last_pass < interval;
+      last_pass = now;
+      while (busy && !io_.stopped()) {
+        std::size_t const before = chunks_;
+        ::nanosleep(&pause, nullptr);
+        io_.poll();
+        busy = chunks_ != before;
+        last_pass = clock::now();
+      }
+    }
+  }
 
   // Open the connections the run will use before the clock starts (one
   // GET /v1/models per connection, all at once), so TTFT measures the
@@ -157,6 +196,7 @@ private:
     // the rate needs (a bounded pool would queue in the client; that
     // queueing would still be counted, from the scheduled time).
     o.pool_size = a.concurrency > 0 ? a.concurrency : 100000;
+    o.chunk_json = false;  // the typed fields are all bench reads
     return o;
   }
 
@@ -209,6 +249,7 @@ private:
     nlohmann::json extra = nlohmann::json::object();
     if (!a_.no_ignore_eos) extra["ignore_eos"] = true;
     auto on_chunk = [this, i](StreamChunk const& c) {
+      ++chunks_;
       if (c.delta.empty()) return;
       auto& l = live_[i];
       if (!l.first) {
@@ -320,6 +361,7 @@ private:
   std::vector<double> itl_;
   std::size_t launched_ = 0, completed_ = 0, failed_ = 0, in_flight_ = 0;
   std::size_t warmed_ = 0;
+  std::size_t chunks_ = 0;
 };
 
 std::string iso_now() {
@@ -412,7 +454,8 @@ int run_bench(GlobalOptions const& g, BenchArgs a) {
                         {"prompts_file", a.prompts_file},
                         {"max_tokens", a.max_tokens},
                         {"ignore_eos", !a.no_ignore_eos},
-                        {"seed", a.seed}};
+                        {"seed", a.seed},
+                        {"poll_interval_us", a.poll_interval_us}};
     report["latency_reference"] = "scheduled send time";
     report["warmed_connections"] = run.warmed_connections();
     nlohmann::json rows = nlohmann::json::array();
@@ -459,6 +502,9 @@ void register_bench(CLI::App& app, GlobalOptions& g, Action& action) {
   sub->add_option("--ca-file", a->ca_file, "PEM file of CAs to trust for https");
   sub->add_flag("--insecure", a->insecure, "Do not verify the server's TLS certificate (test servers only)");
   sub->add_flag("--no-progress", a->no_progress, "No progress bar on stderr");
+  sub->add_option("--poll-interval", a->poll_interval_us,
+                  "While events come faster than this many microseconds apart, read them in batches this often "
+                  "instead of waking for each one; 0: wake for each (default 50)");
   sub->add_flag("--no-warmup", a->no_warmup,
                 "Do not open connections before the clock starts (handshakes then count in TTFT)");
   sub->callback([&g, &action, a] { action = [&g, a] { return run_bench(g, *a); }; });

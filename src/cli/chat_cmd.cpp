@@ -37,6 +37,7 @@ int run_chat(GlobalOptions const& g, ChatArgs const& a) {
   o.tls_verify = !a.insecure;
   o.ca_file = a.ca_file;
   o.request_timeout = std::chrono::milliseconds(static_cast<std::int64_t>(a.timeout * 1000));
+  o.chunk_json = false;  // only the deltas are printed
   OpenAIClient client(rt.executor(), o);
   std::string model = a.model;
   if (model.empty()) {

@@ -1,8 +1,14 @@
 // Text from remote hosts, made safe to keep and to put in JSON.
 #pragma once
 
+#include <cctype>
+#include <charconv>
+#include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
+#include <system_error>
+#include <vector>
 
 namespace clusterkit::detail {
 
@@ -32,5 +38,60 @@ inline std::string valid_utf8(std::string_view s) {
   return out;
 }
 
+inline std::string_view trim(std::string_view s) {
+  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.front()))) s.remove_prefix(1);
+  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back()))) s.remove_suffix(1);
+  return s;
+}
+
+/// Lines without their terminators ("\r\n" too); no empty last line for a
+/// text that ends with a newline.
+inline std::vector<std::string_view> lines_of(std::string_view text) {
+  std::vector<std::string_view> out;
+  while (!text.empty()) {
+    auto nl = text.find('\n');
+    auto line = text.substr(0, nl);
+    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+    out.push_back(line);
+    if (nl == std::string_view::npos) break;
+    text.remove_prefix(nl + 1);
+  }
+  return out;
+}
+
+/// Words separated by whitespace. With `max_parts`, the last part is the
+/// rest of the line (trimmed), spaces and all.
+inline std::vector<std::string_view> split_ws(std::string_view s, std::size_t max_parts = 0) {
+  std::vector<std::string_view> out;
+  std::size_t i = 0;
+  while (i < s.size()) {
+    while (i < s.size() && std::isspace(static_cast<unsigned char>(s[i]))) ++i;
+    if (i >= s.size()) break;
+    if (max_parts && out.size() + 1 == max_parts) {
+      out.push_back(trim(s.substr(i)));
+      break;
+    }
+    std::size_t j = i;
+    while (j < s.size() && !std::isspace(static_cast<unsigned char>(s[j]))) ++j;
+    out.push_back(s.substr(i, j - i));
+    i = j;
+  }
+  return out;
+}
+
+/// The whole of `s` as a number, or nullopt (no sign for unsigned, no
+/// trailing characters).
+template <class Number>
+std::optional<Number> parse_number(std::string_view s) {
+  if (s.empty()) return std::nullopt;
+  Number v{};
+  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (ec != std::errc() || p != s.data() + s.size()) return std::nullopt;
+  return v;
+}
+
+inline std::optional<long> to_long(std::string_view s) { return parse_number<long>(s); }
+inline std::optional<double> to_double(std::string_view s) { return parse_number<double>(s); }
+inline std::optional<std::uint64_t> to_u64(std::string_view s) { return parse_number<std::uint64_t>(s); }
 
 }  // namespace clusterkit::detail

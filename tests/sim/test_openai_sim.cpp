@@ -110,6 +110,89 @@ TEST_CASE("sim: chat, plain and streamed, give the same text and consistent usag
   CHECK(streamed.time_to_first_token > 0ns);
 }
 
+TEST_CASE("sim: with chunk_json off, the scanner reads the same stream", "[sim]") {
+  REQUIRE_SIMULATOR();
+  Simulator sim({"--mode", "echo"});
+  Runtime rt;
+  auto o = options_for(sim);
+  OpenAIClient with_json(rt.executor(), o);
+  o.chunk_json = false;
+  OpenAIClient scanned(rt.executor(), o);
+  std::string const prompt = "Pack my box with five dozen \"liquor\" jugs \\ caf\u00e9 \u2013 na\u00efve \U0001F600";
+  for (bool chat_endpoint : {true, false}) {
+    INFO((chat_endpoint ? "chat" : "completions"));
+    auto run = [&](OpenAIClient& client, std::vector<StreamChunk>& chunks) {
+      auto on_chunk = [&](StreamChunk const& c) { chunks.push_back(c); };
+      if (chat_endpoint) return chat_stream(client, echo_chat(prompt, 64), on_chunk);
+      CompletionRequest req;
+      req.model = Simulator::kModel;
+      req.prompt = prompt;
+      req.max_tokens = 64;
+      return complete_stream(client, req, on_chunk);
+    };
+    std::vector<StreamChunk> a, b;
+    auto ra = run(with_json, a);
+    auto rb = run(scanned, b);
+    // Quotes and backslashes come back escaped in JSON (the simulator's dummy
+    // tokenizer drops the non-ASCII letters, in both runs alike).
+    CHECK(rb.text.find("five dozen \"liquor\" jugs \\") != std::string::npos);
+    CHECK(rb.text == ra.text);
+    CHECK(rb.role == ra.role);
+    CHECK(rb.finish_reason == ra.finish_reason);
+    CHECK(rb.model == ra.model);
+    CHECK(!rb.id.empty());
+    CHECK(rb.chunks == ra.chunks);
+    CHECK(rb.content_chunks == ra.content_chunks);
+    CHECK(rb.done_marker);
+    REQUIRE(rb.usage);
+    REQUIRE(ra.usage);
+    CHECK(rb.usage->prompt_tokens == ra.usage->prompt_tokens);
+    CHECK(rb.usage->completion_tokens == ra.usage->completion_tokens);
+    CHECK(rb.usage->total_tokens == ra.usage->total_tokens);
+    REQUIRE(a.size() == b.size());
+    for (std::size_t i = 0; i < a.size(); ++i) {
+      CHECK(b[i].delta == a[i].delta);
+      CHECK(b[i].role == a[i].role);
+      CHECK(b[i].finish_reason == a[i].finish_reason);
+      CHECK(b[i].index == a[i].index);
+      CHECK(b[i].id == rb.id);  // ids differ between the two requests
+      CHECK(b[i].usage.has_value() == a[i].usage.has_value());
+      CHECK(a[i].raw.is_object());
+      CHECK(b[i].raw.is_null());  // not parsed when not asked for
+    }
+  }
+}
+
+TEST_CASE("sim: stream deadlines: an inter-token timeout longer than the gaps never fires; request_timeout does", "[sim]") {
+  REQUIRE_SIMULATOR();
+  Simulator sim({"--inter-token-latency", "40ms"});
+  Runtime rt;
+  for (bool json : {true, false}) {
+    INFO("chunk_json " << json);
+    auto o = options_for(sim);
+    o.chunk_json = json;
+    o.inter_token_timeout = 150ms;  // re-armed lazily: it goes off early and is set again
+    o.first_token_timeout = 2s;
+    OpenAIClient client(rt.executor(), o);
+    auto req = echo_chat("hi", 20);
+    req.extra = {{"ignore_eos", true}};
+    auto r = chat_stream(client, req);
+    REQUIRE(r.usage);
+    CHECK(r.usage->completion_tokens == 20);
+    CHECK(client.stats().requests_sent == 1);
+    o.request_timeout = 300ms;
+    OpenAIClient short_lived(rt.executor(), o);
+    try {
+      chat_stream(short_lived, req);
+      FAIL("expected a timeout");
+    } catch (Error const& e) {
+      CHECK(e.code() == errc::timed_out);
+      CHECK(std::string(e.what()).find("request_timeout") != std::string::npos);
+    }
+    CHECK(short_lived.stats().open_connections == 0);
+  }
+}
+
 TEST_CASE("sim: extra request fields pass through (ignore_eos, max_tokens honoured)", "[sim]") {
   REQUIRE_SIMULATOR();
   Simulator sim;

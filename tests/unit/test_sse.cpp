@@ -175,3 +175,38 @@ TEST_CASE("SSE fuzz: random mutations never crash and never depend on the split"
   }
   CHECK(total_events > 1000);
 }
+
+TEST_CASE("SSE: the visitor form sees what the vector form gets, views valid during the call", "[sse]") {
+  for (auto const& f : kFixtures) {
+    auto whole = parse_whole(f);
+    for (std::size_t cut = 0; cut <= f.size(); ++cut) {
+      INFO("cut at " << cut);
+      SseParser p;
+      std::vector<SseEvent> seen;
+      auto visit = [&](clusterkit::SseEventView const& e) {
+        seen.push_back(SseEvent{std::string(e.event), std::string(e.data), std::string(e.id), e.retry_ms});
+      };
+      // Each piece lives in its own buffer that is overwritten after the
+      // call: a view kept past a feed would read garbage.
+      std::string piece(f.substr(0, cut));
+      p.feed(piece, visit);
+      piece.assign(piece.size(), '#');
+      piece = f.substr(cut);
+      p.feed(piece, visit);
+      piece.assign(piece.size(), '#');
+      REQUIRE(seen == whole);
+    }
+  }
+}
+
+TEST_CASE("SSE: an event whose one data line arrives whole is handed over as a view of the input", "[sse]") {
+  std::string const input = "data: {\"a\":1}\n\ndata: two\ndata: lines\n\n";
+  SseParser p;
+  std::vector<std::string_view> views;
+  p.feed(input, [&](clusterkit::SseEventView const& e) { views.push_back(e.data); });
+  REQUIRE(views.size() == 2);
+  CHECK(views[0] == "{\"a\":1}");
+  CHECK(views[0].data() == input.data() + 6);  // no copy
+  // Several data lines are joined in the parser's own buffer.
+  CHECK(!(views[1].data() >= input.data() && views[1].data() < input.data() + input.size()));
+}

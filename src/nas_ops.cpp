@@ -1,0 +1,290 @@
+// NasMount, the I/O half: one probe per host, the pure plan, at most one
+// change per host, and a look at the mount table afterwards to confirm it.
+#include <boost/asio/system_executor.hpp>
+
+#include <future>
+
+#include "clusterkit/nas.hpp"
+#include "clusterkit/preflight.hpp"
+#include "clusterkit/shell.hpp"
+#include "detail/coro.hpp"
+#include "detail/run_each.hpp"
+
+namespace clusterkit {
+namespace detail {
+namespace {
+
+using asio::awaitable;
+constexpr auto use_awaitable = asio::use_awaitable;
+
+RunOptions probe_run() {
+  RunOptions o;
+  o.timeout = std::chrono::seconds(30);
+  o.max_captured_bytes = 8u << 20;
+  return o;
+}
+
+std::string failure_sentence(HostOutcome const& o, std::string_view what) {
+  if (o.error) return o.result.diagnostic.empty() ? o.host + ": " + std::string(what) + ": " + o.error.message() : o.result.diagnostic;
+  std::string err = o.result.stderr_text;
+  while (!err.empty() && (err.back() == '\n' || err.back() == ' ')) err.pop_back();
+  if (auto nl = err.rfind('\n'); nl != std::string::npos) err = err.substr(nl + 1);
+  return o.host + ": " + std::string(what) + " exited " + std::to_string(o.result.exit_code) + (err.empty() ? "" : ": " + err);
+}
+
+/// Writes `text` as the fstab (a backup of the old one beside it, then a
+/// rename, so a reader never sees half a file).
+Command fstab_write_command(std::string const& path) {
+  auto f = shell::quote(path);
+  return Command::shell("set -e\n"
+                        "if [ -f " + f + " ]; then cp -p -- " + f + " " + f + ".clusterkit-backup; fi\n"
+                        "ck_t=" + f + ".clusterkit-new.$$\n"
+                        "cat > \"$ck_t\"\n"
+                        "chmod 644 \"$ck_t\"\n"
+                        "mv -f -- \"$ck_t\" " + f + "\n");
+}
+
+std::optional<MountEntry> entry_after(std::string const& stdout_text, std::string const& mount_point) {
+  auto begin = stdout_text.find("@@ck-mountinfo\n");
+  auto end = stdout_text.find("@@ck-mountinfo-end");
+  if (begin == std::string::npos || end == std::string::npos || end < begin) return std::nullopt;
+  auto mounts = parse_mountinfo(std::string_view(stdout_text).substr(begin + 15, end - begin - 15));
+  return mount_at(mounts, mount_point);
+}
+
+awaitable<std::vector<HostOutcome>> run_each(std::vector<RunEachItem> items) {
+  co_return co_await async_run_each(std::move(items), use_awaitable);
+}
+
+awaitable<std::vector<MountOutcome>> mount_or_unmount(NasSpec spec, std::vector<Host> hosts, bool unmount,
+                                                     UnmountOptions uo) {
+  co_await accept_every_cancellation();
+  std::vector<MountOutcome> out(hosts.size());
+  for (std::size_t i = 0; i < hosts.size(); ++i) out[i].host = hosts[i].name();
+  bool const want_fstab = unmount ? uo.remove_fstab_entry : spec.persist;
+
+  // 1. Probe every host.
+  FanoutOptions fo;
+  fo.run = probe_run();
+  auto probes = co_await async_run_on_hosts(hosts, Command::shell(mount_probe_script(spec, want_fstab)), fo, use_awaitable);
+
+  // 2. Decide, per host.
+  struct Step {
+    std::size_t index;
+    std::string script;
+    std::optional<std::string> fstab;
+  };
+  std::vector<Step> steps;
+  for (std::size_t i = 0; i < hosts.size(); ++i) {
+    auto& o = out[i];
+    if (!probes[i].success()) {
+      o.error = probes[i].error ? probes[i].error : make_error_code(errc::mount_failed);
+      o.action = "refuse";
+      o.message = failure_sentence(probes[i], "the mount probe");
+      continue;
+    }
+    MountProbe probe;
+    try {
+      probe = parse_mount_probe(probes[i].result.stdout_text);
+    } catch (Error const& e) {
+      o.error = e.code();
+      o.action = "refuse";
+      o.message = o.host + ": " + e.what();
+      continue;
+    }
+    if (!unmount) {
+      auto plan = plan_mount(spec, probe, o.host);
+      o.action = std::string(to_string(plan.action));
+      o.message = plan.reason;
+      if (plan.action == MountAction::refuse) {
+        o.error = plan.refusal;
+        continue;
+      }
+      if (plan.action == MountAction::keep) o.entry = mount_at(probe.mounts, spec.mount_point);
+      steps.push_back({i, plan.script, plan.new_fstab});
+    } else {
+      auto plan = plan_unmount(spec, probe, o.host, uo);
+      o.action = std::string(to_string(plan.action));
+      o.message = plan.reason;
+      o.entry = plan.entry;
+      if (plan.action == UnmountAction::refuse) {
+        o.error = plan.refusal;
+        continue;
+      }
+      steps.push_back({i, plan.script, plan.new_fstab});
+    }
+  }
+  if (co_await was_cancelled()) {
+    for (auto& s : steps) out[s.index].error = make_error_code(errc::cancelled), out[s.index].message = out[s.index].host + ": cancelled before any change";
+    co_return out;
+  }
+
+  // 3. Mount or unmount where needed, all hosts at once.
+  std::vector<RunEachItem> changes;
+  std::vector<std::size_t> changed_index;
+  for (auto const& s : steps) {
+    if (s.script.empty()) continue;
+    RunOptions ro;
+    ro.timeout = spec.timeout;
+    ro.max_captured_bytes = 8u << 20;
+    changes.push_back({hosts[s.index], Command::shell(s.script), ro});
+    changed_index.push_back(s.index);
+  }
+  auto results = co_await run_each(std::move(changes));
+  std::vector<bool> change_failed(hosts.size(), false);
+  for (std::size_t k = 0; k < results.size(); ++k) {
+    auto i = changed_index[k];
+    auto& o = out[i];
+    auto const& r = results[k];
+    if (r.error == errc::timed_out) {
+      o.error = make_error_code(errc::mount_failed);
+      o.message = o.host + ": " + (unmount ? "unmounting " : "mounting ") + spec.source + " at " + spec.mount_point +
+                  " did not finish within " + std::to_string(spec.timeout.count()) + " s and was stopped" +
+                  (spec.kind == NasKind::nfs && !unmount ? "; can " + o.host + " reach the NFS server (port 2049)?" : "");
+    } else if (r.error) {
+      o.error = r.error;
+      o.message = r.result.diagnostic.empty() ? o.host + ": " + r.error.message() : r.result.diagnostic;
+    } else if (r.result.exit_code != 0) {
+      o.error = make_error_code(errc::mount_failed);
+      o.message = explain_mount_failure(spec, o.host, r.result.stderr_text, unmount);
+    } else {
+      auto after = entry_after(r.result.stdout_text, spec.mount_point);
+      if (!unmount) {
+        o.entry = after;
+        if (!after) {
+          o.error = make_error_code(errc::mount_failed);
+          o.message = o.host + ": the mount command succeeded but nothing is mounted at " + spec.mount_point;
+        } else {
+          o.message = "mounted " + spec.source + " at " + spec.mount_point + " on " + o.host + " (" + after->fstype + ")";
+        }
+      } else {
+        o.message = "unmounted " + (o.entry ? o.entry->source : spec.source) + " from " + spec.mount_point + " on " + o.host;
+      }
+    }
+    if (o.error) change_failed[i] = true;
+  }
+
+  // 4. The fstab, where the mount is in place (or gone, for unmounts).
+  std::vector<RunEachItem> writes;
+  std::vector<std::size_t> write_index;
+  for (auto const& s : steps) {
+    if (!s.fstab || change_failed[s.index]) continue;
+    RunOptions ro = probe_run();
+    ro.stdin_data = *s.fstab;
+    writes.push_back({hosts[s.index], fstab_write_command(spec.fstab_path), ro});
+    write_index.push_back(s.index);
+  }
+  auto written = co_await run_each(std::move(writes));
+  for (std::size_t k = 0; k < written.size(); ++k) {
+    auto& o = out[write_index[k]];
+    if (written[k].success()) {
+      o.fstab_changed = true;
+      o.message += unmount ? "; its entry was removed from " + spec.fstab_path : "; " + spec.fstab_path + " has its entry";
+    } else {
+      o.error = make_error_code(errc::mount_failed);
+      o.message += "; but " + spec.fstab_path + " could not be written: " + failure_sentence(written[k], "writing it");
+    }
+  }
+  co_return out;
+}
+
+awaitable<NasCheckReport> check(NasSpec spec, std::vector<Host> hosts) {
+  co_await accept_every_cancellation();
+  FanoutOptions fo;
+  fo.run = probe_run();
+  auto tables = co_await async_run_on_hosts(
+      hosts, Command::shell("echo @@ck-mountinfo\ncat /proc/self/mountinfo\necho @@ck-mountinfo-end\n"), fo, use_awaitable);
+  std::vector<std::optional<std::vector<MountEntry>>> mounts;
+  for (auto const& t : tables) {
+    if (!t.success()) {
+      mounts.emplace_back();
+      continue;
+    }
+    auto const& text = t.result.stdout_text;
+    auto b = text.find("@@ck-mountinfo\n"), e = text.find("@@ck-mountinfo-end");
+    if (b == std::string::npos || e == std::string::npos || e < b)
+      mounts.emplace_back();
+    else
+      mounts.emplace_back(parse_mountinfo(std::string_view(text).substr(b + 15, e - b - 15)));
+  }
+  auto probe = co_await async_probe_nas(hosts, spec.mount_point, {}, use_awaitable);
+  co_return evaluate_nas_check(spec.mount_point, mounts, probe);
+}
+
+}  // namespace
+
+void start_nas_mount(NasSpec spec, std::vector<Host> hosts, bool unmount, UnmountOptions options,
+                     asio::any_completion_handler<MountSignature> handler) {
+  if (hosts.empty()) {
+    asio::any_io_executor fallback = asio::system_executor();
+    complete_on_associated(std::move(handler), fallback, std::vector<MountOutcome>{});
+    return;
+  }
+  auto names = std::make_shared<std::vector<std::string>>();
+  for (auto const& h : hosts) names->push_back(h.name());
+  auto ex = hosts.front().get_executor();
+  launch<std::vector<MountOutcome>>(
+      ex, std::move(handler),
+      [spec = std::move(spec), hosts = std::move(hosts), unmount, options]() mutable {
+        return mount_or_unmount(std::move(spec), std::move(hosts), unmount, options);
+      },
+      [names](std::exception_ptr ep) {
+        std::vector<MountOutcome> out;
+        for (auto const& n : *names) {
+          MountOutcome o;
+          o.host = n;
+          o.error = make_error_code(errc::mount_failed);
+          o.action = "refuse";
+          o.message = n + ": " + exception_text(ep);
+          out.push_back(std::move(o));
+        }
+        return out;
+      });
+}
+
+void start_nas_check(NasSpec spec, std::vector<Host> hosts, asio::any_completion_handler<NasCheckSignature> handler) {
+  auto path = spec.mount_point;
+  if (hosts.empty()) {
+    asio::any_io_executor fallback = asio::system_executor();
+    NasCheckReport r;
+    r.path = path;
+    r.problems.push_back("no hosts to check");
+    complete_on_associated(std::move(handler), fallback, std::move(r));
+    return;
+  }
+  auto ex = hosts.front().get_executor();
+  launch<NasCheckReport>(
+      ex, std::move(handler),
+      [spec = std::move(spec), hosts = std::move(hosts)]() mutable { return check(std::move(spec), std::move(hosts)); },
+      [path](std::exception_ptr ep) {
+        NasCheckReport r;
+        r.path = path;
+        r.problems.push_back("the check failed: " + exception_text(ep));
+        return r;
+      });
+}
+
+}  // namespace detail
+
+std::vector<MountOutcome> mount_nas(NasMount const& nas, std::vector<Host> hosts) {
+  std::promise<std::vector<MountOutcome>> p;
+  auto f = p.get_future();
+  nas.async_mount(std::move(hosts), [&p](std::vector<MountOutcome> r) { p.set_value(std::move(r)); });
+  return f.get();
+}
+
+std::vector<MountOutcome> unmount_nas(NasMount const& nas, std::vector<Host> hosts, UnmountOptions options) {
+  std::promise<std::vector<MountOutcome>> p;
+  auto f = p.get_future();
+  nas.async_unmount(std::move(hosts), options, [&p](std::vector<MountOutcome> r) { p.set_value(std::move(r)); });
+  return f.get();
+}
+
+NasCheckReport check_nas(NasMount const& nas, std::vector<Host> hosts) {
+  std::promise<NasCheckReport> p;
+  auto f = p.get_future();
+  nas.async_check(std::move(hosts), [&p](NasCheckReport r) { p.set_value(std::move(r)); });
+  return f.get();
+}
+
+}  // namespace clusterkit
