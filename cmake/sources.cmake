@@ -28,6 +28,8 @@ set(CLUSTERKIT_SOURCES
   src/nccl_check_run.cpp
   src/nas.cpp
   src/nas_ops.cpp
+  src/model_store.cpp
+  src/model_store_ops.cpp
 )
 set(CLUSTERKIT_CLI_SOURCES
   src/cli/main.cpp
@@ -43,4 +45,6 @@ set(CLUSTERKIT_CLI_SOURCES
   src/cli/facts_cmd.cpp
   src/cli/preflight_cmd.cpp
   src/cli/nccl_check_cmd.cpp
+  src/cli/nas_cmd.cpp
+  src/cli/store_cmd.cpp
 )

@@ -40,6 +40,7 @@ public:
       case errc::mount_failed: return "mount or unmount failed";
       case errc::download_failed: return "model download failed";
       case errc::copy_failed: return "copy failed";
+      case errc::model_incomplete: return "the model folder is incomplete or damaged";
     }
     return "unknown clusterkit error";
   }

@@ -374,13 +374,15 @@ void HostImpl::on_master_result(std::error_code ec, std::string const& message) 
 
 struct LineBuffer {
   std::string partial;
+  // "\n", or "\n\r" when a carriage return ends a line too (progress bars).
+  std::string_view breaks = "\n";
 
   // Calls `emit(line)` for each complete line in `data`.
   template <class Emit>
   void feed(std::string_view data, Emit&& emit) {
     std::size_t pos = 0;
     while (pos < data.size()) {
-      auto nl = data.find('\n', pos);
+      auto nl = data.find_first_of(breaks, pos);
       if (nl == std::string_view::npos) {
         partial.append(data.substr(pos));
         return;
@@ -446,6 +448,7 @@ struct RunOp : std::enable_shared_from_this<RunOp> {
 
   void start() {
     started_at = steady_clock::now();
+    if (options.split_on_carriage_return) out_lines.breaks = err_lines.breaks = "\n\r";
     cancel_slot = asio::get_associated_cancellation_slot(handler);
     if (cancel_slot.is_connected()) {
       cancel_slot.assign([weak = std::weak_ptr<RunOp>(shared_from_this())](asio::cancellation_type type) {

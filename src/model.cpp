@@ -750,9 +750,13 @@ struct IndexInfo {
   std::optional<std::uint64_t> total_size;
 };
 
-IndexInfo parse_index(fs::path const& path) {
-  auto j = parse_json_file(path);
-  auto where = path.string();
+IndexInfo parse_index_text(std::string_view text, std::string const& where) {
+  json j;
+  try {
+    j = json::parse(text);
+  } catch (json::exception const& e) {
+    fail(errc::parse_error, where + " is not valid JSON: " + e.what());
+  }
   if (!j.is_object()) fail(errc::parse_error, where + ": not a JSON object");
   auto wm = j.find("weight_map");
   if (wm == j.end() || !wm->is_object()) fail(errc::parse_error, where + ": no \"weight_map\" object");
@@ -779,6 +783,8 @@ IndexInfo parse_index(fs::path const& path) {
   }
   return info;
 }
+
+IndexInfo parse_index(fs::path const& path) { return parse_index_text(read_small_file(path), path.string()); }
 
 std::vector<std::string> list_safetensors(fs::path const& dir) {
   std::vector<std::string> out;
@@ -1225,21 +1231,91 @@ json VerifyReport::to_json() const {
   return j;
 }
 
-VerifyReport verify_model(fs::path const& dir, VerifyOptions const& options) {
+std::optional<std::vector<std::string>> shards_named_by_index(std::string_view index_json, std::string_view source) {
+  return parse_index_text(index_json, std::string(source)).shards;
+}
+
+ModelSnapshot read_model_snapshot(fs::path const& dir) {
   std::error_code ec;
   if (!fs::is_directory(dir, ec)) fail(errc::local_file_error, dir.string() + " is not a folder");
+  ModelSnapshot s;
+  s.dir = dir.string();
+  auto read_text = [&](char const* name, std::optional<std::string>& text, std::string& error) {
+    if (!fs::exists(dir / name, ec)) return;
+    try {
+      text = read_small_file(dir / name);
+    } catch (Error const& e) {
+      error = e.what();
+    }
+  };
+  read_text("config.json", s.config_json, s.config_error);
+  read_text("model.safetensors.index.json", s.index_json, s.index_error);
+  std::vector<std::string> names;
+  try {
+    if (s.index_json) names = *shards_named_by_index(*s.index_json, (dir / "model.safetensors.index.json").string());
+    else names = list_safetensors(dir);
+  } catch (Error const&) {
+    names = list_safetensors(dir);  // verify_snapshot reports the broken index
+  }
+  for (auto const& name : names) {
+    auto& shard = s.shards.emplace_back();
+    shard.name = name;
+    auto path = dir / name;
+    Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (fd.get() < 0) {
+      if (errno == ENOENT) continue;
+      shard.exists = true;
+      shard.error = "cannot open " + path.string() + ": " + errno_text(errno);
+      continue;
+    }
+    shard.exists = true;
+    struct stat st {};
+    if (::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode)) {
+      shard.error = path.string() + " is not a regular file";
+      continue;
+    }
+    shard.size = static_cast<std::uint64_t>(st.st_size);
+    // The length first, then the header it announces, if that is sane.
+    std::size_t want = static_cast<std::size_t>(std::min<std::uint64_t>(shard.size, 8));
+    shard.head.resize(want);
+    int err = 0;
+    if (want && !pread_full(fd.get(), shard.head.data(), want, 0, err)) {
+      shard.error = "cannot read " + path.string() + ": " + (err ? errno_text(err) : "file shrank");
+      continue;
+    }
+    if (want < 8) continue;
+    auto n = read_le64(shard.head.data());
+    if (n > max_safetensors_header_bytes || n > shard.size - 8) continue;
+    shard.head.resize(8 + n);
+    if (n && !pread_full(fd.get(), shard.head.data() + 8, n, 8, err))
+      shard.error = "cannot read the header of " + path.string() + ": " +
+                    (err ? errno_text(err) : "file shrank while reading");
+  }
+  return s;
+}
+
+VerifyReport verify_snapshot(ModelSnapshot const& s) {
   VerifyReport r;
-  r.dir = dir;
+  r.dir = s.dir;
+  auto const dir = fs::path(s.dir);
   auto problem = [&](VerifyProblemKind kind, std::string file, std::string message) {
     r.problems.push_back({kind, std::move(file), std::move(message)});
   };
 
   // config.json
-  if (!fs::exists(dir / "config.json", ec)) {
-    problem(VerifyProblemKind::config_missing, "config.json", dir.string() + " has no config.json");
+  if (!s.config_json && s.config_error.empty()) {
+    problem(VerifyProblemKind::config_missing, "config.json", s.dir + " has no config.json");
+  } else if (!s.config_error.empty()) {
+    problem(VerifyProblemKind::config_invalid, "config.json", s.config_error);
   } else {
     try {
-      model_facts_from_config(parse_json_file(dir / "config.json"), "config.json");
+      json config;
+      try {
+        config = json::parse(*s.config_json);
+      } catch (json::exception const& e) {
+        fail(errc::parse_error, (dir / "config.json").string() + " is not valid JSON: " + e.what());
+      }
+      model_facts_from_config(config, "config.json");
     } catch (Error const& e) {
       problem(VerifyProblemKind::config_invalid, "config.json", e.what());
     }
@@ -1247,57 +1323,75 @@ VerifyReport verify_model(fs::path const& dir, VerifyOptions const& options) {
 
   // Shards: from the index when there is one.
   std::optional<IndexInfo> index;
-  auto index_path = dir / "model.safetensors.index.json";
-  if (fs::exists(index_path, ec)) {
+  auto const index_where = (dir / "model.safetensors.index.json").string();
+  if (!s.index_error.empty()) {
+    problem(VerifyProblemKind::index_invalid, "model.safetensors.index.json", s.index_error);
+  } else if (s.index_json) {
     try {
-      index = parse_index(index_path);
+      index = parse_index_text(*s.index_json, index_where);
     } catch (Error const& e) {
       problem(VerifyProblemKind::index_invalid, "model.safetensors.index.json", e.what());
     }
   }
-  std::vector<std::string> shard_names = index ? index->shards : list_safetensors(dir);
+  std::vector<std::string> shard_names;
+  if (index) shard_names = index->shards;
+  else
+    for (auto const& shard : s.shards) shard_names.push_back(shard.name);
   if (shard_names.empty() && !index)
-    problem(VerifyProblemKind::no_weights, "", dir.string() + " has no *.safetensors files");
+    problem(VerifyProblemKind::no_weights, "", s.dir + " has no *.safetensors files");
 
+  std::map<std::string, ModelSnapshot::Shard const*> by_name;
+  for (auto const& shard : s.shards) by_name.emplace(shard.name, &shard);
   std::map<std::string, std::unordered_set<std::string>> shard_tensors;  // loaded shards only
   std::unordered_map<std::string, std::string> tensor_home;
   std::uint64_t data_sum = 0;
   for (auto const& name : shard_names) {
-    auto path = dir / name;
-    if (!fs::exists(path, ec)) {
+    auto it = by_name.find(name);
+    if (it == by_name.end() || !it->second->exists) {
       problem(VerifyProblemKind::shard_missing, name,
-              name + (index ? " is listed in model.safetensors.index.json but" : "") + " is missing from " +
-                  dir.string());
+              name + (index ? " is listed in model.safetensors.index.json but" : "") + " is missing from " + s.dir);
       continue;
     }
-    SafetensorsFile file;
+    auto const& shard = *it->second;
+    auto const where = (dir / name).string();
+    if (!shard.error.empty()) {
+      problem(VerifyProblemKind::file_unreadable, name, shard.error);
+      continue;
+    }
+    SafetensorsHeader header;
     try {
-      file = read_safetensors_header(path);
+      if (shard.size < 8)
+        fail(errc::parse_error, where + ": " + std::to_string(shard.size) +
+                                    " bytes, too short for a safetensors file (the header length alone takes 8)");
+      // A length past the cap or the file is refused with the file size in
+      // view; otherwise the header is parsed alone (the data region is
+      // compared with the size below, to say how much is missing).
+      if (shard.head.size() <= 8) header = parse_safetensors_header(shard.head, shard.size, where);
+      else header = parse_safetensors_header(shard.head, std::nullopt, where);
     } catch (Error const& e) {
-      problem(e.code() == errc::parse_error ? VerifyProblemKind::header_invalid : VerifyProblemKind::file_unreadable,
-              name, e.what());
+      problem(VerifyProblemKind::header_invalid, name, e.what());
       continue;
     }
     ++r.shards_checked;
-    data_sum += file.header.data_bytes;
-    auto expected = file.header.expected_file_size();
+    data_sum += header.data_bytes;
+    auto expected = header.expected_file_size();
     r.bytes_expected += expected;
-    if (file.file_size < expected) {
+    if (shard.size < expected) {
       problem(VerifyProblemKind::truncated, name,
-              name + " is truncated: it has " + with_commas(file.file_size) + " bytes, its header needs " +
-                  with_commas(expected) + " (" + with_commas(expected - file.file_size) + " bytes missing)");
-    } else if (file.file_size > expected) {
+              name + " is truncated: it has " + with_commas(shard.size) + " bytes, its header needs " +
+                  with_commas(expected) + " (" + with_commas(expected - shard.size) + " bytes missing)");
+    } else if (shard.size > expected) {
       problem(VerifyProblemKind::trailing_bytes, name,
-              name + " has " + with_commas(file.file_size - expected) + " bytes after its last tensor (" +
-                  with_commas(file.file_size) + " bytes, the header accounts for " + with_commas(expected) + ")");
+              name + " has " + with_commas(shard.size - expected) + " bytes after its last tensor (" +
+                  with_commas(shard.size) + " bytes, the header accounts for " + with_commas(expected) + ")");
     }
     auto& names = shard_tensors[name];
-    for (auto const& t : file.header.tensors) {
+    for (auto const& t : header.tensors) {
       names.insert(t.name);
       ++r.tensors_checked;
-      if (auto [it, fresh] = tensor_home.emplace(t.name, name); !fresh)
+      if (auto [home, fresh] = tensor_home.emplace(t.name, name); !fresh)
         problem(VerifyProblemKind::duplicate_tensor, name,
-                "tensor " + squote(t.name) + " is in both " + it->second + " and " + name);
+                "tensor " + squote(t.name) + " is in both " + home->second + " and " + name);
     }
   }
 
@@ -1321,6 +1415,16 @@ VerifyReport verify_model(fs::path const& dir, VerifyOptions const& options) {
       r.warnings.push_back("model.safetensors.index.json says total_size " + with_commas(*index->total_size) +
                            " but the shard headers add up to " + with_commas(data_sum) + " bytes of tensors");
   }
+  return r;
+}
+
+VerifyReport verify_model(fs::path const& dir, VerifyOptions const& options) {
+  auto r = verify_snapshot(read_model_snapshot(dir));
+  r.dir = dir;
+  std::error_code ec;
+  auto problem = [&](VerifyProblemKind kind, std::string file, std::string message) {
+    r.problems.push_back({kind, std::move(file), std::move(message)});
+  };
 
   // Checksums.
   if (!options.skip_checksums) {

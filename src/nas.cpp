@@ -131,13 +131,14 @@ std::string_view to_string(UnmountAction action) noexcept {
   return "?";
 }
 
-void validate(NasSpec const& spec) {
+void validate(NasSpec const& spec, bool source_required) {
   if (!is_absolute_path(spec.mount_point))
     invalid("the mount point '" + spec.mount_point + "' must be an absolute path (e.g. /mnt)");
   if (spec.mount_point.find_first_of("\n\r") != std::string::npos) invalid("the mount point contains a line break");
   if (spec.source.find_first_of("\n\r") != std::string::npos) invalid("the NAS source contains a line break");
   if (strip_trailing_slashes(spec.mount_point) == "/") invalid("refusing to mount over / (pick a mount point such as /mnt)");
   if (spec.source.empty()) {
+    if (!source_required) return;
     switch (spec.kind) {
       case NasKind::nfs: invalid("an NFS mount needs a source: SERVER:/EXPORT (e.g. 10.0.0.5:/share)");
       case NasKind::sshfs: invalid("an sshfs mount needs a source: [USER@]HOST:/PATH (e.g. root@nas:/srv/nas)");
@@ -190,8 +191,13 @@ std::vector<std::string> nas_mount_options(NasSpec const& spec) {
     case NasKind::sshfs:
       // Reconnect after a dropped link instead of failing every read, notice
       // a dead NAS within ~45 s, never prompt (a prompt would hang), and keep
-      // host keys strict.
-      opts = {"reconnect", "ServerAliveInterval=15", "ServerAliveCountMax=3", "BatchMode=yes", "StrictHostKeyChecking=yes"};
+      // host keys strict. No directory cache: sshfs otherwise keeps file
+      // sizes and listings for 20 s, and a host that looks right after
+      // another host rewrote a shard sees the old, truncated file (seen in
+      // the lab: a resynced shard still read as truncated on the other
+      // host). Opening a model's few dozen files pays a round trip each.
+      opts = {"reconnect", "ServerAliveInterval=15", "ServerAliveCountMax=3", "BatchMode=yes", "StrictHostKeyChecking=yes",
+              "dir_cache=no"};
       if (!spec.identity_file.empty()) opts.push_back("IdentityFile=" + spec.identity_file);
       if (!spec.known_hosts_file.empty()) opts.push_back("UserKnownHostsFile=" + spec.known_hosts_file);
       if (spec.port) opts.push_back("port=" + std::to_string(spec.port));
@@ -801,7 +807,7 @@ nlohmann::json NasCheckReport::to_json() const {
 }
 
 NasMount::NasMount(NasSpec spec) : spec_(std::move(spec)) {
-  validate(spec_);
+  validate(spec_, false);
   spec_.mount_point = strip_trailing_slashes(spec_.mount_point);
 }
 

@@ -62,6 +62,14 @@ awaitable<std::vector<MountOutcome>> mount_or_unmount(NasSpec spec, std::vector<
   std::vector<MountOutcome> out(hosts.size());
   for (std::size_t i = 0; i < hosts.size(); ++i) out[i].host = hosts[i].name();
   bool const want_fstab = unmount ? uo.remove_fstab_entry : spec.persist;
+  if (!unmount) {
+    try {
+      validate(spec, true);
+    } catch (Error const& e) {
+      for (auto& o : out) o.error = e.code(), o.action = "refuse", o.message = o.host + ": " + e.what();
+      co_return out;
+    }
+  }
 
   // 1. Probe every host.
   FanoutOptions fo;

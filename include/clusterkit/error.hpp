@@ -77,6 +77,9 @@ enum class errc {
   download_failed,
   /// Copying a model (rsync) failed or ended incomplete.
   copy_failed,
+  /// A model folder failed its check (a shard missing, truncated or with a
+  /// broken header); the report lists each problem.
+  model_incomplete,
 };
 
 std::error_category const& error_category() noexcept;

@@ -112,6 +112,11 @@ struct RunOptions {
   std::chrono::milliseconds kill_grace{2000};
   /// Called on the host's executor for every complete line.
   std::function<void(OutputLine const&)> on_line;
+  /// A carriage return also ends a line for `on_line`, so that progress
+  /// bars redrawn in place (tqdm, rsync --info=progress2) arrive as they
+  /// are drawn instead of as one line at the end. The captured text keeps
+  /// a newline in place of each such carriage return.
+  bool split_on_carriage_return = false;
   /// Captured bytes per stream; output past it is still streamed to
   /// `on_line` but not kept.
   std::size_t max_captured_bytes = 64u << 20;

@@ -377,6 +377,51 @@ struct VerifyReport {
 /// no tensor in two shards; and, when a manifest is there or given, every
 /// listed file's SHA-256. Throws only for cancellation (errc::cancelled) and
 /// when `dir` is not a folder (errc::local_file_error).
+/// It is `verify_snapshot(read_model_snapshot(dir))` plus the checksums.
 VerifyReport verify_model(std::filesystem::path const& dir, VerifyOptions const& options = {});
+
+/// What verifying a model folder needs to know of it, without its weights:
+/// config.json and the index as text, and each safetensors file's size and
+/// first bytes (the 8-byte length and the JSON header). Read from this
+/// machine's disk by `read_model_snapshot`, or from a remote host's by
+/// ModelStore (model_store.hpp), so both are checked by the same code.
+struct ModelSnapshot {
+  /// The folder as its host names it (used in messages).
+  std::string dir;
+  /// nullopt when the file is absent.
+  std::optional<std::string> config_json;
+  std::optional<std::string> index_json;
+  /// Why config.json or the index could not be read (present but unreadable).
+  std::string config_error;
+  std::string index_error;
+  struct Shard {
+    /// Relative to `dir`.
+    std::string name;
+    bool exists = false;
+    std::uint64_t size = 0;
+    /// The file's first min(size, 8 + N) bytes; only the first 8 when N is
+    /// above max_safetensors_header_bytes or past the end of the file.
+    std::string head;
+    /// Why it could not be read (empty on success).
+    std::string error;
+  };
+  /// Every shard the index names, or every *.safetensors file when there is
+  /// no index (sorted by name).
+  std::vector<Shard> shards;
+};
+
+/// Read the snapshot of a folder on this machine. Throws
+/// Error(errc::local_file_error) when `dir` is not a folder.
+ModelSnapshot read_model_snapshot(std::filesystem::path const& dir);
+
+/// The structural checks of `verify_model` (everything but checksums) on a
+/// snapshot. Pure.
+VerifyReport verify_snapshot(ModelSnapshot const& snapshot);
+
+/// The names of the shards a snapshot must describe: those the index lists
+/// (when `index_json` parses), else nullopt (then every *.safetensors file).
+/// Throws Error(errc::parse_error) for a malformed index.
+std::optional<std::vector<std::string>> shards_named_by_index(std::string_view index_json,
+                                                              std::string_view source = "model.safetensors.index.json");
 
 }  // namespace clusterkit

@@ -111,9 +111,9 @@ std::vector<std::string> nas_mount_argv(NasSpec const& spec);
 std::string nas_mount_script(NasSpec const& spec);
 
 /// Throws Error(errc::invalid_argument) naming the field when `spec`
-/// cannot work (no source, relative paths, a source of the wrong shape for
-/// its kind, a bad port).
-void validate(NasSpec const& spec);
+/// cannot work (no source when `source_required`, relative paths, a source
+/// of the wrong shape for its kind, a bad port).
+void validate(NasSpec const& spec, bool source_required = true);
 
 /// One line of /proc/self/mountinfo.
 struct MountEntry {
@@ -317,7 +317,9 @@ void start_nas_check(NasSpec spec, std::vector<Host> hosts, asio::any_completion
 
 class NasMount {
 public:
-  /// Throws Error(errc::invalid_argument) when the spec cannot work.
+  /// Throws Error(errc::invalid_argument) when the spec cannot work. The
+  /// source may be empty for unmounting any shared mount at the mount point
+  /// and for checks; `async_mount` then refuses on every host.
   explicit NasMount(NasSpec spec);
 
   NasSpec const& spec() const { return spec_; }

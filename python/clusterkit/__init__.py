@@ -431,3 +431,265 @@ def lab_up(
 def lab_status(name: str = "ck", state_dir: _Path = "") -> LabStatus:
     """What of the lab ``name`` is there now."""
     return LabStatus(_core.lab_status(name=name, state_dir=state_dir))
+
+
+# --- OpenAI client ---
+# The OpenAI-compatible client for the servers clusterkit deploys (vLLM):
+# blocking calls and iterator streams from the C++ core (GIL released while
+# waiting, Ctrl-C cancels), and their asyncio forms below.
+from ._core import (  # noqa: E402
+    ChatStream,
+    Choice,
+    CompletionResult,
+    HealthResult,
+    MetricsResult,
+    ModelInfo,
+    ModelList,
+    OpenAIError,
+    ResponseMeta,
+    StreamChunk,
+    StreamResult,
+    Usage,
+    VllmGauges,
+)
+
+__all__ += [
+    "AsyncChatStream",
+    "ChatStream",
+    "Choice",
+    "CompletionResult",
+    "HealthResult",
+    "MetricsResult",
+    "ModelInfo",
+    "ModelList",
+    "OpenAIClient",
+    "OpenAIError",
+    "ResponseMeta",
+    "StreamChunk",
+    "StreamResult",
+    "Usage",
+    "VllmGauges",
+]
+
+_Messages = Sequence[Mapping[str, Any]]
+_Prompt = Union[str, Sequence[str], Sequence[int]]
+
+
+def _wake(loop: asyncio.AbstractEventLoop, event: asyncio.Event) -> None:  # I/O thread
+    # Holds the loop and the event, never the AsyncChatStream: a stream
+    # dropped unread is freed, and freeing it stops the request.
+    try:
+        loop.call_soon_threadsafe(event.set)
+    except RuntimeError:  # the loop is closed: nobody is reading any more
+        pass
+
+
+class AsyncChatStream:
+    """A streamed chat or completion for asyncio: ``async for chunk in stream``.
+
+    Chunks are read without blocking the event loop. Cancelling the task that
+    iterates (``task.cancel()``, ``asyncio.wait_for``), ``await
+    stream.aclose()`` or leaving ``async with`` stops the request and closes
+    its connection before the task goes on. A stream dropped before its end
+    is stopped too. Errors are raised from the iteration as OpenAIError.
+    """
+
+    def __init__(self, start: Callable[[Callable[[], None]], ChatStream]) -> None:
+        loop = asyncio.get_running_loop()
+        event = asyncio.Event()
+        self._event = event
+        self._stream = start(lambda: _wake(loop, event))
+
+    def __aiter__(self) -> AsyncChatStream:
+        return self
+
+    async def __anext__(self) -> StreamChunk:
+        while True:
+            self._event.clear()
+            try:
+                chunk = self._stream.next_ready()
+            except StopIteration:
+                raise StopAsyncIteration from None
+            if chunk is not None:
+                return chunk
+            try:
+                await self._event.wait()
+            except asyncio.CancelledError:
+                await self._stop()
+                raise
+
+    async def _stop(self) -> None:
+        # Cancel, then wait until the request has really ended (its
+        # connection closed), even if the task is cancelled again meanwhile.
+        self._stream.cancel()
+        while not self._stream.done():
+            self._event.clear()
+            if self._stream.done():
+                break
+            try:
+                await self._event.wait()
+            except asyncio.CancelledError:
+                continue
+
+    def cancel(self) -> None:
+        """Ask the request to stop (any thread); iterating then raises OpenAIError('cancelled')."""
+        self._stream.cancel()
+
+    async def aclose(self) -> None:
+        """Stop the request (when not ended yet) and wait until its connection is closed."""
+        if not self._stream.done():
+            await self._stop()
+
+    async def collect(self) -> StreamResult:
+        """Read to the end and return the StreamResult (raises OpenAIError)."""
+        async for _ in self:
+            pass
+        result = self._stream.result
+        assert result is not None
+        return result
+
+    @property
+    def result(self) -> Optional[StreamResult]:
+        """The StreamResult once the stream ended, else None."""
+        return self._stream.result
+
+    def done(self) -> bool:
+        """True once the request has ended (chunks may still be unread)."""
+        return self._stream.done()
+
+    async def __aenter__(self) -> AsyncChatStream:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+class OpenAIClient(_core.OpenAIClient):
+    """An OpenAI-compatible client (vLLM); see the C++ core's OpenAIClient for the options.
+
+    Blocking: ``list_models``, ``chat``, ``complete``, ``health``, ``metrics``
+    (the GIL is released; Ctrl-C cancels the request), ``chat_stream`` /
+    ``complete_stream`` (iterators of StreamChunk). The ``*_async`` methods
+    are their asyncio forms: cancelling the awaiting task cancels the request
+    and closes its connection before the task ends. Calls raise OpenAIError
+    (a clusterkit.Error) with the HTTP status and the server's message.
+
+        client = ck.OpenAIClient("http://127.0.0.1:8000", api_key=None)
+        print(client.chat("my-model", prompt="Who are you?", max_tokens=64).text)
+        for chunk in client.chat_stream("my-model", prompt="Count to ten"):
+            print(chunk.delta, end="", flush=True)
+    """
+
+    async def list_models_async(self) -> ModelList:
+        """``list_models`` without blocking the event loop."""
+        call = _AsyncCall()
+        result: ModelList = await call.wait(self.start_list_models(done=call.done))
+        return result
+
+    async def health_async(self) -> HealthResult:
+        """``health`` without blocking the event loop."""
+        call = _AsyncCall()
+        result: HealthResult = await call.wait(self.start_health(done=call.done))
+        return result
+
+    async def metrics_async(self) -> MetricsResult:
+        """``metrics`` without blocking the event loop."""
+        call = _AsyncCall()
+        result: MetricsResult = await call.wait(self.start_metrics(done=call.done))
+        return result
+
+    async def chat_async(
+        self,
+        model: str,
+        messages: Optional[_Messages] = None,
+        *,
+        prompt: Optional[str] = None,
+        system: Optional[str] = None,
+        max_tokens: Optional[int] = None,
+        temperature: Optional[float] = None,
+        top_p: Optional[float] = None,
+        extra: Optional[Mapping[str, Any]] = None,
+    ) -> CompletionResult:
+        """``chat`` without blocking the event loop."""
+        call = _AsyncCall()
+        op = self.start_chat(
+            model,
+            messages,
+            prompt=prompt,
+            system=system,
+            max_tokens=max_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            extra=extra,
+            done=call.done,
+        )
+        result: CompletionResult = await call.wait(op)
+        return result
+
+    async def complete_async(
+        self,
+        model: str,
+        prompt: _Prompt,
+        *,
+        max_tokens: Optional[int] = None,
+        temperature: Optional[float] = None,
+        top_p: Optional[float] = None,
+        extra: Optional[Mapping[str, Any]] = None,
+    ) -> CompletionResult:
+        """``complete`` without blocking the event loop."""
+        call = _AsyncCall()
+        op = self.start_complete(
+            model, prompt, max_tokens=max_tokens, temperature=temperature, top_p=top_p, extra=extra, done=call.done
+        )
+        result: CompletionResult = await call.wait(op)
+        return result
+
+    def chat_stream_async(
+        self,
+        model: str,
+        messages: Optional[_Messages] = None,
+        *,
+        prompt: Optional[str] = None,
+        system: Optional[str] = None,
+        max_tokens: Optional[int] = None,
+        temperature: Optional[float] = None,
+        top_p: Optional[float] = None,
+        extra: Optional[Mapping[str, Any]] = None,
+    ) -> AsyncChatStream:
+        """``chat_stream`` for asyncio: ``async for chunk in client.chat_stream_async(...)``.
+
+        Call it from a coroutine (it needs the running loop); the request starts at once.
+        """
+        return AsyncChatStream(
+            lambda notify: self.start_chat_stream(
+                model,
+                messages,
+                prompt=prompt,
+                system=system,
+                max_tokens=max_tokens,
+                temperature=temperature,
+                top_p=top_p,
+                extra=extra,
+                notify=notify,
+            )
+        )
+
+    def complete_stream_async(
+        self,
+        model: str,
+        prompt: _Prompt,
+        *,
+        max_tokens: Optional[int] = None,
+        temperature: Optional[float] = None,
+        top_p: Optional[float] = None,
+        extra: Optional[Mapping[str, Any]] = None,
+    ) -> AsyncChatStream:
+        """``complete_stream`` for asyncio: ``async for chunk in client.complete_stream_async(...)``."""
+        return AsyncChatStream(
+            lambda notify: self.start_complete_stream(
+                model, prompt, max_tokens=max_tokens, temperature=temperature, top_p=top_p, extra=extra, notify=notify
+            )
+        )
+
+
+# --- end OpenAI client ---

@@ -46,6 +46,7 @@ char const* errc_name(ck::errc e) {
     case ck::errc::mount_failed: return "mount_failed";
     case ck::errc::download_failed: return "download_failed";
     case ck::errc::copy_failed: return "copy_failed";
+    case ck::errc::model_incomplete: return "model_incomplete";
   }
   return nullptr;
 }

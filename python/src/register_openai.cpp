@@ -1,13 +1,20 @@
 // OpenAIClient for Python: blocking calls that release the GIL (Ctrl-C
-// cancels the request and closes its connection), streams as iterators, and
-// the result types with their raw JSON as Python dicts.
+// cancels the request and closes its connection), streams as iterators,
+// start_* forms with completion callbacks for the asyncio layer in
+// python/clusterkit/__init__.py, the result types with their raw JSON as
+// Python dicts, and OpenAIError (a clusterkit.Error with the HTTP status and
+// the server's message).
 #include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/execution/context.hpp>
+#include <boost/asio/query.hpp>
 
 #include <cmath>
 #include <condition_variable>
 #include <deque>
 #include <future>
 #include <map>
+
+#include <pybind11/eval.h>
 
 #include "clusterkit/openai_client.hpp"
 #include "support.hpp"
@@ -128,11 +135,75 @@ ck::CompletionRequest make_completion(std::string model, py::object const& promp
 }
 
 // ---------------------------------------------------------------------------
-// Blocking calls
+// Errors: clusterkit.OpenAIError, a clusterkit.Error with the HTTP status,
+// the server's message and the call's ResponseMeta.
+
+py::object& openai_error_type() {
+  static auto* type = new py::object;  // leaked: outlives interpreter teardown order
+  return *type;
+}
+
+void define_openai_error(py::module_& m) {
+  py::dict ns;
+  ns["__builtins__"] = py::module_::import("builtins");
+  ns["__name__"] = "clusterkit";
+  ns["Error"] = m.attr("Error");
+  py::exec(R"PY(
+class OpenAIError(Error):
+    """An OpenAIClient call failed (a clusterkit.Error: ``except clusterkit.Error`` catches it).
+
+    ``code`` says why ("http_error", "timed_out", "connection_refused",
+    "connection_lost", "tls_error", "protocol_error", "cancelled", ...);
+    ``status`` is the HTTP status of the last attempt (0 when no answer came);
+    ``server_message`` the server's own message (error.message of its JSON
+    body); ``meta`` the call's ResponseMeta (attempts, duration), or None.
+    The API key never appears in any of them.
+    """
+
+    def __init__(self, message, code="http_error", result=None, status=0, server_message="", meta=None):
+        Error.__init__(self, message, code, result)
+        self.status = status
+        self.server_message = server_message
+        self.meta = meta
+
+    def __reduce__(self):
+        return (type(self), (self.message, self.code, None, self.status, self.server_message))
+
+    def __repr__(self):
+        return "clusterkit.OpenAIError(%r, code=%r, status=%r)" % (self.message, self.code, self.status)
+)PY",
+           ns);
+  openai_error_type() = ns["OpenAIError"];
+  m.attr("OpenAIError") = openai_error_type();
+}
+
+py::object make_openai_error(std::error_code ec, ck::ResponseMeta const& meta) {
+  return openai_error_type()(meta.diagnostic.empty() ? ec.message() : meta.diagnostic, error_code_name(ec),
+                             py::none(), meta.status, meta.server_message, py::cast(meta));
+}
+
+[[noreturn]] void raise_openai_error(std::error_code ec, ck::ResponseMeta const& meta) {
+  raise_instance(make_openai_error(ec, meta));
+}
+
+// A client made before os.fork() runs on the parent's I/O thread, which the
+// child does not have: every call would hang.
+void check_client_runtime(ck::OpenAIClient const& client) {
+  auto& theirs = asio::query(client.get_executor(), asio::execution::context);
+  auto& ours = asio::query(runtime().executor(), asio::execution::context);
+  if (&theirs != &ours)
+    raise_error(ck::errc::invalid_argument,
+                "this OpenAIClient was created before the process forked, and its I/O thread stayed with the "
+                "parent; create a new OpenAIClient in this process");
+}
+
+// ---------------------------------------------------------------------------
+// Blocking calls and their start_* forms
 
 template <class Value, class Initiate>
-Value call_blocking(Initiate&& initiate) {
+Value call_blocking(ck::OpenAIClient& client, Initiate&& initiate) {
   refuse_blocking_on_runtime_thread("OpenAIClient");
+  check_client_runtime(client);
   auto op = Operation::create(runtime().executor());
   auto promise = std::make_shared<std::promise<std::pair<std::error_code, Value>>>();
   auto future = promise->get_future();
@@ -141,12 +212,28 @@ Value call_blocking(Initiate&& initiate) {
     promise->set_value({ec, std::move(v)});
   }));
   auto [ec, value] = wait_for(*op, future);
-  if (ec) raise_error(ec, value.meta.diagnostic.empty() ? ec.message() : value.meta.diagnostic);
+  if (ec) raise_openai_error(ec, value.meta);
   return std::move(value);
 }
 
+/// Starts `initiate(handler)`; done(Value | OpenAIError) is called on the I/O
+/// thread when it ends. The returned Operation cancels it.
+template <class Value, class Initiate>
+std::shared_ptr<Operation> call_started(ck::OpenAIClient& client, py::object done, Initiate&& initiate) {
+  check_client_runtime(client);
+  auto op = Operation::create(runtime().executor());
+  initiate(asio::bind_cancellation_slot(op->slot(), [op, d = share(std::move(done))](std::error_code ec, Value v) {
+    deliver(*op, d, [&]() -> py::object {
+      if (ec) return make_openai_error(ec, v.meta);
+      return py::cast(std::move(v));
+    });
+  }));
+  return op;
+}
+
 // ---------------------------------------------------------------------------
-// Streams as iterators
+// Streams: a blocking iterator, and (with `notify`) the non-blocking side the
+// asyncio layer polls.
 
 struct StreamState {
   std::mutex mutex;
@@ -155,67 +242,75 @@ struct StreamState {
   bool finished = false;
   std::error_code ec;
   ck::StreamResult result;
+  /// Called (GIL taken, I/O thread) when a chunk lands in an empty queue and
+  /// when the stream ends; dropped after the end.
+  SharedObject notify;
 };
+
+void call_notify(SharedObject const& notify) {
+  if (!notify || interpreter_exiting()) return;
+  py::gil_scoped_acquire gil;
+  try {
+    (*notify)();
+  } catch (py::error_already_set& e) {
+    e.discard_as_unraisable("clusterkit: OpenAIClient stream notify callback");
+  }
+}
 
 class Stream {
 public:
   template <class Start>
-  static std::shared_ptr<Stream> start(Start&& start_op) {
+  static std::shared_ptr<Stream> start(ck::OpenAIClient& client, py::object notify, Start&& start_op) {
+    check_client_runtime(client);
     auto s = std::shared_ptr<Stream>(new Stream);
     auto state = s->state_;
+    if (!notify.is_none()) state->notify = share(std::move(notify));
     s->op_ = Operation::create(runtime().executor());
     auto on_chunk = [state](ck::StreamChunk const& c) {
-      std::lock_guard lock(state->mutex);
-      state->chunks.push_back(c);
+      SharedObject notify;
+      {
+        std::lock_guard lock(state->mutex);
+        // Only on the first chunk of a batch: the reader drains the queue
+        // before it waits again, so the GIL is not taken for every token.
+        if (state->chunks.empty()) notify = state->notify;
+        state->chunks.push_back(c);
+      }
       state->ready.notify_one();
+      // Never with the mutex held: the Python thread takes it with the GIL.
+      call_notify(notify);
     };
     start_op(std::move(on_chunk),
              asio::bind_cancellation_slot(s->op_->slot(), [state, op = s->op_](std::error_code ec, ck::StreamResult r) {
                op->mark_finished();
-               std::lock_guard lock(state->mutex);
-               state->ec = ec;
-               state->result = std::move(r);
-               state->finished = true;
+               SharedObject notify;
+               {
+                 std::lock_guard lock(state->mutex);
+                 state->ec = ec;
+                 state->result = std::move(r);
+                 state->finished = true;
+                 notify = std::move(state->notify);
+               }
                state->ready.notify_one();
+               call_notify(notify);
              }));
     return s;
   }
 
   ~Stream() {
+    // Dropped before its end (a `break` out of the loop): stop it.
     if (op_ && !op_->finished()) op_->cancel(asio::cancellation_type::terminal);
   }
 
-  ck::StreamChunk next() {
+  /// Blocking: the next chunk, waiting with the GIL released (Ctrl-C cancels).
+  py::object next() {
     using namespace std::chrono_literals;
     for (;;) {
-      bool have = false, finished = false;
       {
         py::gil_scoped_release nogil;
         std::unique_lock lock(state_->mutex);
         state_->ready.wait_for(lock, 100ms, [&] { return !state_->chunks.empty() || state_->finished; });
-        have = !state_->chunks.empty();
-        finished = state_->finished;
       }
-      if (have) {
-        std::lock_guard lock(state_->mutex);
-        auto c = std::move(state_->chunks.front());
-        state_->chunks.pop_front();
-        return c;
-      }
-      if (finished) {
-        std::error_code ec;
-        std::string diagnostic;
-        {
-          std::lock_guard lock(state_->mutex);
-          ec = state_->ec;
-          diagnostic = state_->result.meta.diagnostic;
-        }
-        if (ec && !reported_) {
-          reported_ = true;
-          raise_error(ec, diagnostic.empty() ? ec.message() : diagnostic);
-        }
-        throw py::stop_iteration();
-      }
+      if (auto c = next_ready(); !c.is_none()) return c;
       if (PyErr_CheckSignals() != 0) {
         py::error_already_set interrupt;
         cancel();
@@ -224,8 +319,38 @@ public:
     }
   }
 
+  /// Non-blocking: the next chunk if one arrived, else None; at the end the
+  /// stream's error (once), then StopIteration.
+  py::object next_ready() {
+    std::error_code ec;
+    ck::ResponseMeta meta;
+    {
+      std::lock_guard lock(state_->mutex);
+      if (!state_->chunks.empty()) {
+        auto c = std::move(state_->chunks.front());
+        state_->chunks.pop_front();
+        return py::cast(std::move(c));
+      }
+      if (!state_->finished) return py::none();
+      ec = state_->ec;
+      meta = state_->result.meta;
+    }
+    if (ec && !reported_) {
+      reported_ = true;
+      raise_openai_error(ec, meta);
+    }
+    throw py::stop_iteration();
+  }
+
   void cancel() {
     if (op_) op_->cancel(asio::cancellation_type::terminal);
+  }
+
+  /// The request has ended (its connection released or closed); chunks may
+  /// still be waiting to be read.
+  bool done() {
+    std::lock_guard lock(state_->mutex);
+    return state_->finished;
   }
 
   /// The stream's summary once it ended (None before).
@@ -256,103 +381,166 @@ double seconds_of(std::chrono::nanoseconds d) { return std::chrono::duration<dou
 
 py::object usage_or_none(std::optional<ck::Usage> const& u) { return u ? py::cast(*u) : py::none(); }
 
+std::string quoted(std::string const& s) { return py::repr(py::str(s)).cast<std::string>(); }
+
+std::string usage_repr(std::optional<ck::Usage> const& u) {
+  if (!u) return "None";
+  return "Usage(prompt_tokens=" + std::to_string(u->prompt_tokens) +
+         ", completion_tokens=" + std::to_string(u->completion_tokens) +
+         ", total_tokens=" + std::to_string(u->total_tokens) + ")";
+}
+
+/// At most `n` characters of `s`, with an ellipsis when cut.
+std::string shortened(std::string const& s, std::size_t n = 60) {
+  if (s.size() <= n) return quoted(s);
+  std::size_t cut = n;
+  while (cut > 0 && (static_cast<unsigned char>(s[cut]) & 0xC0) == 0x80) --cut;  // not inside a UTF-8 sequence
+  return quoted(s.substr(0, cut)) + "...";
+}
+
 }  // namespace
 
 void register_openai(py::module_& m) {
+  define_openai_error(m);
+
   py::class_<ck::Usage>(m, "Usage", "Token counts the server reported.")
       .def_readonly("prompt_tokens", &ck::Usage::prompt_tokens)
       .def_readonly("completion_tokens", &ck::Usage::completion_tokens)
       .def_readonly("total_tokens", &ck::Usage::total_tokens)
-      .def("__repr__", [](ck::Usage const& u) {
-        return "Usage(prompt_tokens=" + std::to_string(u.prompt_tokens) +
-               ", completion_tokens=" + std::to_string(u.completion_tokens) +
-               ", total_tokens=" + std::to_string(u.total_tokens) + ")";
-      });
+      .def("__repr__", [](ck::Usage const& u) { return usage_repr(u); });
 
   py::class_<ck::ResponseMeta>(m, "ResponseMeta", "HTTP status, attempts, the server's message and timing.")
-      .def_readonly("status", &ck::ResponseMeta::status)
-      .def_readonly("attempts", &ck::ResponseMeta::attempts)
-      .def_readonly("server_message", &ck::ResponseMeta::server_message)
-      .def_readonly("diagnostic", &ck::ResponseMeta::diagnostic)
-      .def_property_readonly("duration", [](ck::ResponseMeta const& x) { return seconds_of(x.duration); });
+      .def_readonly("status", &ck::ResponseMeta::status, "HTTP status of the last attempt; 0 when no answer came.")
+      .def_readonly("attempts", &ck::ResponseMeta::attempts, "1 + retries.")
+      .def_readonly("server_message", &ck::ResponseMeta::server_message,
+                    "On an HTTP error: the server's own message.")
+      .def_readonly("diagnostic", &ck::ResponseMeta::diagnostic,
+                    "On error: what failed, against which server, and what to do.")
+      .def_property_readonly(
+          "duration", [](ck::ResponseMeta const& x) { return seconds_of(x.duration); }, "Seconds.")
+      .def("__repr__", [](ck::ResponseMeta const& x) {
+        return "ResponseMeta(status=" + std::to_string(x.status) + ", attempts=" + std::to_string(x.attempts) +
+               ", duration=" + std::to_string(seconds_of(x.duration)) + ")";
+      });
 
-  py::class_<ck::ModelInfo>(m, "ModelInfo")
+  py::class_<ck::ModelInfo>(m, "ModelInfo", "One entry of /v1/models.")
       .def_readonly("id", &ck::ModelInfo::id)
       .def_readonly("owned_by", &ck::ModelInfo::owned_by)
       .def_readonly("created", &ck::ModelInfo::created)
-      .def_readonly("max_model_len", &ck::ModelInfo::max_model_len)
-      .def_property_readonly("raw", [](ck::ModelInfo const& x) { return to_python(x.raw); })
-      .def("__repr__", [](ck::ModelInfo const& x) { return "ModelInfo(id=" + py::repr(py::str(x.id)).cast<std::string>() + ")"; });
+      .def_readonly("max_model_len", &ck::ModelInfo::max_model_len, "vLLM's context length; None when not sent.")
+      .def_property_readonly(
+          "raw", [](ck::ModelInfo const& x) { return to_python(x.raw); }, "The entry's JSON as sent.")
+      .def("__repr__", [](ck::ModelInfo const& x) { return "ModelInfo(id=" + quoted(x.id) + ")"; });
 
-  py::class_<ck::ModelList>(m, "ModelList")
+  py::class_<ck::ModelList>(m, "ModelList", "The answer of /v1/models.")
       .def_readonly("models", &ck::ModelList::models)
-      .def_property_readonly("raw", [](ck::ModelList const& x) { return to_python(x.raw); })
+      .def_property_readonly(
+          "raw", [](ck::ModelList const& x) { return to_python(x.raw); }, "The JSON as sent.")
       .def_readonly("meta", &ck::ModelList::meta)
-      .def("ids", [](ck::ModelList const& x) {
-        std::vector<std::string> ids;
-        for (auto const& mi : x.models) ids.push_back(mi.id);
-        return ids;
+      .def(
+          "ids",
+          [](ck::ModelList const& x) {
+            std::vector<std::string> ids;
+            for (auto const& mi : x.models) ids.push_back(mi.id);
+            return ids;
+          },
+          "The model ids, in the server's order.")
+      .def("__len__", [](ck::ModelList const& x) { return x.models.size(); })
+      .def(
+          "__iter__", [](ck::ModelList const& x) { return py::make_iterator(x.models.begin(), x.models.end()); },
+          py::keep_alive<0, 1>())
+      .def("__repr__", [](ck::ModelList const& x) {
+        std::string s = "ModelList([";
+        for (std::size_t i = 0; i < x.models.size(); ++i) s += (i ? ", " : "") + quoted(x.models[i].id);
+        return s + "])";
       });
 
   py::class_<ck::Choice>(m, "Choice")
       .def_readonly("index", &ck::Choice::index)
-      .def_readonly("text", &ck::Choice::text)
+      .def_readonly("text", &ck::Choice::text, "message.content (chat) or text (completion); '' when null.")
       .def_readonly("role", &ck::Choice::role)
-      .def_readonly("finish_reason", &ck::Choice::finish_reason);
+      .def_readonly("finish_reason", &ck::Choice::finish_reason, "'' when the server sent null.")
+      .def("__repr__", [](ck::Choice const& x) {
+        return "Choice(index=" + std::to_string(x.index) + ", text=" + shortened(x.text) +
+               ", finish_reason=" + quoted(x.finish_reason) + ")";
+      });
 
   py::class_<ck::CompletionResult>(m, "CompletionResult", "A whole (non-streamed) answer.")
       .def_readonly("id", &ck::CompletionResult::id)
       .def_readonly("model", &ck::CompletionResult::model)
       .def_readonly("choices", &ck::CompletionResult::choices)
       .def_property_readonly("usage", [](ck::CompletionResult const& x) { return usage_or_none(x.usage); })
-      .def_property_readonly("text", [](ck::CompletionResult const& x) { return x.text(); })
-      .def_property_readonly("raw", [](ck::CompletionResult const& x) { return to_python(x.raw); })
-      .def_readonly("meta", &ck::CompletionResult::meta);
+      .def_property_readonly(
+          "text", [](ck::CompletionResult const& x) { return x.text(); }, "The first choice's text.")
+      .def_property_readonly(
+          "raw", [](ck::CompletionResult const& x) { return to_python(x.raw); },
+          "The answer's JSON as sent (fields clusterkit does not type included).")
+      .def_readonly("meta", &ck::CompletionResult::meta)
+      .def("__repr__", [](ck::CompletionResult const& x) {
+        return "CompletionResult(text=" + shortened(x.text()) + ", usage=" + usage_repr(x.usage) + ")";
+      });
 
   py::class_<ck::StreamChunk>(m, "StreamChunk", "One chunk of a stream, as it arrived.")
       .def_readonly("id", &ck::StreamChunk::id)
       .def_readonly("index", &ck::StreamChunk::index)
-      .def_readonly("delta", &ck::StreamChunk::delta)
+      .def_readonly("delta", &ck::StreamChunk::delta, "delta.content (chat) or text (completion) of the first choice.")
       .def_readonly("role", &ck::StreamChunk::role)
       .def_readonly("finish_reason", &ck::StreamChunk::finish_reason)
-      .def_property_readonly("usage", [](ck::StreamChunk const& x) { return usage_or_none(x.usage); })
-      .def_property_readonly("raw", [](ck::StreamChunk const& x) { return to_python(x.raw); })
+      .def_property_readonly(
+          "usage", [](ck::StreamChunk const& x) { return usage_or_none(x.usage); },
+          "Usage, in the last chunk (stream_options.include_usage, on unless extra turns it off).")
+      .def_property_readonly(
+          "raw", [](ck::StreamChunk const& x) { return to_python(x.raw); },
+          "The chunk's JSON as sent; None when the client was made with chunk_json=False.")
       .def("__repr__", [](ck::StreamChunk const& x) {
-        return "StreamChunk(delta=" + py::repr(py::str(x.delta)).cast<std::string>() + ")";
+        std::string s = "StreamChunk(delta=" + quoted(x.delta);
+        if (!x.role.empty()) s += ", role=" + quoted(x.role);
+        if (!x.finish_reason.empty()) s += ", finish_reason=" + quoted(x.finish_reason);
+        if (x.usage) s += ", usage=" + usage_repr(x.usage);
+        return s + ")";
       });
 
   py::class_<ck::StreamResult>(m, "StreamResult", "What a stream added up to.")
       .def_readonly("id", &ck::StreamResult::id)
       .def_readonly("model", &ck::StreamResult::model)
-      .def_readonly("text", &ck::StreamResult::text)
+      .def_readonly("text", &ck::StreamResult::text, "The first choice's deltas joined.")
       .def_readonly("role", &ck::StreamResult::role)
       .def_readonly("finish_reason", &ck::StreamResult::finish_reason)
       .def_property_readonly("usage", [](ck::StreamResult const& x) { return usage_or_none(x.usage); })
       .def_readonly("chunks", &ck::StreamResult::chunks)
-      .def_readonly("content_chunks", &ck::StreamResult::content_chunks)
-      .def_property_readonly("time_to_first_token",
-                             [](ck::StreamResult const& x) { return seconds_of(x.time_to_first_token); })
-      .def_readonly("done_marker", &ck::StreamResult::done_marker)
-      .def_readonly("meta", &ck::StreamResult::meta);
+      .def_readonly("content_chunks", &ck::StreamResult::content_chunks, "Chunks whose delta was not empty.")
+      .def_property_readonly(
+          "time_to_first_token", [](ck::StreamResult const& x) { return seconds_of(x.time_to_first_token); },
+          "Seconds from sending the request to the first non-empty delta (0 if none).")
+      .def_readonly("done_marker", &ck::StreamResult::done_marker, "The server ended the stream with [DONE].")
+      .def_readonly("meta", &ck::StreamResult::meta)
+      .def("__repr__", [](ck::StreamResult const& x) {
+        return "StreamResult(text=" + shortened(x.text) + ", chunks=" + std::to_string(x.chunks) +
+               ", finish_reason=" + quoted(x.finish_reason) + ", usage=" + usage_repr(x.usage) + ")";
+      });
 
-  py::class_<ck::HealthResult>(m, "HealthResult")
+  py::class_<ck::HealthResult>(m, "HealthResult", "GET /health: a non-200 answer is ok=False, not an error.")
       .def_readonly("ok", &ck::HealthResult::ok)
       .def_readonly("body", &ck::HealthResult::body)
       .def_readonly("meta", &ck::HealthResult::meta)
-      .def("__bool__", [](ck::HealthResult const& x) { return x.ok; });
+      .def("__bool__", [](ck::HealthResult const& x) { return x.ok; })
+      .def("__repr__", [](ck::HealthResult const& x) {
+        return std::string("HealthResult(ok=") + (x.ok ? "True" : "False") +
+               ", status=" + std::to_string(x.meta.status) + ")";
+      });
 
   py::class_<ck::VllmGauges>(m, "VllmGauges", "What a person watches on a vLLM server; None when not exported.")
       .def_readonly("requests_running", &ck::VllmGauges::requests_running)
       .def_readonly("requests_waiting", &ck::VllmGauges::requests_waiting)
-      .def_readonly("kv_cache_usage", &ck::VllmGauges::kv_cache_usage)
-      .def_readonly("kv_cache_metric", &ck::VllmGauges::kv_cache_metric)
+      .def_readonly("kv_cache_usage", &ck::VllmGauges::kv_cache_usage, "0..1")
+      .def_readonly("kv_cache_metric", &ck::VllmGauges::kv_cache_metric, "The metric kv_cache_usage came from.")
       .def_readonly("requests_swapped", &ck::VllmGauges::requests_swapped)
       .def_readonly("prompt_tokens_total", &ck::VllmGauges::prompt_tokens_total)
       .def_readonly("generation_tokens_total", &ck::VllmGauges::generation_tokens_total)
       .def_readonly("preemptions_total", &ck::VllmGauges::preemptions_total)
-      .def_readonly("models", &ck::VllmGauges::models);
+      .def_readonly("models", &ck::VllmGauges::models, "Model names seen in the model_name label.");
 
-  py::class_<ck::MetricsResult>(m, "MetricsResult")
+  py::class_<ck::MetricsResult>(m, "MetricsResult", "GET /metrics, parsed.")
       .def_readonly("text", &ck::MetricsResult::text)
       .def_readonly("gauges", &ck::MetricsResult::gauges)
       .def_readonly("meta", &ck::MetricsResult::meta)
@@ -369,41 +557,75 @@ void register_openai(py::module_& m) {
             return out;
           },
           py::arg("name") = py::none(), "(name, labels, value) for every sample, or those named `name`.")
-      .def("value", [](ck::MetricsResult const& x, std::string const& name) { return x.parsed.sum(name); },
-           "The sum over every series of `name` (None when absent).");
+      .def(
+          "value", [](ck::MetricsResult const& x, std::string const& name) { return x.parsed.sum(name); },
+          py::arg("name"), "The sum over every series of `name` (None when absent).")
+      .def("__repr__", [](ck::MetricsResult const& x) {
+        auto num = [](std::optional<double> const& v) { return v ? py::repr(py::float_(*v)).cast<std::string>() : "None"; };
+        return "MetricsResult(requests_running=" + num(x.gauges.requests_running) +
+               ", requests_waiting=" + num(x.gauges.requests_waiting) +
+               ", kv_cache_usage=" + num(x.gauges.kv_cache_usage) + ")";
+      });
 
-  py::class_<Stream, std::shared_ptr<Stream>>(m, "ChatStream",
-                                              "Chunks as they arrive. Iterate it; `result` holds the summary once "
-                                              "it ended; leaving a `with` block early cancels it.")
+  py::class_<Stream, std::shared_ptr<Stream>>(
+      m, "ChatStream",
+      "Chunks of a streamed chat or completion, as they arrive. Iterate it (the GIL is released while "
+      "waiting; Ctrl-C cancels); `result` holds the StreamResult once it ended. Leaving a `with` block, "
+      "cancel(), or dropping it before the end stops the request and closes its connection.")
       .def("__iter__", [](std::shared_ptr<Stream> s) { return s; })
       .def("__next__", &Stream::next)
-      .def("cancel", &Stream::cancel, "Stop the stream (its connection is closed).")
-      .def_property_readonly("result", &Stream::result)
-      .def("collect", &Stream::collect, "Read to the end and return the StreamResult.")
+      .def("next_ready", &Stream::next_ready,
+           "The next chunk if one has arrived, else None, without waiting; at the end the stream's error "
+           "(OpenAIError, once), then StopIteration.")
+      .def("done", &Stream::done, "True once the request has ended (chunks may still be unread).")
+      .def("cancel", &Stream::cancel, "Stop the stream (its connection is closed); any thread.")
+      .def_property_readonly("result", &Stream::result, "The StreamResult once the stream ended, else None.")
+      .def("collect", &Stream::collect, "Read to the end and return the StreamResult (raises OpenAIError).")
       .def("__enter__", [](std::shared_ptr<Stream> s) { return s; })
       .def("__exit__", [](Stream& s, py::args) {
         s.cancel();
         return false;
       });
 
-  py::class_<ck::OpenAIClient>(m, "OpenAIClient",
-                               "An OpenAI-compatible client (vLLM): keep-alive pool, TLS verified by default, "
-                               "proxies from the environment, retries on 429/503. Calls release the GIL.")
+  auto chat_args = [](auto&&... tail) {
+    return std::make_tuple(py::arg("model"), py::arg("messages") = py::none(), py::kw_only(),
+                           py::arg("prompt") = py::none(), py::arg("system") = py::none(),
+                           py::arg("max_tokens") = py::none(), py::arg("temperature") = py::none(),
+                           py::arg("top_p") = py::none(), py::arg("extra") = py::none(), tail...);
+  };
+  auto completion_args = [](auto&&... tail) {
+    return std::make_tuple(py::arg("model"), py::arg("prompt"), py::kw_only(), py::arg("max_tokens") = py::none(),
+                           py::arg("temperature") = py::none(), py::arg("top_p") = py::none(),
+                           py::arg("extra") = py::none(), tail...);
+  };
+  // def(name, fn, (args...), doc) with the arguments as a tuple.
+  auto def_with = [](auto& cls, char const* name, auto fn, auto args, char const* doc) {
+    std::apply([&](auto&&... a) { cls.def(name, fn, a..., doc); }, args);
+  };
+
+  using C = ck::OpenAIClient;
+  py::class_<C> client(m, "OpenAIClient",
+                       "An OpenAI-compatible client (vLLM): keep-alive connection pool, TLS verified by default, "
+                       "proxies from the environment, retries on 429/503 with backoff. Blocking calls release "
+                       "the GIL and Ctrl-C cancels them; start_* forms complete on a callback (the asyncio "
+                       "layer uses them). The API key (api_key=, else $OPENAI_API_KEY) is sent as a bearer "
+                       "token and never appears in repr(), messages or logs. Durations are seconds.");
+  client
       .def(py::init([](std::string base_url, py::object api_key, bool tls_verify, py::object ca_file,
                        py::object proxy, py::object no_proxy, bool proxy_from_environment,
                        py::object connect_timeout, py::object first_token_timeout, py::object inter_token_timeout,
                        py::object request_timeout, int max_retries, double initial_backoff, double max_backoff,
-                       std::size_t pool_size, std::map<std::string, std::string> headers) {
+                       std::size_t pool_size, std::map<std::string, std::string> headers, bool chunk_json) {
              if (api_key.is_none())
                if (auto env = py::module_::import("os").attr("environ").attr("get")("OPENAI_API_KEY");
                    !env.is_none())
                  api_key = env;
-             return ck::OpenAIClient(
-                 runtime().executor(),
-                 make_options(std::move(base_url), api_key, tls_verify, ca_file, proxy, no_proxy,
-                              proxy_from_environment, connect_timeout, first_token_timeout, inter_token_timeout,
-                              request_timeout, max_retries, initial_backoff, max_backoff, pool_size,
-                              std::move(headers)));
+             auto options = make_options(std::move(base_url), api_key, tls_verify, ca_file, proxy, no_proxy,
+                                         proxy_from_environment, connect_timeout, first_token_timeout,
+                                         inter_token_timeout, request_timeout, max_retries, initial_backoff,
+                                         max_backoff, pool_size, std::move(headers));
+             options.chunk_json = chunk_json;
+             return C(runtime().executor(), std::move(options));
            }),
            py::arg("base_url"), py::arg("api_key") = py::none(), py::kw_only(), py::arg("tls_verify") = true,
            py::arg("ca_file") = py::none(), py::arg("proxy") = py::none(), py::arg("no_proxy") = py::none(),
@@ -411,11 +633,15 @@ void register_openai(py::module_& m) {
            py::arg("first_token_timeout") = py::none(), py::arg("inter_token_timeout") = py::none(),
            py::arg("request_timeout") = 600.0, py::arg("max_retries") = 2, py::arg("initial_backoff") = 0.25,
            py::arg("max_backoff") = 8.0, py::arg("pool_size") = 64,
-           py::arg("headers") = std::map<std::string, std::string>{})
-      .def_property_readonly("base_url", [](ck::OpenAIClient const& c) { return c.options().base_url; })
-      .def_property_readonly("proxy_in_use", &ck::OpenAIClient::proxy_in_use)
+           py::arg("headers") = std::map<std::string, std::string>{}, py::arg("chunk_json") = true,
+           "base_url: 'http://host:8000' or 'https://host/v1' (/v1 is added when missing). Timeouts: None is no "
+           "limit; request_timeout bounds one attempt, first_token_timeout and inter_token_timeout guard "
+           "streams. chunk_json=False skips parsing each chunk into StreamChunk.raw (less CPU per token). "
+           "Raises clusterkit.Error for a bad URL, proxy or ca_file.")
+      .def_property_readonly("base_url", [](C const& c) { return c.options().base_url; })
+      .def_property_readonly("proxy_in_use", &C::proxy_in_use, "The proxy used for this server ('' when direct).")
       .def("stats",
-           [](ck::OpenAIClient const& c) {
+           [](C const& c) {
              auto s = c.stats();
              py::dict d;
              d["connections_opened"] = s.connections_opened;
@@ -426,63 +652,132 @@ void register_openai(py::module_& m) {
              d["open_connections"] = s.open_connections;
              d["idle_connections"] = s.idle_connections;
              return d;
-           })
-      .def("close_idle", &ck::OpenAIClient::close_idle)
-      .def("list_models",
-           [](ck::OpenAIClient& c) {
-             return call_blocking<ck::ModelList>([&](auto h) { c.async_list_models(std::move(h)); });
-           })
-      .def(
-          "chat",
-          [](ck::OpenAIClient& c, std::string model, py::object messages, py::object prompt, py::object system,
-             py::object max_tokens, py::object temperature, py::object top_p, py::object extra) {
-            auto req = make_chat(std::move(model), messages, prompt, system, max_tokens, temperature, top_p, extra);
-            return call_blocking<ck::CompletionResult>(
-                [&](auto h) { c.async_chat(std::move(req), std::move(h)); });
-          },
-          py::arg("model"), py::arg("messages") = py::none(), py::kw_only(), py::arg("prompt") = py::none(),
-          py::arg("system") = py::none(), py::arg("max_tokens") = py::none(), py::arg("temperature") = py::none(),
-          py::arg("top_p") = py::none(), py::arg("extra") = py::none())
-      .def(
-          "chat_stream",
-          [](ck::OpenAIClient& c, std::string model, py::object messages, py::object prompt, py::object system,
-             py::object max_tokens, py::object temperature, py::object top_p, py::object extra) {
-            auto req = make_chat(std::move(model), messages, prompt, system, max_tokens, temperature, top_p, extra);
-            return Stream::start([&](auto on_chunk, auto handler) {
-              c.async_chat_stream(std::move(req), std::move(on_chunk), std::move(handler));
-            });
-          },
-          py::arg("model"), py::arg("messages") = py::none(), py::kw_only(), py::arg("prompt") = py::none(),
-          py::arg("system") = py::none(), py::arg("max_tokens") = py::none(), py::arg("temperature") = py::none(),
-          py::arg("top_p") = py::none(), py::arg("extra") = py::none())
-      .def(
-          "complete",
-          [](ck::OpenAIClient& c, std::string model, py::object prompt, py::object max_tokens, py::object temperature,
-             py::object top_p, py::object extra) {
-            auto req = make_completion(std::move(model), prompt, max_tokens, temperature, top_p, extra);
-            return call_blocking<ck::CompletionResult>(
-                [&](auto h) { c.async_complete(std::move(req), std::move(h)); });
-          },
-          py::arg("model"), py::arg("prompt"), py::kw_only(), py::arg("max_tokens") = py::none(),
-          py::arg("temperature") = py::none(), py::arg("top_p") = py::none(), py::arg("extra") = py::none())
-      .def(
-          "complete_stream",
-          [](ck::OpenAIClient& c, std::string model, py::object prompt, py::object max_tokens, py::object temperature,
-             py::object top_p, py::object extra) {
-            auto req = make_completion(std::move(model), prompt, max_tokens, temperature, top_p, extra);
-            return Stream::start([&](auto on_chunk, auto handler) {
-              c.async_complete_stream(std::move(req), std::move(on_chunk), std::move(handler));
-            });
-          },
-          py::arg("model"), py::arg("prompt"), py::kw_only(), py::arg("max_tokens") = py::none(),
-          py::arg("temperature") = py::none(), py::arg("top_p") = py::none(), py::arg("extra") = py::none())
-      .def("health",
-           [](ck::OpenAIClient& c) {
-             return call_blocking<ck::HealthResult>([&](auto h) { c.async_health(std::move(h)); });
-           })
-      .def("metrics", [](ck::OpenAIClient& c) {
-        return call_blocking<ck::MetricsResult>([&](auto h) { c.async_metrics(std::move(h)); });
+           },
+           "Counters of the connection pool.")
+      .def("close_idle", &C::close_idle, "Close idle connections now.")
+      .def("__repr__", [](C const& c) {
+        // Never the key itself, nor the headers (they may carry credentials).
+        return "OpenAIClient(" + quoted(c.options().base_url) +
+               (c.options().api_key.empty() ? std::string() : std::string(", api_key='***'")) + ")";
       });
+
+  client
+      .def(
+          "list_models",
+          [](C& c) { return call_blocking<ck::ModelList>(c, [&](auto h) { c.async_list_models(std::move(h)); }); },
+          "GET /v1/models (raises OpenAIError).")
+      .def(
+          "health",
+          [](C& c) { return call_blocking<ck::HealthResult>(c, [&](auto h) { c.async_health(std::move(h)); }); },
+          "GET /health; a non-200 answer is ok=False, not an error.")
+      .def(
+          "metrics",
+          [](C& c) { return call_blocking<ck::MetricsResult>(c, [&](auto h) { c.async_metrics(std::move(h)); }); },
+          "GET /metrics, parsed (gauges: running and waiting requests, KV-cache usage).")
+      .def(
+          "start_list_models",
+          [](C& c, py::object done) {
+            return call_started<ck::ModelList>(c, std::move(done),
+                                               [&](auto h) { c.async_list_models(std::move(h)); });
+          },
+          py::kw_only(), py::arg("done"))
+      .def(
+          "start_health",
+          [](C& c, py::object done) {
+            return call_started<ck::HealthResult>(c, std::move(done), [&](auto h) { c.async_health(std::move(h)); });
+          },
+          py::kw_only(), py::arg("done"))
+      .def(
+          "start_metrics",
+          [](C& c, py::object done) {
+            return call_started<ck::MetricsResult>(c, std::move(done),
+                                                   [&](auto h) { c.async_metrics(std::move(h)); });
+          },
+          py::kw_only(), py::arg("done"));
+
+  def_with(
+      client, "chat",
+      [](C& c, std::string model, py::object messages, py::object prompt, py::object system, py::object max_tokens,
+         py::object temperature, py::object top_p, py::object extra) {
+        auto req = make_chat(std::move(model), messages, prompt, system, max_tokens, temperature, top_p, extra);
+        return call_blocking<ck::CompletionResult>(c, [&](auto h) { c.async_chat(std::move(req), std::move(h)); });
+      },
+      chat_args(),
+      "POST /v1/chat/completions and wait for the whole answer. messages=[{'role': ..., 'content': ...}] or "
+      "prompt='...' (with an optional system='...'); extra is merged into the request body as is (tools, "
+      "response_format, vLLM's top_k, ignore_eos, ...). Raises OpenAIError.");
+  def_with(
+      client, "chat_stream",
+      [](C& c, std::string model, py::object messages, py::object prompt, py::object system, py::object max_tokens,
+         py::object temperature, py::object top_p, py::object extra) {
+        auto req = make_chat(std::move(model), messages, prompt, system, max_tokens, temperature, top_p, extra);
+        return Stream::start(c, py::none(), [&](auto on_chunk, auto handler) {
+          c.async_chat_stream(std::move(req), std::move(on_chunk), std::move(handler));
+        });
+      },
+      chat_args(),
+      "POST /v1/chat/completions, streamed: a ChatStream of StreamChunk (usage in the last chunk).");
+  def_with(
+      client, "start_chat",
+      [](C& c, std::string model, py::object messages, py::object prompt, py::object system, py::object max_tokens,
+         py::object temperature, py::object top_p, py::object extra, py::object done) {
+        auto req = make_chat(std::move(model), messages, prompt, system, max_tokens, temperature, top_p, extra);
+        return call_started<ck::CompletionResult>(c, std::move(done),
+                                                  [&](auto h) { c.async_chat(std::move(req), std::move(h)); });
+      },
+      chat_args(py::arg("done")),
+      "Start chat(); done(CompletionResult | OpenAIError) is called on the I/O thread. Returns the Operation.");
+  def_with(
+      client, "start_chat_stream",
+      [](C& c, std::string model, py::object messages, py::object prompt, py::object system, py::object max_tokens,
+         py::object temperature, py::object top_p, py::object extra, py::object notify) {
+        auto req = make_chat(std::move(model), messages, prompt, system, max_tokens, temperature, top_p, extra);
+        return Stream::start(c, std::move(notify), [&](auto on_chunk, auto handler) {
+          c.async_chat_stream(std::move(req), std::move(on_chunk), std::move(handler));
+        });
+      },
+      chat_args(py::arg("notify")),
+      "chat_stream() for an event loop: notify() is called on the I/O thread when a chunk arrives in an empty "
+      "queue and when the stream ends; read with ChatStream.next_ready().");
+  def_with(
+      client, "complete",
+      [](C& c, std::string model, py::object prompt, py::object max_tokens, py::object temperature, py::object top_p,
+         py::object extra) {
+        auto req = make_completion(std::move(model), prompt, max_tokens, temperature, top_p, extra);
+        return call_blocking<ck::CompletionResult>(c,
+                                                   [&](auto h) { c.async_complete(std::move(req), std::move(h)); });
+      },
+      completion_args(),
+      "POST /v1/completions and wait for the whole answer; prompt is a str, or a list of str or token ids.");
+  def_with(
+      client, "complete_stream",
+      [](C& c, std::string model, py::object prompt, py::object max_tokens, py::object temperature, py::object top_p,
+         py::object extra) {
+        auto req = make_completion(std::move(model), prompt, max_tokens, temperature, top_p, extra);
+        return Stream::start(c, py::none(), [&](auto on_chunk, auto handler) {
+          c.async_complete_stream(std::move(req), std::move(on_chunk), std::move(handler));
+        });
+      },
+      completion_args(), "POST /v1/completions, streamed: a ChatStream of StreamChunk.");
+  def_with(
+      client, "start_complete",
+      [](C& c, std::string model, py::object prompt, py::object max_tokens, py::object temperature, py::object top_p,
+         py::object extra, py::object done) {
+        auto req = make_completion(std::move(model), prompt, max_tokens, temperature, top_p, extra);
+        return call_started<ck::CompletionResult>(c, std::move(done),
+                                                  [&](auto h) { c.async_complete(std::move(req), std::move(h)); });
+      },
+      completion_args(py::arg("done")), "Start complete(); done(CompletionResult | OpenAIError) on the I/O thread.");
+  def_with(
+      client, "start_complete_stream",
+      [](C& c, std::string model, py::object prompt, py::object max_tokens, py::object temperature, py::object top_p,
+         py::object extra, py::object notify) {
+        auto req = make_completion(std::move(model), prompt, max_tokens, temperature, top_p, extra);
+        return Stream::start(c, std::move(notify), [&](auto on_chunk, auto handler) {
+          c.async_complete_stream(std::move(req), std::move(on_chunk), std::move(handler));
+        });
+      },
+      completion_args(py::arg("notify")), "complete_stream() for an event loop (see start_chat_stream).");
 }
 
 }  // namespace ckpy

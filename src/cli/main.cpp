@@ -90,12 +90,14 @@ int main(int argc, char** argv) {
   cli::register_connection(app, g, action);
   cli::register_lab(app, g, action);
   cli::register_model(app, g, action);
+  cli::register_store(app, g, action);
   cli::register_plan(app, g, action);
   cli::register_chat(app, g, action);
   cli::register_bench(app, g, action);
   cli::register_facts(app, g, action);
   cli::register_preflight(app, g, action);
   cli::register_nccl_check(app, g, action);
+  cli::register_nas(app, g, action);
   try {
     app.parse(argc, argv);
   } catch (CLI::ParseError const& e) {

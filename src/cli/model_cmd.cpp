@@ -2,6 +2,7 @@
 // whether its files are whole, and how it fits on the GPUs at hand.
 #include <cstdio>
 #include <fstream>
+#include <algorithm>
 #include <iostream>
 
 #include "clusterkit/model.hpp"
@@ -35,6 +36,35 @@ ModelFacts facts_for(ModelArgs const& a) {
   return inspect_model(where.dir);
 }
 
+/// sha256sums for every file of a model folder (hub bookkeeping left out),
+/// hashed in parallel, written beside them atomically.
+void write_manifest(std::filesystem::path const& dir) {
+  namespace fs = std::filesystem;
+  std::vector<fs::path> paths;
+  std::vector<ManifestEntry> entries;
+  for (auto const& e : fs::recursive_directory_iterator(dir)) {
+    if (!e.is_regular_file()) continue;
+    auto rel = fs::relative(e.path(), dir).generic_string();
+    if (rel == "sha256sums" || rel.starts_with(".cache/") || rel.starts_with("._____temp/")) continue;
+    paths.push_back(e.path());
+    entries.push_back({"", rel});
+  }
+  auto digests = sha256_files(paths);
+  for (std::size_t i = 0; i < digests.size(); ++i) {
+    if (!digests[i].error.empty()) throw Error(make_error_code(errc::local_file_error), digests[i].error);
+    entries[i].sha256 = digests[i].sha256;
+  }
+  std::sort(entries.begin(), entries.end(), [](auto const& a, auto const& b) { return a.file < b.file; });
+  auto tmp = dir / "sha256sums.clusterkit-new";
+  {
+    std::ofstream out(tmp, std::ios::binary);
+    out << format_sha256_manifest(entries);
+    if (!out) throw Error(make_error_code(errc::local_file_error), "cannot write " + tmp.string());
+  }
+  fs::rename(tmp, dir / "sha256sums");
+  std::fprintf(stderr, "wrote %s (%zu files)\n", (dir / "sha256sums").c_str(), entries.size());
+}
+
 std::string gib(std::uint64_t bytes) {
   char buf[32];
   std::snprintf(buf, sizeof buf, "%.2f GiB", static_cast<double>(bytes) / (1ull << 30));
@@ -43,8 +73,12 @@ std::string gib(std::uint64_t bytes) {
 
 }  // namespace
 
+int verify_on_hosts(GlobalOptions const& g, std::string const& selector, std::string const& model, std::string const& root,
+                    std::string const& container_root, bool read_all, bool checksums);
+
 void register_model(CLI::App& app, GlobalOptions& g, Action& action) {
-  auto* model = app.add_subcommand("model", "Inspect and verify models on disk");
+  auto* model = app.add_subcommand(
+      "model", "Inspect, verify, download and copy models (here, or on hosts of the inventory)");
   model->require_subcommand(1);
 
   auto inspect_args = std::make_shared<ModelArgs>();
@@ -70,9 +104,29 @@ void register_model(CLI::App& app, GlobalOptions& g, Action& action) {
   add_model_args(verify, *verify_args);
   verify->add_option("--manifest", *manifest, "sha256sum-style manifest (default: <model>/sha256sums if present)");
   verify->add_flag("--no-checksums", *no_checksums, "Skip hashing");
-  verify->callback([&g, &action, verify_args, manifest, no_checksums] {
-    action = [&g, verify_args, manifest, no_checksums] {
+  struct Remote {
+    std::string group;
+    std::string container_root;
+    bool read_all = false;
+    bool checksums = false;
+    bool write_manifest = false;
+  };
+  auto remote = std::make_shared<Remote>();
+  verify->add_option("-g,--group", remote->group,
+                     "Check on these hosts instead (all, a group, host, role:NAME): MODEL is a path on them, or an id "
+                     "under --root (default /mnt) in ModelScope's layout");
+  verify->add_option("--container-root", remote->container_root, "Where the container mounts --root (for the report)");
+  verify->add_flag("--read-all", remote->read_all, "With -g: also read every shard to its end through the mount");
+  verify->add_flag("--checksums", remote->checksums, "With -g: hash on each host and compare with <model>/sha256sums");
+  verify->add_flag("--write-manifest", remote->write_manifest,
+                   "Hash every file of a local model in parallel and write <model>/sha256sums");
+  verify->callback([&g, &action, verify_args, manifest, no_checksums, remote] {
+    action = [&g, verify_args, manifest, no_checksums, remote] {
+      if (!remote->group.empty())
+        return verify_on_hosts(g, remote->group, verify_args->model, verify_args->root, remote->container_root,
+                               remote->read_all, remote->checksums);
       auto where = resolve_model(verify_args->model, verify_args->root, verify_args->revision);
+      if (remote->write_manifest) write_manifest(where.dir);
       VerifyOptions o;
       if (!manifest->empty()) o.manifest = *manifest;
       o.skip_checksums = *no_checksums;

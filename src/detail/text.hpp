@@ -90,6 +90,10 @@ std::optional<Number> parse_number(std::string_view s) {
   return v;
 }
 
+/// Standard base64 (padding optional, whitespace skipped); nullopt on a
+/// character outside the alphabet. In model_store.cpp.
+std::optional<std::string> base64_decode(std::string_view in);
+
 inline std::optional<long> to_long(std::string_view s) { return parse_number<long>(s); }
 inline std::optional<double> to_double(std::string_view s) { return parse_number<double>(s); }
 inline std::optional<std::uint64_t> to_u64(std::string_view s) { return parse_number<std::uint64_t>(s); }

@@ -1,0 +1,140 @@
+// `clusterkit nas mount|umount|check`: one shared folder at the same path on
+// every host, so a model copied once is seen by every GPU host.
+#include <cstdio>
+#include <iostream>
+
+#include "clusterkit/nas.hpp"
+#include "common.hpp"
+
+namespace clusterkit::cli {
+namespace {
+
+struct NasArgs {
+  std::string group = "all";
+  std::string kind = "nfs";
+  NasSpec spec;
+  double timeout = 120;
+  bool no_allow_other = false;
+  // umount
+  bool lazy = false;
+  bool remove_fstab_entry = false;
+};
+
+void add_target(CLI::App* sub, NasArgs& a) {
+  sub->add_option("-g,--group", a.group, "Hosts: all, a group, a host, role:NAME, or a comma list")->capture_default_str();
+  sub->add_option("--path", a.spec.mount_point, "Where the folder appears on every host")->capture_default_str();
+}
+
+int print_outcomes(GlobalOptions const& g, std::vector<MountOutcome> const& outcomes) {
+  std::size_t ok = 0;
+  for (auto const& o : outcomes) ok += o.ok();
+  if (g.json) {
+    nlohmann::json j = nlohmann::json::array();
+    for (auto const& o : outcomes) j.push_back(o.to_json());
+    std::cout << j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << std::endl;
+  } else {
+    for (auto const& o : outcomes)
+      std::printf("%-12s %-8s %s%s\n", o.host.c_str(), o.action.c_str(), o.ok() ? "" : "FAILED: ", o.message.c_str());
+    std::fflush(stdout);
+    std::fprintf(stderr, "%zu/%zu hosts succeeded\n", ok, outcomes.size());
+  }
+  return ok == outcomes.size() ? 0 : 1;
+}
+
+}  // namespace
+
+void register_nas(CLI::App& app, GlobalOptions& g, Action& action) {
+  auto* nas = app.add_subcommand("nas", "Mount a shared folder (NFS, sshfs, bind) at the same path on every host");
+  nas->require_subcommand(1);
+
+  auto m = std::make_shared<NasArgs>();
+  auto* mount = nas->add_subcommand(
+      "mount", "Mount SOURCE at --path on every host: kept where the same source is already there, refused where "
+               "something else is");
+  add_target(mount, *m);
+  mount->add_option("--type", m->kind, "nfs, sshfs or bind")
+      ->check(CLI::IsMember({"nfs", "sshfs", "bind"}))
+      ->capture_default_str();
+  mount->add_option("source", m->spec.source,
+                    "nfs: SERVER:/EXPORT; sshfs: [USER@]HOST:/PATH; bind: /PATH on each host")
+      ->required();
+  mount->add_option("--nfs-version", m->spec.nfs_version, "NFS protocol version: 3, 4, 4.0, 4.1 or 4.2")
+      ->capture_default_str();
+  mount->add_option("-o,--option", m->spec.options,
+                    "A mount option (key=value or flag); one with a default's key replaces it (repeatable)");
+  mount->add_flag("--read-only", m->spec.read_only, "Mount read-only");
+  mount->add_option("--identity", m->spec.identity_file, "sshfs: the key the hosts use to reach the NAS (a path on them)");
+  mount->add_option("--known-hosts", m->spec.known_hosts_file, "sshfs: known_hosts file on the hosts holding the NAS's key");
+  mount->add_option("--port", m->spec.port, "sshfs: the NAS's ssh port");
+  mount->add_flag("--no-allow-other", m->no_allow_other,
+                  "sshfs: only the mounting user may read the mount (containers started by dockerd then cannot)");
+  mount->add_flag("--persist", m->spec.persist, "Also add an /etc/fstab entry so the mount survives a reboot");
+  mount->add_option("--fstab", m->spec.fstab_path, "The fstab to edit")->capture_default_str();
+  mount->add_flag("--allow-non-empty", m->spec.allow_non_empty,
+                  "Mount over a folder that has files in it (they are hidden until the unmount)");
+  mount->add_option("--timeout", m->timeout, "Seconds a mount may take on one host")->capture_default_str();
+  mount->callback([&g, &action, m] {
+    action = [&g, m] {
+      NasSpec spec = m->spec;
+      spec.kind = *nas_kind_from_string(m->kind);
+      spec.allow_other = !m->no_allow_other;
+      spec.timeout = std::chrono::seconds(static_cast<long long>(m->timeout));
+      NasMount nas(spec);  // validates: a bad source fails here, before any host is touched
+      Runtime rt;
+      auto hosts = make_hosts(rt, load_inventory(g), m->group);
+      return print_outcomes(g, mount_nas(nas, hosts));
+    };
+  });
+
+  auto u = std::make_shared<NasArgs>();
+  auto* umount = nas->add_subcommand(
+      "umount", "Unmount --path on every host (only a network or FUSE mount, or the one of --source)");
+  add_target(umount, *u);
+  umount->add_option("--source", u->spec.source, "Only unmount this source (nfs/sshfs form, or a bind's /PATH)");
+  umount->add_option("--type", u->kind, "The kind of --source: nfs, sshfs or bind")
+      ->check(CLI::IsMember({"nfs", "sshfs", "bind"}))
+      ->capture_default_str();
+  umount->add_flag("--lazy", u->lazy, "Detach now even if busy (umount -l); cleaned up when the last user is gone");
+  umount->add_flag("--remove-fstab-entry", u->remove_fstab_entry, "Also remove the /etc/fstab entry for --path");
+  umount->add_option("--fstab", u->spec.fstab_path, "The fstab to edit")->capture_default_str();
+  umount->add_option("--timeout", u->timeout, "Seconds an unmount may take on one host")->capture_default_str();
+  umount->callback([&g, &action, u] {
+    action = [&g, u] {
+      NasSpec spec = u->spec;
+      spec.kind = *nas_kind_from_string(u->kind);
+      spec.timeout = std::chrono::seconds(static_cast<long long>(u->timeout));
+      Runtime rt;
+      auto hosts = make_hosts(rt, load_inventory(g), u->group);
+      UnmountOptions o;
+      o.lazy = u->lazy;
+      o.remove_fstab_entry = u->remove_fstab_entry;
+      return print_outcomes(g, unmount_nas(NasMount(spec), hosts, o));
+    };
+  });
+
+  auto c = std::make_shared<NasArgs>();
+  auto* check = nas->add_subcommand(
+      "check", "Does every host see the same folder at --path? Each writes a token file, each reads all of them");
+  add_target(check, *c);
+  check->callback([&g, &action, c] {
+    action = [&g, c] {
+      Runtime rt;
+      auto hosts = make_hosts(rt, load_inventory(g), c->group);
+      auto report = check_nas(NasMount(c->spec), hosts);
+      if (g.json) {
+        std::cout << report.to_json().dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << std::endl;
+      } else {
+        for (auto const& h : report.hosts) {
+          std::printf("%-12s %-8s %-30s sees %zu/%zu%s%s\n", h.host.c_str(), h.mounted ? h.fstype.c_str() : "-",
+                      h.mounted ? h.source.c_str() : "(not a mount)", h.sees.size(), report.hosts.size(),
+                      h.problem.empty() ? "" : "  ", h.problem.c_str());
+        }
+        for (auto const& p : report.problems) std::printf("problem: %s\n", p.c_str());
+        std::printf("%s: %s\n", report.path.c_str(), report.ok ? "every host sees the same folder" : "NOT shared");
+      }
+      return report.ok ? 0 : 1;
+    };
+  });
+}
+
+}  // namespace clusterkit::cli

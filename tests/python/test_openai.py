@@ -1,0 +1,739 @@
+"""clusterkit.OpenAIClient from Python, against llm-d-inference-sim.
+
+llm-d-inference-sim is a vLLM SIMULATOR (no model, no GPU): it speaks
+vLLM's OpenAI-compatible API and /metrics, and can add latency and inject
+failures. Every test starts its own simulator on a free 127.0.0.1 port with
+the flags it needs (always --force-dummy-tokenizer) and stops it by its pid.
+"""
+
+from __future__ import annotations
+
+import _thread
+import asyncio
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Callable, Optional
+
+import pytest
+
+import clusterkit as ck
+
+MODEL = "qwen2.5-72b-instruct"
+PROMPT = "The quick brown fox jumps over the lazy dog"
+
+
+def find_simulator() -> Optional[str]:
+    env = os.environ.get("CLUSTERKIT_SIM")
+    if env and os.access(env, os.X_OK):
+        return env
+    found = shutil.which("llm-d-inference-sim")
+    if found:
+        return found
+    for p in ("/usr/local/bin/llm-d-inference-sim", str(Path(__file__).parents[2] / "tools/bin/llm-d-inference-sim")):
+        if os.access(p, os.X_OK):
+            return p
+    return None
+
+
+SIMULATOR = find_simulator()
+pytestmark = pytest.mark.skipif(
+    SIMULATOR is None,
+    reason="llm-d-inference-sim (a vLLM simulator) is not installed: run scripts/install-sim.sh",
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def established_to(port: int) -> int:
+    """ESTABLISHED IPv4 connections whose remote end is 127.0.0.1:port (the client side)."""
+    n = 0
+    with open("/proc/net/tcp") as f:
+        next(f)
+        for line in f:
+            fields = line.split()
+            remote, state = fields[2], fields[3]
+            if int(remote.split(":")[1], 16) == port and state == "01":
+                n += 1
+    return n
+
+
+class Simulator:
+    """One llm-d-inference-sim process (a vLLM simulator) on 127.0.0.1."""
+
+    def __init__(self, flags: list[str], log_path: Path) -> None:
+        assert SIMULATOR is not None
+        self.port = free_port()
+        self.log_path = log_path
+        argv = [SIMULATOR, "--model", MODEL, "--port", str(self.port), "--force-dummy-tokenizer", *flags]
+        with open(log_path, "wb") as log:
+            self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 30
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the simulator exited at start: {self.log_text()}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"the simulator did not listen within 30 s: {self.log_text()}")
+            time.sleep(0.02)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.proc.poll() is not None:
+            return
+        os.kill(self.proc.pid, signal.SIGTERM)  # by pid, never by name
+        try:
+            self.proc.wait(timeout=3)
+        except subprocess.TimeoutExpired:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+
+@pytest.fixture
+def start_sim(tmp_path: Path) -> Iterator[Callable[..., Simulator]]:
+    """start_sim(*flags) -> a running Simulator, stopped when the test ends."""
+    sims: list[Simulator] = []
+
+    def start(*flags: str) -> Simulator:
+        sim = Simulator(list(flags), tmp_path / f"sim{len(sims)}.log")
+        sims.append(sim)
+        return sim
+
+    yield start
+    for sim in sims:
+        sim.stop()
+
+
+@pytest.fixture(scope="module")
+def echo_sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Simulator]:
+    """One simulator in echo mode (it answers with the prompt), shared by the module."""
+    sim = Simulator(["--mode", "echo"], tmp_path_factory.mktemp("echo-sim") / "sim.log")
+    yield sim
+    sim.stop()
+
+
+def client_for(sim: Simulator, **options: object) -> ck.OpenAIClient:
+    options.setdefault("proxy_from_environment", False)
+    options.setdefault("initial_backoff", 0.02)
+    options.setdefault("max_backoff", 0.2)
+    return ck.OpenAIClient(sim.url, **options)  # type: ignore[arg-type]
+
+
+def wait_until(predicate: Callable[[], bool], seconds: float = 3.0) -> bool:
+    until = time.monotonic() + seconds
+    while time.monotonic() < until:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return predicate()
+
+
+# ---------------------------------------------------------------------------
+# Models, chat, completions
+
+
+def test_list_models(echo_sim: Simulator) -> None:
+    client = client_for(echo_sim)
+    models = client.list_models()
+    assert models.ids() == [MODEL]
+    assert len(models) == 1
+    (info,) = list(models)
+    assert info.id == MODEL
+    assert info.max_model_len == 1024  # the simulator's default context
+    assert info.owned_by == "vllm"
+    assert models.raw["object"] == "list"
+    # A field clusterkit does not type is still there, in the raw JSON.
+    assert info.raw["root"] == MODEL
+    assert models.meta.status == 200
+    assert models.meta.attempts == 1
+    assert models.meta.duration > 0
+    assert repr(models) == f"ModelList(['{MODEL}'])"
+    # The base URL may carry /v1, as OpenAI clients write it.
+    assert ck.OpenAIClient(echo_sim.url + "/v1", proxy_from_environment=False).list_models().ids() == [MODEL]
+
+
+def test_chat_plain(echo_sim: Simulator) -> None:
+    client = client_for(echo_sim)
+    r = client.chat(MODEL, [{"role": "user", "content": PROMPT}], max_tokens=64)
+    assert isinstance(r, ck.CompletionResult)
+    assert r.text == PROMPT  # echo mode answers with the last message
+    assert len(r.choices) == 1
+    assert (r.choices[0].index, r.choices[0].role, r.choices[0].finish_reason) == (0, "assistant", "stop")
+    assert r.model == MODEL
+    assert r.id.startswith("chatcmpl-")
+    assert r.usage is not None
+    assert r.usage.completion_tokens > 0 and r.usage.prompt_tokens > 0
+    assert r.usage.total_tokens == r.usage.prompt_tokens + r.usage.completion_tokens
+    assert r.raw["object"] == "chat.completion"
+    assert r.raw["choices"][0]["message"]["content"] == PROMPT
+    # Untyped fields of the answer are kept in the raw JSON.
+    assert "prompt_tokens_details" in r.raw["usage"]
+    assert r.meta.status == 200
+
+    # prompt= (and system=) build the messages; the system message is sent too.
+    alone = client.chat(MODEL, prompt=PROMPT, max_tokens=64)
+    with_system = client.chat(MODEL, prompt=PROMPT, system="You are terse and precise.", max_tokens=64)
+    assert alone.text == with_system.text == PROMPT
+    assert alone.usage is not None and with_system.usage is not None
+    assert alone.usage.prompt_tokens == r.usage.prompt_tokens
+    assert with_system.usage.prompt_tokens > alone.usage.prompt_tokens
+
+
+def test_chat_stream_deltas_add_up_with_usage_last(echo_sim: Simulator) -> None:
+    client = client_for(echo_sim)
+    plain = client.chat(MODEL, prompt=PROMPT, max_tokens=64)
+    stream = client.chat_stream(MODEL, prompt=PROMPT, max_tokens=64)
+    assert isinstance(stream, ck.ChatStream)
+    chunks = list(stream)
+    result = stream.result
+    assert result is not None
+    assert "".join(c.delta for c in chunks) == result.text == plain.text == PROMPT
+    assert result.role == "assistant" and chunks[0].role == "assistant"
+    assert result.finish_reason == "stop"
+    assert result.done_marker
+    assert result.chunks == len(chunks)
+    assert result.time_to_first_token > 0
+    assert {c.id for c in chunks} == {result.id}
+    # Usage arrives alone in the last chunk (stream_options.include_usage).
+    assert chunks[-1].usage is not None
+    assert chunks[-1].raw["choices"] == []
+    assert all(c.usage is None for c in chunks[:-1])
+    assert chunks[0].raw["object"] == "chat.completion.chunk"
+    assert result.usage is not None and plain.usage is not None
+    assert (result.usage.prompt_tokens, result.usage.completion_tokens, result.usage.total_tokens) == (
+        plain.usage.prompt_tokens,
+        plain.usage.completion_tokens,
+        plain.usage.total_tokens,
+    )
+    # One chunk per token in the simulator.
+    assert result.content_chunks == result.usage.completion_tokens
+    # Read to the end: the stream is over, the summary stays.
+    with pytest.raises(StopIteration):
+        next(stream)
+    assert stream.done()
+
+
+def test_include_usage_can_be_turned_off_through_extra(echo_sim: Simulator) -> None:
+    client = client_for(echo_sim)
+    stream = client.chat_stream(MODEL, prompt=PROMPT, extra={"stream_options": {"include_usage": False}})
+    chunks = list(stream)
+    assert "".join(c.delta for c in chunks) == PROMPT
+    assert all(c.usage is None for c in chunks)
+    assert stream.result is not None and stream.result.usage is None
+
+
+def test_completions_plain_and_streamed(echo_sim: Simulator) -> None:
+    client = client_for(echo_sim)
+    plain = client.complete(MODEL, "one two three four", max_tokens=32)
+    assert plain.text == "one two three four"
+    assert plain.raw["object"] == "text_completion"
+    assert plain.choices[0].finish_reason == "stop"
+    assert plain.usage is not None
+    stream = client.complete_stream(MODEL, "one two three four", max_tokens=32)
+    deltas = [c.delta for c in stream]
+    result = stream.result
+    assert result is not None
+    assert "".join(deltas) == result.text == plain.text
+    assert result.usage is not None
+    assert result.usage.completion_tokens == plain.usage.completion_tokens
+    assert result.usage.prompt_tokens == plain.usage.prompt_tokens
+    # collect() reads what is left and returns the summary.
+    collected = client.complete_stream(MODEL, "five six", max_tokens=32).collect()
+    assert collected.text == "five six" and collected.done_marker
+
+
+def test_extra_fields_are_sent_and_honoured(start_sim: Callable[..., Simulator]) -> None:
+    sim = start_sim("--log-http")
+    client = client_for(sim)
+    stream = client.chat_stream(
+        MODEL, prompt="hello", max_tokens=12, extra={"ignore_eos": True, "top_k": 5, "seed": 7}
+    )
+    result = stream.collect()
+    # ignore_eos (a vLLM extension) makes the simulator produce max_tokens tokens.
+    assert result.usage is not None and result.usage.completion_tokens == 12
+    assert result.finish_reason == "length"
+    log = sim.log_text()
+    assert re.search(r'top_k\W+5', log), log[-2000:]
+    assert re.search(r'seed\W+7', log)
+    assert re.search(r'ignore_eos\W+true', log)
+    # Bad arguments are refused before anything is sent.
+    with pytest.raises(TypeError):
+        client.chat(MODEL)
+    with pytest.raises(TypeError):
+        client.chat(MODEL, [{"role": "user", "content": "x"}], prompt="y")
+    with pytest.raises(TypeError):
+        client.chat(MODEL, prompt="x", extra=["not", "a", "dict"])  # type: ignore[arg-type]
+
+
+def test_chunk_json_off_gives_the_same_stream_without_raw(echo_sim: Simulator) -> None:
+    with_json = client_for(echo_sim)
+    scanned = client_for(echo_sim, chunk_json=False)
+    a = list(with_json.chat_stream(MODEL, prompt=PROMPT))
+    b = list(scanned.chat_stream(MODEL, prompt=PROMPT))
+    assert [c.delta for c in a] == [c.delta for c in b]
+    assert all(c.raw is None for c in b)
+    assert all(isinstance(c.raw, dict) for c in a)
+
+
+# ---------------------------------------------------------------------------
+# The API key
+
+
+def test_api_key_is_sent_as_bearer_and_never_shown(
+    start_sim: Callable[..., Simulator], monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    key = "sk-clusterkit-py-SECRET-0123456789"
+    sim = start_sim("--log-http", "--mode", "echo")
+    client = client_for(sim, api_key=key)
+    assert "SECRET" not in repr(client) and "SECRET" not in str(client)
+    assert repr(client) == f"OpenAIClient('{sim.url}', api_key='***')"
+    assert client.chat(MODEL, prompt="secret?").text == "secret?"
+    assert client.chat_stream(MODEL, prompt="secret?").collect().text == "secret?"
+    # The simulator logged the request headers: the key went out as a bearer token.
+    assert f"Authorization: Bearer {key}" in sim.log_text()
+
+    # From $OPENAI_API_KEY when api_key is not given.
+    env_key = "sk-from-the-environment-SECRET-42"
+    monkeypatch.setenv("OPENAI_API_KEY", env_key)
+    from_env = client_for(sim)
+    assert "SECRET" not in repr(from_env)
+    from_env.list_models()
+    assert f"Authorization: Bearer {env_key}" in sim.log_text()
+    monkeypatch.delenv("OPENAI_API_KEY")
+    assert repr(client_for(sim)) == f"OpenAIClient('{sim.url}')"
+
+    # Errors (the simulator refuses every key here) name neither key.
+    refusing = start_sim("--failure-injection-rate", "100", "--failure-types", "invalid_api_key")
+    texts: list[str] = []
+    bad = client_for(refusing, api_key=key)
+    for call in (lambda: bad.chat(MODEL, prompt="hi"), lambda: bad.chat_stream(MODEL, prompt="hi").collect()):
+        with pytest.raises(ck.OpenAIError) as e:
+            call()
+        assert e.value.status == 401
+        assert e.value.server_message == "Incorrect API key provided."
+        assert e.value.meta is not None
+        texts += [str(e.value), repr(e.value), e.value.message, e.value.server_message, e.value.meta.diagnostic]
+    assert all("SECRET" not in t for t in texts), texts
+    out, err = capfd.readouterr()
+    assert "SECRET" not in out and "SECRET" not in err
+
+
+# ---------------------------------------------------------------------------
+# Errors and timeouts
+
+
+def test_http_errors_carry_status_and_server_message(start_sim: Callable[..., Simulator]) -> None:
+    limited = start_sim("--failure-injection-rate", "100", "--failure-types", "rate_limit")
+    client = client_for(limited, max_retries=2)
+    with pytest.raises(ck.OpenAIError) as e:
+        client.chat(MODEL, prompt="hi")
+    err = e.value
+    assert isinstance(err, ck.Error)  # `except clusterkit.Error` catches it
+    assert err.code == "http_error"
+    assert err.status == 429
+    assert err.server_message.startswith("Rate limit reached")
+    assert err.meta is not None and err.meta.attempts == 3 and err.meta.status == 429
+    assert "429" in str(err) and "after 3 attempts" in str(err)
+    assert err.server_message in str(err)
+    assert client.stats()["retries"] == 2
+    # Streams report the same way, from the iteration.
+    with pytest.raises(ck.OpenAIError) as e:
+        for _ in client.chat_stream(MODEL, prompt="hi"):
+            pass
+    assert e.value.status == 429
+
+    overloaded = start_sim("--failure-injection-rate", "100", "--failure-types", "server_error")
+    no_retries = client_for(overloaded, max_retries=0)
+    with pytest.raises(ck.OpenAIError) as e:
+        no_retries.complete(MODEL, "hi")
+    assert (e.value.status, e.value.meta.attempts if e.value.meta else None) == (503, 1)
+    assert "overloaded" in e.value.server_message
+
+    bad_request = start_sim("--failure-injection-rate", "100", "--failure-types", "invalid_request")
+    with pytest.raises(ck.OpenAIError) as e:
+        client_for(bad_request).chat(MODEL, prompt="hi")
+    assert e.value.status == 400
+    assert e.value.meta is not None and e.value.meta.attempts == 1  # a 400 is not retried
+    assert "missing required parameter" in e.value.server_message
+
+
+def test_connection_refused_and_bad_url() -> None:
+    client = ck.OpenAIClient(f"http://127.0.0.1:{free_port()}", proxy_from_environment=False)
+    with pytest.raises(ck.OpenAIError) as e:
+        client.list_models()
+    assert e.value.code == "connection_refused"
+    assert e.value.status == 0
+    with pytest.raises(ck.Error) as bad:
+        ck.OpenAIClient("not a url")
+    assert bad.value.code == "invalid_argument"
+    with pytest.raises(ck.Error) as bad:
+        ck.OpenAIClient("https://127.0.0.1:1", ca_file="/nonexistent/ca.pem")
+    assert bad.value.code == "local_file_error"
+
+
+def test_timeouts(start_sim: Callable[..., Simulator]) -> None:
+    slow_start = start_sim("--time-to-first-token", "3s")
+    streaming = client_for(slow_start, first_token_timeout=0.3)
+    t0 = time.monotonic()
+    with pytest.raises(ck.OpenAIError) as e:
+        streaming.chat_stream(MODEL, prompt="hi").collect()
+    took = time.monotonic() - t0
+    assert e.value.code == "timed_out"
+    assert "first_token_timeout" in str(e.value)
+    assert 0.3 <= took < 2.5, took
+    assert streaming.stats()["open_connections"] == 0  # a timed-out connection is not reused
+
+    plain = client_for(slow_start, request_timeout=0.3, max_retries=0)
+    t0 = time.monotonic()
+    with pytest.raises(ck.OpenAIError) as e:
+        plain.chat(MODEL, prompt="hi")
+    assert e.value.code == "timed_out"
+    assert "request_timeout" in str(e.value)
+    assert time.monotonic() - t0 < 2.5
+
+    slow_tokens = start_sim("--inter-token-latency", "1s")
+    gaps = client_for(slow_tokens, inter_token_timeout=0.2)
+    with pytest.raises(ck.OpenAIError) as e:
+        gaps.chat_stream(MODEL, prompt="hi", max_tokens=10, extra={"ignore_eos": True}).collect()
+    assert e.value.code == "timed_out"
+    assert "inter_token_timeout" in str(e.value)
+
+    with pytest.raises(ValueError):
+        client_for(slow_start, request_timeout=-1)
+
+
+# ---------------------------------------------------------------------------
+# Blocking calls: the GIL is released, Ctrl-C and cancel() stop the request
+
+
+def test_blocking_call_releases_the_gil(start_sim: Callable[..., Simulator]) -> None:
+    sim = start_sim("--time-to-first-token", "600ms")
+    client = client_for(sim)
+    ticks = 0
+    stop = threading.Event()
+
+    def count() -> None:
+        nonlocal ticks
+        while not stop.is_set():
+            time.sleep(0.005)
+            ticks += 1
+
+    t = threading.Thread(target=count)
+    t.start()
+    try:
+        r = client.chat(MODEL, prompt="hi", max_tokens=4)
+    finally:
+        stop.set()
+        t.join()
+    assert r.meta.duration >= 0.6
+    assert ticks >= 40, ticks  # the other thread ran while chat() waited
+
+
+def test_ctrl_c_cancels_a_blocking_call_and_closes_its_connection(start_sim: Callable[..., Simulator]) -> None:
+    sim = start_sim("--time-to-first-token", "5s")
+    client = client_for(sim)
+    timer = threading.Timer(0.3, _thread.interrupt_main)
+    timer.start()
+    t0 = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        client.chat(MODEL, prompt="hi")
+    timer.join()
+    assert time.monotonic() - t0 < 3
+    assert wait_until(lambda: client.stats()["open_connections"] == 0)
+    assert wait_until(lambda: established_to(sim.port) == 0)
+    assert client.list_models().ids() == [MODEL]  # the client is fine afterwards
+
+
+def test_leaving_a_sync_stream_early_closes_its_connection(start_sim: Callable[..., Simulator]) -> None:
+    sim = start_sim("--inter-token-latency", "100ms")
+    client = client_for(sim)
+    seen: list[str] = []
+    t0 = time.monotonic()
+    with client.chat_stream(MODEL, prompt="hi", max_tokens=100, extra={"ignore_eos": True}) as stream:
+        for chunk in stream:
+            if chunk.delta:
+                seen.append(chunk.delta)
+            if len(seen) == 3:
+                assert established_to(sim.port) == 1
+                break
+    assert wait_until(lambda: client.stats()["open_connections"] == 0)
+    assert time.monotonic() - t0 < 3  # 100 tokens would take 10 s
+    assert client.stats()["connections_closed"] == 1
+    assert wait_until(lambda: established_to(sim.port) == 0)
+
+    # cancel() from another thread: the iteration raises OpenAIError('cancelled').
+    stream = client.chat_stream(MODEL, prompt="hi", max_tokens=100, extra={"ignore_eos": True})
+    threading.Timer(0.3, stream.cancel).start()
+    with pytest.raises(ck.OpenAIError) as e:
+        for _ in stream:
+            pass
+    assert e.value.code == "cancelled"
+    assert stream.result is not None and stream.result.content_chunks < 100
+
+
+# ---------------------------------------------------------------------------
+# asyncio
+
+
+def test_async_calls(echo_sim: Simulator) -> None:
+    client = client_for(echo_sim)
+
+    async def main() -> None:
+        models, chat, done, health, metrics = await asyncio.gather(
+            client.list_models_async(),
+            client.chat_async(MODEL, prompt=PROMPT),
+            client.complete_async(MODEL, "one two"),
+            client.health_async(),
+            client.metrics_async(),
+        )
+        assert models.ids() == [MODEL]
+        assert chat.text == PROMPT
+        assert done.text == "one two"
+        assert health.ok
+        assert metrics.gauges.models == [MODEL]
+        stream = client.complete_stream_async(MODEL, "three four five")
+        deltas = [c.delta async for c in stream]
+        assert "".join(deltas) == "three four five"
+        assert stream.result is not None and stream.result.text == "three four five"
+
+    asyncio.run(main())
+
+
+def test_async_errors(start_sim: Callable[..., Simulator]) -> None:
+    sim = start_sim("--failure-injection-rate", "100", "--failure-types", "rate_limit")
+    client = client_for(sim, max_retries=1)
+
+    async def main() -> None:
+        with pytest.raises(ck.OpenAIError) as e:
+            await client.chat_async(MODEL, prompt="hi")
+        assert (e.value.status, e.value.code) == (429, "http_error")
+        assert e.value.meta is not None and e.value.meta.attempts == 2
+        with pytest.raises(ck.OpenAIError) as e:
+            async for _ in client.chat_stream_async(MODEL, prompt="hi"):
+                pass
+        assert e.value.status == 429
+
+    asyncio.run(main())
+
+
+def test_async_concurrent_streams_do_not_block_the_loop(start_sim: Callable[..., Simulator]) -> None:
+    sim = start_sim("--inter-token-latency", "50ms", "--max-num-seqs", "16")
+    client = client_for(sim)
+    n, tokens = 6, 10
+
+    async def one(i: int) -> tuple[str, ck.StreamResult, list[float]]:
+        arrivals: list[float] = []
+        text = ""
+        async with client.chat_stream_async(
+            MODEL, prompt=f"stream {i}", max_tokens=tokens, extra={"ignore_eos": True}
+        ) as stream:
+            async for chunk in stream:
+                text += chunk.delta
+                if chunk.delta:
+                    arrivals.append(time.monotonic())
+            assert stream.result is not None
+            return text, stream.result, arrivals
+
+    async def main() -> tuple[list[tuple[str, ck.StreamResult, list[float]]], float, int]:
+        ticks = 0
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.01)
+                ticks += 1
+
+        tick = asyncio.ensure_future(ticker())
+        t0 = time.monotonic()
+        results = await asyncio.gather(*(one(i) for i in range(n)))
+        elapsed = time.monotonic() - t0
+        tick.cancel()
+        return list(results), elapsed, ticks
+
+    results, elapsed, ticks = asyncio.run(main())
+    for text, result, arrivals in results:
+        assert text == result.text and text
+        assert result.usage is not None and result.usage.completion_tokens == tokens
+        assert result.content_chunks == tokens == len(arrivals)
+        assert result.done_marker
+    assert len({r.id for _, r, _ in results}) == n
+    # One stream takes ~0.5 s; six after one another would take ~3 s.
+    assert elapsed < 2.0, elapsed
+    # The streams overlapped: each one's first token came before any one ended.
+    assert max(a[0] for _, _, a in results) < min(a[-1] for _, _, a in results)
+    assert ticks >= 20, ticks  # the loop kept running meanwhile
+    assert client.stats()["requests_sent"] == n
+
+
+def test_cancelling_an_async_stream_task_closes_the_connection(start_sim: Callable[..., Simulator]) -> None:
+    sim = start_sim("--inter-token-latency", "100ms")
+    client = client_for(sim)
+
+    async def main() -> None:
+        seen: list[str] = []
+        connected: list[int] = []
+        holder: list[ck.AsyncChatStream] = []
+
+        async def read() -> None:
+            stream = client.chat_stream_async(MODEL, prompt="hi", max_tokens=100, extra={"ignore_eos": True})
+            holder.append(stream)
+            async for chunk in stream:
+                if chunk.delta:
+                    seen.append(chunk.delta)
+                    if len(seen) == 3:
+                        connected.append(established_to(sim.port))
+
+        task = asyncio.ensure_future(read())
+        while len(seen) < 3:
+            await asyncio.sleep(0.01)
+        t0 = time.monotonic()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert time.monotonic() - t0 < 2
+        assert connected == [1]
+        # The request ended before the task did: the connection is closed already.
+        assert holder[0].done()
+        assert client.stats()["open_connections"] == 0
+        assert client.stats()["connections_closed"] == 1
+        assert len(seen) < 10  # 100 tokens would take 10 s
+
+        # asyncio.wait_for on a plain call cancels it the same way.
+        slow = start_sim("--time-to-first-token", "5s")
+        slow_client = client_for(slow)
+        t0 = time.monotonic()
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(slow_client.chat_async(MODEL, prompt="hi"), 0.3)
+        assert time.monotonic() - t0 < 2
+        assert slow_client.stats()["open_connections"] == 0
+
+        # And aclose() on a stream nobody reads any more.
+        stream = slow_client.chat_stream_async(MODEL, prompt="hi")
+        await asyncio.sleep(0.2)
+        await stream.aclose()
+        assert stream.done()
+        assert slow_client.stats()["open_connections"] == 0
+
+    asyncio.run(main())
+    assert established_to(sim.port) == 0
+    assert client.list_models().ids() == [MODEL]  # fine afterwards, on a new connection
+    assert client.stats()["connections_opened"] == 2
+
+
+# ---------------------------------------------------------------------------
+# /health and /metrics
+
+
+def test_health_and_metrics(start_sim: Callable[..., Simulator]) -> None:
+    sim = start_sim()
+    client = client_for(sim)
+    health = client.health()
+    assert health.ok and bool(health)
+    assert health.meta.status == 200
+    for _ in range(3):
+        client.chat(MODEL, prompt="count me", max_tokens=4)
+    m = client.metrics()
+    g = m.gauges
+    assert g.requests_running is not None and g.requests_waiting is not None
+    assert g.kv_cache_metric == "vllm:kv_cache_usage_perc"
+    assert g.kv_cache_usage is not None and 0.0 <= g.kv_cache_usage <= 1.0
+    assert g.prompt_tokens_total is not None and g.prompt_tokens_total > 0
+    assert g.models == [MODEL]
+    assert "vllm:num_requests_running" in m.text
+    samples = m.samples("vllm:prompt_tokens_total")
+    assert samples and all(name == "vllm:prompt_tokens_total" for name, _, _ in samples)
+    assert samples[0][1].get("model_name") == MODEL
+    assert m.value("vllm:prompt_tokens_total") == g.prompt_tokens_total
+    assert m.value("no_such_metric") is None
+    assert m.meta.status == 200
+
+
+# ---------------------------------------------------------------------------
+# The official OpenAI Python client on the same simulator
+
+
+def test_same_content_and_usage_as_the_openai_package(echo_sim: Simulator) -> None:
+    openai = pytest.importorskip("openai", reason="the openai package is not installed (pip install openai)")
+    theirs = openai.OpenAI(base_url=echo_sim.url + "/v1", api_key="sk-crosscheck", max_retries=0)
+    ours = client_for(echo_sim, api_key="sk-crosscheck")
+    messages = [{"role": "user", "content": PROMPT}]
+
+    def usage_of(u: object) -> tuple[int, int, int]:
+        return (u.prompt_tokens, u.completion_tokens, u.total_tokens)  # type: ignore[attr-defined]
+
+    r_theirs = theirs.chat.completions.create(model=MODEL, messages=messages, max_tokens=64)
+    r_ours = ours.chat(MODEL, messages, max_tokens=64)
+    assert r_ours.text == r_theirs.choices[0].message.content
+    assert r_ours.choices[0].role == r_theirs.choices[0].message.role
+    assert r_ours.choices[0].finish_reason == r_theirs.choices[0].finish_reason
+    assert usage_of(r_ours.usage) == usage_of(r_theirs.usage)
+
+    text, role, finish, usage, chunks = "", None, None, None, 0
+    for c in theirs.chat.completions.create(
+        model=MODEL, messages=messages, max_tokens=64, stream=True, stream_options={"include_usage": True}
+    ):
+        chunks += 1
+        if c.usage is not None:
+            usage = usage_of(c.usage)
+        for ch in c.choices:
+            text += ch.delta.content or ""
+            role = ch.delta.role or role
+            finish = ch.finish_reason or finish
+    s_ours = ours.chat_stream(MODEL, messages, max_tokens=64).collect()
+    assert (s_ours.text, s_ours.role, s_ours.finish_reason) == (text, role, finish)
+    assert usage_of(s_ours.usage) == usage
+    assert s_ours.chunks == chunks
+
+    k_theirs = theirs.completions.create(model=MODEL, prompt=PROMPT, max_tokens=64)
+    k_ours = ours.complete(MODEL, PROMPT, max_tokens=64)
+    assert k_ours.text == k_theirs.choices[0].text
+    assert usage_of(k_ours.usage) == usage_of(k_theirs.usage)
+
+    text, usage, chunks = "", None, 0
+    for c in theirs.completions.create(
+        model=MODEL, prompt=PROMPT, max_tokens=64, stream=True, stream_options={"include_usage": True}
+    ):
+        chunks += 1
+        if c.usage is not None:
+            usage = usage_of(c.usage)
+        text += "".join(ch.text or "" for ch in c.choices)
+    ks_ours = ours.complete_stream(MODEL, PROMPT, max_tokens=64).collect()
+    assert ks_ours.text == text
+    assert usage_of(ks_ours.usage) == usage
+    assert ks_ours.chunks == chunks
+
+    # The asyncio forms agree with the OpenAI package's async client.
+    async def both() -> None:
+        a_theirs = openai.AsyncOpenAI(base_url=echo_sim.url + "/v1", api_key="sk-crosscheck", max_retries=0)
+        text_theirs = ""
+        async for c in await a_theirs.chat.completions.create(
+            model=MODEL, messages=messages, max_tokens=64, stream=True
+        ):
+            text_theirs += "".join(ch.delta.content or "" for ch in c.choices)
+        await a_theirs.close()
+        text_ours = "".join([c.delta async for c in ours.chat_stream_async(MODEL, messages, max_tokens=64)])
+        assert text_ours == text_theirs == PROMPT
+
+    asyncio.run(both())
