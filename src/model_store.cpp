@@ -193,6 +193,9 @@ bool DownloadProgressParser::feed(std::string_view raw) {
 }
 
 std::uint64_t DownloadProgressParser::bytes_done() const {
+  // tqdm does not always redraw a file's bar at 100% before closing it;
+  // the counting bar at its end means every byte is there.
+  if (files_total_ && files_done_ >= files_total_) return bytes_total();
   std::uint64_t sum = 0;
   for (auto const& f : files_) sum += f.done;
   return std::max(sum, aggregate_done_);

@@ -4,6 +4,7 @@ ck_add_test(test_inventory SOURCES unit/test_inventory.cpp)
 ck_add_test(test_model SOURCES unit/test_model.cpp)
 ck_add_test(test_planner SOURCES unit/test_planner.cpp)
 ck_add_test(test_nas SOURCES unit/test_nas.cpp)
+ck_add_test(test_model_store SOURCES unit/test_model_store.cpp)
 # Host facts, preflight and the NCCL check: parsers on real captured output
 # (tests/fixtures), fuzzing, the evaluation; plus the facts script, the NAS
 # probe scripts and the NCCL program run on this machine (the last against a

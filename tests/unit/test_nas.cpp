@@ -1,6 +1,6 @@
 // NasMount's pure half: options, command lines, fstab edits, the mount table
 // parser and the decisions, without any host. The same scripts run for real
-// on lab hosts in tests/lab/test_nas.cpp.
+// on lab hosts in tests/lab/test_models_lab.cpp.
 #include "clusterkit/nas.hpp"
 
 #include <catch2/catch.hpp>
