@@ -16,6 +16,7 @@ ck_add_test(test_host_local SOURCES unit/test_host_local.cpp)
 ck_add_test(test_lab SOURCES lab/test_lab.cpp LABELS lab)
 ck_add_test(test_host_ssh SOURCES lab/test_host_ssh.cpp LABELS lab)
 ck_add_test(test_preflight SOURCES lab/test_preflight.cpp LABELS lab)
+ck_add_test(test_models_lab SOURCES lab/test_models_lab.cpp LABELS lab)
 # OpenAI client: the pure parts (SSE, Prometheus text, URLs), then against
 # llm-d-inference-sim, a vLLM simulator (scripts/install-sim.sh installs it).
 ck_add_test(test_openai_unit SOURCES unit/test_sse.cpp unit/test_prometheus.cpp unit/test_openai_client.cpp
