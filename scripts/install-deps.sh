@@ -13,7 +13,7 @@ DEBIAN_PACKAGES=(
   libboost1.81-dev nlohmann-json3-dev libspdlog-dev catch2 libcli11-dev libyaml-cpp-dev libssl-dev
   python3 python3-dev python3-pip python3-venv
   openssh-client openssh-server sshfs fuse3 iproute2 util-linux procps
-  pdsh pssh
+  pdsh pssh rsync
 )
 
 missing=()
@@ -35,4 +35,14 @@ if "$PYTHON" -c 'import sys; sys.exit(0 if sys.prefix == sys.base_prefix else 1)
   pip_flags+=(--break-system-packages)
 fi
 "$PYTHON" -m pip install "${pip_flags[@]}" "pybind11>=2.11" "scikit-build-core>=0.10" "pytest>=7" "openai>=1"
+# The hub CLIs ModelStore drives on download hosts, for the download tests
+# (against tests/fixtures/fake_hub.py only). Pinned: tests/fixtures/
+# download-progress holds what these versions print. In a venv of their own
+# so that their dependencies never meet the test Python's.
+HUBCLI="${CK_HUBCLI_DIR:-/opt/ck-hubcli}"
+if ! "$HUBCLI/bin/python" -c 'import huggingface_hub, modelscope, sys; sys.exit(0 if (huggingface_hub.__version__, modelscope.__version__) == ("2.4.0", "1.40.2") else 1)' 2>/dev/null; then
+  echo "install-deps: installing hf and modelscope CLIs in $HUBCLI"
+  $SUDO "$PYTHON" -m venv "$HUBCLI"
+  $SUDO "$HUBCLI/bin/pip" install -q "huggingface_hub==2.4.0" "modelscope==1.40.2"
+fi
 echo "install-deps: done"

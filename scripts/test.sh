@@ -24,7 +24,7 @@ fi
 
 # Labs left by a crashed earlier run would hold their subnets.
 cleanup() {
-  for lab in tlab tssh tpy tpyf tpre tci; do
+  for lab in tlab tssh tpy tpyf tpre tmod tci; do
     [ -x "$BUILD/clusterkit" ] && "$BUILD/clusterkit" lab down --name "$lab" >/dev/null 2>&1 || true
   done
 }
@@ -37,7 +37,7 @@ cleanup
 status=0
 (cd "$BUILD" && ctest --output-on-failure --timeout 600) || status=1
 
-PYTHONPATH="$BUILD/python" python3 -m pytest tests/python -q -p no:cacheprovider || status=1
+CLUSTERKIT_HUB_CLI_BIN="${CLUSTERKIT_HUB_CLI_BIN:-/opt/ck-hubcli/bin}" PYTHONPATH="$BUILD/python" python3 -m pytest tests/python -q -p no:cacheprovider || status=1
 
 tests/cmake/consumer-test.sh "$BUILD" || status=1
 

@@ -357,8 +357,12 @@ awaitable<std::pair<std::error_code, DownloadResult>> download(Host host, Downlo
     progress(p);
   }
   if (spec.verify) {
-    // Not `{host}`: GCC 12 cannot put an initializer_list's array in a coroutine frame.
-    auto seen = co_await verify_on(std::vector<Host>(1, host), spec.local_dir, RemoteVerifyOptions());
+    // Named, not `{host}` / `{}` in the co_await expression: GCC 12 cannot
+    // put an initializer_list's array in a coroutine frame, and destroys a
+    // brace-initialised temporary argument twice.
+    std::vector<Host> on(1, host);
+    RemoteVerifyOptions options;
+    auto seen = co_await verify_on(std::move(on), spec.local_dir, std::move(options));
     result.verify = seen.front().report;
     if (!seen.front().ok()) {
       auto why = seen.front().message;
@@ -498,7 +502,9 @@ awaitable<std::pair<std::error_code, SyncResult>> sync(Host host, SyncSpec spec,
   (*stream_bytes)[0] += total % plan.size();
   emit(true);
   if (spec.verify) {
-    auto seen = co_await verify_on(std::vector<Host>(1, host), spec.destination, RemoteVerifyOptions());
+    std::vector<Host> on(1, host);
+    RemoteVerifyOptions options;
+    auto seen = co_await verify_on(std::move(on), spec.destination, std::move(options));
     result.verify = seen.front().report;
     if (!seen.front().ok()) co_return fail(make_error_code(errc::model_incomplete), seen.front().message);
   }

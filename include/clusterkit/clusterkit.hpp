@@ -8,6 +8,8 @@
 #include "clusterkit/inventory.hpp"
 #include "clusterkit/lab.hpp"
 #include "clusterkit/model.hpp"
+#include "clusterkit/model_store.hpp"
+#include "clusterkit/nas.hpp"
 #include "clusterkit/nccl_check.hpp"
 #include "clusterkit/openai_client.hpp"
 #include "clusterkit/planner.hpp"

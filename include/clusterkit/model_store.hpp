@@ -383,6 +383,10 @@ public:
 
   /// Check `dir` on every host at once: the same structural check as
   /// `verify_model`, on what each host sees (through its own mount).
+  /// With GCC 12, pass a named RemoteVerifyOptions, not `{}`, inside a
+  /// co_await expression: that compiler destroys a brace-initialised
+  /// temporary argument of a co_await expression twice (seen as a crash in
+  /// examples/model_store.cpp).
   template <class CompletionToken = asio::deferred_t>
   auto async_verify(std::vector<Host> hosts, std::string dir, RemoteVerifyOptions options = {},
                     CompletionToken&& token = {}) const {

@@ -42,7 +42,9 @@ private:
     if (quiet_) return;
     auto now = std::chrono::steady_clock::now();
     bool finished = p.bytes_total && p.bytes_done >= p.bytes_total;
-    if (!tty_ && !finished && now - last_ < std::chrono::seconds(5)) return;
+    if (p.bytes_done < 65536 && !p.bytes_total && !p.files_total) return;  // nothing to say yet
+    if (!tty_ && (finished ? finished_shown_ : now - last_ < std::chrono::seconds(5))) return;
+    finished_shown_ = finished_shown_ || finished;
     last_ = now;
     std::string line = p.host + " " + p.phase + " " + size_text(static_cast<double>(p.bytes_done));
     if (p.bytes_total) {
@@ -71,6 +73,7 @@ private:
   bool quiet_;
   bool tty_;
   bool drawn_ = false;
+  bool finished_shown_ = false;
   std::chrono::steady_clock::time_point last_{};
 };
 
