@@ -266,6 +266,7 @@ def main():
     ap.add_argument("--tool-core", default="1")
     ap.add_argument("--quick", action="store_true", help="fewer requests (a smoke run)")
     ap.add_argument("--skip-guidellm", action="store_true")
+    ap.add_argument("--skip-openai", action="store_true", help="leave out the OpenAI Python client (no venv needed)")
     ap.add_argument("--skip-throughput", action="store_true")
     ap.add_argument("--skip-ttft", action="store_true")
     ap.add_argument("--out", default=str(REPO / "bench" / "out" / "openai-results.json"))
@@ -282,7 +283,7 @@ def main():
                                                          if Path(a.sim + ".version").exists() else "unknown"),
                              "note": "llm-d-inference-sim is a vLLM SIMULATOR (no model, no GPU)"},
                "pinning": {"simulator_core": a.sim_core, "tool_core": a.tool_core}, "throughput": [], "ttft": []}
-    tools = [("clusterkit", clusterkit_bench), ("openai-asyncio", openai_asyncio)]
+    tools = [("clusterkit", clusterkit_bench)] + ([] if a.skip_openai else [("openai-asyncio", openai_asyncio)])
     if not a.skip_guidellm:
         tools.append(("guidellm", guidellm))
 
@@ -331,8 +332,9 @@ def main():
             # 256 in flight stay a light load for a simulator on one core.
             n = max(100, int(conc * 4 * scale))
             row = {"concurrency": conc, "requests": n, "tools": {}}
-            ttft_tools = [("clusterkit", clusterkit_bench), ("raw-socket", raw_socket),
-                          ("openai-asyncio", openai_asyncio)]
+            ttft_tools = [("clusterkit", clusterkit_bench), ("raw-socket", raw_socket)]
+            if not a.skip_openai:
+                ttft_tools.append(("openai-asyncio", openai_asyncio))
             for tool, fn in ttft_tools:
                 with Simulator(a.sim, a.sim_core,
                                ["--time-to-first-token", "50ms", "--inter-token-latency", "100ms"]) as sim:
