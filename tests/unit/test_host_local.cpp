@@ -159,6 +159,35 @@ TEST_CASE("output is streamed line by line while the command runs", "[host][loca
   CHECK(r.stdout_text == "first\nlast-no-newline");
 }
 
+TEST_CASE("progress bars redrawn with \\r arrive as they are drawn when asked", "[host][local]") {
+  Runtime rt;
+  auto host = rt.host(HostSpec::local_machine());
+  std::mutex m;
+  std::vector<std::string> lines;
+  RunOptions o;
+  o.on_line = [&](OutputLine const& l) {
+    std::lock_guard lock(m);
+    lines.emplace_back(std::string(l.stream == Stream::out ? "out:" : "err:") + std::string(l.text));
+  };
+  auto script = Command::shell("printf ' 10%%\\r 50%%\\r100%%\\ndone\\n'; printf 'a\\rb\\n' >&2");
+  // The two streams are read apart: compare each on its own.
+  auto of = [&](char const* prefix) {
+    std::vector<std::string> out;
+    for (auto const& l : lines)
+      if (l.starts_with(prefix)) out.push_back(l.substr(4));
+    return out;
+  };
+  run(host, script, o);
+  // Default: \r is part of the line.
+  CHECK(of("out:") == std::vector<std::string>{" 10%\r 50%\r100%", "done"});
+  CHECK(of("err:") == std::vector<std::string>{"a\rb"});
+  lines.clear();
+  o.split_on_carriage_return = true;
+  run(host, script, o);
+  CHECK(of("out:") == std::vector<std::string>{" 10%", " 50%", "100%", "done"});
+  CHECK(of("err:") == std::vector<std::string>{"a", "b"});
+}
+
 TEST_CASE("megabytes of output arrive intact; the capture limit is honoured", "[host][local]") {
   Runtime rt;
   auto host = rt.host(HostSpec::local_machine());
