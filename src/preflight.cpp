@@ -3,6 +3,8 @@
 // (preflight_probe.cpp runs things).
 #include "clusterkit/preflight.hpp"
 
+#include "detail/text.hpp"
+
 #include <algorithm>
 #include <cctype>
 #include <charconv>
@@ -34,57 +36,11 @@ bool has_role(InventoryHost const& h, std::string_view role) {
   return std::find(h.roles.begin(), h.roles.end(), role) != h.roles.end();
 }
 
-std::string_view trim(std::string_view s) {
-  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.front()))) s.remove_prefix(1);
-  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back()))) s.remove_suffix(1);
-  return s;
-}
-
-std::vector<std::string_view> lines_of(std::string_view text) {
-  std::vector<std::string_view> out;
-  while (!text.empty()) {
-    auto nl = text.find('\n');
-    auto line = text.substr(0, nl);
-    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
-    out.push_back(line);
-    if (nl == std::string_view::npos) break;
-    text.remove_prefix(nl + 1);
-  }
-  return out;
-}
-
-std::vector<std::string_view> split_ws(std::string_view s, std::size_t max_parts = 0) {
-  std::vector<std::string_view> out;
-  std::size_t i = 0;
-  while (i < s.size()) {
-    while (i < s.size() && std::isspace(static_cast<unsigned char>(s[i]))) ++i;
-    if (i >= s.size()) break;
-    if (max_parts && out.size() + 1 == max_parts) {
-      out.push_back(trim(s.substr(i)));
-      break;
-    }
-    std::size_t j = i;
-    while (j < s.size() && !std::isspace(static_cast<unsigned char>(s[j]))) ++j;
-    out.push_back(s.substr(i, j - i));
-    i = j;
-  }
-  return out;
-}
-
-std::optional<long> to_long(std::string_view s) {
-  long v = 0;
-  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
-  if (ec != std::errc() || p != s.data() + s.size()) return std::nullopt;
-  return v;
-}
-
-std::optional<double> to_double(std::string_view s) {
-  // from_chars for double is available in libstdc++ 11+.
-  double v = 0;
-  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
-  if (ec != std::errc() || p != s.data() + s.size()) return std::nullopt;
-  return v;
-}
+using detail::lines_of;
+using detail::split_ws;
+using detail::to_double;
+using detail::to_long;
+using detail::trim;
 
 std::string gib(std::uint64_t bytes) { return format_bytes(bytes); }
 
