@@ -3,8 +3,6 @@
 // (preflight_probe.cpp runs things).
 #include "clusterkit/preflight.hpp"
 
-#include "detail/text.hpp"
-
 #include <algorithm>
 #include <cctype>
 #include <charconv>
@@ -14,6 +12,7 @@
 #include <sstream>
 
 #include "clusterkit/shell.hpp"
+#include "detail/text.hpp"
 
 namespace clusterkit {
 
