@@ -858,8 +858,14 @@ std::string inventory_text(std::string const& lab, std::vector<HostPlan> const& 
     << "  user: root\n"
     << "  identity_file: " << paths.identity() << "\n"
     << "  known_hosts_file: " << paths.known_hosts() << "\n"
-    << "  host_key_policy: strict\n"
-    << "hosts:\n";
+    << "  host_key_policy: strict\n";
+  for (auto const& h : hosts) {
+    if (!h.nas) continue;
+    // `clusterkit nas mount -g lab` mounts the lab's NAS with no more said.
+    y << "  vars: {mount_point: /mnt, nas_type: sshfs, nas_export: \"root@" << h.address << ":/srv/nas\", "
+      << "nas_identity_file: " << paths.identity() << ", nas_known_hosts_file: " << paths.known_hosts() << "}\n";
+  }
+  y << "hosts:\n";
   for (auto const& h : hosts) {
     if (h.nas)
       y << "  " << h.name << ": {address: " << h.address << ", roles: [nas], groups: [storage]}\n";

@@ -256,6 +256,46 @@ std::string nas_mount_script(NasSpec const& spec) {
   return s.str();
 }
 
+NasSpec nas_spec_from_vars(nlohmann::json const& vars, std::string_view host, NasSpec base) {
+  if (vars.is_null()) return base;
+  auto bad = [&](std::string const& field, std::string const& want) {
+    throw Error(make_error_code(errc::inventory_invalid),
+                "host '" + std::string(host) + "': vars." + field + " must be " + want);
+  };
+  if (!vars.is_object()) bad("", "a map");
+  auto text = [&](char const* field, std::string& into) {
+    auto it = vars.find(field);
+    if (it == vars.end() || it->is_null()) return;
+    if (!it->is_string()) bad(field, "a string");
+    into = it->get<std::string>();
+  };
+  text("nas_export", base.source);
+  text("mount_point", base.mount_point);
+  text("nas_identity_file", base.identity_file);
+  text("nas_known_hosts_file", base.known_hosts_file);
+  if (auto it = vars.find("nas_nfs_version"); it != vars.end() && !it->is_null()) {
+    if (it->is_number()) base.nfs_version = it->dump();
+    else if (it->is_string()) base.nfs_version = it->get<std::string>();
+    else bad("nas_nfs_version", "3, 4, 4.0, 4.1 or 4.2");
+  }
+  std::string type;
+  text("nas_type", type);
+  if (!type.empty()) {
+    auto kind = nas_kind_from_string(type);
+    if (!kind) bad("nas_type", "nfs, sshfs or bind (not '" + type + "')");
+    base.kind = *kind;
+  }
+  if (auto it = vars.find("nas_options"); it != vars.end() && !it->is_null()) {
+    if (!it->is_array()) bad("nas_options", "a list of mount options");
+    base.options.clear();
+    for (auto const& o : *it) {
+      if (!o.is_string()) bad("nas_options", "a list of strings");
+      base.options.push_back(o.get<std::string>());
+    }
+  }
+  return base;
+}
+
 // ---------------------------------------------------------------------------
 // mountinfo
 

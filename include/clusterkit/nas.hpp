@@ -115,6 +115,16 @@ std::string nas_mount_script(NasSpec const& spec);
 /// of the wrong shape for its kind, a bad port).
 void validate(NasSpec const& spec, bool source_required = true);
 
+/// The NAS an inventory describes for a host, from its `vars` (the
+/// defaults' vars merged with its own): `nas_export` (the source),
+/// `nas_type` (nfs, sshfs or bind; default nfs), `mount_point`,
+/// `nas_nfs_version`, `nas_options` (a list), `nas_identity_file`,
+/// `nas_known_hosts_file`. What `vars` lacks keeps `base`'s value.
+/// Throws Error(errc::inventory_invalid) naming the host and the field.
+///
+///   defaults: {vars: {nas_export: "10.0.0.5:/share", mount_point: /mnt}}
+NasSpec nas_spec_from_vars(nlohmann::json const& vars, std::string_view host, NasSpec base = {});
+
 /// One line of /proc/self/mountinfo.
 struct MountEntry {
   int id = 0;

@@ -41,6 +41,33 @@ int print_outcomes(GlobalOptions const& g, std::vector<MountOutcome> const& outc
   return ok == outcomes.size() ? 0 : 1;
 }
 
+/// The NAS the inventory's vars describe; every selected host must agree.
+/// Options given on the command line win over the inventory's.
+NasSpec spec_from_inventory(std::vector<InventoryHost> const& hosts, NasSpec const& cli, bool kind_given,
+                            bool path_given) {
+  std::optional<NasSpec> agreed;
+  std::string first;
+  for (auto const& h : hosts) {
+    auto vars = h.extra.contains("vars") ? h.extra.at("vars") : nlohmann::json();
+    auto spec = nas_spec_from_vars(vars, h.spec.name, cli);
+    if (kind_given) spec.kind = cli.kind;
+    if (path_given) spec.mount_point = cli.mount_point;
+    if (!cli.identity_file.empty()) spec.identity_file = cli.identity_file;
+    if (!cli.known_hosts_file.empty()) spec.known_hosts_file = cli.known_hosts_file;
+    if (!cli.options.empty()) spec.options = cli.options;
+    if (!agreed) {
+      agreed = spec;
+      first = h.spec.name;
+    } else if (spec.source != agreed->source || spec.kind != agreed->kind || spec.mount_point != agreed->mount_point) {
+      throw Error(make_error_code(errc::inventory_invalid),
+                  "the inventory gives " + first + " and " + h.spec.name + " different NASes (" + agreed->source +
+                      " at " + agreed->mount_point + " vs " + spec.source + " at " + spec.mount_point +
+                      "); mount them one group at a time (-g)");
+    }
+  }
+  return agreed ? *agreed : cli;
+}
+
 }  // namespace
 
 void register_nas(CLI::App& app, GlobalOptions& g, Action& action) {
@@ -56,8 +83,8 @@ void register_nas(CLI::App& app, GlobalOptions& g, Action& action) {
       ->check(CLI::IsMember({"nfs", "sshfs", "bind"}))
       ->capture_default_str();
   mount->add_option("source", m->spec.source,
-                    "nfs: SERVER:/EXPORT; sshfs: [USER@]HOST:/PATH; bind: /PATH on each host")
-      ->required();
+                    "nfs: SERVER:/EXPORT; sshfs: [USER@]HOST:/PATH; bind: /PATH on each host "
+                    "(default: the inventory's vars.nas_export)");
   mount->add_option("--nfs-version", m->spec.nfs_version, "NFS protocol version: 3, 4, 4.0, 4.1 or 4.2")
       ->capture_default_str();
   mount->add_option("-o,--option", m->spec.options,
@@ -73,15 +100,24 @@ void register_nas(CLI::App& app, GlobalOptions& g, Action& action) {
   mount->add_flag("--allow-non-empty", m->spec.allow_non_empty,
                   "Mount over a folder that has files in it (they are hidden until the unmount)");
   mount->add_option("--timeout", m->timeout, "Seconds a mount may take on one host")->capture_default_str();
-  mount->callback([&g, &action, m] {
-    action = [&g, m] {
+  mount->callback([&g, &action, m, mount] {
+    bool const kind_given = mount->count("--type") > 0, path_given = mount->count("--path") > 0;
+    action = [&g, m, kind_given, path_given] {
       NasSpec spec = m->spec;
       spec.kind = *nas_kind_from_string(m->kind);
       spec.allow_other = !m->no_allow_other;
       spec.timeout = std::chrono::seconds(static_cast<long long>(m->timeout));
+      auto inventory = load_inventory(g);
+      auto selected = inventory.select(m->group);
+      if (spec.source.empty()) spec = spec_from_inventory(selected, spec, kind_given, path_given);
       NasMount nas(spec);  // validates: a bad source fails here, before any host is touched
+      if (spec.source.empty())
+        throw Error(make_error_code(errc::invalid_argument),
+                    "no NAS to mount: give SOURCE, or set vars.nas_export in the inventory (" + inventory.source() + ")");
+      validate(spec, true);
       Runtime rt;
-      auto hosts = make_hosts(rt, load_inventory(g), m->group);
+      std::vector<Host> hosts;
+      for (auto const& h : selected) hosts.push_back(rt.host(h.spec));
       return print_outcomes(g, mount_nas(nas, hosts));
     };
   });

@@ -191,6 +191,8 @@ TEST_CASE("lab: hosts are separate machines reachable over ssh", "[lab]") {
         "  identity_file: " + kStateDir + "/id_ed25519\n"
         "  known_hosts_file: " + kStateDir + "/known_hosts\n"
         "  host_key_policy: strict\n"
+        "  vars: {mount_point: /mnt, nas_type: sshfs, nas_export: \"root@10.88.7.250:/srv/nas\", nas_identity_file: " +
+        kStateDir + "/id_ed25519, nas_known_hosts_file: " + kStateDir + "/known_hosts}\n"
         "hosts:\n"
         "  h1: {address: 10.88.7.11, groups: [lab]}\n"
         "  h2: {address: 10.88.7.12, groups: [lab]}\n"

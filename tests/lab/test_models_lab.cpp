@@ -181,7 +181,14 @@ MountOutcome const& outcome(std::vector<MountOutcome> const& all, std::string co
 
 TEST_CASE("NasMount on the lab: mount, keep, refuse, check, persist, unmount", "[nas][lab]") {
   auto& lab = Lab::get();
-  NasMount nas(lab.nas);
+  // The lab's inventory describes its NAS (vars.nas_export, ...): the spec
+  // `clusterkit nas mount -g lab` uses with no more said.
+  auto from_inventory = nas_spec_from_vars(lab.inventory.find("h1")->extra.at("vars"), "h1");
+  CHECK(from_inventory.kind == NasKind::sshfs);
+  CHECK(from_inventory.source == lab.nas.source);
+  CHECK(from_inventory.identity_file == lab.nas.identity_file);
+  CHECK(from_inventory.mount_point == "/mnt");
+  NasMount nas(from_inventory);
   auto all = lab.hosts({"h1", "h2", "h3"});
 
   auto first = mount_nas(nas, all);

@@ -361,3 +361,29 @@ TEST_CASE("the check report: same source everywhere and every token seen", "[nas
   REQUIRE_FALSE(split.problems.empty());
   CHECK(split.problems.back().find("the hosts mount different sources at /mnt") != std::string::npos);
 }
+
+TEST_CASE("the NAS from an inventory's vars", "[nas]") {
+  auto vars = nlohmann::json::parse(R"({"nas_export": "nas.example.internal:/share", "mount_point": "/mnt",
+                                        "nas_nfs_version": 4.1, "nas_options": ["actimeo=30"]})");
+  auto spec = nas_spec_from_vars(vars, "gpu1");
+  CHECK(spec.kind == NasKind::nfs);
+  CHECK(spec.source == "nas.example.internal:/share");
+  CHECK(spec.nfs_version == "4.1");
+  auto opts = nas_mount_options(spec);
+  CHECK(std::find(opts.begin(), opts.end(), "vers=4.1") != opts.end());
+  CHECK(std::find(opts.begin(), opts.end(), "actimeo=30") != opts.end());
+  // Absent fields keep the base's.
+  NasSpec base;
+  base.mount_point = "/data";
+  CHECK(nas_spec_from_vars(nlohmann::json::object(), "gpu1", base).mount_point == "/data");
+  CHECK(nas_spec_from_vars(nullptr, "gpu1", base).mount_point == "/data");
+  auto sshfs_vars = nlohmann::json::parse(R"({"nas_export": "root@nas:/srv/nas", "nas_type": "sshfs"})");
+  CHECK(nas_spec_from_vars(sshfs_vars, "gpu1").kind == NasKind::sshfs);
+  // Wrong types name the host and the field.
+  CHECK_THROWS_WITH(nas_spec_from_vars(nlohmann::json::parse(R"({"nas_type": "smb"})"), "gpu2"),
+                    Catch::Contains("host 'gpu2': vars.nas_type must be nfs, sshfs or bind (not 'smb')"));
+  CHECK_THROWS_WITH(nas_spec_from_vars(nlohmann::json::parse(R"({"nas_options": "ro"})"), "gpu2"),
+                    Catch::Contains("vars.nas_options must be a list"));
+  CHECK_THROWS_WITH(nas_spec_from_vars(nlohmann::json::parse(R"({"nas_export": 5})"), "gpu2"),
+                    Catch::Contains("vars.nas_export must be a string"));
+}
