@@ -3,9 +3,12 @@
 // host reports of a model folder. Nothing here touches a host.
 #include "clusterkit/model_store.hpp"
 
+#include <fnmatch.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <set>
 #include <sstream>
 
 #include "clusterkit/shell.hpp"
@@ -460,6 +463,31 @@ std::vector<CopyItem> parse_file_listing(std::string_view text) {
   return out;
 }
 
+std::vector<CopyItem> without_excluded(std::vector<CopyItem> files, std::vector<std::string> const& globs) {
+  if (globs.empty()) return files;
+  auto excluded = [&](std::string const& path) {
+    auto slash = path.rfind('/');
+    auto name = slash == std::string::npos ? path : path.substr(slash + 1);
+    for (auto const& g : globs) {
+      if (::fnmatch(g.c_str(), path.c_str(), 0) == 0) return true;
+      if (g.find('/') == std::string::npos && ::fnmatch(g.c_str(), name.c_str(), 0) == 0) return true;
+    }
+    return false;
+  };
+  std::erase_if(files, [&](CopyItem const& f) { return excluded(f.path); });
+  return files;
+}
+
+std::vector<std::string> extraneous_files(std::vector<CopyItem> const& source, std::vector<CopyItem> const& destination) {
+  std::set<std::string_view> keep;
+  for (auto const& f : source) keep.insert(f.path);
+  std::vector<std::string> out;
+  for (auto const& f : destination)
+    if (!keep.count(f.path)) out.push_back(f.path);
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
 std::vector<std::vector<CopyItem>> plan_copy_streams(std::vector<CopyItem> files, int streams) {
   if (streams < 1) streams = 1;
   std::stable_sort(files.begin(), files.end(), [](CopyItem const& a, CopyItem const& b) { return a.bytes > b.bytes; });
@@ -493,6 +521,7 @@ std::vector<std::string> rsync_stream_argv(SyncSpec const& spec) {
 nlohmann::json SyncResult::to_json() const {
   nlohmann::json j{{"host", host},       {"source", source},   {"destination", destination},
                    {"files", files},     {"bytes", bytes},     {"files_transferred", files_transferred},
+                   {"files_deleted", files_deleted},
                    {"bytes_transferred", bytes_transferred}, {"streams", streams}, {"seconds", seconds}, {"ok", ok()},
                    {"message", message}, {"verify", nullptr}};
   if (verify) j["verify"] = verify->to_json();

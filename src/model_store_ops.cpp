@@ -421,7 +421,7 @@ awaitable<std::pair<std::error_code, SyncResult>> sync(Host host, SyncSpec spec,
   std::string message;
   auto listed = co_await list_files(host, spec.source, message);
   auto lec = listed.first;
-  auto files = listed.second;
+  auto files = without_excluded(listed.second, spec.exclude);
   if (lec) co_return fail(lec, message);
   if (files.empty()) co_return fail(make_error_code(errc::copy_failed), host.name() + ": " + spec.source + " has no files to copy");
   std::uint64_t total = 0;
@@ -501,6 +501,24 @@ awaitable<std::pair<std::error_code, SyncResult>> sync(Host host, SyncSpec spec,
   for (auto& b : *stream_bytes) b = total / plan.size();
   (*stream_bytes)[0] += total % plan.size();
   emit(true);
+  if (spec.delete_extraneous) {
+    auto there = co_await list_files(host, spec.destination, message);
+    if (there.first) co_return fail(there.first, message);
+    auto extra = extraneous_files(files, there.second);
+    if (!extra.empty()) {
+      RunOptions ro;
+      ro.timeout = std::chrono::seconds(300);
+      for (auto const& f : extra) ro.stdin_data += f + '\0';
+      auto removed = co_await host.async_run(
+          Command::shell("cd -- " + shell::quote(spec.destination) + " && xargs -0 rm -f --"), std::move(ro), as_tuple_awaitable);
+      if (std::get<0>(removed) || std::get<1>(removed).exit_code != 0)
+        co_return fail(make_error_code(errc::copy_failed),
+                       host.name() + ": the copy is complete but removing " + std::to_string(extra.size()) +
+                           " extra file(s) from " + spec.destination + " failed: " +
+                           last_line_of(std::get<1>(removed).stderr_text + std::get<1>(removed).diagnostic));
+    }
+    result.files_deleted = extra.size();
+  }
   if (spec.verify) {
     std::vector<Host> on(1, host);
     RemoteVerifyOptions options;
@@ -512,7 +530,9 @@ awaitable<std::pair<std::error_code, SyncResult>> sync(Host host, SyncSpec spec,
   result.message = "copied " + std::to_string(result.files_transferred) + " of " + std::to_string(result.files) +
                    " files (" + std::to_string(result.bytes_transferred) + " of " + std::to_string(result.bytes) +
                    " bytes; the rest was already there) from " + spec.source + " to " + spec.destination + " on " +
-                   host.name() + " with " + std::to_string(result.streams) + " stream(s)";
+                   host.name() + " with " + std::to_string(result.streams) + " stream(s)" +
+                   (result.files_deleted ? "; removed " + std::to_string(result.files_deleted) + " file(s) the source lacks"
+                                         : std::string());
   co_return std::pair{std::error_code{}, result};
 }
 

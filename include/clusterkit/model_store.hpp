@@ -224,7 +224,8 @@ struct SyncSpec {
   /// rsync processes at once; files are dealt to them largest first, so
   /// each stream carries about the same bytes.
   int streams = 4;
-  /// Remove files in the destination that the source lacks.
+  /// After the copy, remove files in the destination that the source lacks
+  /// (or that `exclude` left out), so the folder is exactly the model.
   bool delete_extraneous = false;
   /// Compare by checksum instead of size and time (slow: reads both sides).
   bool checksum = false;
@@ -251,6 +252,15 @@ std::vector<std::vector<CopyItem>> plan_copy_streams(std::vector<CopyItem> files
 /// CLIs' bookkeeping. Throws Error(errc::parse_error) on a malformed line.
 std::vector<CopyItem> parse_file_listing(std::string_view text);
 
+/// `files` without those matching one of `globs` (fnmatch; a glob without
+/// '/' is also tried against the file's name, so "*.bin" leaves out
+/// "sub/x.bin"). Pure.
+std::vector<CopyItem> without_excluded(std::vector<CopyItem> files, std::vector<std::string> const& globs);
+
+/// What is in `destination` but not in `source` (both listings), never the
+/// copy's own partial files. Pure.
+std::vector<std::string> extraneous_files(std::vector<CopyItem> const& source, std::vector<CopyItem> const& destination);
+
 /// The rsync argv of one stream (its file list comes on standard input).
 std::vector<std::string> rsync_stream_argv(SyncSpec const& spec);
 
@@ -264,6 +274,8 @@ struct SyncResult {
   std::uint64_t bytes = 0;
   std::size_t files_transferred = 0;
   std::uint64_t bytes_transferred = 0;
+  /// Removed from the destination (delete_extraneous).
+  std::size_t files_deleted = 0;
   int streams = 0;
   double seconds = 0;
   std::optional<VerifyReport> verify;

@@ -693,3 +693,192 @@ class OpenAIClient(_core.OpenAIClient):
 
 
 # --- end OpenAI client ---
+
+
+# --- NAS and model store ---
+# Shared storage for models (register_store.cpp): NasMount mounts one folder
+# at the same path on every host; ModelStore downloads a model on a host
+# through the hub's own CLI, copies it into the NAS with rsync and checks it
+# from every host. The blocking calls come from the C++ core (GIL released,
+# Ctrl-C stops the commands on the hosts); their asyncio forms are below.
+from ._core import (  # noqa: E402
+    CopyItem,
+    DownloadProgressParser,
+    DownloadResult,
+    DownloadSpec,
+    HostVerify,
+    Hub,
+    ModelSnapshot,
+    ModelStoreSpec,
+    MountEntry,
+    MountOutcome,
+    MountPlan,
+    MountProbe,
+    NasCheckReport,
+    NasHostView,
+    NasKind,
+    NasSpec,
+    RemoteVerifyOptions,
+    RsyncProgress,
+    SyncResult,
+    SyncSpec,
+    TqdmBar,
+    TransferProgress,
+    UnmountOptions,
+    download_arguments,
+    download_environment,
+    download_script,
+    explain_download_failure,
+    fstab_line,
+    model_snapshot_script,
+    mount_at,
+    mount_probe_script,
+    nas_mount_argv,
+    nas_mount_options,
+    nas_mount_script,
+    nas_spec_from_vars,
+    parse_file_listing,
+    parse_model_snapshot,
+    parse_mount_probe,
+    parse_mountinfo,
+    parse_rsync_progress,
+    parse_rsync_stat,
+    parse_tqdm_bar,
+    plan_copy_streams,
+    plan_mount,
+    read_model_snapshot,
+    rsync_stream_argv,
+    strip_ansi,
+    validate_nas_spec,
+    verify_snapshot,
+)
+
+__all__ += [
+    "CopyItem",
+    "DownloadProgressParser",
+    "DownloadResult",
+    "DownloadSpec",
+    "HostVerify",
+    "Hub",
+    "ModelSnapshot",
+    "ModelStore",
+    "ModelStoreSpec",
+    "MountEntry",
+    "MountOutcome",
+    "MountPlan",
+    "MountProbe",
+    "NasCheckReport",
+    "NasHostView",
+    "NasKind",
+    "NasMount",
+    "NasSpec",
+    "RemoteVerifyOptions",
+    "RsyncProgress",
+    "SyncResult",
+    "SyncSpec",
+    "TqdmBar",
+    "TransferProgress",
+    "UnmountOptions",
+    "download_arguments",
+    "download_environment",
+    "download_script",
+    "explain_download_failure",
+    "fstab_line",
+    "model_snapshot_script",
+    "mount_at",
+    "mount_probe_script",
+    "nas_mount_argv",
+    "nas_mount_options",
+    "nas_mount_script",
+    "nas_spec_from_vars",
+    "parse_file_listing",
+    "parse_model_snapshot",
+    "parse_mount_probe",
+    "parse_mountinfo",
+    "parse_rsync_progress",
+    "parse_rsync_stat",
+    "parse_tqdm_bar",
+    "plan_copy_streams",
+    "plan_mount",
+    "read_model_snapshot",
+    "rsync_stream_argv",
+    "strip_ansi",
+    "validate_nas_spec",
+    "verify_snapshot",
+]
+
+_OnProgress = Optional[Callable[[TransferProgress], object]]
+
+
+class NasMount(_core.NasMount):
+    """One shared folder (NFS, sshfs or bind) mounted at the same path on a set of hosts.
+
+    ``NasMount(spec)`` or ``NasMount(kind="nfs", source="10.0.0.5:/share",
+    mount_point="/mnt")``. ``mount``, ``unmount`` and ``check`` block (GIL
+    released); the ``*_async`` methods are their asyncio forms: cancelling
+    the awaiting task stops the commands on the hosts before the task ends.
+    """
+
+    async def mount_async(self, hosts: Sequence[_core.Host]) -> list[MountOutcome]:
+        """``mount`` without blocking the event loop."""
+        call = _AsyncCall()
+        outcomes: list[MountOutcome] = await call.wait(self.start_mount(hosts, done=call.done))
+        return outcomes
+
+    async def unmount_async(
+        self, hosts: Sequence[_core.Host], options: Optional[UnmountOptions] = None
+    ) -> list[MountOutcome]:
+        """``unmount`` without blocking the event loop."""
+        call = _AsyncCall()
+        outcomes: list[MountOutcome] = await call.wait(self.start_unmount(hosts, options, done=call.done))
+        return outcomes
+
+    async def check_async(self, hosts: Sequence[_core.Host]) -> NasCheckReport:
+        """``check`` without blocking the event loop."""
+        call = _AsyncCall()
+        report: NasCheckReport = await call.wait(self.start_check(hosts, done=call.done))
+        return report
+
+
+class ModelStore(_core.ModelStore):
+    """Models on shared storage: download, copy into the NAS, verify from every host.
+
+    ``ModelStore("/mnt")``, ``ModelStore(spec)`` or ``ModelStore(root=...,
+    layout=..., container_root=...)``. ``download``, ``sync`` and ``verify``
+    block (GIL released) and return results that carry a failure in
+    ``.error`` rather than raising it; the ``*_async`` methods are their
+    asyncio forms, with ``on_progress(TransferProgress)`` called on the
+    loop's thread. Cancelling the awaiting task stops the commands on the host.
+
+        store = ck.ModelStore("/mnt", container_root="/models")
+        got = store.download(host, ck.DownloadSpec("Qwen/Qwen2.5-7B-Instruct", local_dir="/data/q"))
+        copied = store.sync(host, ck.SyncSpec(got.dir, store.path_for("Qwen/Qwen2.5-7B-Instruct")))
+        seen = store.verify(gpu_hosts, copied.destination)
+    """
+
+    async def download_async(
+        self, host: _core.Host, spec: DownloadSpec, *, on_progress: _OnProgress = None
+    ) -> DownloadResult:
+        """``download`` without blocking the event loop; an exception from on_progress stops it and is raised here."""
+        call = _AsyncCall()
+        op = self.start_download(host, spec, on_progress=call.wrap(on_progress), done=call.done)
+        result: DownloadResult = await call.wait(op)
+        return result
+
+    async def sync_async(self, host: _core.Host, spec: SyncSpec, *, on_progress: _OnProgress = None) -> SyncResult:
+        """``sync`` without blocking the event loop."""
+        call = _AsyncCall()
+        op = self.start_sync(host, spec, on_progress=call.wrap(on_progress), done=call.done)
+        result: SyncResult = await call.wait(op)
+        return result
+
+    async def verify_async(
+        self, hosts: Sequence[_core.Host], dir: _Path, options: Optional[RemoteVerifyOptions] = None
+    ) -> list[HostVerify]:
+        """``verify`` without blocking the event loop."""
+        call = _AsyncCall()
+        seen: list[HostVerify] = await call.wait(self.start_verify(hosts, dir, options, done=call.done))
+        return seen
+
+
+# --- end NAS and model store ---

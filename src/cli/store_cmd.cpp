@@ -172,6 +172,8 @@ void register_store(CLI::App& app, GlobalOptions& g, Action& action) {
   sync->add_option("--on", s->host, "The host that copies (it sees both folders)")->required();
   sync->add_option("--streams", s->spec.streams, "rsync processes at once (files dealt largest first)")->capture_default_str();
   sync->add_option("--exclude", s->spec.exclude, "Leave out files matching this glob (repeatable)");
+  sync->add_flag("--delete", s->spec.delete_extraneous,
+                 "Afterwards remove files in the destination that the source lacks (or --exclude left out)");
   sync->add_flag("--checksum", s->spec.checksum, "Compare by checksum, not size and time (reads both sides)");
   sync->add_option("--timeout", s->timeout, "Seconds for the whole copy (0: none)");
   sync->add_flag("--no-verify", s->no_verify, "Skip the check of the copy");

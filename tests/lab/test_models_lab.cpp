@@ -449,6 +449,17 @@ TEST_CASE("copy into the NAS in streams, verify from every GPU host, repair", "[
     CHECK(mismatch);
   }
 
+  // A stale file in the NAS copy (an old shard, say) goes with --delete.
+  REQUIRE(lab.sh("nas", "echo stale > /srv/nas/Qwen/Tiny2___5-Test/old-shard.safetensors").exit_code == 0);
+  auto exact = sync;
+  exact.delete_extraneous = true;
+  auto cleaned = sync_model(store, lab.host("h3"), exact);
+  INFO(cleaned.message);
+  CHECK(cleaned.ok());
+  CHECK(cleaned.files_deleted == 1);
+  CHECK(lab.sh("nas", "test -e /srv/nas/Qwen/Tiny2___5-Test/old-shard.safetensors").exit_code != 0);
+  CHECK(lab.sh("nas", "test -e /srv/nas/Qwen/Tiny2___5-Test/config.json").exit_code == 0);
+
   // Wrong paths are named.
   sync.source = "/tmp/models/absent";
   auto missing = sync_model(store, lab.host("h3"), sync);

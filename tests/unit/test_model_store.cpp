@@ -316,6 +316,19 @@ TEST_CASE("copy plan: largest first, balanced, nothing lost", "[store][copy]") {
   CHECK(plan_copy_streams({{"a", 1}}, 0).size() == 1);
 }
 
+TEST_CASE("exclusions and what a destination has too many", "[store][copy]") {
+  std::vector<CopyItem> files{{"config.json", 1}, {"model.bin", 2}, {"sub/x.bin", 3}, {"model-1.safetensors", 4},
+                              {"original/consolidated.pth", 5}};
+  auto kept = without_excluded(files, {"*.bin", "original/*"});
+  REQUIRE(kept.size() == 2);
+  CHECK(kept[0].path == "config.json");
+  CHECK(kept[1].path == "model-1.safetensors");
+  CHECK(without_excluded(files, {}).size() == files.size());
+  auto extra = extraneous_files(kept, parse_file_listing("1\tconfig.json\n9\told-shard.safetensors\n"
+                                                         "4\tmodel-1.safetensors\n7\t.rsync-partial/model-1.safetensors\n"));
+  CHECK(extra == std::vector<std::string>{"old-shard.safetensors"});
+}
+
 TEST_CASE("file listings skip the hub CLIs' bookkeeping", "[store][copy]") {
   auto items = parse_file_listing(
       "643\tconfig.json\n"
