@@ -273,6 +273,15 @@ struct DownloadWatch {
   }
 };
 
+/// Ends a download or copy with an error: the result says what and when.
+template <class Result>
+std::pair<std::error_code, Result> failed(Result& result, clock::time_point started, std::error_code ec, std::string message) {
+  result.error = ec;
+  result.message = std::move(message);
+  result.seconds = std::chrono::duration<double>(clock::now() - started).count();
+  return {ec, result};
+}
+
 /// A download is not worth repeating when the hub said no.
 bool permanent_failure(int exit_code, std::string_view message) {
   return exit_code == 127 || exit_code == 73 || message.find("has no model") != std::string_view::npos ||
@@ -286,12 +295,7 @@ awaitable<std::pair<std::error_code, DownloadResult>> download(Host host, Downlo
   result.host = host.name();
   result.dir = spec.local_dir;
   auto const started = clock::now();
-  auto fail = [&](std::error_code ec, std::string message) {
-    result.error = ec;
-    result.message = std::move(message);
-    result.seconds = std::chrono::duration<double>(clock::now() - started).count();
-    return std::pair{ec, result};
-  };
+  auto fail = [&](std::error_code ec, std::string message) { return failed(result, started, ec, std::move(message)); };
   std::string script, invalid_spec;
   std::error_code invalid_code;
   try {
@@ -400,12 +404,7 @@ awaitable<std::pair<std::error_code, SyncResult>> sync(Host host, SyncSpec spec,
   result.source = spec.source;
   result.destination = spec.destination;
   auto const started = clock::now();
-  auto fail = [&](std::error_code ec, std::string message) {
-    result.error = ec;
-    result.message = std::move(message);
-    result.seconds = std::chrono::duration<double>(clock::now() - started).count();
-    return std::pair{ec, result};
-  };
+  auto fail = [&](std::error_code ec, std::string message) { return failed(result, started, ec, std::move(message)); };
   auto strip = [](std::string p) {
     while (p.size() > 1 && p.back() == '/') p.pop_back();
     return p;

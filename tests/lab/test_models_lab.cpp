@@ -29,6 +29,7 @@
 #include "clusterkit/model_store.hpp"
 #include "clusterkit/nas.hpp"
 #include "clusterkit/runtime.hpp"
+#include "machine_mounts.hpp"
 
 extern char** environ;
 
@@ -39,24 +40,12 @@ namespace fs = std::filesystem;
 
 namespace {
 
+using cktest::machine_mounts;
+
 constexpr char const* kLab = "tmod";
 constexpr char const* kSubnet = "10.88.13";
 constexpr char const* kModel = "Qwen/Tiny2.5-Test";
 constexpr char const* kToken = "ck-test-secret-token-5d1c";
-
-std::set<std::string> machine_mounts() {
-  std::ifstream in("/proc/self/mountinfo");
-  std::set<std::string> out;
-  for (std::string line; std::getline(in, line);) {
-    if (line.find("/run/netns") != std::string::npos) continue;
-    std::istringstream s(line);
-    std::string id, parent, rest;
-    s >> id >> parent;
-    std::getline(s, rest);
-    out.insert(rest);
-  }
-  return out;
-}
 
 std::string read_file(fs::path const& p) {
   std::ifstream in(p);

@@ -26,6 +26,7 @@
 #include "clusterkit/lab.hpp"
 #include "clusterkit/preflight.hpp"
 #include "clusterkit/runtime.hpp"
+#include "machine_mounts.hpp"
 
 using namespace clusterkit;
 using namespace std::chrono_literals;
@@ -33,25 +34,10 @@ using Catch::Matchers::Contains;
 
 namespace {
 
+using cktest::machine_mounts;
+
 constexpr char const* kLab = "tpre";
 constexpr char const* kSubnet = "10.88.11";
-
-/// The machine's own mounts, without the network namespace bind mounts
-/// that labs (this one and others running at the same time) add and remove.
-std::set<std::string> machine_mounts() {
-  std::ifstream in("/proc/self/mountinfo");
-  std::set<std::string> out;
-  for (std::string line; std::getline(in, line);) {
-    if (line.find("/run/netns") != std::string::npos) continue;
-    // Mount id and parent id change when others remount; keep the rest.
-    std::istringstream s(line);
-    std::string id, parent, rest;
-    s >> id >> parent;
-    std::getline(s, rest);
-    out.insert(rest);
-  }
-  return out;
-}
 
 std::uint64_t machine_shm_bytes() {
   struct statvfs st {};
