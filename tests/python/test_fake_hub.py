@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fake_hub_process import FakeHub as _FakeHubProcess  # noqa: E402
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
@@ -111,50 +112,8 @@ def _python_of(script: Path) -> str:
     return first[2:].strip().split()[0] if first.startswith("#!") else sys.executable
 
 
-class FakeHub:
-    """tests/fixtures/fake_hub.py in a subprocess on 127.0.0.1, stopped by its pid."""
-
-    def __init__(self, root: Path, work: Path, *args: str) -> None:
-        stamp = time.monotonic_ns()
-        self.port_file = work / f"port-{stamp}"
-        self.log = work / f"requests-{stamp}.jsonl"
-        self.proc = subprocess.Popen(
-            [sys.executable, str(FIXTURES / "fake_hub.py"), "--root", str(root), "--host", "127.0.0.1",
-             "--port", "0", "--port-file", str(self.port_file), "--log", str(self.log), *args],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 15
-        while not self.port_file.exists():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                if self.proc.poll() is None:
-                    self.proc.kill()
-                _, err = self.proc.communicate()
-                raise RuntimeError(f"fake hub did not start: {err.decode(errors='replace')}")
-            time.sleep(0.02)
-        self.port = int(self.port_file.read_text())
-        self.url = f"http://127.0.0.1:{self.port}"
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        for stream in (self.proc.stdout, self.proc.stderr):
-            if stream:
-                stream.close()
-
-    def __enter__(self) -> FakeHub:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def requests(self) -> list[dict[str, Any]]:
-        if not self.log.exists():
-            return []
-        return [json.loads(line) for line in self.log.read_text().splitlines() if line.strip()]
+class FakeHub(_FakeHubProcess):
+    """The shared helper, plus a check this file needs."""
 
     def unexpected(self) -> list[dict[str, Any]]:
         """Requests for paths the fake hub does not implement."""

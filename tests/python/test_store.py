@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fake_hub_process import FakeHub  # noqa: E402
 
 import clusterkit as ck
 
@@ -60,48 +61,6 @@ def _tree_sums(folder: Path) -> dict[str, str]:
         if p.is_file() and not any(part.startswith(".") for part in rel.split("/")):
             out[rel] = _sha256(p)
     return out
-
-
-class FakeHub:
-    """tests/fixtures/fake_hub.py on 127.0.0.1 (a free port), stopped by its pid."""
-
-    def __init__(self, root: Path, work: Path, *args: str) -> None:
-        stamp = time.monotonic_ns()
-        port_file = work / f"port-{stamp}"
-        self.log = work / f"requests-{stamp}.jsonl"
-        self.proc = subprocess.Popen(
-            [sys.executable, str(FIXTURES / "fake_hub.py"), "--root", str(root), "--host", "127.0.0.1",
-             "--port", "0", "--port-file", str(port_file), "--log", str(self.log), *args],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 15
-        while not port_file.exists() or not port_file.read_text().endswith("\n"):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError("the fake hub did not start")
-            time.sleep(0.02)
-        self.url = f"http://127.0.0.1:{int(port_file.read_text())}"
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, 15)
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, 9)
-                self.proc.wait()
-        if self.proc.stderr:
-            self.proc.stderr.close()
-
-    def __enter__(self) -> FakeHub:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def requests(self) -> list[dict[str, Any]]:
-        if not self.log.exists():
-            return []
-        return [json.loads(line) for line in self.log.read_text().splitlines() if line.strip()]
 
 
 @pytest.fixture(scope="module")
