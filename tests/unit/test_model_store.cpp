@@ -410,3 +410,25 @@ TEST_CASE("store paths: ModelScope layout under the root, and the container's vi
   CHECK(plain.path_for("Qwen/Qwen2.5-72B-Instruct") == "/data/Qwen/Qwen2.5-72B-Instruct");
   CHECK_THROWS_WITH(ModelStore({.root = "mnt"}), Contains("absolute path"));
 }
+
+TEST_CASE("the index is read as a stream: shards once each, errors named", "[store][verify]") {
+  auto shards = shards_named_by_index(
+      R"({"metadata": {"total_size": 12, "nested": {"a": [1, {"b": null}]}},
+          "weight_map": {"a.weight": "m-2.safetensors", "b.weight": "m-1.safetensors", "c.weight": "m-2.safetensors"},
+          "extra": [[], {}, "x", 1.5, true]})");
+  REQUIRE(shards);
+  CHECK(*shards == std::vector<std::string>{"m-1.safetensors", "m-2.safetensors"});
+  CHECK_THROWS_WITH(shards_named_by_index("[1]"), Contains("not a JSON object"));
+  CHECK_THROWS_WITH(shards_named_by_index(R"({"metadata": {}})"), Contains("no \"weight_map\" object"));
+  CHECK_THROWS_WITH(shards_named_by_index(R"({"weight_map": []})"), Contains("no \"weight_map\" object"));
+  CHECK_THROWS_WITH(shards_named_by_index(R"({"weight_map": {"a": 5}})"), Contains("weight_map['a'] must be a file name"));
+  CHECK_THROWS_WITH(shards_named_by_index(R"({"weight_map": {"a": {"x": 1}}})"), Contains("weight_map['a'] must be a file name"));
+  CHECK_THROWS_WITH(shards_named_by_index(R"({"weight_map": {"a": "../../etc/passwd"}})"),
+                    Contains("is not a file inside the model folder"));
+  CHECK_THROWS_WITH(shards_named_by_index(R"({"weight_map": {"a": "/etc/passwd"}})"),
+                    Contains("is not a file inside the model folder"));
+  CHECK_THROWS_WITH(shards_named_by_index(R"({"weight_map": {"a": "x")"), Contains("is not valid JSON"));
+  // Deep nesting elsewhere is skipped, not refused.
+  std::string deep = R"({"weight_map": {"a": "m.safetensors"}, "x": )" + std::string(200, '[') + std::string(200, ']') + "}";
+  CHECK(shards_named_by_index(deep)->size() == 1);
+}
