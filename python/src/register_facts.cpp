@@ -31,16 +31,6 @@ std::vector<ck::Host> host_list(py::handle hosts) {
   return out;
 }
 
-std::vector<std::string> string_list(py::handle value, char const* what) {
-  if (py::isinstance<py::str>(value)) throw py::type_error(std::string(what) + " must be a list of str, not a str");
-  std::vector<std::string> out;
-  for (auto item : py::iter(value)) {
-    if (py::hasattr(item, "__fspath__")) out.push_back(path_string(item));
-    else out.push_back(item.cast<std::string>());
-  }
-  return out;
-}
-
 std::chrono::milliseconds positive_ms(double seconds, char const* what) {
   if (!(seconds > 0) || seconds > 1e9) throw py::value_error(std::string(what) + " must be a positive number of seconds");
   return std::chrono::milliseconds(static_cast<std::int64_t>(std::ceil(seconds * 1000.0)));

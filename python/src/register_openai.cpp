@@ -17,6 +17,7 @@
 #include <pybind11/eval.h>
 
 #include "clusterkit/openai_client.hpp"
+#include "json_support.hpp"
 #include "support.hpp"
 
 namespace ckpy {
@@ -24,28 +25,6 @@ namespace {
 
 // ---------------------------------------------------------------------------
 // JSON <-> Python
-
-py::object to_python(nlohmann::json const& j) {
-  switch (j.type()) {
-    case nlohmann::json::value_t::null: return py::none();
-    case nlohmann::json::value_t::boolean: return py::bool_(j.get<bool>());
-    case nlohmann::json::value_t::number_integer: return py::int_(j.get<std::int64_t>());
-    case nlohmann::json::value_t::number_unsigned: return py::int_(j.get<std::uint64_t>());
-    case nlohmann::json::value_t::number_float: return py::float_(j.get<double>());
-    case nlohmann::json::value_t::string: return py::str(j.get_ref<std::string const&>());
-    case nlohmann::json::value_t::array: {
-      py::list l;
-      for (auto const& v : j) l.append(to_python(v));
-      return std::move(l);
-    }
-    case nlohmann::json::value_t::object: {
-      py::dict d;
-      for (auto const& [k, v] : j.items()) d[py::str(k)] = to_python(v);
-      return std::move(d);
-    }
-    default: return py::none();
-  }
-}
 
 nlohmann::json from_python(py::handle value, char const* what) {
   if (value.is_none()) return nullptr;
@@ -429,13 +408,13 @@ void register_openai(py::module_& m) {
       .def_readonly("created", &ck::ModelInfo::created)
       .def_readonly("max_model_len", &ck::ModelInfo::max_model_len, "vLLM's context length; None when not sent.")
       .def_property_readonly(
-          "raw", [](ck::ModelInfo const& x) { return to_python(x.raw); }, "The entry's JSON as sent.")
+          "raw", [](ck::ModelInfo const& x) { return json_to_python(x.raw); }, "The entry's JSON as sent.")
       .def("__repr__", [](ck::ModelInfo const& x) { return "ModelInfo(id=" + quoted(x.id) + ")"; });
 
   py::class_<ck::ModelList>(m, "ModelList", "The answer of /v1/models.")
       .def_readonly("models", &ck::ModelList::models)
       .def_property_readonly(
-          "raw", [](ck::ModelList const& x) { return to_python(x.raw); }, "The JSON as sent.")
+          "raw", [](ck::ModelList const& x) { return json_to_python(x.raw); }, "The JSON as sent.")
       .def_readonly("meta", &ck::ModelList::meta)
       .def(
           "ids",
@@ -473,7 +452,7 @@ void register_openai(py::module_& m) {
       .def_property_readonly(
           "text", [](ck::CompletionResult const& x) { return x.text(); }, "The first choice's text.")
       .def_property_readonly(
-          "raw", [](ck::CompletionResult const& x) { return to_python(x.raw); },
+          "raw", [](ck::CompletionResult const& x) { return json_to_python(x.raw); },
           "The answer's JSON as sent (fields clusterkit does not type included).")
       .def_readonly("meta", &ck::CompletionResult::meta)
       .def("__repr__", [](ck::CompletionResult const& x) {
@@ -490,7 +469,7 @@ void register_openai(py::module_& m) {
           "usage", [](ck::StreamChunk const& x) { return usage_or_none(x.usage); },
           "Usage, in the last chunk (stream_options.include_usage, on unless extra turns it off).")
       .def_property_readonly(
-          "raw", [](ck::StreamChunk const& x) { return to_python(x.raw); },
+          "raw", [](ck::StreamChunk const& x) { return json_to_python(x.raw); },
           "The chunk's JSON as sent; None when the client was made with chunk_json=False.")
       .def("__repr__", [](ck::StreamChunk const& x) {
         std::string s = "StreamChunk(delta=" + quoted(x.delta);

@@ -45,16 +45,6 @@ ck::Host one_host(py::handle host) {
   return h;
 }
 
-std::vector<std::string> string_list(py::handle value, char const* what) {
-  if (py::isinstance<py::str>(value)) throw py::type_error(std::string(what) + " must be a list of str, not a str");
-  std::vector<std::string> out;
-  for (auto item : py::iter(value)) {
-    if (py::hasattr(item, "__fspath__")) out.push_back(path_string(item));
-    else out.push_back(item.cast<std::string>());
-  }
-  return out;
-}
-
 std::string optional_path(py::handle value) { return value.is_none() ? std::string() : path_string(value); }
 
 /// A limit in seconds where 0 means none: None or 0 -> 0.

@@ -243,6 +243,16 @@ std::string path_string(py::handle value) {
   return (*fspath)(value).cast<std::string>();
 }
 
+std::vector<std::string> string_list(py::handle value, char const* what) {
+  if (py::isinstance<py::str>(value)) throw py::type_error(std::string(what) + " must be a list of str, not a str");
+  std::vector<std::string> out;
+  for (auto item : py::iter(value)) {
+    if (py::hasattr(item, "__fspath__")) out.push_back(path_string(item));
+    else out.push_back(item.cast<std::string>());
+  }
+  return out;
+}
+
 ck::Command make_command(py::object const& argv, py::object const& script) {
   if (!argv.is_none() && !script.is_none()) throw py::value_error("pass either argv or script=, not both");
   if (argv.is_none() && script.is_none()) throw py::value_error("pass a command: an argv list, or script='...'");

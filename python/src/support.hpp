@@ -213,5 +213,8 @@ ck::RunOptions make_run_options(py::object const& env, py::object const& cwd, py
                                 py::object const& timeout, double kill_grace, std::size_t max_captured_bytes);
 /// os.fspath(value) as a string.
 std::string path_string(py::handle value);
+/// A list of str or path-likes -> strings; a bare str is refused (it would
+/// iterate as characters), naming `what`.
+std::vector<std::string> string_list(py::handle value, char const* what);
 
 }  // namespace ckpy
