@@ -1,4 +1,5 @@
-"""tests/fixtures/fake_hub.py in a subprocess on 127.0.0.1, for the Python tests.
+"""tests/fixtures/fake_hub.py in a subprocess on 127.0.0.1, and the test model
+it serves (tests/fixtures/make_test_model.py), for the Python tests.
 
 A local stand-in for the Hugging Face and ModelScope hubs (SIMULATED; it binds
 127.0.0.1 only and calls out nowhere), on a free port, stopped by its pid.
@@ -6,6 +7,7 @@ A local stand-in for the Hugging Face and ModelScope hubs (SIMULATED; it binds
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -14,6 +16,18 @@ from pathlib import Path
 from typing import Any
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+
+
+def _load_make_test_model() -> Any:
+    spec = importlib.util.spec_from_file_location("ck_make_test_model", FIXTURES / "make_test_model.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.make_test_model
+
+
+#: make_test_model(path, total_mb=..., shards=..., seed=...) -> {relative path: sha256}
+make_test_model = _load_make_test_model()
 
 
 class FakeHub:

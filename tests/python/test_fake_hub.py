@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import http.client
-import importlib.util
 import json
 import os
 import shutil
@@ -31,20 +30,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fake_hub_process import FakeHub as _FakeHubProcess  # noqa: E402
+from fake_hub_process import FakeHub as _FakeHubProcess, make_test_model  # noqa: E402
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
 
-def _load_make_test_model() -> Any:
-    spec = importlib.util.spec_from_file_location("ck_make_test_model", FIXTURES / "make_test_model.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.make_test_model
-
-
-make_test_model = _load_make_test_model()
 
 REPO = "Qwen/Tiny2.5-Test"  # a dot in the name, as in Qwen2.5: ModelScope's old layout turns it into ___
 TAG = "v0.1"

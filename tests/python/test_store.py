@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import importlib.util
 import json
 import os
 import re
@@ -26,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fake_hub_process import FakeHub  # noqa: E402
+from fake_hub_process import FakeHub, make_test_model  # noqa: E402
 
 import clusterkit as ck
 
@@ -36,15 +35,6 @@ REPO = "Qwen/Tiny2.5-Test"
 SHARDS = [f"model-0000{i}-of-00003.safetensors" for i in (1, 2, 3)]
 
 
-def _load_make_test_model() -> Any:
-    spec = importlib.util.spec_from_file_location("ck_make_test_model", FIXTURES / "make_test_model.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.make_test_model
-
-
-make_test_model = _load_make_test_model()
 
 needs_hub_cli = pytest.mark.skipif(not HUB_CLI.exists(), reason=f"{HUB_CLI} is not installed (the hub CLIs venv)")
 
