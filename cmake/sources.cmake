@@ -1,35 +1,50 @@
 # One list per target, kept apart from the build logic so that adding a file
-# touches one line here. Heavy Asio/Process templates are instantiated once,
-# in src/asio_instances.cpp.
+# touches one line here. The library's folders are its layers; each depends
+# only on the ones above it in this list:
+#   core/     errors, quoting, text, formatting, coroutine/process/blocking helpers
+#   remote/   hosts over OpenSSH, fan-out, inventory, the lab, the blocking runtime
+#   storage/  the NAS, model files, the model store, the capacity planner
+#   facts/    host facts, preflight, the NCCL check
+#   openai/   the OpenAI-compatible client (needs only core/)
+#   serve/    Ray, vLLM and the deployment that composes everything
+# In every folder, X.cpp is pure (no processes, no sockets: tested without
+# I/O) and X_io.cpp is its I/O half. Heavy Asio/Process templates are
+# instantiated once, in core/asio_instances.cpp.
 set(CLUSTERKIT_SOURCES
-  src/asio_instances.cpp
-  src/error.cpp
-  src/shell.cpp
-  src/remote_script.cpp
-  src/ssh_diagnosis.cpp
-  src/host_spec.cpp
-  src/host.cpp
-  src/fanout.cpp
-  src/runtime.cpp
-  src/inventory.cpp
-  src/lab.cpp
-  src/model.cpp
-  src/planner.cpp
-  src/sse.cpp
-  src/prometheus.cpp
-  src/openai_client.cpp
-  src/openai_chunk.cpp
-  src/run_each.cpp
-  src/facts.cpp
-  src/facts_gather.cpp
-  src/preflight.cpp
-  src/preflight_probe.cpp
-  src/nccl_check.cpp
-  src/nccl_check_run.cpp
-  src/nas.cpp
-  src/nas_ops.cpp
-  src/model_store.cpp
-  src/model_store_ops.cpp
+  src/core/asio_instances.cpp
+  src/core/block_on.cpp
+  src/core/error.cpp
+  src/core/format.cpp
+  src/core/shell.cpp
+
+  src/remote/host.cpp
+  src/remote/host_io.cpp
+  src/remote/remote_script.cpp
+  src/remote/ssh_diagnosis.cpp
+  src/remote/fanout_io.cpp
+  src/remote/run_each_io.cpp
+  src/remote/runtime_io.cpp
+  src/remote/inventory.cpp
+  src/remote/lab_io.cpp
+
+  src/storage/nas.cpp
+  src/storage/nas_io.cpp
+  src/storage/model.cpp
+  src/storage/model_store.cpp
+  src/storage/model_store_io.cpp
+  src/storage/planner.cpp
+
+  src/facts/facts.cpp
+  src/facts/facts_io.cpp
+  src/facts/preflight.cpp
+  src/facts/preflight_io.cpp
+  src/facts/nccl_check.cpp
+  src/facts/nccl_check_io.cpp
+
+  src/openai/sse.cpp
+  src/openai/prometheus.cpp
+  src/openai/openai_chunk.cpp
+  src/openai/openai_client_io.cpp
 )
 set(CLUSTERKIT_CLI_SOURCES
   src/cli/main.cpp

@@ -4,6 +4,7 @@
 #include "clusterkit/error.hpp"
 #include "clusterkit/facts.hpp"
 #include "clusterkit/fanout.hpp"
+#include "clusterkit/format.hpp"
 #include "clusterkit/host.hpp"
 #include "clusterkit/inventory.hpp"
 #include "clusterkit/lab.hpp"

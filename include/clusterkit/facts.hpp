@@ -36,6 +36,7 @@
 #include <nlohmann/json.hpp>
 
 #include "clusterkit/error.hpp"
+#include "clusterkit/format.hpp"
 #include "clusterkit/fanout.hpp"
 #include "clusterkit/host.hpp"
 #include "clusterkit/inventory.hpp"
@@ -435,8 +436,6 @@ auto async_gather_facts(std::vector<Host> hosts, FactsOptions options = {}, Comp
 /// Blocking wrapper (never from the thread running the hosts' executor).
 std::vector<HostFactsOutcome> gather_facts(std::vector<Host> hosts, FactsOptions options = {});
 
-/// "79.6 GiB", "64.0 MiB".
-std::string format_bytes(std::uint64_t bytes);
 
 /// A few lines for people: what the host is, GPUs (with "simulated" where
 /// they are), driver/CUDA, Docker, network, clock, Python, and what is

@@ -317,6 +317,21 @@ std::string sha256_file(std::filesystem::path const& path, std::size_t buffer_by
 std::vector<FileDigest> sha256_files(std::vector<std::filesystem::path> const& paths,
                                      HashOptions const& options = {});
 
+/// True for what the hub CLIs keep beside a model's files, and for the
+/// sync's own partial files: huggingface_hub's .cache/ and *.incomplete,
+/// ModelScope's ._____temp/ and its .mdl/.msc/.mv markers, rsync's
+/// .rsync-partial/. `path` is relative to the model folder, with '/'.
+/// The one list: `model sync` never copies these, and manifests never list
+/// them.
+bool is_hub_bookkeeping(std::string_view relative_path);
+
+/// Hashes every regular file of `dir` but the bookkeeping above and
+/// `sha256sums` itself (in parallel), and writes `<dir>/sha256sums`
+/// atomically (a temporary file, then a rename). Returns the entries, sorted
+/// by file. Throws Error(errc::local_file_error) naming the file that could
+/// not be read or written.
+std::vector<ManifestEntry> write_sha256_manifest(std::filesystem::path const& dir, HashOptions const& options = {});
+
 struct VerifyOptions {
   /// Check checksums from this manifest (relative file names are relative
   /// to the model folder). Without it, `<dir>/sha256sums` is used if present.

@@ -263,6 +263,77 @@ std::string explain_mount_failure(NasSpec const& spec, std::string_view host, st
                                   bool unmounting);
 
 // ---------------------------------------------------------------------------
+// Do the hosts share one folder? (used by `async_check` and by preflight)
+
+/// One host's view of the NAS path.
+struct NasRead {
+  std::string host;
+  /// The path exists and is a directory.
+  bool directory = false;
+  /// The path is a mount point (something is mounted there).
+  bool mount_point = false;
+  std::string filesystem_type;
+  /// This host wrote its token file under the path.
+  bool written = false;
+  std::string write_error;
+  /// The hosts whose token files this host sees (itself included when it
+  /// wrote one): hosts that see each other's files share the filesystem.
+  std::vector<std::string> seen;
+  /// Model folder with config.json at the same path (when asked).
+  std::optional<bool> model_present;
+  /// The probe itself failed (connection...).
+  std::string error;
+};
+
+struct NasProbeReport {
+  std::string path;
+  std::string model_path;
+  /// The random name part of this run's token files.
+  std::string token;
+  std::vector<NasRead> reads;
+  nlohmann::json to_json() const;
+};
+
+
+/// Host number `index` writes `.clusterkit-preflight-TOKEN-INDEX` (content
+/// "TOKEN-INDEX") under `path`; prints `@@ck-nas-written` or
+/// `@@ck-nas-error REASON`.
+std::string nas_write_script(std::string const& path, std::string const& token, std::size_t index);
+/// Says which of the `hosts` token files are visible (and intact), and
+/// whether the path is a directory, a mount point, its filesystem type, and
+/// the model. Files are looked up by name, never by listing the folder: an
+/// NFS client may serve a folder listing from its cache for a minute, but a
+/// name it has never looked up goes to the server.
+std::string nas_read_script(std::string const& path, std::string const& token, std::size_t hosts,
+                            std::string const& model_path);
+/// `hosts[i]` is the host that wrote token file i.
+NasRead parse_nas_read_output(std::string_view host, std::string_view token, std::vector<std::string> const& hosts,
+                              std::string_view output);
+/// Removes this run's token files (the `hosts` names).
+std::string nas_cleanup_script(std::string const& path, std::string const& token, std::size_t hosts);
+
+using NasProbeSignature = void(NasProbeReport);
+
+namespace detail {
+void start_probe_nas(std::vector<Host> hosts, std::string path, std::string model_path,
+                     asio::any_completion_handler<NasProbeSignature> handler);
+}  // namespace detail
+
+/// Every host writes a token file under `path` (a random name per run);
+/// then every host lists the token files it sees (and checks
+/// `model_path`/config.json when not empty); then the files are removed.
+/// Hosts that see each other's files share the filesystem.
+template <class CompletionToken = asio::deferred_t>
+auto async_probe_nas(std::vector<Host> hosts, std::string path, std::string model_path = {},
+                     CompletionToken&& token = {}) {
+  return asio::async_initiate<CompletionToken, NasProbeSignature>(
+      [](auto handler, std::vector<Host> h, std::string p, std::string m) {
+        detail::start_probe_nas(std::move(h), std::move(p), std::move(m), std::move(handler));
+      },
+      token, std::move(hosts), std::move(path), std::move(model_path));
+}
+
+// ---------------------------------------------------------------------------
 // Operations on hosts
 
 struct MountOutcome {
@@ -312,7 +383,6 @@ struct NasCheckReport {
 /// Build the report from each host's mount table and the token probe.
 /// Pure: `mounts[i]` is the mountinfo of `probe.reads[i].host` (nullopt
 /// when it could not be read).
-struct NasProbeReport;
 NasCheckReport evaluate_nas_check(std::string const& path, std::vector<std::optional<std::vector<MountEntry>>> const& mounts,
                                   NasProbeReport const& probe);
 

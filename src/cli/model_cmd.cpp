@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <iostream>
 
+#include "clusterkit/format.hpp"
 #include "clusterkit/model.hpp"
 #include "clusterkit/planner.hpp"
 #include "common.hpp"
@@ -36,39 +37,11 @@ ModelFacts facts_for(ModelArgs const& a) {
   return inspect_model(where.dir);
 }
 
-/// sha256sums for every file of a model folder (hub bookkeeping left out),
-/// hashed in parallel, written beside them atomically.
+/// sha256sums for every file of a model folder (the library's one list of
+/// hub bookkeeping left out), hashed in parallel, written atomically.
 void write_manifest(std::filesystem::path const& dir) {
-  namespace fs = std::filesystem;
-  std::vector<fs::path> paths;
-  std::vector<ManifestEntry> entries;
-  for (auto const& e : fs::recursive_directory_iterator(dir)) {
-    if (!e.is_regular_file()) continue;
-    auto rel = fs::relative(e.path(), dir).generic_string();
-    if (rel == "sha256sums" || rel.starts_with(".cache/") || rel.starts_with("._____temp/")) continue;
-    paths.push_back(e.path());
-    entries.push_back({"", rel});
-  }
-  auto digests = sha256_files(paths);
-  for (std::size_t i = 0; i < digests.size(); ++i) {
-    if (!digests[i].error.empty()) throw Error(make_error_code(errc::local_file_error), digests[i].error);
-    entries[i].sha256 = digests[i].sha256;
-  }
-  std::sort(entries.begin(), entries.end(), [](auto const& a, auto const& b) { return a.file < b.file; });
-  auto tmp = dir / "sha256sums.clusterkit-new";
-  {
-    std::ofstream out(tmp, std::ios::binary);
-    out << format_sha256_manifest(entries);
-    if (!out) throw Error(make_error_code(errc::local_file_error), "cannot write " + tmp.string());
-  }
-  fs::rename(tmp, dir / "sha256sums");
+  auto entries = write_sha256_manifest(dir);
   std::fprintf(stderr, "wrote %s (%zu files)\n", (dir / "sha256sums").c_str(), entries.size());
-}
-
-std::string gib(std::uint64_t bytes) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.2f GiB", static_cast<double>(bytes) / (1ull << 30));
-  return buf;
 }
 
 }  // namespace
@@ -140,7 +113,7 @@ void register_model(CLI::App& app, GlobalOptions& g, Action& action) {
         for (auto const& w : report.warnings) std::fprintf(stderr, "warning: %s\n", w.c_str());
         for (auto const& p : report.problems) std::printf("problem: %s\n", p.message.c_str());
         std::printf("%s: %zu shards, %zu tensors, %s; %s\n", where.dir.c_str(), report.shards_checked,
-                    report.tensors_checked, gib(report.bytes_expected).c_str(),
+                    report.tensors_checked, clusterkit::format_gib(report.bytes_expected).c_str(),
                     report.ok() ? "complete" : "INCOMPLETE");
       }
       return report.ok() ? 0 : 1;

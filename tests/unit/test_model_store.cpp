@@ -8,12 +8,15 @@
 
 #include <catch2/catch.hpp>
 
+#include <unistd.h>
+
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <numeric>
 #include <random>
+#include <set>
 #include <sstream>
 
 using namespace clusterkit;
@@ -351,6 +354,37 @@ TEST_CASE("file listings skip the hub CLIs' bookkeeping", "[store][copy]") {
   CHECK(argv.front() == "rsync");
   CHECK(argv[argv.size() - 2] == "/data/m/");
   CHECK(argv.back() == "/mnt/m/");
+}
+
+TEST_CASE("a manifest lists exactly the files that a sync copies", "[store][copy][manifest]") {
+  // Regression: `model verify --write-manifest` kept its own list of hub
+  // bookkeeping (only .cache/ and ._____temp/), so its manifest named
+  // ModelScope's .msc/.mv/.mdl markers and *.incomplete files that `model
+  // sync` never copies, and a verification on the NAS then failed.
+  auto dir = fs::temp_directory_path() / ("ck-manifest-" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  std::vector<std::string> files = {"config.json", "model.safetensors", "sub dir/tokenizer.json", ".msc", ".mv", ".mdl",
+                                    "model.safetensors.abc.incomplete", ".cache/huggingface/download/x.metadata",
+                                    "._____temp/model.safetensors", ".rsync-partial/model.safetensors"};
+  std::string listing;
+  for (auto const& f : files) {
+    fs::create_directories((dir / f).parent_path());
+    std::ofstream(dir / f) << "content of " << f;
+    listing += std::to_string(fs::file_size(dir / f)) + "\t" + f + "\n";
+  }
+  auto manifest = write_sha256_manifest(dir);
+  std::set<std::string> listed, copied;
+  for (auto const& e : manifest) listed.insert(e.file);
+  for (auto const& item : parse_file_listing(listing)) copied.insert(item.path);
+  CHECK(listed == copied);
+  CHECK(listed == std::set<std::string>{"config.json", "model.safetensors", "sub dir/tokenizer.json"});
+  // The file on disk says the same, and a second run does not list itself.
+  std::ifstream in(dir / "sha256sums");
+  std::stringstream text;
+  text << in.rdbuf();
+  CHECK(parse_sha256_manifest(text.str()).size() == 3);
+  CHECK(write_sha256_manifest(dir).size() == 3);
+  fs::remove_all(dir);
 }
 
 TEST_CASE("the snapshot script, run by /bin/sh, sees what verify_model sees", "[store][verify]") {

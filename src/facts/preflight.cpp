@@ -12,7 +12,7 @@
 #include <sstream>
 
 #include "clusterkit/shell.hpp"
-#include "detail/text.hpp"
+#include "core/text.hpp"
 
 namespace clusterkit {
 
@@ -40,8 +40,8 @@ using detail::split_ws;
 using detail::to_double;
 using detail::to_long;
 using detail::trim;
-
-std::string gib(std::uint64_t bytes) { return format_bytes(bytes); }
+using detail::join;
+using detail::lower;
 
 std::string fmt(char const* format, double v) {
   char buf[64];
@@ -49,24 +49,9 @@ std::string fmt(char const* format, double v) {
   return buf;
 }
 
-std::string lower(std::string_view s) {
-  std::string out(s);
-  for (auto& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return out;
-}
-
 std::string normalize_path(std::string p) {
   while (p.size() > 1 && p.back() == '/') p.pop_back();
   return p;
-}
-
-std::string join(std::vector<std::string> const& v, std::string_view sep) {
-  std::string out;
-  for (std::size_t i = 0; i < v.size(); ++i) {
-    if (i) out += sep;
-    out += v[i];
-  }
-  return out;
 }
 
 }  // namespace
@@ -314,72 +299,6 @@ std::vector<PortProbe> parse_port_prober_output(std::string_view from, std::vect
   return out;
 }
 
-std::string nas_write_script(std::string const& path, std::string const& token, std::size_t index) {
-  auto p = normalize_path(path);
-  auto d = shell::quote(p);
-  auto name = token + "-" + std::to_string(index);
-  auto f = shell::quote(p + "/.clusterkit-preflight-" + name);
-  std::ostringstream s;
-  s << "if [ ! -d " << d << " ]; then echo '@@ck-nas-error '" << d << "' is not a directory'; exit 0; fi\n"
-    << "if ck_e=$( { printf '%s\\n' " << shell::quote(name) << " > " << f << "; } 2>&1 ); then echo @@ck-nas-written; "
-    << "else printf '@@ck-nas-error %s\\n' \"$ck_e\" | head -n 1; rm -f " << f << " 2>/dev/null; fi\n";
-  return s.str();
-}
-
-std::string nas_read_script(std::string const& path, std::string const& token, std::size_t hosts,
-                            std::string const& model_path) {
-  auto p = normalize_path(path);
-  auto d = shell::quote(p);
-  std::ostringstream s;
-  s << "if [ -d " << d << " ]; then echo '@@ck-nas dir yes'; else echo '@@ck-nas dir no'; fi\n"
-    << "if awk -v p=" << d << " '$2 == p {found = 1} END {exit !found}' /proc/mounts 2>/dev/null; "
-    << "then echo '@@ck-nas mount yes'; else echo '@@ck-nas mount no'; fi\n"
-    << "printf '@@ck-nas fstype %s\\n' \"$(stat -f -c %T " << d << " 2>/dev/null || echo unknown)\"\n"
-    << "ck_i=0\n"
-    << "while [ \"$ck_i\" -lt " << hosts << " ]; do\n"
-    << "  ck_f=" << shell::quote(p + "/.clusterkit-preflight-" + token + "-") << "\"$ck_i\"\n"
-    << "  if [ -f \"$ck_f\" ]; then printf '@@ck-nas seen %s %s\\n' \"$ck_i\" \"$(head -c 100 \"$ck_f\")\"; fi\n"
-    << "  ck_i=$((ck_i + 1))\n"
-    << "done\n";
-  if (!model_path.empty()) {
-    auto m = shell::quote(normalize_path(model_path) + "/config.json");
-    s << "if [ -f " << m << " ]; then echo '@@ck-nas model yes'; else echo '@@ck-nas model no'; fi\n";
-  }
-  return s.str();
-}
-
-std::string nas_cleanup_script(std::string const& path, std::string const& token, std::size_t hosts) {
-  std::string s = "rm -f";
-  for (std::size_t i = 0; i < hosts; ++i)
-    s += " " + shell::quote(normalize_path(path) + "/.clusterkit-preflight-" + token + "-" + std::to_string(i));
-  return s + "\n";
-}
-
-NasRead parse_nas_read_output(std::string_view host, std::string_view token, std::vector<std::string> const& hosts,
-                              std::string_view output) {
-  NasRead r;
-  r.host = std::string(host);
-  std::set<std::string> seen;
-  for (auto line : lines_of(output)) {
-    auto w = split_ws(line, 4);
-    if (w.size() < 2 || w[0] != "@@ck-nas") continue;
-    if (w[1] == "dir" && w.size() == 3) r.directory = w[2] == "yes";
-    else if (w[1] == "mount" && w.size() == 3) r.mount_point = w[2] == "yes";
-    else if (w[1] == "fstype" && w.size() == 3) r.filesystem_type = std::string(w[2].substr(0, 64));
-    else if (w[1] == "model" && w.size() == 3) r.model_present = w[2] == "yes";
-    else if (w[1] == "seen" && w.size() == 4) {
-      auto idx = to_long(w[2]);
-      if (!idx || *idx < 0 || static_cast<std::size_t>(*idx) >= hosts.size()) continue;
-      // The content proves it is this run's file, whole.
-      if (w[3] != std::string(token) + "-" + std::string(w[2])) continue;
-      seen.insert(hosts[static_cast<std::size_t>(*idx)]);
-    }
-  }
-  for (auto const& h : hosts)
-    if (seen.count(h)) r.seen.push_back(h);
-  return r;
-}
-
 json PortProbeReport::to_json() const {
   json j;
   j["head"] = head;
@@ -401,25 +320,6 @@ json PortProbeReport::to_json() const {
                            {"source_address", p.source_address},
                            {"error", p.error},
                            {"milliseconds", p.milliseconds}});
-  return j;
-}
-
-json NasProbeReport::to_json() const {
-  json j;
-  j["path"] = path;
-  j["model_path"] = model_path;
-  j["token"] = token;
-  j["reads"] = json::array();
-  for (auto const& r : reads)
-    j["reads"].push_back({{"host", r.host},
-                          {"directory", r.directory},
-                          {"mount_point", r.mount_point},
-                          {"filesystem_type", r.filesystem_type},
-                          {"written", r.written},
-                          {"write_error", r.write_error},
-                          {"seen", r.seen},
-                          {"model_present", r.model_present ? json(*r.model_present) : json(nullptr)},
-                          {"error", r.error}});
   return j;
 }
 
@@ -673,7 +573,7 @@ struct Evaluator {
       return;
     }
     auto const& g0 = f.gpus.front();
-    std::string desc = std::to_string(f.gpus.size()) + "x " + g0.name + " " + gib(g0.memory_total_bytes);
+    std::string desc = std::to_string(f.gpus.size()) + "x " + g0.name + " " + format_bytes(g0.memory_total_bytes);
     if (f.gpus_simulated) {
       add(h, "gpus", CheckStatus::simulated, desc + " (simulated: declared in the inventory, no nvidia-smi on the host)");
       return;
@@ -688,7 +588,7 @@ struct Evaluator {
     if (decl && decl->memory_gib > 0) {
       double have = double(g0.memory_total_bytes) / double(1ull << 30);
       if (have < decl->memory_gib * 0.85) {
-        problems.push_back("each GPU has " + gib(g0.memory_total_bytes) + ", the inventory declares " +
+        problems.push_back("each GPU has " + format_bytes(g0.memory_total_bytes) + ", the inventory declares " +
                            fmt("%.0f", decl->memory_gib) + " GiB");
         if (fix.empty()) fix = "correct gpus.memory_gib in the inventory (plans are made from it)";
       }
@@ -697,7 +597,7 @@ struct Evaluator {
       warnings.push_back("the inventory says " + decl->model + ", the host has " + g0.name);
     for (auto const& g : f.gpus) {
       if (g.memory_total_bytes && g.memory_used_bytes * 10 > g.memory_total_bytes)
-        warnings.push_back("GPU" + std::to_string(g.index) + " has " + gib(g.memory_used_bytes) +
+        warnings.push_back("GPU" + std::to_string(g.index) + " has " + format_bytes(g.memory_used_bytes) +
                            " in use already (vLLM needs --gpu-memory-utilization of the total free)");
     }
     // Hosts of one deployment should match: pipeline stages get equal GPUs.
@@ -953,15 +853,15 @@ struct Evaluator {
     bool docker = runtime_of(h) == "docker";
     if (f.shm->total_bytes < min) {
       add(h, "shm", docker ? CheckStatus::warn : CheckStatus::fail,
-          "/dev/shm is " + gib(f.shm->total_bytes) + ", below " + gib(min) +
+          "/dev/shm is " + format_bytes(f.shm->total_bytes) + ", below " + format_bytes(min) +
               (docker ? " (containers get their own from --shm-size; this matters with --ipc=host or outside Docker)" : ""),
           fix);
     } else if (f.shm->available_bytes < min) {
       add(h, "shm", CheckStatus::warn,
-          "/dev/shm is " + gib(f.shm->total_bytes) + " but only " + gib(f.shm->available_bytes) + " is free",
+          "/dev/shm is " + format_bytes(f.shm->total_bytes) + " but only " + format_bytes(f.shm->available_bytes) + " is free",
           "remove stale files from /dev/shm (old NCCL or Ray segments) or make it larger");
     } else {
-      add(h, "shm", CheckStatus::pass, "/dev/shm " + gib(f.shm->total_bytes) + " (" + gib(f.shm->available_bytes) + " free)");
+      add(h, "shm", CheckStatus::pass, "/dev/shm " + format_bytes(f.shm->total_bytes) + " (" + format_bytes(f.shm->available_bytes) + " free)");
     }
   }
 
@@ -980,11 +880,11 @@ struct Evaluator {
         continue;
       }
       if (d->available_bytes < min) {
-        bad.push_back(p + " has " + gib(d->available_bytes) + " free, below " + gib(min));
+        bad.push_back(p + " has " + format_bytes(d->available_bytes) + " free, below " + format_bytes(min));
         if (fix.empty()) fix = "free space on " + d->mount_point + " (" + d->filesystem + ") on " + h + ", or use another path";
         continue;
       }
-      good.push_back(p + " " + gib(d->available_bytes) + " free");
+      good.push_back(p + " " + format_bytes(d->available_bytes) + " free");
     }
     if (!bad.empty()) add(h, "disk", CheckStatus::fail, join(bad, "; "), fix);
     else add(h, "disk", CheckStatus::pass, join(good, ", "));

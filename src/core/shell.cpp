@@ -1,3 +1,4 @@
+// Quoting for POSIX shells (see shell.hpp).
 #include "clusterkit/shell.hpp"
 
 namespace clusterkit::shell {
@@ -21,6 +22,25 @@ std::string join(std::span<std::string const> argv) {
   for (auto const& a : argv) {
     if (!out.empty()) out.push_back(' ');
     out += quote(a);
+  }
+  return out;
+}
+
+std::string quote_for_display(std::string_view argument) {
+  if (argument.empty()) return "''";
+  for (char c : argument) {
+    bool const plain = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                       std::string_view("-_./:=@%+,").find(c) != std::string_view::npos;
+    if (!plain) return quote(argument);
+  }
+  return std::string(argument);
+}
+
+std::string join_for_display(std::span<std::string const> argv) {
+  std::string out;
+  for (auto const& a : argv) {
+    if (!out.empty()) out.push_back(' ');
+    out += quote_for_display(a);
   }
   return out;
 }

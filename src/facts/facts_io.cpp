@@ -9,9 +9,10 @@
 #include <mutex>
 
 #include "clusterkit/facts.hpp"
-#include "detail/completion.hpp"
-#include "detail/run_each.hpp"
-#include "detail/text.hpp"
+#include "core/completion.hpp"
+#include "remote/run_each.hpp"
+#include "core/text.hpp"
+#include "core/block_on.hpp"
 
 namespace clusterkit::detail {
 namespace {
@@ -176,11 +177,10 @@ namespace clusterkit {
 
 std::vector<HostFactsOutcome> gather_facts(std::vector<Host> hosts, FactsOptions options) {
   if (hosts.empty()) return {};
-  std::promise<std::vector<HostFactsOutcome>> promise;
-  auto future = promise.get_future();
-  async_gather_facts(std::move(hosts), std::move(options),
-                     [&promise](std::vector<HostFactsOutcome> o) { promise.set_value(std::move(o)); });
-  return future.get();
+  auto ex = hosts.front().get_executor();
+  return detail::block_on_value<std::vector<HostFactsOutcome>>(ex, "clusterkit::gather_facts", [&](auto cb) {
+    async_gather_facts(std::move(hosts), std::move(options), std::move(cb));
+  });
 }
 
 }  // namespace clusterkit

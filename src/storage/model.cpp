@@ -1,4 +1,5 @@
 #include "clusterkit/model.hpp"
+#include "core/text.hpp"
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -24,6 +25,8 @@ namespace clusterkit {
 
 namespace fs = std::filesystem;
 using nlohmann::json;
+
+using detail::join;
 
 namespace {
 
@@ -381,15 +384,6 @@ std::vector<std::string> list_subdirs(fs::path const& dir) {
     if (it->is_directory(ec2)) out.push_back(it->path().filename().string());
   }
   std::sort(out.begin(), out.end());
-  return out;
-}
-
-std::string join(std::vector<std::string> const& v, std::string_view sep) {
-  std::string out;
-  for (std::size_t i = 0; i < v.size(); ++i) {
-    if (i) out += sep;
-    out += v[i];
-  }
   return out;
 }
 
@@ -1271,6 +1265,40 @@ std::vector<FileDigest> sha256_files(std::vector<fs::path> const& paths, HashOpt
   for (auto& t : pool) t.join();
   if (cancelled || options.stop.stop_requested()) fail(errc::cancelled, "SHA-256 hashing was cancelled");
   return out;
+}
+
+bool is_hub_bookkeeping(std::string_view path) {
+  return path.starts_with(".cache/") || path.starts_with("._____temp/") || path.ends_with(".incomplete") ||
+         path == ".mdl" || path == ".msc" || path == ".mv" || path.starts_with(".rsync-partial/");
+}
+
+std::vector<ManifestEntry> write_sha256_manifest(fs::path const& dir, HashOptions const& options) {
+  std::vector<fs::path> paths;
+  std::vector<ManifestEntry> entries;
+  std::error_code ec;
+  for (fs::recursive_directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+    if (!it->is_regular_file(ec)) continue;
+    auto rel = fs::relative(it->path(), dir, ec).generic_string();
+    if (rel == "sha256sums" || rel.ends_with(".clusterkit-new") || is_hub_bookkeeping(rel)) continue;
+    paths.push_back(it->path());
+    entries.push_back({"", rel});
+  }
+  if (ec) throw Error(make_error_code(errc::local_file_error), "cannot list " + dir.string() + ": " + ec.message());
+  auto digests = sha256_files(paths, options);
+  for (std::size_t i = 0; i < digests.size(); ++i) {
+    if (!digests[i].error.empty()) throw Error(make_error_code(errc::local_file_error), digests[i].error);
+    entries[i].sha256 = digests[i].sha256;
+  }
+  std::sort(entries.begin(), entries.end(), [](auto const& a, auto const& b) { return a.file < b.file; });
+  auto tmp = dir / "sha256sums.clusterkit-new";
+  {
+    std::ofstream out(tmp, std::ios::binary);
+    out << format_sha256_manifest(entries);
+    if (!out) throw Error(make_error_code(errc::local_file_error), "cannot write " + tmp.string());
+  }
+  fs::rename(tmp, dir / "sha256sums", ec);
+  if (ec) throw Error(make_error_code(errc::local_file_error), "cannot write " + (dir / "sha256sums").string() + ": " + ec.message());
+  return entries;
 }
 
 // ---------------------------------------------------------------------------

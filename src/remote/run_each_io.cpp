@@ -1,4 +1,4 @@
-#include "detail/run_each.hpp"
+#include "remote/run_each.hpp"
 
 #include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/bind_executor.hpp>
@@ -10,7 +10,7 @@
 #include <memory>
 #include <random>
 
-#include "detail/completion.hpp"
+#include "core/completion.hpp"
 
 namespace clusterkit::detail {
 namespace {

@@ -11,6 +11,7 @@
 
 #include "clusterkit/facts.hpp"
 #include "clusterkit/shell.hpp"
+#include "core/text.hpp"
 
 namespace clusterkit {
 
@@ -212,26 +213,6 @@ constexpr std::size_t kMaxOutput = 64u << 20;
 constexpr std::size_t kMaxLine = 64 * 1024;
 constexpr std::size_t kMaxRanks = 65536;
 
-bool json_depth_ok(std::string_view text, int limit) {
-  int depth = 0;
-  bool in_string = false, escaped = false;
-  for (char c : text) {
-    if (in_string) {
-      if (escaped) escaped = false;
-      else if (c == '\\') escaped = true;
-      else if (c == '"') in_string = false;
-      continue;
-    }
-    if (c == '"') in_string = true;
-    else if (c == '[' || c == '{') {
-      if (++depth > limit) return false;
-    } else if (c == ']' || c == '}') {
-      --depth;
-    }
-  }
-  return true;
-}
-
 std::string str(json const& j, char const* key) {
   auto it = j.find(key);
   return it != j.end() && it->is_string() ? it->get<std::string>() : std::string();
@@ -278,7 +259,7 @@ NcclCheckOutput parse_nccl_check_output(std::string_view text) {
       keep_malformed("line too long");
       continue;
     }
-    if (!json_depth_ok(body, 16)) {
+    if (!detail::json_nesting_within(body, 16)) {
       keep_malformed("nested too deep");
       continue;
     }

@@ -36,8 +36,8 @@
 #include "clusterkit/detail/remote_script.hpp"
 #include "clusterkit/detail/ssh_diagnosis.hpp"
 #include "clusterkit/shell.hpp"
-#include "detail/completion.hpp"
-#include "detail/process.hpp"
+#include "core/completion.hpp"
+#include "core/process.hpp"
 
 namespace bp = boost::process::v2;
 namespace fs = std::filesystem;

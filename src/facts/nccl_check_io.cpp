@@ -17,9 +17,10 @@
 
 #include "clusterkit/facts.hpp"
 #include "clusterkit/nccl_check.hpp"
-#include "detail/completion.hpp"
-#include "detail/run_each.hpp"
-#include "detail/text.hpp"
+#include "core/completion.hpp"
+#include "remote/run_each.hpp"
+#include "core/text.hpp"
+#include "core/block_on.hpp"
 
 namespace clusterkit::detail {
 namespace {
@@ -218,10 +219,10 @@ void start_nccl_check(std::vector<Host> hosts, NcclCheckOptions options, asio::a
 namespace clusterkit {
 
 NcclCheckResult nccl_check(std::vector<Host> hosts, NcclCheckOptions options) {
-  std::promise<NcclCheckResult> promise;
-  auto future = promise.get_future();
-  async_nccl_check(std::move(hosts), std::move(options), [&promise](NcclCheckResult r) { promise.set_value(std::move(r)); });
-  return future.get();
+  asio::any_io_executor ex = hosts.empty() ? asio::any_io_executor() : hosts.front().get_executor();
+  return detail::block_on_value<NcclCheckResult>(ex, "clusterkit::nccl_check", [&](auto h) {
+    async_nccl_check(std::move(hosts), std::move(options), std::move(h));
+  });
 }
 
 }  // namespace clusterkit

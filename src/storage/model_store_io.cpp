@@ -10,9 +10,10 @@
 
 #include "clusterkit/model_store.hpp"
 #include "clusterkit/shell.hpp"
-#include "detail/coro.hpp"
-#include "detail/run_each.hpp"
-#include "detail/text.hpp"
+#include "core/coro.hpp"
+#include "remote/run_each.hpp"
+#include "core/text.hpp"
+#include "core/block_on.hpp"
 
 namespace clusterkit {
 namespace detail {
@@ -58,15 +59,6 @@ public:
 private:
   std::deque<std::pair<clock::time_point, std::uint64_t>> samples_;
 };
-
-std::string last_line_of(std::string_view text) {
-  std::string last;
-  for (auto line : lines_of(text)) {
-    auto t = trim(line);
-    if (!t.empty()) last = std::string(t);
-  }
-  return last;
-}
 
 std::string problems_sentence(VerifyReport const& r, std::size_t max = 3) {
   std::string out;
@@ -157,7 +149,7 @@ awaitable<std::vector<HostVerify>> verify_on(std::vector<Host> hosts, std::strin
       v.error = o.error ? o.error : make_error_code(errc::model_incomplete);
       v.message = o.result.diagnostic.empty()
                       ? o.host + ": the check of " + dir + " failed (exit " + std::to_string(o.result.exit_code) + ")" +
-                            (o.result.stderr_text.empty() ? "" : ": " + last_line_of(o.result.stderr_text))
+                            (o.result.stderr_text.empty() ? "" : ": " + detail::last_line(o.result.stderr_text))
                       : o.result.diagnostic;
       out.push_back(std::move(v));
       continue;
@@ -211,7 +203,7 @@ awaitable<std::pair<std::error_code, std::vector<CopyItem>>> list_files(Host hos
     co_return std::pair{make_error_code(errc::copy_failed), std::vector<CopyItem>{}};
   }
   if (r.exit_code != 0) {
-    message = host.name() + ": listing " + dir + " failed: " + last_line_of(r.stderr_text);
+    message = host.name() + ": listing " + dir + " failed: " + detail::last_line(r.stderr_text);
     co_return std::pair{make_error_code(errc::copy_failed), std::vector<CopyItem>{}};
   }
   try {
@@ -391,9 +383,9 @@ std::string explain_rsync_failure(SyncSpec const& spec, std::string const& host,
   if (tail.find("No space left on device") != std::string::npos)
     return what + ": the destination is full. Free space on the NAS or copy fewer files";
   if (tail.find("Permission denied") != std::string::npos || tail.find("Read-only file system") != std::string::npos)
-    return what + ": " + host + " may not write under " + spec.destination + " (" + last_line_of(tail) +
+    return what + ": " + host + " may not write under " + spec.destination + " (" + detail::last_line(tail) +
            "). Mount the NAS read-write, or fix its permissions";
-  return what + " (rsync exit " + std::to_string(exit_code) + ")" + (tail.empty() ? "" : ": " + last_line_of(tail)) +
+  return what + " (rsync exit " + std::to_string(exit_code) + ")" + (tail.empty() ? "" : ": " + detail::last_line(tail)) +
          ". Run the same sync again: it resumes where it stopped";
 }
 
@@ -514,7 +506,7 @@ awaitable<std::pair<std::error_code, SyncResult>> sync(Host host, SyncSpec spec,
         co_return fail(make_error_code(errc::copy_failed),
                        host.name() + ": the copy is complete but removing " + std::to_string(extra.size()) +
                            " extra file(s) from " + spec.destination + " failed: " +
-                           last_line_of(std::get<1>(removed).stderr_text + std::get<1>(removed).diagnostic));
+                           detail::last_line(std::get<1>(removed).stderr_text + std::get<1>(removed).diagnostic));
     }
     result.files_deleted = extra.size();
   }
@@ -608,30 +600,26 @@ void start_model_verify(std::vector<Host> hosts, std::string dir, RemoteVerifyOp
 
 }  // namespace detail
 
-namespace {
-template <class R, class Start>
-R blocking(Start start) {
-  std::promise<R> p;
-  auto f = p.get_future();
-  start([&p](std::error_code, R r) { p.set_value(std::move(r)); });
-  return f.get();
-}
-}  // namespace
-
 DownloadResult download_model(ModelStore const& store, Host host, DownloadSpec spec, ProgressCallback progress) {
-  return blocking<DownloadResult>([&](auto h) { store.async_download(std::move(host), std::move(spec), std::move(progress), std::move(h)); });
+  auto ex = host.get_executor();
+  return std::get<1>(detail::block_on<std::error_code, DownloadResult>(ex, "clusterkit::download_model", [&](auto h) {
+    store.async_download(std::move(host), std::move(spec), std::move(progress), std::move(h));
+  }));
 }
 
 SyncResult sync_model(ModelStore const& store, Host host, SyncSpec spec, ProgressCallback progress) {
-  return blocking<SyncResult>([&](auto h) { store.async_sync(std::move(host), std::move(spec), std::move(progress), std::move(h)); });
+  auto ex = host.get_executor();
+  return std::get<1>(detail::block_on<std::error_code, SyncResult>(ex, "clusterkit::sync_model", [&](auto h) {
+    store.async_sync(std::move(host), std::move(spec), std::move(progress), std::move(h));
+  }));
 }
 
 std::vector<HostVerify> verify_model_on_hosts(ModelStore const& store, std::vector<Host> hosts, std::string dir,
                                               RemoteVerifyOptions options) {
-  std::promise<std::vector<HostVerify>> p;
-  auto f = p.get_future();
-  store.async_verify(std::move(hosts), std::move(dir), std::move(options), [&p](std::vector<HostVerify> r) { p.set_value(std::move(r)); });
-  return f.get();
+  asio::any_io_executor ex = hosts.empty() ? asio::any_io_executor() : hosts.front().get_executor();
+  return detail::block_on_value<std::vector<HostVerify>>(ex, "clusterkit::verify_model_on_hosts", [&](auto h) {
+    store.async_verify(std::move(hosts), std::move(dir), std::move(options), std::move(h));
+  });
 }
 
 }  // namespace clusterkit

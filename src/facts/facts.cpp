@@ -15,7 +15,7 @@
 #include <sstream>
 
 #include "clusterkit/shell.hpp"
-#include "detail/text.hpp"
+#include "core/text.hpp"
 
 namespace clusterkit {
 
@@ -74,22 +74,7 @@ std::optional<std::uint64_t> mul_checked(std::uint64_t a, std::uint64_t b) {
 /// reach the parser's recursion or the value's destructor).
 json parse_json(std::string_view text, char const* what, std::size_t limit) {
   check_size(text, limit, what);
-  int depth = 0;
-  bool in_string = false, escaped = false;
-  for (char c : text) {
-    if (in_string) {
-      if (escaped) escaped = false;
-      else if (c == '\\') escaped = true;
-      else if (c == '"') in_string = false;
-      continue;
-    }
-    if (c == '"') in_string = true;
-    else if (c == '[' || c == '{') {
-      if (++depth > 32) fail(std::string(what) + ": JSON nested deeper than 32 levels");
-    } else if (c == ']' || c == '}') {
-      --depth;
-    }
-  }
+  if (!detail::json_nesting_within(text, 32)) fail(std::string(what) + ": JSON nested deeper than 32 levels");
   json j = json::parse(text.begin(), text.end(), nullptr, false);
   if (j.is_discarded()) fail(std::string(what) + ": not valid JSON: " + excerpt(trim(text)));
   return j;
@@ -125,17 +110,6 @@ std::string unquote_os_release(std::string_view v, std::size_t line_no) {
 }
 
 }  // namespace
-
-std::string format_bytes(std::uint64_t bytes) {
-  char buf[48];
-  double b = static_cast<double>(bytes);
-  if (bytes >= (1ull << 40)) std::snprintf(buf, sizeof buf, "%.1f TiB", b / double(1ull << 40));
-  else if (bytes >= (1ull << 30)) std::snprintf(buf, sizeof buf, "%.1f GiB", b / double(1ull << 30));
-  else if (bytes >= (1ull << 20)) std::snprintf(buf, sizeof buf, "%.1f MiB", b / double(1ull << 20));
-  else if (bytes >= 1024) std::snprintf(buf, sizeof buf, "%.1f KiB", b / 1024.0);
-  else std::snprintf(buf, sizeof buf, "%llu B", static_cast<unsigned long long>(bytes));
-  return buf;
-}
 
 // ---------------------------------------------------------------------------
 // Simple files

@@ -12,7 +12,7 @@
 #include <sstream>
 
 #include "clusterkit/shell.hpp"
-#include "detail/text.hpp"
+#include "core/text.hpp"
 
 #include <array>
 
@@ -434,17 +434,6 @@ nlohmann::json DownloadResult::to_json() const {
 // ---------------------------------------------------------------------------
 // Copy
 
-namespace {
-
-/// What the hub CLIs keep beside the files (their own bookkeeping), never
-/// copied: huggingface_hub's .cache/ (metadata and .incomplete files),
-/// ModelScope's ._____temp/ and .mdl/.msc/.mv markers.
-bool is_bookkeeping(std::string_view path) {
-  return path.starts_with(".cache/") || path.starts_with("._____temp/") || path.ends_with(".incomplete") ||
-         path == ".mdl" || path == ".msc" || path == ".mv" || path.starts_with(".rsync-partial/");
-}
-
-}  // namespace
 
 std::vector<CopyItem> parse_file_listing(std::string_view text) {
   std::vector<CopyItem> out;
@@ -457,7 +446,7 @@ std::vector<CopyItem> parse_file_listing(std::string_view text) {
     auto size = detail::to_u64(line.substr(0, tab));
     auto path = line.substr(tab + 1);
     if (!size || path.empty()) malformed("file listing line " + std::to_string(line_no) + " is not SIZE<TAB>PATH");
-    if (is_bookkeeping(path)) continue;
+    if (is_hub_bookkeeping(path)) continue;
     out.push_back({std::string(path), *size});
   }
   return out;

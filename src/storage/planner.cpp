@@ -1,4 +1,6 @@
 #include "clusterkit/planner.hpp"
+#include "clusterkit/format.hpp"
+#include "core/text.hpp"
 
 #include <algorithm>
 #include <cctype>
@@ -15,17 +17,13 @@ namespace {
 
 [[noreturn]] void fail(errc code, std::string const& message) { throw Error(make_error_code(code), message); }
 
+using detail::lower;
+
 constexpr std::uint64_t GiB = 1ull << 30;
 constexpr std::uint64_t MiB = 1ull << 20;
 
-std::string gib(std::uint64_t bytes) {
-  char buf[64];
-  std::snprintf(buf, sizeof buf, "%.2f GiB", static_cast<double>(bytes) / static_cast<double>(GiB));
-  return buf;
-}
-
 std::string gib_signed(std::int64_t bytes) {
-  return bytes < 0 ? "-" + gib(static_cast<std::uint64_t>(-bytes)) : gib(static_cast<std::uint64_t>(bytes));
+  return bytes < 0 ? "-" + format_gib(static_cast<std::uint64_t>(-bytes)) : format_gib(static_cast<std::uint64_t>(bytes));
 }
 
 std::string format_fraction(double v) {
@@ -35,12 +33,6 @@ std::string format_fraction(double v) {
   while (!s.empty() && s.back() == '0') s.pop_back();
   if (!s.empty() && s.back() == '.') s.pop_back();
   return s;
-}
-
-std::string lower(std::string_view s) {
-  std::string out(s);
-  for (auto& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return out;
 }
 
 std::string upper(std::string_view s) {
@@ -142,7 +134,7 @@ std::string GpuInventory::describe() const {
     if (!out.empty()) out += " + ";
     auto count = j - i;
     out += std::to_string(count) + (count == 1 ? " node x " : " nodes x ") + std::to_string(nodes[i].gpu_count) + " " +
-           nodes[i].gpu_model + " (" + gib(nodes[i].memory_bytes) + ")";
+           nodes[i].gpu_model + " (" + format_gib(nodes[i].memory_bytes) + ")";
     i = j;
   }
   return out.empty() ? "no GPUs" : out;
@@ -850,14 +842,14 @@ void explain(std::vector<Layout>& layouts, Resolved const& r) {
                 static_cast<std::int64_t>(round_up(r.max_model_len, r.block) * worst->kv_bytes_per_token))
           worst = &s;
       if (worst->kv_cache_bytes <= 0) {
-        why = "does not fit by " + gib(l.missing_bytes_per_gpu) + " per GPU: " + gib(worst->weight_bytes) +
-              " of weights + " + gib(worst->reserve_bytes) + " reserve exceed the " + gib(worst->budget_bytes) +
-              " budget (" + gib(l.gpu_memory_bytes) + " x " + format_fraction(r.util) + ")";
+        why = "does not fit by " + format_gib(l.missing_bytes_per_gpu) + " per GPU: " + format_gib(worst->weight_bytes) +
+              " of weights + " + format_gib(worst->reserve_bytes) + " reserve exceed the " + format_gib(worst->budget_bytes) +
+              " budget (" + format_gib(l.gpu_memory_bytes) + " x " + format_fraction(r.util) + ")";
         if (worst->kv_cache_bytes < 0) why += " by " + gib_signed(-worst->kv_cache_bytes);
         why += ", and " + std::to_string(r.max_model_len) + " tokens of KV cache need " +
-               gib(round_up(r.max_model_len, r.block) * worst->kv_bytes_per_token) + " more";
+               format_gib(round_up(r.max_model_len, r.block) * worst->kv_bytes_per_token) + " more";
       } else {
-        why = "does not fit by " + gib(l.missing_bytes_per_gpu) + " per GPU: the KV cache holds " +
+        why = "does not fit by " + format_gib(l.missing_bytes_per_gpu) + " per GPU: the KV cache holds " +
               std::to_string(l.kv_cache_tokens) + " tokens, fewer than --max-model-len " +
               std::to_string(r.max_model_len);
       }
@@ -991,7 +983,7 @@ std::string Plan::summary() const {
   std::string out;
   char line[512];
   std::snprintf(line, sizeof line, "%s: %.2f B parameters, %s of weights, %llu bytes (%.0f KiB) of KV cache per token\n",
-                model.c_str(), static_cast<double>(parameter_count) / 1e9, gib(total_weight_bytes).c_str(),
+                model.c_str(), static_cast<double>(parameter_count) / 1e9, format_gib(total_weight_bytes).c_str(),
                 static_cast<unsigned long long>(kv_bytes_per_token), static_cast<double>(kv_bytes_per_token) / 1024);
   out += line;
   out += "GPUs: " + gpus.describe() + "; --max-model-len " + std::to_string(max_model_len) +
@@ -1001,7 +993,7 @@ std::string Plan::summary() const {
   out += line;
   for (auto const& l : layouts) {
     std::snprintf(line, sizeof line, "  %-3u %-3u %-4u %12s %10llu %10llu %9llu %4s  ", l.tp, l.pp, l.gpus,
-                  gib(l.weight_bytes_per_gpu).c_str(), static_cast<unsigned long long>(l.kv_bytes_per_token_per_gpu),
+                  format_gib(l.weight_bytes_per_gpu).c_str(), static_cast<unsigned long long>(l.kv_bytes_per_token_per_gpu),
                   static_cast<unsigned long long>(l.kv_cache_tokens),
                   static_cast<unsigned long long>(l.max_concurrent_sequences), l.fits ? "yes" : "no");
     out += line;
@@ -1107,7 +1099,7 @@ Plan plan_deployment(ModelFacts const& facts, GpuInventory const& gpus, PlanOpti
       s.missing_bytes_per_gpu = best->missing_bytes_per_gpu;
       s.max_model_len_that_fits = best->kv_cache_tokens;
       s.suggestions.push_back("nothing fits: the closest layout, " + layout_name(*best) + ", lacks " +
-                              gib(best->missing_bytes_per_gpu) + " on its most loaded GPU");
+                              format_gib(best->missing_bytes_per_gpu) + " on its most loaded GPU");
       if (best->kv_cache_tokens > 0)
         s.suggestions.push_back("a shorter context: " + layout_name(*best) + " serves --max-model-len " +
                                 std::to_string(best->kv_cache_tokens));
@@ -1180,7 +1172,7 @@ Plan plan_deployment(ModelFacts const& facts, GpuInventory const& gpus, PlanOpti
           q.note = "does not fit either";
         }
         s.suggestions.push_back((scheme == "fp8" ? std::string("an FP8") : std::string("an AWQ INT4")) +
-                                " checkpoint (about " + gib(q.weight_bytes) + " of weights) " + q.note);
+                                " checkpoint (about " + format_gib(q.weight_bytes) + " of weights) " + q.note);
         s.quantized.push_back(std::move(q));
       }
     }

@@ -50,7 +50,9 @@
 
 #include "clusterkit/detail/openai_chunk.hpp"
 #include "clusterkit/sse.hpp"
-#include "detail/completion.hpp"
+#include "core/text.hpp"
+#include "core/completion.hpp"
+#include "core/block_on.hpp"
 
 namespace clusterkit {
 
@@ -60,6 +62,8 @@ namespace ssl = asio::ssl;
 using tcp = asio::ip::tcp;
 using std::chrono::steady_clock;
 using namespace std::chrono_literals;
+
+using detail::lower;
 
 namespace {
 
@@ -84,11 +88,6 @@ struct Url {
   }
   std::string origin() const { return scheme + "://" + host_port(); }
 };
-
-std::string lower(std::string s) {
-  for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return s;
-}
 
 std::optional<Url> parse_url(std::string_view text, std::string_view default_scheme, std::string& why) {
   Url u;
@@ -1424,10 +1423,8 @@ Result wait_for(OpenAIClient& client, Start&& start) {
   if (client.running_in_this_thread())
     throw Error(make_error_code(errc::invalid_argument),
                 "a blocking OpenAIClient call was made on the client's own strand; use the async_ form there");
-  std::promise<std::pair<std::error_code, Result>> promise;
-  auto future = promise.get_future();
-  start([&promise](std::error_code ec, Result r) { promise.set_value({ec, std::move(r)}); });
-  auto [ec, result] = future.get();
+  auto [ec, result] = detail::block_on<std::error_code, Result>(client.get_executor(), "a blocking OpenAIClient call",
+                                                                std::forward<Start>(start));
   if (ec) throw Error(ec, result.meta.diagnostic.empty() ? ec.message() : result.meta.diagnostic);
   return std::move(result);
 }

@@ -6,6 +6,7 @@
 
 #include "clusterkit/fanout.hpp"
 #include "clusterkit/host.hpp"
+#include "core/text.hpp"
 
 namespace clusterkit::detail {
 
@@ -27,6 +28,16 @@ auto async_run_each(std::vector<RunEachItem> items, CompletionToken&& token) {
   return asio::async_initiate<CompletionToken, RunEachSignature>(
       [](auto handler, std::vector<RunEachItem> i) { start_run_each(std::move(i), std::move(handler)); }, token,
       std::move(items));
+}
+
+/// Why a command on a host did not succeed, in a few words for a message:
+/// the diagnostic when it could not run to its end, else its exit status and
+/// the first line it printed on stderr (or stdout).
+inline std::string failure_of(HostOutcome const& o) {
+  if (o.error) return valid_utf8(o.result.diagnostic.empty() ? o.error.message() : o.result.diagnostic);
+  std::string said = first_line(o.result.stderr_text);
+  if (said.empty()) said = first_line(o.result.stdout_text);
+  return valid_utf8("exit " + std::to_string(o.result.exit_code) + (said.empty() ? "" : ": " + said));
 }
 
 /// Seconds since the epoch, this machine's wall clock.

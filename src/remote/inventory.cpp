@@ -10,6 +10,7 @@
 // are merged (the host's keys win).
 
 #include "clusterkit/inventory.hpp"
+#include "core/text.hpp"
 
 #include <yaml-cpp/yaml.h>
 
@@ -49,15 +50,7 @@ constexpr std::array<std::string_view, 3> top_fields = {"defaults", "hosts", "gr
 // ---------------------------------------------------------------------------
 // Small helpers
 
-template <class Range>
-std::string join(Range const& items, std::string_view sep = ", ") {
-  std::string out;
-  for (auto const& item : items) {
-    if (!out.empty()) out += sep;
-    out += item;
-  }
-  return out;
-}
+using detail::join;
 
 /// Optimal string alignment distance (Levenshtein plus adjacent swaps),
 /// ignoring case.

@@ -1,14 +1,17 @@
 // NasMount, the I/O half: one probe per host, the pure plan, at most one
 // change per host, and a look at the mount table afterwards to confirm it.
+#include <boost/asio/bind_executor.hpp>
+#include <boost/asio/dispatch.hpp>
+#include <boost/asio/strand.hpp>
 #include <boost/asio/system_executor.hpp>
 
 #include <future>
 
 #include "clusterkit/nas.hpp"
-#include "clusterkit/preflight.hpp"
 #include "clusterkit/shell.hpp"
-#include "detail/coro.hpp"
-#include "detail/run_each.hpp"
+#include "core/coro.hpp"
+#include "remote/run_each.hpp"
+#include "core/block_on.hpp"
 
 namespace clusterkit {
 namespace detail {
@@ -219,6 +222,87 @@ awaitable<NasCheckReport> check(NasSpec spec, std::vector<Host> hosts) {
   co_return evaluate_nas_check(spec.mount_point, mounts, probe);
 }
 
+// ---------------------------------------------------------------------------
+// NAS
+
+struct NasProbeOp : std::enable_shared_from_this<NasProbeOp> {
+  std::vector<Host> hosts;
+  asio::any_completion_handler<NasProbeSignature> handler;
+  asio::strand<asio::any_io_executor> strand;
+  NasProbeReport report;
+  std::vector<std::string> names;
+
+  NasProbeOp(std::vector<Host> h, std::string path, std::string model_path, asio::any_completion_handler<NasProbeSignature> hd)
+      : hosts(std::move(h)), handler(std::move(hd)), strand(asio::make_strand(hosts.front().get_executor())) {
+    while (path.size() > 1 && path.back() == '/') path.pop_back();
+    report.path = std::move(path);
+    report.model_path = std::move(model_path);
+    report.token = random_hex(12);
+    for (auto const& x : hosts) {
+      names.push_back(x.name());
+      report.reads.push_back({});
+      report.reads.back().host = x.name();
+    }
+  }
+
+  static RunOptions short_run() {
+    RunOptions ro;
+    ro.timeout = std::chrono::seconds(30);
+    ro.max_captured_bytes = 64 * 1024;
+    return ro;
+  }
+
+  // 1. Every host writes its own token file.
+  void start() {
+    std::vector<RunEachItem> items;
+    for (std::size_t i = 0; i < hosts.size(); ++i)
+      items.push_back({hosts[i], Command::shell(nas_write_script(report.path, report.token, i)), short_run()});
+    async_run_each(std::move(items), asio::bind_executor(strand, [self = shared_from_this()](std::vector<HostOutcome> outs) {
+                     self->on_written(std::move(outs));
+                   }));
+  }
+
+  void on_written(std::vector<HostOutcome> outs) {
+    for (std::size_t i = 0; i < outs.size(); ++i) {
+      auto& r = report.reads[i];
+      auto const& text = outs[i].result.stdout_text;
+      if (!outs[i].error && text.find("@@ck-nas-written") != std::string::npos) {
+        r.written = true;
+      } else if (auto p = text.find("@@ck-nas-error "); p != std::string::npos) {
+        r.write_error = valid_utf8(first_line(std::string_view(text).substr(p + 15)));
+      } else {
+        r.write_error = failure_of(outs[i]);
+      }
+    }
+    // 2. Every host lists the files it sees.
+    FanoutOptions f;
+    f.run = short_run();
+    async_run_on_hosts(hosts, Command::shell(nas_read_script(report.path, report.token, hosts.size(), report.model_path)), std::move(f),
+                       asio::bind_executor(strand, [self = shared_from_this()](std::vector<HostOutcome> outs) {
+                         self->on_read(std::move(outs));
+                       }));
+  }
+
+  void on_read(std::vector<HostOutcome> outs) {
+    for (std::size_t i = 0; i < outs.size(); ++i) {
+      auto parsed = parse_nas_read_output(outs[i].host, report.token, names, valid_utf8(outs[i].result.stdout_text));
+      auto& r = report.reads[i];
+      parsed.written = r.written;
+      parsed.write_error = r.write_error;
+      if (outs[i].error || outs[i].result.exit_code != 0) parsed.error = failure_of(outs[i]);
+      r = std::move(parsed);
+    }
+    // 3. Remove the files (each host removes what it can see; the writers
+    // see their own).
+    FanoutOptions f;
+    f.run = short_run();
+    async_run_on_hosts(hosts, Command::shell(nas_cleanup_script(report.path, report.token, hosts.size())), std::move(f),
+                       asio::bind_executor(strand, [self = shared_from_this()](std::vector<HostOutcome>) { self->finish(); }));
+  }
+
+  void finish() { complete_on_associated(std::move(handler), strand, std::move(report)); }
+};
+
 }  // namespace
 
 void start_nas_mount(NasSpec spec, std::vector<Host> hosts, bool unmount, UnmountOptions options,
@@ -272,27 +356,43 @@ void start_nas_check(NasSpec spec, std::vector<Host> hosts, asio::any_completion
       });
 }
 
+void start_probe_nas(std::vector<Host> hosts, std::string path, std::string model_path,
+                     asio::any_completion_handler<NasProbeSignature> handler) {
+  if (hosts.empty() || path.empty()) {
+    asio::any_io_executor fallback = asio::system_executor();
+    NasProbeReport empty;
+    empty.path = path;
+    complete_on_associated(std::move(handler), fallback, std::move(empty));
+    return;
+  }
+  auto op = std::make_shared<NasProbeOp>(std::move(hosts), std::move(path), std::move(model_path), std::move(handler));
+  asio::dispatch(op->strand, [op] { op->start(); });
+}
+
 }  // namespace detail
 
+namespace {
+asio::any_io_executor executor_of(std::vector<Host> const& hosts) {
+  return hosts.empty() ? asio::any_io_executor() : hosts.front().get_executor();
+}
+}  // namespace
+
 std::vector<MountOutcome> mount_nas(NasMount const& nas, std::vector<Host> hosts) {
-  std::promise<std::vector<MountOutcome>> p;
-  auto f = p.get_future();
-  nas.async_mount(std::move(hosts), [&p](std::vector<MountOutcome> r) { p.set_value(std::move(r)); });
-  return f.get();
+  auto ex = executor_of(hosts);
+  return detail::block_on_value<std::vector<MountOutcome>>(
+      ex, "clusterkit::mount_nas", [&](auto h) { nas.async_mount(std::move(hosts), std::move(h)); });
 }
 
 std::vector<MountOutcome> unmount_nas(NasMount const& nas, std::vector<Host> hosts, UnmountOptions options) {
-  std::promise<std::vector<MountOutcome>> p;
-  auto f = p.get_future();
-  nas.async_unmount(std::move(hosts), options, [&p](std::vector<MountOutcome> r) { p.set_value(std::move(r)); });
-  return f.get();
+  auto ex = executor_of(hosts);
+  return detail::block_on_value<std::vector<MountOutcome>>(
+      ex, "clusterkit::unmount_nas", [&](auto h) { nas.async_unmount(std::move(hosts), options, std::move(h)); });
 }
 
 NasCheckReport check_nas(NasMount const& nas, std::vector<Host> hosts) {
-  std::promise<NasCheckReport> p;
-  auto f = p.get_future();
-  nas.async_check(std::move(hosts), [&p](NasCheckReport r) { p.set_value(std::move(r)); });
-  return f.get();
+  auto ex = executor_of(hosts);
+  return detail::block_on_value<NasCheckReport>(ex, "clusterkit::check_nas",
+                                                [&](auto h) { nas.async_check(std::move(hosts), std::move(h)); });
 }
 
 }  // namespace clusterkit

@@ -8,7 +8,7 @@
 #include <boost/asio/system_executor.hpp>
 #include <memory>
 
-#include "detail/completion.hpp"
+#include "core/completion.hpp"
 
 namespace clusterkit::detail {
 namespace {

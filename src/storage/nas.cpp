@@ -1,17 +1,19 @@
 // NasMount, the pure half: options, command lines, fstab entries, the mount
 // table parser and the decisions. Nothing here touches a host.
 #include <algorithm>
+#include <set>
 #include <sstream>
 
 #include "clusterkit/nas.hpp"
-#include "clusterkit/preflight.hpp"
 #include "clusterkit/shell.hpp"
-#include "detail/text.hpp"
+#include "core/text.hpp"
 
 namespace clusterkit {
 
 using detail::lines_of;
 using detail::split_ws;
+using detail::join;
+using detail::to_long;
 
 namespace {
 
@@ -24,15 +26,6 @@ std::string strip_trailing_slashes(std::string_view s) {
 }
 
 std::string option_key(std::string_view option) { return std::string(option.substr(0, option.find('='))); }
-
-std::string join(std::vector<std::string> const& parts, std::string_view sep) {
-  std::string out;
-  for (auto const& p : parts) {
-    if (!out.empty()) out += sep;
-    out += p;
-  }
-  return out;
-}
 
 /// sshfs's "[user@]host:/path" split at the first ':' after the host.
 bool split_remote(std::string_view source, std::string& host, std::string& path) {
@@ -849,6 +842,101 @@ nlohmann::json NasCheckReport::to_json() const {
 NasMount::NasMount(NasSpec spec) : spec_(std::move(spec)) {
   validate(spec_, false);
   spec_.mount_point = strip_trailing_slashes(spec_.mount_point);
+}
+
+// ---------------------------------------------------------------------------
+// The shared-folder probe
+
+namespace {
+std::string without_trailing_slash(std::string p) {
+  while (p.size() > 1 && p.back() == '/') p.pop_back();
+  return p;
+}
+}  // namespace
+
+std::string nas_write_script(std::string const& path, std::string const& token, std::size_t index) {
+  auto p = without_trailing_slash(path);
+  auto d = shell::quote(p);
+  auto name = token + "-" + std::to_string(index);
+  auto f = shell::quote(p + "/.clusterkit-preflight-" + name);
+  std::ostringstream s;
+  s << "if [ ! -d " << d << " ]; then echo '@@ck-nas-error '" << d << "' is not a directory'; exit 0; fi\n"
+    << "if ck_e=$( { printf '%s\\n' " << shell::quote(name) << " > " << f << "; } 2>&1 ); then echo @@ck-nas-written; "
+    << "else printf '@@ck-nas-error %s\\n' \"$ck_e\" | head -n 1; rm -f " << f << " 2>/dev/null; fi\n";
+  return s.str();
+}
+
+std::string nas_read_script(std::string const& path, std::string const& token, std::size_t hosts,
+                            std::string const& model_path) {
+  auto p = without_trailing_slash(path);
+  auto d = shell::quote(p);
+  std::ostringstream s;
+  s << "if [ -d " << d << " ]; then echo '@@ck-nas dir yes'; else echo '@@ck-nas dir no'; fi\n"
+    << "if awk -v p=" << d << " '$2 == p {found = 1} END {exit !found}' /proc/mounts 2>/dev/null; "
+    << "then echo '@@ck-nas mount yes'; else echo '@@ck-nas mount no'; fi\n"
+    << "printf '@@ck-nas fstype %s\\n' \"$(stat -f -c %T " << d << " 2>/dev/null || echo unknown)\"\n"
+    << "ck_i=0\n"
+    << "while [ \"$ck_i\" -lt " << hosts << " ]; do\n"
+    << "  ck_f=" << shell::quote(p + "/.clusterkit-preflight-" + token + "-") << "\"$ck_i\"\n"
+    << "  if [ -f \"$ck_f\" ]; then printf '@@ck-nas seen %s %s\\n' \"$ck_i\" \"$(head -c 100 \"$ck_f\")\"; fi\n"
+    << "  ck_i=$((ck_i + 1))\n"
+    << "done\n";
+  if (!model_path.empty()) {
+    auto m = shell::quote(without_trailing_slash(model_path) + "/config.json");
+    s << "if [ -f " << m << " ]; then echo '@@ck-nas model yes'; else echo '@@ck-nas model no'; fi\n";
+  }
+  return s.str();
+}
+
+std::string nas_cleanup_script(std::string const& path, std::string const& token, std::size_t hosts) {
+  std::string s = "rm -f";
+  for (std::size_t i = 0; i < hosts; ++i)
+    s += " " + shell::quote(without_trailing_slash(path) + "/.clusterkit-preflight-" + token + "-" + std::to_string(i));
+  return s + "\n";
+}
+
+NasRead parse_nas_read_output(std::string_view host, std::string_view token, std::vector<std::string> const& hosts,
+                              std::string_view output) {
+  NasRead r;
+  r.host = std::string(host);
+  std::set<std::string> seen;
+  for (auto line : lines_of(output)) {
+    auto w = split_ws(line, 4);
+    if (w.size() < 2 || w[0] != "@@ck-nas") continue;
+    if (w[1] == "dir" && w.size() == 3) r.directory = w[2] == "yes";
+    else if (w[1] == "mount" && w.size() == 3) r.mount_point = w[2] == "yes";
+    else if (w[1] == "fstype" && w.size() == 3) r.filesystem_type = std::string(w[2].substr(0, 64));
+    else if (w[1] == "model" && w.size() == 3) r.model_present = w[2] == "yes";
+    else if (w[1] == "seen" && w.size() == 4) {
+      auto idx = to_long(w[2]);
+      if (!idx || *idx < 0 || static_cast<std::size_t>(*idx) >= hosts.size()) continue;
+      // The content proves it is this run's file, whole.
+      if (w[3] != std::string(token) + "-" + std::string(w[2])) continue;
+      seen.insert(hosts[static_cast<std::size_t>(*idx)]);
+    }
+  }
+  for (auto const& h : hosts)
+    if (seen.count(h)) r.seen.push_back(h);
+  return r;
+}
+
+nlohmann::json NasProbeReport::to_json() const {
+  nlohmann::json j;
+  j["path"] = path;
+  j["model_path"] = model_path;
+  j["token"] = token;
+  j["reads"] = nlohmann::json::array();
+  for (auto const& r : reads)
+    j["reads"].push_back({{"host", r.host},
+                          {"directory", r.directory},
+                          {"mount_point", r.mount_point},
+                          {"filesystem_type", r.filesystem_type},
+                          {"written", r.written},
+                          {"write_error", r.write_error},
+                          {"seen", r.seen},
+                          {"model_present", r.model_present ? nlohmann::json(*r.model_present) : nlohmann::json(nullptr)},
+                          {"error", r.error}});
+  return j;
 }
 
 }  // namespace clusterkit

@@ -19,7 +19,7 @@
 #include <functional>
 #include <utility>
 
-#include "completion.hpp"
+#include "core/completion.hpp"
 
 namespace clusterkit::detail {
 

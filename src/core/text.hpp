@@ -1,4 +1,6 @@
-// Text from remote hosts, made safe to keep and to put in JSON.
+// Text helpers shared by every layer: text from remote hosts made safe to
+// keep and to put in JSON, lines and words, numbers, joining, and a bound on
+// JSON nesting checked before any parser sees the text.
 #pragma once
 
 #include <cctype>
@@ -93,6 +95,66 @@ std::optional<Number> parse_number(std::string_view s) {
 /// Standard base64 (padding optional, whitespace skipped); nullopt on a
 /// character outside the alphabet. In model_store.cpp.
 std::optional<std::string> base64_decode(std::string_view in);
+
+/// The items joined with `sep` (any range of things a string can append).
+template <class Range>
+std::string join(Range const& items, std::string_view sep = ", ") {
+  std::string out;
+  bool first = true;
+  for (auto const& item : items) {
+    if (!first) out += sep;
+    first = false;
+    out += item;
+  }
+  return out;
+}
+
+/// ASCII lower case.
+inline std::string lower(std::string_view s) {
+  std::string out(s);
+  for (auto& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return out;
+}
+
+/// The first non-empty line, at most `max` bytes.
+inline std::string first_line(std::string_view text, std::size_t max = 300) {
+  for (auto line : lines_of(text)) {
+    auto t = trim(line);
+    if (!t.empty()) return std::string(t.substr(0, max));
+  }
+  return {};
+}
+
+/// The last non-empty line.
+inline std::string last_line(std::string_view text) {
+  std::string_view last;
+  for (auto line : lines_of(text))
+    if (auto t = trim(line); !t.empty()) last = t;
+  return std::string(last);
+}
+
+/// False when `text` (JSON, or anything) nests brackets deeper than
+/// `limit` outside strings. Checked before parsing: a deep `[[[[...` must
+/// reach neither a recursive parser nor a recursive destructor.
+inline bool json_nesting_within(std::string_view text, int limit) {
+  int depth = 0;
+  bool in_string = false, escaped = false;
+  for (char c : text) {
+    if (in_string) {
+      if (escaped) escaped = false;
+      else if (c == '\\') escaped = true;
+      else if (c == '"') in_string = false;
+      continue;
+    }
+    if (c == '"') in_string = true;
+    else if (c == '[' || c == '{') {
+      if (++depth > limit) return false;
+    } else if (c == ']' || c == '}') {
+      --depth;
+    }
+  }
+  return true;
+}
 
 inline std::optional<long> to_long(std::string_view s) { return parse_number<long>(s); }
 inline std::optional<double> to_double(std::string_view s) { return parse_number<double>(s); }

@@ -1,9 +1,8 @@
-// HostSpec and Command helpers that need no Asio machinery: kept apart from
-// host.cpp so that the inventory and the messages can use them cheaply.
-
+// Host, the pure part: HostSpec and Command helpers that need no Asio
+// machinery, so that the inventory and the messages can use them cheaply
+// (the I/O half is host_io.cpp).
 #include "clusterkit/host.hpp"
-
-#include <algorithm>
+#include "clusterkit/shell.hpp"
 
 namespace clusterkit {
 
@@ -29,37 +28,9 @@ std::string HostSpec::display() const {
   return out;
 }
 
-namespace {
-
-/// Quote an argument for display only when a shell would split or expand it.
-std::string display_argument(std::string const& arg) {
-  if (arg.empty()) return "''";
-  bool const plain = std::all_of(arg.begin(), arg.end(), [](char c) {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           std::string_view("-_./:=@%+,").find(c) != std::string_view::npos;
-  });
-  if (plain) return arg;
-  std::string out = "'";
-  for (char c : arg) {
-    if (c == '\'')
-      out += "'\\''";
-    else
-      out.push_back(c);
-  }
-  out += "'";
-  return out;
-}
-
-}  // namespace
-
 std::string Command::display() const {
   if (!argv.empty()) {
-    std::string out;
-    for (auto const& arg : argv) {
-      if (!out.empty()) out.push_back(' ');
-      out += display_argument(arg);
-    }
-    return out;
+    return shell::join_for_display(argv);
   }
   // The script's first non-blank line, with "..." when more follows.
   std::string_view rest = script;

@@ -22,6 +22,8 @@
 #include "clusterkit/error.hpp"
 #include "clusterkit/host.hpp"
 #include "clusterkit/inventory.hpp"
+#include "clusterkit/shell.hpp"
+#include "core/text.hpp"
 
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
@@ -79,63 +81,12 @@ long long elapsed_ms(clock_type::time_point since) {
 
 [[noreturn]] void fail(errc code, std::string const& message) { throw Error(make_error_code(code), message); }
 
-std::string trim(std::string s) {
-  while (!s.empty() && (s.back() == '\n' || s.back() == '\r' || s.back() == ' ' || s.back() == '\t')) s.pop_back();
-  size_t i = 0;
-  while (i < s.size() && (s[i] == ' ' || s[i] == '\t' || s[i] == '\n')) ++i;
-  return s.substr(i);
-}
+using detail::lines_of;
+using detail::split_ws;
 
-std::vector<std::string> split_ws(std::string_view s) {
-  std::vector<std::string> out;
-  size_t i = 0;
-  while (i < s.size()) {
-    while (i < s.size() && (s[i] == ' ' || s[i] == '\t' || s[i] == '\n')) ++i;
-    size_t j = i;
-    while (j < s.size() && s[j] != ' ' && s[j] != '\t' && s[j] != '\n') ++j;
-    if (j > i) out.emplace_back(s.substr(i, j - i));
-    i = j;
-  }
-  return out;
-}
-
-std::vector<std::string> split_lines(std::string_view s) {
-  std::vector<std::string> out;
-  size_t i = 0;
-  while (i < s.size()) {
-    size_t j = s.find('\n', i);
-    if (j == std::string_view::npos) j = s.size();
-    out.emplace_back(s.substr(i, j - i));
-    i = j + 1;
-  }
-  return out;
-}
+std::string trim(std::string_view s) { return std::string(detail::trim(s)); }
 
 bool starts_with(std::string_view s, std::string_view p) { return s.substr(0, p.size()) == p; }
-
-std::string sh_quote(std::string_view s) {
-  std::string out = "'";
-  for (char c : s) {
-    if (c == '\'')
-      out += "'\\''";
-    else
-      out.push_back(c);
-  }
-  out += "'";
-  return out;
-}
-
-std::string join_argv(std::vector<std::string> const& argv) {
-  std::string out;
-  for (auto const& a : argv) {
-    if (!out.empty()) out += ' ';
-    bool plain = !a.empty() && std::all_of(a.begin(), a.end(), [](char c) {
-      return std::isalnum(static_cast<unsigned char>(c)) || std::strchr("-_./=:,@+", c);
-    });
-    out += plain ? a : sh_quote(a);
-  }
-  return out;
-}
 
 std::string tail(std::string const& text, size_t max_chars = 1500) {
   std::string t = trim(text);
@@ -269,7 +220,7 @@ Result run(std::vector<std::string> const& argv, std::string const& input = {},
   if (rc != 0) {
     ::close(in_pipe[1]), ::close(out_pipe[0]), ::close(err_pipe[0]);
     fail(rc == ENOENT ? errc::program_missing : errc::lab_failed,
-         "lab: cannot start `" + join_argv(argv) + "`: " + std::strerror(rc) + ".");
+         "lab: cannot start `" + shell::join_for_display(argv) + "`: " + std::strerror(rc) + ".");
   }
 
   // A child that exits without reading its input would make our write()
@@ -357,7 +308,7 @@ Result run_checked(std::string const& step, std::vector<std::string> const& argv
                    std::string const& advice = {}) {
   Result r = run(argv, input);
   if (r.status != 0) {
-    std::string msg = "lab: " + step + " failed: `" + join_argv(argv) + "` exited with status " +
+    std::string msg = "lab: " + step + " failed: `" + shell::join_for_display(argv) + "` exited with status " +
                       std::to_string(r.status);
     std::string err = tail(r.err.empty() ? r.out : r.err);
     msg += err.empty() ? " and printed nothing." : ": " + err;
@@ -419,10 +370,10 @@ std::string netns_file(std::string const& ns) { return "/run/netns/" + ns; }
 // NSpid of /proc/<pid>/status: the pid as seen from each nested pid namespace.
 std::vector<long> nspids(int pid) {
   std::string status = read_file("/proc/" + std::to_string(pid) + "/status");
-  for (auto const& line : split_lines(status)) {
+  for (auto line : lines_of(status)) {
     if (!starts_with(line, "NSpid:")) continue;
     std::vector<long> out;
-    for (auto const& f : split_ws(std::string_view(line).substr(6))) out.push_back(std::atol(f.c_str()));
+    for (auto f : split_ws(line.substr(6))) out.push_back(detail::to_long(f).value_or(0));
     return out;
   }
   return {};
@@ -436,7 +387,7 @@ unsigned long long start_time(int pid) {
   if (close == std::string::npos) return 0;
   auto fields = split_ws(std::string_view(stat).substr(close + 1));
   if (fields.size() < 20) return 0;
-  return std::strtoull(fields[19].c_str(), nullptr, 10);
+  return detail::to_u64(fields[19]).value_or(0);
 }
 
 size_t own_pidns_depth() {
@@ -880,7 +831,7 @@ std::string inventory_text(std::string const& lab, std::vector<HostPlan> const& 
 std::string host_script(HostPlan const& h, Paths const& paths, std::string const& sshd, bool have_bashrc) {
   std::ostringstream s;
   s << "set -e\n"
-    << "hostname " << sh_quote(h.name) << "\n"
+    << "hostname " << shell::quote(h.name) << "\n"
     // `ip netns exec` copied the machine's /run/netns mounts into this mount
     // namespace; a private copy would pin every lab's network namespaces
     // alive after `ip netns del` until this host stops. Drop them.
@@ -890,7 +841,7 @@ std::string host_script(HostPlan const& h, Paths const& paths, std::string const
     // bash reads ~/.bashrc for every command sshd runs, so each ssh command
     // would pay it. Hide it behind an empty file so lab hosts behave like
     // a server with a plain shell and timings measure clusterkit, not pyenv.
-    s << "if [ -e /root/.bashrc ]; then mount --bind " << sh_quote(paths.empty_bashrc()) << " /root/.bashrc; fi\n";
+    s << "if [ -e /root/.bashrc ]; then mount --bind " << shell::quote(paths.empty_bashrc()) << " /root/.bashrc; fi\n";
   }
   // A private /mnt for sshfs mounts (the machine's own /mnt stays untouched).
   s << "mount -t tmpfs -o mode=0755 lab-mnt /mnt\n";
@@ -899,14 +850,14 @@ std::string host_script(HostPlan const& h, Paths const& paths, std::string const
     // The private /tmp below would hide the state folder (sshd config, keys,
     // logs): park it on /mnt/.state, then move it back into the new /tmp.
     s << "mkdir /mnt/.state\n"
-      << "mount --bind " << sh_quote(paths.dir) << " /mnt/.state\n";
+      << "mount --bind " << shell::quote(paths.dir) << " /mnt/.state\n";
   }
   // A private /tmp: Ray and friends keep sockets and sessions there, and
   // two hosts must not see each other's.
   s << "mount -t tmpfs -o mode=1777 lab-tmp /tmp\n";
   if (state_in_tmp) {
-    s << "mkdir -p " << sh_quote(paths.dir) << "\n"
-      << "mount --move /mnt/.state " << sh_quote(paths.dir) << "\n"
+    s << "mkdir -p " << shell::quote(paths.dir) << "\n"
+      << "mount --move /mnt/.state " << shell::quote(paths.dir) << "\n"
       << "rmdir /mnt/.state\n";
   }
   if (h.nas) {
@@ -914,9 +865,9 @@ std::string host_script(HostPlan const& h, Paths const& paths, std::string const
     // point without creating anything on the machine's disk.
     s << "mount -t tmpfs -o mode=0755 lab-srv /srv\n"
       << "mkdir /srv/nas\n"
-      << "mount --bind " << sh_quote(paths.nas_export()) << " /srv/nas\n";
+      << "mount --bind " << shell::quote(paths.nas_export()) << " /srv/nas\n";
   }
-  s << "exec " << sshd << " -D -f " << sh_quote(paths.sshd_config(h.name)) << " -E " << sh_quote(paths.sshd_log(h.name)) << "\n";
+  s << "exec " << sshd << " -D -f " << shell::quote(paths.sshd_config(h.name)) << " -E " << shell::quote(paths.sshd_log(h.name)) << "\n";
   return s.str();
 }
 
@@ -976,7 +927,7 @@ int launch_detached(std::vector<std::string> const& argv, std::string const& log
   while (got < 0 && errno == EINTR);
   ::close(report[0]);
   if (!WIFEXITED(status) || WEXITSTATUS(status) != 0 || got != static_cast<ssize_t>(sizeof grand))
-    fail(errc::lab_failed, "lab: starting `" + join_argv(argv) + "` failed (the detaching fork did not succeed).");
+    fail(errc::lab_failed, "lab: starting `" + shell::join_for_display(argv) + "` failed (the detaching fork did not succeed).");
   return pidfd_open(grand);
 }
 
@@ -1027,20 +978,20 @@ void check_subnet_free(std::string const& ip, std::string const& subnet, std::st
   in_addr ours{};
   ::inet_pton(AF_INET, (subnet + ".0").c_str(), &ours);
   uint32_t our_net = ntohl(ours.s_addr);
-  for (auto const& line : split_lines(r.out)) {
+  for (auto line : lines_of(r.out)) {
     auto f = split_ws(line);
     if (f.size() < 4 || f[2] != "inet") continue;
-    std::string ifname = f[1];
+    std::string ifname(f[1]);
     if (ifname == bridge) continue;
     auto slash = f[3].find('/');
-    if (slash == std::string::npos) continue;
+    if (slash == std::string_view::npos) continue;
     in_addr a{};
-    if (::inet_pton(AF_INET, f[3].substr(0, slash).c_str(), &a) != 1) continue;
-    int prefix = std::atoi(f[3].c_str() + slash + 1);
+    if (::inet_pton(AF_INET, std::string(f[3].substr(0, slash)).c_str(), &a) != 1) continue;
+    int prefix = static_cast<int>(detail::to_long(f[3].substr(slash + 1)).value_or(32));
     int common = std::min(prefix, 24);
     uint32_t mask = common == 0 ? 0 : ~uint32_t{0} << (32 - common);
     if ((ntohl(a.s_addr) & mask) == (our_net & mask))
-      fail(errc::lab_failed, "lab: subnet " + subnet + ".0/24 overlaps " + f[3] + " on interface " + ifname +
+      fail(errc::lab_failed, "lab: subnet " + subnet + ".0/24 overlaps " + std::string(f[3]) + " on interface " + ifname +
                                  " (another lab or a real network). Pick another subnet (LabOptions::subnet, "
                                  "`--subnet`) or take the other lab down.");
   }
@@ -1257,9 +1208,10 @@ LabStatus up_impl(LabOptions const& o, Paths const& paths) {
     run_checked("generating key " + key_files[i], {keygen, "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", key_files[i]});
   });
   auto pub = [&](std::string const& f) {
-    auto parts = split_ws(read_file(f + ".pub"));
+    auto text = read_file(f + ".pub");
+    auto parts = split_ws(text);
     if (parts.size() < 2) fail(errc::lab_failed, "lab up: " + f + ".pub is empty or malformed after ssh-keygen.");
-    return parts[0] + " " + parts[1];
+    return std::string(parts[0]) + " " + std::string(parts[1]);
   };
   write_file(paths.authorized_keys(), pub(paths.identity()) + " clusterkit-lab-" + o.name + "\n", 0600);
   std::string known;

@@ -13,25 +13,13 @@
 
 #include "clusterkit/preflight.hpp"
 #include "clusterkit/runtime.hpp"
-#include "detail/completion.hpp"
-#include "detail/run_each.hpp"
-#include "detail/text.hpp"
+#include "core/completion.hpp"
+#include "remote/run_each.hpp"
+#include "core/text.hpp"
+#include "core/block_on.hpp"
 
 namespace clusterkit::detail {
 namespace {
-
-std::string first_line(std::string_view text) {
-  while (!text.empty() && (text.front() == '\n' || text.front() == ' ')) text.remove_prefix(1);
-  return std::string(text.substr(0, std::min<std::size_t>(text.find('\n'), 300)));
-}
-
-/// Why a command failed, for messages.
-std::string failure_of(HostOutcome const& o) {
-  if (o.error) return valid_utf8(o.result.diagnostic.empty() ? o.error.message() : o.result.diagnostic);
-  std::string said = first_line(o.result.stderr_text);
-  if (said.empty()) said = first_line(o.result.stdout_text);
-  return valid_utf8("exit " + std::to_string(o.result.exit_code) + (said.empty() ? "" : ": " + said));
-}
 
 // ---------------------------------------------------------------------------
 // Ports
@@ -191,87 +179,6 @@ struct PortProbeOp : std::enable_shared_from_this<PortProbeOp> {
 };
 
 // ---------------------------------------------------------------------------
-// NAS
-
-struct NasProbeOp : std::enable_shared_from_this<NasProbeOp> {
-  std::vector<Host> hosts;
-  asio::any_completion_handler<NasProbeSignature> handler;
-  asio::strand<asio::any_io_executor> strand;
-  NasProbeReport report;
-  std::vector<std::string> names;
-
-  NasProbeOp(std::vector<Host> h, std::string path, std::string model_path, asio::any_completion_handler<NasProbeSignature> hd)
-      : hosts(std::move(h)), handler(std::move(hd)), strand(asio::make_strand(hosts.front().get_executor())) {
-    while (path.size() > 1 && path.back() == '/') path.pop_back();
-    report.path = std::move(path);
-    report.model_path = std::move(model_path);
-    report.token = random_hex(12);
-    for (auto const& x : hosts) {
-      names.push_back(x.name());
-      report.reads.push_back({});
-      report.reads.back().host = x.name();
-    }
-  }
-
-  static RunOptions short_run() {
-    RunOptions ro;
-    ro.timeout = std::chrono::seconds(30);
-    ro.max_captured_bytes = 64 * 1024;
-    return ro;
-  }
-
-  // 1. Every host writes its own token file.
-  void start() {
-    std::vector<RunEachItem> items;
-    for (std::size_t i = 0; i < hosts.size(); ++i)
-      items.push_back({hosts[i], Command::shell(nas_write_script(report.path, report.token, i)), short_run()});
-    async_run_each(std::move(items), asio::bind_executor(strand, [self = shared_from_this()](std::vector<HostOutcome> outs) {
-                     self->on_written(std::move(outs));
-                   }));
-  }
-
-  void on_written(std::vector<HostOutcome> outs) {
-    for (std::size_t i = 0; i < outs.size(); ++i) {
-      auto& r = report.reads[i];
-      auto const& text = outs[i].result.stdout_text;
-      if (!outs[i].error && text.find("@@ck-nas-written") != std::string::npos) {
-        r.written = true;
-      } else if (auto p = text.find("@@ck-nas-error "); p != std::string::npos) {
-        r.write_error = valid_utf8(first_line(std::string_view(text).substr(p + 15)));
-      } else {
-        r.write_error = failure_of(outs[i]);
-      }
-    }
-    // 2. Every host lists the files it sees.
-    FanoutOptions f;
-    f.run = short_run();
-    async_run_on_hosts(hosts, Command::shell(nas_read_script(report.path, report.token, hosts.size(), report.model_path)), std::move(f),
-                       asio::bind_executor(strand, [self = shared_from_this()](std::vector<HostOutcome> outs) {
-                         self->on_read(std::move(outs));
-                       }));
-  }
-
-  void on_read(std::vector<HostOutcome> outs) {
-    for (std::size_t i = 0; i < outs.size(); ++i) {
-      auto parsed = parse_nas_read_output(outs[i].host, report.token, names, valid_utf8(outs[i].result.stdout_text));
-      auto& r = report.reads[i];
-      parsed.written = r.written;
-      parsed.write_error = r.write_error;
-      if (outs[i].error || outs[i].result.exit_code != 0) parsed.error = failure_of(outs[i]);
-      r = std::move(parsed);
-    }
-    // 3. Remove the files (each host removes what it can see; the writers
-    // see their own).
-    FanoutOptions f;
-    f.run = short_run();
-    async_run_on_hosts(hosts, Command::shell(nas_cleanup_script(report.path, report.token, hosts.size())), std::move(f),
-                       asio::bind_executor(strand, [self = shared_from_this()](std::vector<HostOutcome>) { self->finish(); }));
-  }
-
-  void finish() { complete_on_associated(std::move(handler), strand, std::move(report)); }
-};
-
-// ---------------------------------------------------------------------------
 // The whole run
 
 struct PreflightOp : std::enable_shared_from_this<PreflightOp> {
@@ -396,19 +303,6 @@ void start_probe_ports(std::vector<Host> hosts, PortProbeOptions options, asio::
   asio::dispatch(op->strand, [op] { op->start(); });
 }
 
-void start_probe_nas(std::vector<Host> hosts, std::string path, std::string model_path,
-                     asio::any_completion_handler<NasProbeSignature> handler) {
-  if (hosts.empty() || path.empty()) {
-    asio::any_io_executor fallback = asio::system_executor();
-    NasProbeReport empty;
-    empty.path = path;
-    complete_on_associated(std::move(handler), fallback, std::move(empty));
-    return;
-  }
-  auto op = std::make_shared<NasProbeOp>(std::move(hosts), std::move(path), std::move(model_path), std::move(handler));
-  asio::dispatch(op->strand, [op] { op->start(); });
-}
-
 void start_preflight(asio::any_io_executor executor, std::vector<InventoryHost> hosts, PreflightOptions options,
                      asio::any_completion_handler<PreflightSignature> handler) {
   auto op = std::make_shared<PreflightOp>(std::move(executor), std::move(hosts), std::move(options), std::move(handler));
@@ -420,11 +314,9 @@ void start_preflight(asio::any_io_executor executor, std::vector<InventoryHost> 
 namespace clusterkit {
 
 PreflightRun run_preflight(Runtime& runtime, std::vector<InventoryHost> hosts, PreflightOptions options) {
-  std::promise<PreflightRun> promise;
-  auto future = promise.get_future();
-  async_preflight(runtime.executor(), std::move(hosts), std::move(options),
-                  [&promise](PreflightRun r) { promise.set_value(std::move(r)); });
-  return future.get();
+  return detail::block_on_value<PreflightRun>(runtime.executor(), "clusterkit::run_preflight", [&](auto h) {
+    async_preflight(runtime.executor(), std::move(hosts), std::move(options), std::move(h));
+  });
 }
 
 }  // namespace clusterkit

@@ -1,0 +1,62 @@
+// Blocking on an asynchronous operation, for the plain-function forms of the
+// API (`clusterkit::run`, `mount_nas`, `gather_facts`, ...). One helper, so
+// that every blocking call refuses the one thing that would hang it for good:
+// waiting on the thread whose event loop must run the operation.
+#pragma once
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/strand.hpp>
+
+#include <future>
+#include <string_view>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+
+namespace clusterkit::detail {
+
+/// Marks the current thread, while the object lives, as one that runs
+/// clusterkit's I/O (a Runtime's thread, the Python binding's). Blocking
+/// calls made on such a thread are refused instead of waiting forever.
+class IoThreadScope {
+public:
+  IoThreadScope();
+  ~IoThreadScope();
+  IoThreadScope(IoThreadScope const&) = delete;
+  IoThreadScope& operator=(IoThreadScope const&) = delete;
+};
+
+/// True on a thread inside an IoThreadScope.
+bool on_io_thread() noexcept;
+
+/// True when the current thread is the one running `executor`'s work: a
+/// marked I/O thread, or (for io_contexts and strands the caller owns) a
+/// handler of that executor running right now.
+bool running_in_this_thread(boost::asio::any_io_executor const& executor) noexcept;
+
+/// Throws Error(errc::invalid_argument) naming `what` when waiting here would
+/// deadlock (see running_in_this_thread).
+void refuse_blocking_here(boost::asio::any_io_executor const& executor, std::string_view what);
+
+/// Starts an operation with `start(handler)` and waits for its handler,
+/// whose arguments come back as a tuple: block_on<std::error_code, RunResult>
+/// for void(error_code, RunResult). `executor` is the one the operation runs
+/// on (for the deadlock check); `what` names the call in the refusal.
+template <class... Args, class Start>
+std::tuple<std::decay_t<Args>...> block_on(boost::asio::any_io_executor const& executor, std::string_view what,
+                                           Start&& start) {
+  refuse_blocking_here(executor, what);
+  std::promise<std::tuple<std::decay_t<Args>...>> promise;
+  auto future = promise.get_future();
+  std::forward<Start>(start)([&promise](Args... args) { promise.set_value({std::move(args)...}); });
+  return future.get();
+}
+
+/// The same for an operation whose handler takes one value: returns it.
+template <class R, class Start>
+R block_on_value(boost::asio::any_io_executor const& executor, std::string_view what, Start&& start) {
+  return std::get<0>(block_on<R>(executor, what, std::forward<Start>(start)));
+}
+
+}  // namespace clusterkit::detail
