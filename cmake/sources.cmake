@@ -45,6 +45,9 @@ set(CLUSTERKIT_SOURCES
   src/openai/prometheus.cpp
   src/openai/openai_chunk.cpp
   src/openai/openai_client_io.cpp
+
+  src/serve/ray_cluster.cpp
+  src/serve/ray_cluster_io.cpp
 )
 set(CLUSTERKIT_CLI_SOURCES
   src/cli/main.cpp
@@ -62,4 +65,5 @@ set(CLUSTERKIT_CLI_SOURCES
   src/cli/nccl_check_cmd.cpp
   src/cli/nas_cmd.cpp
   src/cli/store_cmd.cpp
+  src/cli/ray_cmd.cpp
 )

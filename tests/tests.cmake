@@ -24,3 +24,7 @@ ck_add_test(test_openai_unit SOURCES unit/test_sse.cpp unit/test_prometheus.cpp 
 target_include_directories(test_openai_unit PRIVATE ${PROJECT_SOURCE_DIR}/src/cli)
 ck_add_test(test_openai_sim SOURCES sim/test_openai_sim.cpp LABELS sim)
 target_compile_definitions(test_openai_sim PRIVATE CLUSTERKIT_SOURCE_DIR="${PROJECT_SOURCE_DIR}")
+# The serving layer's pure halves: Ray and vLLM output parsers on real
+# captures (tests/fixtures/ray, tests/fixtures/vllm-cpu), command lines,
+# decisions and judgements.
+ck_add_test(test_serve SOURCES unit/test_ray_cluster.cpp)

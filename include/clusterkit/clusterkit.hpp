@@ -16,6 +16,7 @@
 #include "clusterkit/planner.hpp"
 #include "clusterkit/preflight.hpp"
 #include "clusterkit/prometheus.hpp"
+#include "clusterkit/ray_cluster.hpp"
 #include "clusterkit/runtime.hpp"
 #include "clusterkit/shell.hpp"
 #include "clusterkit/sse.hpp"
