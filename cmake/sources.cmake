@@ -48,6 +48,8 @@ set(CLUSTERKIT_SOURCES
 
   src/serve/ray_cluster.cpp
   src/serve/ray_cluster_io.cpp
+  src/serve/vllm_serve.cpp
+  src/serve/vllm_serve_io.cpp
 )
 set(CLUSTERKIT_CLI_SOURCES
   src/cli/main.cpp
@@ -65,5 +67,7 @@ set(CLUSTERKIT_CLI_SOURCES
   src/cli/nccl_check_cmd.cpp
   src/cli/nas_cmd.cpp
   src/cli/store_cmd.cpp
+  src/cli/cluster_args.cpp
   src/cli/ray_cmd.cpp
+  src/cli/serve_cmd.cpp
 )

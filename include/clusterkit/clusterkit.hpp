@@ -20,3 +20,4 @@
 #include "clusterkit/runtime.hpp"
 #include "clusterkit/shell.hpp"
 #include "clusterkit/sse.hpp"
+#include "clusterkit/vllm_serve.hpp"

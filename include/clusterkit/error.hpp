@@ -80,6 +80,13 @@ enum class errc {
   /// A model folder failed its check (a shard missing, truncated or with a
   /// broken header); the report lists each problem.
   model_incomplete,
+  /// A Ray node did not start or join, or Ray could not be asked.
+  ray_failed,
+  /// The vLLM engine died or did not become ready; the diagnostic says why,
+  /// from its own log.
+  engine_failed,
+  /// A deployment step failed; the record names the step and the host.
+  deployment_failed,
 };
 
 std::error_category const& error_category() noexcept;

@@ -227,6 +227,10 @@ struct RayNodeProbe {
 /// The probe script for a host; `head_address` is the head's inventory
 /// address (resolved on each host).
 std::string ray_probe_script(RayClusterSpec const& spec, std::string const& head_address, bool is_head);
+/// Only the route part of the probe (node IP and interface towards the
+/// head), for callers that need a node's identity and nothing else; its
+/// output parses with parse_ray_probe.
+std::string ray_route_script(std::string const& head_address);
 /// Throws Error(errc::parse_error) when the output is not the probe's.
 RayNodeProbe parse_ray_probe(std::string_view host, std::string_view output);
 

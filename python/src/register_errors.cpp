@@ -47,6 +47,9 @@ char const* errc_name(ck::errc e) {
     case ck::errc::download_failed: return "download_failed";
     case ck::errc::copy_failed: return "copy_failed";
     case ck::errc::model_incomplete: return "model_incomplete";
+    case ck::errc::ray_failed: return "ray_failed";
+    case ck::errc::engine_failed: return "engine_failed";
+    case ck::errc::deployment_failed: return "deployment_failed";
   }
   return nullptr;
 }

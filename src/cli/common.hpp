@@ -51,6 +51,7 @@ void register_preflight(CLI::App& app, GlobalOptions& g, Action& action);
 void register_nccl_check(CLI::App& app, GlobalOptions& g, Action& action);
 void register_nas(CLI::App& app, GlobalOptions& g, Action& action);
 void register_ray(CLI::App& app, GlobalOptions& g, Action& action);
+void register_serve(CLI::App& app, GlobalOptions& g, Action& action);
 /// `model download|sync`; after register_model (it adds to `model`).
 void register_store(CLI::App& app, GlobalOptions& g, Action& action);
 

@@ -41,6 +41,9 @@ public:
       case errc::download_failed: return "model download failed";
       case errc::copy_failed: return "copy failed";
       case errc::model_incomplete: return "the model folder is incomplete or damaged";
+      case errc::ray_failed: return "a Ray node did not start or join";
+      case errc::engine_failed: return "the vLLM engine died or did not become ready";
+      case errc::deployment_failed: return "a deployment step failed";
     }
     return "unknown clusterkit error";
   }

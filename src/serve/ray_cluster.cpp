@@ -368,9 +368,7 @@ RayClusterSpec ray_spec_from_vars(json const& vars, RayClusterSpec base) {
 // ---------------------------------------------------------------------------
 // Probe
 
-std::string ray_probe_script(RayClusterSpec const& spec, std::string const& head_address, bool is_head) {
-  auto container = shell::quote(ray_container_name(spec.name));
-  auto tmp = ray_temp_dir(spec);
+std::string ray_route_script(std::string const& head_address) {
   std::ostringstream s;
   s << "LC_ALL=C; export LC_ALL\n"
     // How this host reaches the head: the source address and interface of
@@ -388,6 +386,14 @@ std::string ray_probe_script(RayClusterSpec const& spec, std::string const& head
     << "echo \"@@ck-ray route ${ck_src:--} ${ck_dev:--} $ck_ip\"\n"
     << "if command -v nvidia-smi >/dev/null 2>&1; then echo \"@@ck-ray gpus $(nvidia-smi -L 2>/dev/null | grep -c '^GPU')\"; "
     << "else echo '@@ck-ray gpus none'; fi\n";
+  return s.str();
+}
+
+std::string ray_probe_script(RayClusterSpec const& spec, std::string const& head_address, bool is_head) {
+  auto container = shell::quote(ray_container_name(spec.name));
+  auto tmp = ray_temp_dir(spec);
+  std::ostringstream s;
+  s << ray_route_script(head_address);
   if (is_head) {
     // Something already listening on the GCS port? /proc/net/tcp{,6}:
     // state 0A is LISTEN; the local port is hex after the colon.
