@@ -25,6 +25,7 @@ set(CLUSTERKIT_SOURCES
   src/remote/run_each_io.cpp
   src/remote/runtime_io.cpp
   src/remote/inventory.cpp
+  src/remote/lab.cpp
   src/remote/lab_io.cpp
 
   src/storage/nas.cpp

@@ -1,6 +1,8 @@
 # Unit tests: pure code, no processes or sockets.
 ck_add_test(test_shell SOURCES unit/test_shell.cpp unit/test_remote_script.cpp unit/test_ssh_diagnosis.cpp)
 ck_add_test(test_inventory SOURCES unit/test_inventory.cpp)
+# The lab's pure half: roles, the inventory it writes, cgroup mounts, engine config.
+ck_add_test(test_lab_plan SOURCES unit/test_lab_plan.cpp)
 ck_add_test(test_model SOURCES unit/test_model.cpp)
 ck_add_test(test_planner SOURCES unit/test_planner.cpp)
 ck_add_test(test_nas SOURCES unit/test_nas.cpp)

@@ -422,10 +422,40 @@ class LabStatus(_core.LabStatus):
 
 
 def lab_up(
-    hosts: int = 2, nas: bool = False, name: str = "ck", subnet: str = "10.88.0", state_dir: _Path = ""
+    hosts: int = 2,
+    nas: bool = False,
+    name: str = "ck",
+    subnet: str = "10.88.0",
+    state_dir: _Path = "",
+    *,
+    docker: bool = False,
+    gpus: int = 0,
+    roles: Optional[Sequence[str]] = None,
+    gpu_model: str = "NVIDIA L20",
+    gpu_memory_gib: float = 48.0,
 ) -> LabStatus:
-    """Bring a lab of real sshd hosts up on this machine (root only); idempotent."""
-    return LabStatus(_core.lab_up(hosts=hosts, nas=nas, name=name, subnet=subnet, state_dir=state_dir))
+    """Bring a lab of real sshd hosts up on this machine (root only); idempotent.
+
+    ``docker=True`` runs a real Docker engine in each host (not the nas) with
+    the local image ``clusterkit/lab-runtime:bookworm``; ``gpus=N`` declares N
+    SIMULATED GPUs on each GPU host in the inventory (they do not exist);
+    ``roles`` gives h1..hN their roles in order (head, worker, gpu, download;
+    default with gpus: head, then worker).
+    """
+    return LabStatus(
+        _core.lab_up(
+            hosts=hosts,
+            nas=nas,
+            name=name,
+            subnet=subnet,
+            state_dir=state_dir,
+            docker=docker,
+            gpus=gpus,
+            roles=roles,
+            gpu_model=gpu_model,
+            gpu_memory_gib=gpu_memory_gib,
+        )
+    )
 
 
 def lab_status(name: str = "ck", state_dir: _Path = "") -> LabStatus:

@@ -16,6 +16,12 @@ void register_lab(py::module_& m) {
       .def_readonly("netns", &HS::netns)
       .def_readonly("sshd_pid", &HS::sshd_pid, "The host's sshd as seen from this machine (pid 1 inside the host).")
       .def_readonly("running", &HS::running)
+      .def_readonly("role", &HS::role, "head, worker, gpu, download, nas or '' (none).")
+      .def_readonly("gpus", &HS::gpus, "SIMULATED GPUs the inventory declares for the host (0: none).")
+      .def_readonly("docker", &HS::docker, "The host runs its own Docker engine.")
+      .def_readonly("dockerd_pid", &HS::dockerd_pid, "dockerd as seen from this machine (0: not found).")
+      .def_readonly("docker_running", &HS::docker_running, "dockerd alive and answering on its socket.")
+      .def_readonly("docker_host", &HS::docker_host, "DOCKER_HOST on the host (unix://...).")
       .def("__repr__", [](HS const& h) {
         return "LabHostStatus(" + py::repr(py::str(h.name)).cast<std::string>() + ", " +
                py::repr(py::str(h.address)).cast<std::string>() + ", running=" + (h.running ? "True" : "False") + ")";
@@ -32,6 +38,9 @@ void register_lab(py::module_& m) {
       .def_readonly("identity_file", &S::identity_file)
       .def_readonly("known_hosts_file", &S::known_hosts_file)
       .def_readonly("bridge", &S::bridge)
+      .def_readonly("docker", &S::docker)
+      .def_readonly("gpus", &S::gpus, "SIMULATED GPUs per GPU host (0: none).")
+      .def_readonly("runtime_image", &S::runtime_image)
       .def_readonly("hosts", &S::hosts)
       .def("__repr__", [](S const& s) {
         return "LabStatus(" + py::repr(py::str(s.name)).cast<std::string>() + ", exists=" +
@@ -40,20 +49,31 @@ void register_lab(py::module_& m) {
 
   m.def(
       "lab_up",
-      [](int hosts, bool nas, std::string name, std::string subnet, py::object state_dir) {
+      [](int hosts, bool nas, std::string name, std::string subnet, py::object state_dir, bool docker, int gpus,
+         py::object roles, std::string gpu_model, double gpu_memory_gib) {
         if (hosts < 1) throw py::value_error("hosts must be >= 1");
+        if (gpus < 0) throw py::value_error("gpus must be >= 0");
         ck::LabOptions o;
         o.hosts = hosts;
         o.nas = nas;
         o.name = std::move(name);
         o.subnet = std::move(subnet);
         o.state_dir = state_dir.is_none() ? std::string() : path_string(state_dir);
+        o.docker = docker;
+        o.gpus = gpus;
+        if (!roles.is_none()) o.roles = string_list(roles, "roles");
+        o.gpu_model = std::move(gpu_model);
+        o.gpu_memory_gib = gpu_memory_gib;
         py::gil_scoped_release nogil;
         return ck::lab_up(o);
       },
       py::arg("hosts") = 2, py::arg("nas") = false, py::arg("name") = "ck", py::arg("subnet") = "10.88.0",
-      py::arg("state_dir") = "",
-      "Bring a lab up (root only); idempotent. Raises clusterkit.Error ('lab_needs_root', 'lab_failed').");
+      py::arg("state_dir") = "", py::kw_only(), py::arg("docker") = false, py::arg("gpus") = 0,
+      py::arg("roles") = py::none(), py::arg("gpu_model") = "NVIDIA L20", py::arg("gpu_memory_gib") = 48.0,
+      "Bring a lab up (root only); idempotent. docker=True runs a real Docker engine in each host (needs "
+      "scripts/install-serving.sh); gpus=N declares N SIMULATED GPUs per GPU host in the inventory; roles gives h1..hN "
+      "their roles in order (head, worker, gpu, download). Raises clusterkit.Error ('lab_needs_root', 'lab_failed', "
+      "'invalid_argument', 'program_missing').");
   m.def(
       "lab_status",
       [](std::string name, py::object state_dir) {

@@ -1,7 +1,9 @@
 // `clusterkit lab up|status|down`: real sshd hosts in namespaces on this
 // machine, for trying every capability without renting servers.
+#include <algorithm>
 #include <cstdio>
 #include <iostream>
+#include <string>
 
 #include "clusterkit/lab.hpp"
 #include "common.hpp"
@@ -17,10 +19,20 @@ nlohmann::json status_json(LabStatus const& s) {
                    {"identity_file", s.identity_file},
                    {"known_hosts_file", s.known_hosts_file},
                    {"bridge", s.bridge},
+                   {"docker", s.docker},
+                   {"gpus", s.gpus},
+                   {"gpus_simulated", s.gpus > 0},
                    {"hosts", nlohmann::json::array()}};
-  for (auto const& h : s.hosts)
-    j["hosts"].push_back({{"name", h.name}, {"address", h.address}, {"netns", h.netns}, {"sshd_pid", h.sshd_pid},
-                          {"running", h.running}});
+  if (s.docker) j["runtime_image"] = s.runtime_image;
+  for (auto const& h : s.hosts) {
+    nlohmann::json hj{{"name", h.name},        {"address", h.address}, {"netns", h.netns},
+                      {"sshd_pid", h.sshd_pid}, {"running", h.running}, {"role", h.role},
+                      {"gpus", h.gpus}};
+    if (h.gpus > 0) hj["gpus_simulated"] = true;
+    if (h.docker)
+      hj["docker"] = {{"dockerd_pid", h.dockerd_pid}, {"running", h.docker_running}, {"docker_host", h.docker_host}};
+    j["hosts"].push_back(std::move(hj));
+  }
   return j;
 }
 
@@ -31,11 +43,23 @@ void print_status(LabStatus const& s) {
   }
   std::size_t running = 0;
   for (auto const& h : s.hosts) running += h.running;
-  std::printf("lab '%s': %zu/%zu hosts running (namespaces on this machine, no GPUs)\n", s.name.c_str(), running,
-              s.hosts.size());
-  for (auto const& h : s.hosts)
-    std::printf("  %-6s %-15s sshd pid %-8d %s\n", h.name.c_str(), h.address.c_str(), h.sshd_pid,
-                h.running ? "running" : "DOWN");
+  std::printf("lab '%s': %zu/%zu hosts running (namespaces on this machine, %s)\n", s.name.c_str(), running,
+              s.hosts.size(), s.gpus > 0 ? "no real GPUs: the GPUs below are SIMULATED" : "no GPUs");
+  // A pid of 0 means none was found: say so rather than print "pid 0".
+  auto pid_text = [](int pid) { return pid > 0 ? std::to_string(pid) : std::string("-"); };
+  for (auto const& h : s.hosts) {
+    std::string line = "  " + h.name;
+    line.resize(std::max<std::size_t>(line.size() + 1, 9), ' ');
+    line += h.address;
+    line.resize(std::max<std::size_t>(line.size() + 1, 25), ' ');
+    line += "sshd pid " + pid_text(h.sshd_pid) + (h.running ? " running" : " DOWN");
+    if (!h.role.empty()) line += "  role " + h.role;
+    if (h.gpus > 0) line += "  " + std::to_string(h.gpus) + " GPUs (simulated)";
+    if (h.docker)
+      line += "  docker: dockerd pid " + pid_text(h.dockerd_pid) + (h.docker_running ? " running" : " DOWN");
+    std::printf("%s\n", line.c_str());
+  }
+  if (s.docker) std::printf("docker:    one engine per host; image %s\n", s.runtime_image.c_str());
   std::printf("inventory: %s\n", s.inventory_path.c_str());
   std::printf("try:       clusterkit -i %s exec -- hostname\n", s.inventory_path.c_str());
 }
@@ -52,6 +76,17 @@ void register_lab(CLI::App& app, GlobalOptions& g, Action& action) {
   up->add_option("--name", opts->name, "Lab name (several labs can coexist)")->capture_default_str();
   up->add_option("--subnet", opts->subnet, "First three octets of the lab subnet")->capture_default_str();
   up->add_option("--state-dir", opts->state_dir, "Where keys, state and the inventory go");
+  up->add_flag("--docker", opts->docker,
+               "Run a real Docker engine in each host (not the nas), with a local Debian image; needs "
+               "scripts/install-serving.sh");
+  up->add_option("--gpus", opts->gpus, "SIMULATED GPUs declared per GPU host in the inventory (they do not exist)")
+      ->capture_default_str();
+  up->add_option("--gpu-model", opts->gpu_model, "Model name of the simulated GPUs")->capture_default_str();
+  up->add_option("--gpu-memory-gib", opts->gpu_memory_gib, "Memory of each simulated GPU, GiB")->capture_default_str();
+  up->add_option("--roles", opts->roles,
+                 "Role of h1..hN in order, one per host: head, worker, gpu, download (default with --gpus: "
+                 "head,worker,...)")
+      ->delimiter(',');
   up->callback([&g, &action, opts] {
     action = [&g, opts] {
       auto s = lab_up(*opts);

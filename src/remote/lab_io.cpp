@@ -19,6 +19,7 @@
 // is cheap to compile.
 #include "clusterkit/lab.hpp"
 
+#include "clusterkit/detail/lab_plan.hpp"
 #include "clusterkit/error.hpp"
 #include "clusterkit/host.hpp"
 #include "clusterkit/inventory.hpp"
@@ -37,6 +38,7 @@
 #include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -131,6 +133,8 @@ void write_file(std::string const& path, std::string const& content, mode_t mode
 struct Program {
   char const* name;
   char const* package;
+  /// Set for what the serving layer needs: the script that installs it.
+  bool serving = false;
 };
 
 constexpr Program kIp{"ip", "iproute2"};
@@ -142,6 +146,15 @@ constexpr Program kUmount{"umount", "mount"};
 constexpr Program kHostname{"hostname", "hostname"};
 constexpr Program kSh{"sh", "dash"};
 constexpr Program kSsh{"ssh", "openssh-client"};
+// LabOptions::docker: the engine, its containerd and runc, the client, and
+// debootstrap for the runtime image.
+constexpr Program kDockerd{"dockerd", "docker.io", true};
+constexpr Program kDockerCli{"docker", "docker.io", true};
+constexpr Program kContainerd{"containerd", "containerd", true};
+constexpr Program kContainerdShim{"containerd-shim-runc-v2", "containerd", true};
+constexpr Program kRunc{"runc", "runc", true};
+constexpr Program kDebootstrap{"debootstrap", "debootstrap", true};
+constexpr Program kTar{"tar", "tar"};
 
 std::optional<std::string> which(std::string const& name) {
   std::string path;
@@ -164,6 +177,12 @@ std::optional<std::string> which(std::string const& name) {
 
 std::string require(Program const& p) {
   auto found = which(p.name);
+  if (!found && p.serving)
+    fail(errc::program_missing, std::string("clusterkit lab --docker needs `") + p.name +
+                                    "`, which is not installed (not found on PATH or in " + kHostPath +
+                                    "). Run scripts/install-serving.sh (it installs Debian's docker.io, containerd, "
+                                    "runc and debootstrap, and the Ray/vLLM venv), or apt-get install " + p.package +
+                                    ", and try again.");
   if (!found)
     fail(errc::program_missing, std::string("clusterkit lab needs `") + p.name + "`, which is not installed (not found on PATH or in " +
                                     kHostPath + "). Install the Debian package " + p.package +
@@ -305,8 +324,8 @@ Result run(std::vector<std::string> const& argv, std::string const& input = {},
 
 // Runs and throws errc::lab_failed naming the step when the command fails.
 Result run_checked(std::string const& step, std::vector<std::string> const& argv, std::string const& input = {},
-                   std::string const& advice = {}) {
-  Result r = run(argv, input);
+                   std::string const& advice = {}, std::chrono::milliseconds timeout = 60s) {
+  Result r = run(argv, input, timeout);
   if (r.status != 0) {
     std::string msg = "lab: " + step + " failed: `" + shell::join_for_display(argv) + "` exited with status " +
                       std::to_string(r.status);
@@ -581,6 +600,8 @@ struct HostPlan {
   std::string netns;    // ck-NAME-h1
   std::string veth;     // vNAME-1 (machine side; eth0 inside)
   bool nas = false;
+  detail::LabHostRole role;
+  bool docker = false;  // runs its own Docker engine
 };
 
 void validate_name(std::string const& name) {
@@ -644,12 +665,19 @@ std::string bridge_name(std::string const& name) { return "ckbr-" + name; }
 std::string netns_prefix(std::string const& name) { return "ck-" + name + "-"; }
 std::string veth_prefix(std::string const& name) { return "v" + name + "-"; }
 
-std::vector<HostPlan> plan_hosts(std::string const& name, int hosts, bool nas, std::string const& subnet) {
+std::vector<HostPlan> plan_hosts(LabOptions const& o) {
+  auto roles = detail::assign_lab_roles(o.hosts, o.gpus, o.roles);
   std::vector<HostPlan> out;
-  for (int i = 1; i <= hosts; ++i)
-    out.push_back({"h" + std::to_string(i), subnet + "." + std::to_string(10 + i), netns_prefix(name) + "h" + std::to_string(i),
-                   veth_prefix(name) + std::to_string(i), false});
-  if (nas) out.push_back({"nas", subnet + ".250", netns_prefix(name) + "nas", veth_prefix(name) + "nas", true});
+  for (int i = 1; i <= o.hosts; ++i)
+    out.push_back({"h" + std::to_string(i), o.subnet + "." + std::to_string(10 + i), netns_prefix(o.name) + "h" + std::to_string(i),
+                   veth_prefix(o.name) + std::to_string(i), false, roles[static_cast<size_t>(i - 1)], o.docker});
+  if (o.nas) {
+    HostPlan nas{"nas", o.subnet + ".250", netns_prefix(o.name) + "nas", veth_prefix(o.name) + "nas", true, {}, false};
+    nas.role.role = "nas";
+    nas.role.groups = {"storage"};
+    out.push_back(std::move(nas));
+  }
+  std::string const& name = o.name;
   for (auto const& h : out)
     if (h.veth.size() > 15)
       fail(errc::invalid_argument, "lab: interface name \"" + h.veth + "\" is longer than Linux's 15 characters; use a shorter lab name.");
@@ -674,6 +702,7 @@ struct Paths {
   std::string sshd_config(std::string const& h) const { return dir + "/sshd-" + h + ".conf"; }
   std::string sshd_log(std::string const& h) const { return dir + "/sshd-" + h + ".log"; }
   std::string start_log(std::string const& h) const { return dir + "/start-" + h + ".log"; }
+  detail::LabDockerPaths docker(HostPlan const& h) const { return detail::lab_docker_paths(dir, h.name, h.netns); }
 };
 
 std::optional<json> load_state(Paths const& paths) {
@@ -691,8 +720,16 @@ std::optional<json> load_state(Paths const& paths) {
 
 void save_state(Paths const& paths, json const& j) { write_file(paths.state(), j.dump(2) + "\n", 0600); }
 
-json host_json(HostPlan const& h) {
-  return json{{"name", h.name}, {"address", h.address}, {"netns", h.netns}, {"veth", h.veth}, {"nas", h.nas}};
+json host_json(HostPlan const& h, Paths const& paths) {
+  json j{{"name", h.name}, {"address", h.address}, {"netns", h.netns}, {"veth", h.veth}, {"nas", h.nas},
+         {"role", h.role.role}, {"gpus", h.role.gpus}, {"docker", h.docker}};
+  if (h.docker) {
+    auto d = paths.docker(h);
+    j["docker_dir"] = d.dir;
+    j["docker_socket"] = d.socket;
+    j["cgroup_parent"] = d.cgroup_parent;
+  }
+  return j;
 }
 
 // ---------------------------------------------------------------- live objects
@@ -737,6 +774,70 @@ bool sshd_alive(json const& h) {
   return is_pidns_init(pid);
 }
 
+// Field 4 of /proc/<pid>/stat.
+int parent_of(int pid) {
+  std::string stat = read_file("/proc/" + std::to_string(pid) + "/stat");
+  auto close = stat.rfind(')');
+  if (close == std::string::npos) return 0;
+  auto fields = split_ws(std::string_view(stat).substr(close + 1));
+  return fields.size() > 1 ? static_cast<int>(detail::to_long(fields[1]).value_or(0)) : 0;
+}
+
+std::string comm_of(int pid) { return trim(read_file("/proc/" + std::to_string(pid) + "/comm")); }
+
+// What runs in a host right now, found through its network namespace: pid 1
+// of its pid namespace (sshd) and the dockerd that pid 1 started.
+struct LiveHost {
+  int pid1 = 0;
+  int dockerd = 0;
+};
+
+std::map<std::string, LiveHost> live_hosts(std::vector<std::string> const& netns_names) {
+  std::map<NsId, std::string> by_id;
+  std::set<NsId> targets;
+  for (auto const& n : netns_names)
+    if (auto id = ns_of_path(netns_file(n))) by_id[*id] = n, targets.insert(*id);
+  std::map<std::string, LiveHost> out;
+  for (auto const& [ns, pids] : pids_in_netns(targets)) {
+    LiveHost& live = out[by_id[ns]];
+    for (int pid : pids)
+      if (is_pidns_init(pid)) live.pid1 = pid;
+    if (live.pid1 == 0) continue;
+    for (int pid : pids)
+      if (parent_of(pid) == live.pid1 && comm_of(pid) == "dockerd") live.dockerd = pid;
+  }
+  return out;
+}
+
+// Docker's health check, `GET /_ping` on the engine's socket: what `docker`
+// does first, without starting a process. A path-named unix socket is
+// reachable from any network namespace, so this machine can ask directly.
+bool docker_ping(std::string const& socket_path, std::chrono::milliseconds timeout = 1000ms) {
+  sockaddr_un sa{};
+  sa.sun_family = AF_UNIX;
+  if (socket_path.size() >= sizeof sa.sun_path) return false;
+  std::memcpy(sa.sun_path, socket_path.c_str(), socket_path.size() + 1);
+  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return false;
+  timeval tv{static_cast<time_t>(timeout.count() / 1000), static_cast<suseconds_t>((timeout.count() % 1000) * 1000)};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+  bool ok = false;
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) == 0) {
+    static constexpr char request[] = "GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n";
+    if (::send(fd, request, sizeof request - 1, MSG_NOSIGNAL) == static_cast<ssize_t>(sizeof request - 1)) {
+      std::string got;
+      char buf[512];
+      ssize_t n;
+      while (got.size() < 4096 && (n = ::recv(fd, buf, sizeof buf, 0)) > 0) got.append(buf, static_cast<size_t>(n));
+      auto first = got.substr(0, got.find('\r'));
+      ok = starts_with(first, "HTTP/1.") && first.find(" 200") != std::string::npos;
+    }
+  }
+  ::close(fd);
+  return ok;
+}
+
 LabStatus status_from_state(std::string const& name, Paths const& paths, json const& state, bool probe) {
   LabStatus s;
   s.name = name;
@@ -746,14 +847,36 @@ LabStatus status_from_state(std::string const& name, Paths const& paths, json co
   s.identity_file = paths.identity();
   s.known_hosts_file = paths.known_hosts();
   s.bridge = state.value("bridge", bridge_name(name));
-  std::vector<std::string> addrs;
-  for (auto const& h : state.value("hosts", json::array())) {
+  s.docker = state.value("docker", false);
+  s.gpus = state.value("gpus", 0);
+  if (s.docker) s.runtime_image = state.value("runtime_image", "");
+  std::vector<std::string> addrs, netns;
+  auto const hosts = state.value("hosts", json::array());
+  for (auto const& h : hosts) netns.push_back(h.value("netns", ""));
+  auto live = live_hosts(netns);
+  for (auto const& h : hosts) {
     LabHostStatus hs;
     hs.name = h.value("name", "");
     hs.address = h.value("address", "");
     hs.netns = h.value("netns", "");
+    hs.role = h.value("role", "");
+    hs.gpus = h.value("gpus", 0);
     hs.sshd_pid = h.value("sshd_pid", 0);
     hs.running = sshd_alive(h);
+    auto const& l = live[hs.netns];
+    if (!hs.running && l.pid1 > 0) {
+      // Not (or no longer) what state.json recorded, e.g. after a crash
+      // between starting the host and writing its pid: pid 1 of the host's
+      // namespaces is its sshd all the same.
+      hs.sshd_pid = l.pid1;
+      hs.running = true;
+    }
+    hs.docker = h.value("docker", false);
+    if (hs.docker) {
+      hs.docker_host = "unix://" + h.value("docker_socket", "");
+      hs.dockerd_pid = l.dockerd;
+      hs.docker_running = l.dockerd > 0;
+    }
     s.hosts.push_back(hs);
     addrs.push_back(hs.address);
   }
@@ -765,6 +888,10 @@ LabStatus status_from_state(std::string const& name, Paths const& paths, json co
       if (s.hosts[i].running) alive.push_back(addrs[i]), index.push_back(i);
     auto ok = probe_sshd(alive, clock_type::now() + 2s);
     for (size_t k = 0; k < index.size(); ++k) s.hosts[index[k]].running = ok[k];
+    for (size_t i = 0; i < s.hosts.size(); ++i) {
+      auto& hs = s.hosts[i];
+      if (hs.docker_running) hs.docker_running = docker_ping(hosts[i].value("docker_socket", ""));
+    }
   }
   return s;
 }
@@ -798,37 +925,43 @@ std::string sshd_config_text(std::string const& lab, HostPlan const& h, Paths co
     << "PrintLastLog no\n"
     << "AcceptEnv LANG LC_*\n"
     << "LogLevel INFO\n";
+  if (h.docker) {
+    // `docker` in any ssh session talks to this host's own engine, as on a
+    // real server (where it is the default /var/run/docker.sock).
+    c << "SetEnv DOCKER_HOST=unix://" << paths.docker(h).socket << "\n";
+  }
   return c.str();
 }
 
-std::string inventory_text(std::string const& lab, std::vector<HostPlan> const& hosts, Paths const& paths) {
-  std::ostringstream y;
-  y << "# Written by `clusterkit lab up` (lab \"" << lab
-    << "\"). Lab hosts are namespaces on one machine; they have no GPUs.\n"
-    << "defaults:\n"
-    << "  user: root\n"
-    << "  identity_file: " << paths.identity() << "\n"
-    << "  known_hosts_file: " << paths.known_hosts() << "\n"
-    << "  host_key_policy: strict\n";
+std::string inventory_text(LabOptions const& o, std::vector<HostPlan> const& hosts, Paths const& paths) {
+  detail::LabInventory inv;
+  inv.lab = o.name;
+  inv.identity_file = paths.identity();
+  inv.known_hosts_file = paths.known_hosts();
+  inv.docker = o.docker;
+  inv.runtime_image = o.runtime_image;
+  inv.serve_venv = o.serve_venv;
+  inv.gpu_model = o.gpu_model;
+  inv.gpu_memory_gib = o.gpu_memory_gib;
   for (auto const& h : hosts) {
-    if (!h.nas) continue;
-    // `clusterkit nas mount -g lab` mounts the lab's NAS with no more said.
-    y << "  vars: {mount_point: /mnt, nas_type: sshfs, nas_export: \"root@" << h.address << ":/srv/nas\", "
-      << "nas_identity_file: " << paths.identity() << ", nas_known_hosts_file: " << paths.known_hosts() << "}\n";
+    if (h.nas) inv.nas_address = h.address;
+    inv.hosts.push_back({h.name, h.address, h.nas, h.role});
   }
-  y << "hosts:\n";
-  for (auto const& h : hosts) {
-    if (h.nas)
-      y << "  " << h.name << ": {address: " << h.address << ", roles: [nas], groups: [storage]}\n";
-    else
-      y << "  " << h.name << ": {address: " << h.address << ", groups: [lab]}\n";
-  }
-  return y.str();
+  return detail::lab_inventory_text(inv);
 }
+
+// What a host with LabOptions::docker needs to start its engine.
+struct DockerLaunch {
+  std::string dockerd;
+  std::string containerd;
+  /// cgroup_mount_script() of the machine's mount table.
+  std::string cgroup_mounts;
+};
 
 // The script the host's namespaces run before becoming sshd. Every mount
 // here happens in the host's own (private) mount namespace.
-std::string host_script(HostPlan const& h, Paths const& paths, std::string const& sshd, bool have_bashrc) {
+std::string host_script(HostPlan const& h, Paths const& paths, std::string const& sshd, bool have_bashrc,
+                        DockerLaunch const* docker) {
   std::ostringstream s;
   s << "set -e\n"
     << "hostname " << shell::quote(h.name) << "\n"
@@ -866,6 +999,37 @@ std::string host_script(HostPlan const& h, Paths const& paths, std::string const
     s << "mount -t tmpfs -o mode=0755 lab-srv /srv\n"
       << "mkdir /srv/nas\n"
       << "mount --bind " << shell::quote(paths.nas_export()) << " /srv/nas\n";
+  }
+  if (docker && h.docker) {
+    auto d = paths.docker(h);
+    auto q = [](std::string const& x) { return shell::quote(x); };
+    // `ip netns exec` mounted a fresh /sys for this host, whose
+    // /sys/fs/cgroup is empty: mount the machine's cgroup hierarchies again
+    // (in this host's mount namespace only).
+    s << docker->cgroup_mounts;
+    // containerd's shims put their sockets in /run/containerd/s and dockerd
+    // its plugin folder in /run/docker, whatever the configured roots: a
+    // private tmpfs on each keeps them in this host (the empty mount points
+    // are made on the machine by `lab up`).
+    s << "mount -t tmpfs -o mode=0711 lab-containerd /run/containerd\n"
+      << "mount -t tmpfs -o mode=0700 lab-docker /run/docker\n";
+    // Both daemons are children of this shell, which becomes sshd: they live
+    // and die with the host's pid namespace. containerd is started on its
+    // own (not by dockerd) so that its configuration can keep it off the
+    // machine's /opt; dockerd waits for its socket.
+    s << docker->containerd << " --config " << q(d.containerd_toml) << " </dev/null >>" << q(d.containerd_log) << " 2>&1 &\n"
+      << "(\n"
+      << "  i=0\n"
+      << "  while [ ! -S " << q(d.containerd_socket) << " ]; do\n"
+      << "    i=$((i + 1))\n"
+      << "    if [ $i -gt 600 ]; then echo \"clusterkit lab: containerd did not create its socket within 30 s; see "
+      << d.containerd_log << "\"; exit 1; fi\n"
+      << "    sleep 0.05\n"
+      << "  done\n"
+      << "  exec " << docker->dockerd << " --config-file " << q(d.daemon_json) << " --containerd " << q(d.containerd_socket)
+      << " --data-root " << q(d.data_root) << " --exec-root " << q(d.exec_root) << " --pidfile " << q(d.pidfile)
+      << " -H " << q("unix://" + d.socket) << " --cgroup-parent " << q(d.cgroup_parent) << "\n"
+      << ") </dev/null >>" << q(d.dockerd_log) << " 2>&1 &\n";
   }
   s << "exec " << sshd << " -D -f " << shell::quote(paths.sshd_config(h.name)) << " -E " << shell::quote(paths.sshd_log(h.name)) << "\n";
   return s.str();
@@ -997,6 +1161,223 @@ void check_subnet_free(std::string const& ip, std::string const& subnet, std::st
   }
 }
 
+// ---------------------------------------------------------------- runtime image
+
+// No container registry is reachable from the lab, so the image deployments
+// run is made here: a Debian bookworm rootfs from debootstrap, cached as a
+// tarball and `docker import`ed into every engine. It stays small on
+// purpose: Ray and vLLM are not in it, they are the venv on the machine
+// (scripts/install-serving.sh, made from Debian's own python3.11) that
+// deployments mount into containers at the same path, the way the seed
+// mounts the model. Same Debian, same Python: the venv runs unchanged.
+constexpr char const* kImageCacheDir = "/var/cache/clusterkit";
+constexpr char const* kImageSuite = "bookworm";
+// python3: the venv's interpreter is a link to /usr/bin/python3.11 and needs
+//   its standard library; procps: ps and pkill (`ray stop` scans processes);
+// iproute2: `ip` (addresses for VLLM_HOST_IP, checks); libstdc++6, libgomp1,
+//   libnuma1: what the Ray, torch and vLLM CPU wheels load from the system.
+constexpr char const* kImagePackages = "python3,procps,iproute2,libstdc++6,libgomp1,libnuma1";
+// Bump when what is done to the rootfs below changes: the cache is rebuilt.
+constexpr int kImageRecipe = 1;
+constexpr char const* kDefaultMirror = "http://deb.debian.org/debian";
+
+struct RuntimeImage {
+  std::string tarball;
+  bool built = false;  // false: reused from the cache
+  long long build_ms = 0;
+};
+
+// The Debian mirror this machine's apt uses for the suite, so the image
+// comes from where the machine's own packages come from.
+std::string apt_mirror() {
+  std::vector<std::pair<std::string, std::string>> sources;
+  sources.emplace_back("/etc/apt/sources.list", read_file("/etc/apt/sources.list"));
+  std::vector<std::string> files;
+  std::error_code ec;
+  for (auto const& e : fs::directory_iterator("/etc/apt/sources.list.d", ec)) {
+    std::string f = e.path().string();
+    if (f.ends_with(".list") || f.ends_with(".sources")) files.push_back(f);
+  }
+  std::sort(files.begin(), files.end());
+  for (auto const& f : files) sources.emplace_back(f, read_file(f));
+  return detail::debian_mirror_for(kImageSuite, sources).value_or(kDefaultMirror);
+}
+
+// Builds the runtime image's tarball unless the cache has one made from the
+// same recipe (suite, mirror, packages). Serialized across processes: labs
+// brought up at the same time share one build.
+RuntimeImage ensure_runtime_image() {
+  auto t0 = clock_type::now();
+  std::string const dir = kImageCacheDir;
+  RuntimeImage img;
+  img.tarball = dir + "/lab-runtime-" + kImageSuite + ".tar";
+  std::string const stamp_path = img.tarball + ".stamp";
+  std::string const mirror = apt_mirror();
+  std::string const stamp = std::string("suite=") + kImageSuite + "\nmirror=" + mirror + "\npackages=" + kImagePackages +
+                            "\nrecipe=" + std::to_string(kImageRecipe) + "\n";
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) fail(errc::local_file_error, "lab up --docker: cannot create " + dir + " for the runtime image: " + ec.message() + ".");
+  int lock = ::open((dir + "/lab-runtime.lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  struct Unlock {
+    int fd;
+    ~Unlock() {
+      if (fd >= 0) ::close(fd);
+    }
+  } unlock{lock};
+  if (lock >= 0)
+    while (::flock(lock, LOCK_EX) != 0 && errno == EINTR) {
+    }
+  if (fs::exists(img.tarball, ec) && read_file(stamp_path) == stamp) return img;
+
+  std::string unshare = require(kUnshare);
+  std::string debootstrap = require(kDebootstrap);
+  std::string tar = require(kTar);
+  std::string const work = dir + "/lab-runtime-" + kImageSuite + ".build";
+  std::string const rootfs = work + "/rootfs";
+  fs::remove_all(work, ec);  // a build cut short earlier (it had no mounts: see below)
+  fs::create_directories(work, ec);
+  spdlog::info("lab: building the runtime image (debootstrap {} from {}; about a minute, once)", kImageSuite, mirror);
+  // debootstrap mounts /proc and /sys inside the new root while it installs;
+  // its own private mount namespace keeps those mounts off the machine (and
+  // a pid namespace stops anything a package script started).
+  Result r = run({unshare, "--mount", "--propagation", "private", "--pid", "--fork", "--mount-proc", debootstrap,
+                  "--variant=minbase", std::string("--include=") + kImagePackages, kImageSuite, rootfs, mirror},
+                 {}, 15min);
+  if (r.status != 0) {
+    std::string log = tail(read_file(rootfs + "/debootstrap/debootstrap.log"), 800);
+    fs::remove_all(work, ec);
+    fail(errc::lab_failed, "lab up --docker: building the runtime image failed: debootstrap " + std::string(kImageSuite) +
+                               " from " + mirror + " exited with status " + std::to_string(r.status) + ": " +
+                               tail(r.err.empty() ? r.out : r.err, 800) + (log.empty() ? "" : "\ndebootstrap.log: " + log) +
+                               "\nIt needs the Debian mirror that /etc/apt/sources.list(.d) names; check that `apt-get "
+                               "update` works here.");
+  }
+  // What a container never uses: downloaded packages, apt's lists (no
+  // network to update them from), documentation. About 270 MB -> 130 MB.
+  for (char const* sub : {"var/cache/apt/archives", "var/lib/apt/lists", "usr/share/doc", "usr/share/man", "usr/share/info",
+                          "usr/share/locale"}) {
+    std::string p = rootfs + "/" + sub;
+    for (auto const& e : fs::directory_iterator(p, ec))
+      if (!(e.path().filename() == "partial" || e.path().filename() == "lock")) fs::remove_all(e.path(), ec);
+  }
+  std::string const tmp = img.tarball + ".tmp";
+  run_checked("packing the runtime image", {tar, "--numeric-owner", "-C", rootfs, "-cf", tmp, "."}, {}, {}, 10min);
+  if (::rename(tmp.c_str(), img.tarball.c_str()) != 0)
+    fail(errc::local_file_error, "lab up --docker: cannot rename " + tmp + ": " + std::strerror(errno) + ".");
+  write_file(stamp_path, stamp, 0644);
+  fs::remove_all(work, ec);
+  img.built = true;
+  img.build_ms = elapsed_ms(t0);
+  spdlog::info("lab: runtime image built in {} ms: {}", img.build_ms, img.tarball);
+  return img;
+}
+
+// ---------------------------------------------------------------- engines
+
+// Every cgroup hierarchy mounted on this machine.
+std::vector<std::string> machine_cgroup_roots() { return detail::cgroup_roots(read_file("/proc/self/mountinfo")); }
+
+// The cgroup_mount_script() for this machine.
+std::string cgroup_mounts_for_hosts() {
+  std::vector<detail::CgroupLink> links;
+  std::error_code ec;
+  for (auto const& e : fs::directory_iterator("/sys/fs/cgroup", ec))
+    if (e.is_symlink(ec)) links.push_back({e.path().filename().string(), fs::read_symlink(e.path(), ec).string()});
+  std::sort(links.begin(), links.end(), [](auto const& a, auto const& b) { return a.name < b.name; });
+  std::string script = detail::cgroup_mount_script(read_file("/proc/self/mountinfo"), links);
+  if (script.empty())
+    fail(errc::lab_failed, "lab up --docker: this machine has no cgroup hierarchies mounted under /sys/fs/cgroup, and "
+                           "dockerd needs them. Mount them (cgroup2 on /sys/fs/cgroup, or the v1 hierarchies) and try again.");
+  return script;
+}
+
+// Waits until every engine answers `GET /_ping`. A host whose dockerd or
+// containerd logged a fatal error, or whose start script gave up, is not
+// waited for. Returns what failed, one "\n- host: ..." per host.
+std::string wait_for_engines(std::vector<HostPlan> const& hosts, Paths const& paths, clock_type::time_point deadline) {
+  std::vector<size_t> pending;
+  for (size_t i = 0; i < hosts.size(); ++i)
+    if (hosts[i].docker) pending.push_back(i);
+  std::map<size_t, std::string> dead;
+  auto next_log_check = clock_type::now();
+  while (!pending.empty() && clock_type::now() < deadline) {
+    std::vector<size_t> still;
+    bool check_logs = clock_type::now() >= next_log_check;
+    if (check_logs) next_log_check = clock_type::now() + 250ms;
+    for (size_t i : pending) {
+      auto d = paths.docker(hosts[i]);
+      if (docker_ping(d.socket, 500ms)) continue;
+      if (check_logs) {
+        std::string dlog = read_file(d.dockerd_log), clog = read_file(d.containerd_log);
+        if (dlog.find("level=fatal") != std::string::npos || dlog.find("clusterkit lab:") != std::string::npos ||
+            clog.find("level=fatal") != std::string::npos) {
+          dead[i] = "its engine stopped";
+          continue;
+        }
+      }
+      still.push_back(i);
+    }
+    pending.swap(still);
+    if (!pending.empty()) std::this_thread::sleep_for(50ms);
+  }
+  std::string problems;
+  auto report = [&](size_t i, std::string const& why) {
+    auto d = paths.docker(hosts[i]);
+    problems += "\n- " + hosts[i].name + " (" + hosts[i].address + "): " + why + " (unix://" + d.socket + ")";
+    std::string dlog = tail(read_file(d.dockerd_log), 900), clog = tail(read_file(d.containerd_log), 600);
+    if (!dlog.empty()) problems += "\n  dockerd log (" + d.dockerd_log + "): " + dlog;
+    if (!clog.empty()) problems += "\n  containerd log (" + d.containerd_log + "): " + clog;
+  };
+  for (auto const& [i, why] : dead) report(i, why);
+  for (size_t i : pending) report(i, "dockerd does not answer");
+  return problems;
+}
+
+// Leftover cgroups of the lab's containers (`--cgroup-parent /ck-NAME-hI` in
+// every hierarchy): the engines die with their hosts and never remove them.
+// Their processes died with the hosts' pid namespaces; any still listed is
+// killed by pid (it is in a cgroup only this lab's engines make). Returns
+// what could not be removed.
+std::vector<std::string> remove_lab_cgroups(std::string const& name) {
+  std::string const prefix = netns_prefix(name);
+  std::vector<std::string> remaining;
+  std::error_code ec;
+  auto ours = [&](int pid) {
+    std::string cg = read_file("/proc/" + std::to_string(pid) + "/cgroup");
+    return cg.find(":/" + prefix) != std::string::npos;
+  };
+  for (auto const& root : machine_cgroup_roots()) {
+    std::vector<fs::path> tops;
+    for (auto const& e : fs::directory_iterator(root, ec))
+      if (e.is_directory(ec) && !e.is_symlink(ec) && starts_with(e.path().filename().string(), prefix)) tops.push_back(e.path());
+    for (auto const& top : tops) {
+      std::vector<fs::path> dirs{top};
+      for (auto it = fs::recursive_directory_iterator(top, ec); it != fs::recursive_directory_iterator(); it.increment(ec)) {
+        if (ec) break;
+        if (it->is_directory(ec) && !it->is_symlink(ec)) dirs.push_back(it->path());
+      }
+      // Deepest first: a cgroup goes only once its children are gone.
+      std::sort(dirs.begin(), dirs.end(), [](auto const& a, auto const& b) { return a.string().size() > b.string().size(); });
+      auto deadline = clock_type::now() + 3s;
+      for (auto const& d : dirs) {
+        while (::rmdir(d.c_str()) != 0 && errno == EBUSY && clock_type::now() < deadline) {
+          std::vector<int> waits;
+          for (auto line : lines_of(read_file((d / "cgroup.procs").string())))
+            if (int pid = static_cast<int>(detail::to_long(trim(line)).value_or(0)); pid > 1) {
+              int fd = kill_if_ours(pid, ours);
+              if (fd >= 0) waits.push_back(fd);
+            }
+          wait_pidfds(waits, clock_type::now() + 1s);
+          std::this_thread::sleep_for(20ms);
+        }
+        if (fs::exists(d, ec)) remaining.push_back("cgroup " + d.string());
+      }
+    }
+  }
+  return remaining;
+}
+
 void remove_state_dir(Paths const& paths, std::string const& name) {
   std::error_code ec;
   if (!fs::exists(paths.dir, ec)) return;
@@ -1037,6 +1418,12 @@ void down_impl(std::string const& name, Paths const& paths) {
   std::error_code ec;
   bool have_dir = fs::exists(paths.dir, ec);
   if (netns_names.empty() && veths.empty() && !have_bridge) {
+    // Container cgroups can outlive everything else (a crash between the
+    // namespaces going and the cgroups being removed).
+    if (::geteuid() == 0) {
+      auto left = remove_lab_cgroups(name);
+      if (!left.empty()) spdlog::warn("lab down: could not remove {}", left.front());
+    }
     if (have_dir) remove_state_dir(paths, name);
     return;
   }
@@ -1141,8 +1528,11 @@ void down_impl(std::string const& name, Paths const& paths) {
   }
   spdlog::debug("lab down: links and namespaces deleted after {} ms", elapsed_ms(t0));
 
-  // 4. Check: nothing of ours may remain.
-  std::vector<std::string> remaining;
+  // 4. The cgroups the hosts' Docker engines made for their containers.
+  std::vector<std::string> remaining = remove_lab_cgroups(name);
+  spdlog::debug("lab down: container cgroups removed after {} ms", elapsed_ms(t0));
+
+  // 5. Check: nothing of ours may remain.
   for (auto const& n : list_lab_netns(name)) remaining.push_back("network namespace " + n);
   for (auto const& v : list_lab_veths(name)) remaining.push_back("interface " + v);
   if (link_exists(bridge)) remaining.push_back("bridge " + bridge);
@@ -1155,7 +1545,25 @@ void down_impl(std::string const& name, Paths const& paths) {
                                ". Run `clusterkit lab down` again; if it persists, remove them with `ip netns del` / "
                                "`ip link del` and kill the listed pids.");
   }
+  // The state folder goes as a whole, with each engine's data and exec
+  // roots in it (overlay2 leaves its layers there once the hosts' mounts are
+  // gone with their namespaces): thousands of files per engine, deleted one
+  // engine per thread first (3-20 s for two engines on a busy disk).
+  if (fs::exists(paths.marker(), ec)) {
+    std::vector<fs::path> engine_dirs;
+    for (auto const& e : fs::directory_iterator(paths.dir, ec))
+      if (starts_with(e.path().filename().string(), "docker-") && e.is_directory(ec) && !e.is_symlink(ec))
+        engine_dirs.push_back(e.path());
+    parallel_for(engine_dirs.size(), [&](size_t i) {
+      std::error_code e;
+      fs::remove_all(engine_dirs[i], e);
+    });
+  }
   remove_state_dir(paths, name);
+  for (auto const& h : recorded)
+    if (h.contains("docker_dir") && fs::exists(h.value("docker_dir", ""), ec))
+      fail(errc::lab_failed, "lab down: the Docker data of " + h.value("name", "") + " is still there: " +
+                                 h.value("docker_dir", "") + ". Delete it (`rm -rf`) once no process uses it.");
   spdlog::debug("lab down \"{}\": {} ms", name, elapsed_ms(t0));
 }
 
@@ -1171,8 +1579,35 @@ LabStatus up_impl(LabOptions const& o, Paths const& paths) {
   require(kHostname);
   std::string sh = require(kSh);
 
-  auto hosts = plan_hosts(o.name, o.hosts, o.nas, o.subnet);
+  auto hosts = plan_hosts(o);
   std::string bridge = bridge_name(o.name);
+  // Docker: everything it needs is checked, and the runtime image built (the
+  // slow part, once per machine), before anything of the lab is made.
+  std::optional<DockerLaunch> docker;
+  std::string docker_cli;
+  RuntimeImage image;
+  if (o.docker) {
+    docker.emplace();
+    docker->dockerd = require(kDockerd);
+    docker->containerd = require(kContainerd);
+    require(kContainerdShim);
+    require(kRunc);
+    docker_cli = require(kDockerCli);
+    for (auto const& h : hosts) {
+      if (!h.docker) continue;
+      auto d = paths.docker(h);
+      // sockaddr_un holds 107 characters; containerd adds ".ttrpc".
+      for (auto const& sock : {d.socket, d.containerd_socket + ".ttrpc"})
+        if (sock.size() >= sizeof(sockaddr_un::sun_path))
+          fail(errc::invalid_argument, "lab up --docker: the socket path " + sock + " is longer than the " +
+                                           std::to_string(sizeof(sockaddr_un::sun_path) - 1) +
+                                           " characters a unix socket allows; use a shorter --state-dir (the default is "
+                                           "/run/clusterkit/lab-" + o.name + ").");
+    }
+    docker->cgroup_mounts = cgroup_mounts_for_hosts();
+    image = ensure_runtime_image();
+    spdlog::debug("lab up: runtime image {} after {} ms", image.built ? "built" : "cached", ms());
+  }
   check_subnet_free(ip, o.subnet, bridge);
   for (auto const& h : hosts)
     if (link_exists(h.veth))
@@ -1194,8 +1629,10 @@ LabStatus up_impl(LabOptions const& o, Paths const& paths) {
   // a crash half-way through.
   json state = {{"version", 1},      {"name", o.name},        {"subnet", o.subnet},        {"hosts_count", o.hosts},
                 {"nas", o.nas},      {"bridge", bridge},      {"state_dir", paths.dir},    {"phase", "creating"},
+                {"docker", o.docker}, {"gpus", o.gpus},       {"gpu_model", o.gpu_model},  {"gpu_memory_gib", o.gpu_memory_gib},
                 {"hosts", json::array()}};
-  for (auto const& h : hosts) state["hosts"].push_back(host_json(h));
+  if (o.docker) state["runtime_image"] = o.runtime_image;
+  for (auto const& h : hosts) state["hosts"].push_back(host_json(h, paths));
   save_state(paths, state);
 
   // Keys: the client key and one host key per host, concurrently.
@@ -1225,6 +1662,27 @@ LabStatus up_impl(LabOptions const& o, Paths const& paths) {
   for (auto const& h : hosts) write_file(paths.sshd_config(h.name), sshd_config_text(o.name, h, paths), 0600);
   fs::create_directories("/run/sshd", ec);  // sshd's privilege separation folder
   ::chmod("/run/sshd", 0755);
+  if (docker) {
+    // Mount points for the hosts' private /run/docker and /run/containerd
+    // (what a docker.io install has anyway). Empty folders on the machine,
+    // shared by every lab and never removed: removing one would detach the
+    // mounts other labs' hosts have on it.
+    for (char const* d : {"/run/docker", "/run/containerd"}) {
+      fs::create_directories(d, ec);
+      if (!fs::is_directory(d, ec)) fail(errc::local_file_error, std::string("lab up --docker: cannot create ") + d + ".");
+    }
+    for (auto const& h : hosts) {
+      if (!h.docker) continue;
+      auto d = paths.docker(h);
+      for (auto const& sub : {d.dir, d.data_root, d.exec_root, d.dir + "/containerd"}) {
+        fs::create_directories(sub, ec);
+        if (ec) fail(errc::local_file_error, "lab up --docker: cannot create " + sub + ": " + ec.message() + ".");
+        ::chmod(sub.c_str(), 0700);
+      }
+      write_file(d.daemon_json, detail::docker_daemon_json(d), 0600);
+      write_file(d.containerd_toml, detail::containerd_toml(d), 0600);
+    }
+  }
   spdlog::debug("lab up: keys and configs after {} ms", ms());
 
   // Network: bridge, namespaces and veth pairs in one `ip` process.
@@ -1263,7 +1721,7 @@ LabStatus up_impl(LabOptions const& o, Paths const& paths) {
   } close_launched{launched};
   for (auto const& h : hosts) {
     launched.push_back(launch_detached({ip, "netns", "exec", h.netns, unshare, "--pid", "--fork", "--mount", "--uts", "--mount-proc",
-                     "--propagation", "private", sh, "-c", host_script(h, paths, sshd, have_bashrc)},
+                     "--propagation", "private", sh, "-c", host_script(h, paths, sshd, have_bashrc, docker ? &*docker : nullptr)},
                     paths.start_log(h.name)));
   }
   spdlog::debug("lab up: hosts launched after {} ms", ms());
@@ -1311,7 +1769,51 @@ LabStatus up_impl(LabOptions const& o, Paths const& paths) {
                                " ms for port 22):" + problems + "\nCheck that `" + sshd + " -t -f " + paths.sshd_config(hosts[0].name) +
                                "` passes; the lab was taken down again.");
 
-  write_file(paths.inventory(), inventory_text(o.name, hosts, paths), 0644);
+  if (docker) {
+    state["phase"] = "starting docker";
+    save_state(paths, state);
+    size_t engines = static_cast<size_t>(std::count_if(hosts.begin(), hosts.end(), [](auto const& h) { return h.docker; }));
+    auto started = clock_type::now();
+    std::string failed = wait_for_engines(hosts, paths, started + 30s + std::chrono::seconds(2 * engines));
+    if (!failed.empty())
+      fail(errc::lab_failed, "lab up --docker: step 'start the Docker engine in each host' failed (waited " +
+                                 std::to_string(elapsed_ms(started)) + " ms):" + failed +
+                                 "\nThe lab was taken down again. dockerd's settings are in each host's daemon.json "
+                                 "(see the lab section of the README).");
+    spdlog::debug("lab up: engines answering after {} ms", ms());
+    auto live = [&] {
+      std::vector<std::string> names;
+      for (auto const& h : hosts) names.push_back(h.netns);
+      return live_hosts(names);
+    }();
+    // Every engine through the real client (as `docker` over ssh would: the
+    // client on PATH negotiates the API version with dockerd), then the
+    // runtime image into each, in parallel.
+    std::vector<std::string> versions(hosts.size());
+    parallel_for(hosts.size(), [&](size_t i) {
+      if (!hosts[i].docker) return;
+      auto d = paths.docker(hosts[i]);
+      std::string host_arg = "unix://" + d.socket;
+      Result v = run_checked("asking " + hosts[i].name + "'s engine for its version",
+                             {docker_cli, "-H", host_arg, "version", "--format", "{{.Server.Version}}"});
+      versions[i] = trim(v.out);
+      run_checked("importing the runtime image into " + hosts[i].name + "'s engine",
+                  {docker_cli, "-H", host_arg, "import", "--change", "CMD [\"/bin/bash\"]", "--message",
+                   "clusterkit lab runtime: Debian " + std::string(kImageSuite) + " minbase + " + kImagePackages, image.tarball,
+                   o.runtime_image},
+                  {}, "The image is cached at " + image.tarball + "; delete it (and its .stamp) to rebuild it.", 5min);
+    });
+    for (size_t i = 0; i < hosts.size(); ++i) {
+      if (!hosts[i].docker) continue;
+      int pid = live[hosts[i].netns].dockerd;
+      state["hosts"][i]["dockerd_pid"] = pid;
+      state["hosts"][i]["dockerd_start_time"] = pid > 0 ? start_time(pid) : 0;
+      state["hosts"][i]["docker_version"] = versions[i];
+    }
+    spdlog::debug("lab up: runtime image imported after {} ms", ms());
+  }
+
+  write_file(paths.inventory(), inventory_text(o, hosts, paths), 0644);
   state["phase"] = "up";
   save_state(paths, state);
   spdlog::debug("lab up \"{}\": {} hosts in {} ms", o.name, hosts.size(), ms());
@@ -1333,18 +1835,15 @@ LabStatus lab_status(std::string const& name, std::string const& state_dir) {
   auto names = list_lab_netns(name);
   std::error_code ec;
   s.exists = !names.empty() || link_exists(s.bridge) || !list_lab_veths(name).empty() || fs::exists(paths.marker(), ec);
-  std::set<NsId> targets;
-  for (auto const& n : names)
-    if (auto id = ns_of_path(netns_file(n))) targets.insert(*id);
-  auto by_ns = pids_in_netns(targets);
+  auto live = live_hosts(names);
   for (auto const& n : names) {
     LabHostStatus h;
     h.netns = n;
     h.name = n.substr(netns_prefix(name).size());
-    if (auto id = ns_of_path(netns_file(n)))
-      for (int pid : by_ns[*id])
-        if (is_pidns_init(pid)) h.sshd_pid = pid;
+    h.sshd_pid = live[n].pid1;
     h.running = h.sshd_pid > 0;
+    h.dockerd_pid = live[n].dockerd;
+    h.docker = h.docker_running = h.dockerd_pid > 0;
     s.hosts.push_back(h);
   }
   return s;
@@ -1357,21 +1856,32 @@ LabStatus lab_up(LabOptions const& options) {
     fail(errc::invalid_argument, "lab: " + std::to_string(options.hosts) + " hosts asked for; a lab has 1 to " +
                                      std::to_string(kMaxHosts) + " hosts (they share one /24).");
   Paths paths{normalize_state_dir(options.name, options.state_dir)};
+  auto const plan = plan_hosts(options);  // checks roles and gpus before anything is done
   require_root();
   NameLock lock(options.name);
 
   // Idempotent: a healthy lab of the same shape stays as it is.
   if (auto state = load_state(paths)) {
     bool same = state->value("phase", "") == "up" && state->value("hosts_count", -1) == options.hosts &&
-                state->value("nas", !options.nas) == options.nas && state->value("subnet", "") == options.subnet;
+                state->value("nas", !options.nas) == options.nas && state->value("subnet", "") == options.subnet &&
+                state->value("docker", false) == options.docker && state->value("gpus", 0) == options.gpus;
+    if (same && options.docker) same = state->value("runtime_image", "") == options.runtime_image;
+    if (same && options.gpus > 0)
+      same = state->value("gpu_model", "") == options.gpu_model && state->value("gpu_memory_gib", 0.0) == options.gpu_memory_gib;
+    auto const recorded = state->value("hosts", json::array());
+    same = same && recorded.size() == plan.size();
+    for (size_t i = 0; same && i < plan.size(); ++i)
+      same = recorded[i].value("name", "") == plan[i].name && recorded[i].value("role", "") == plan[i].role.role &&
+             recorded[i].value("gpus", 0) == plan[i].role.gpus;
     std::error_code ec;
     for (auto const& f : {paths.identity(), paths.known_hosts(), paths.inventory(), paths.authorized_keys()})
       same = same && fs::exists(f, ec);
     same = same && link_exists(bridge_name(options.name));
     if (same) {
       LabStatus s = status_from_state(options.name, paths, *state, true);
-      bool healthy = !s.hosts.empty() &&
-                     std::all_of(s.hosts.begin(), s.hosts.end(), [](LabHostStatus const& h) { return h.running; });
+      bool healthy = !s.hosts.empty() && std::all_of(s.hosts.begin(), s.hosts.end(), [](LabHostStatus const& h) {
+                       return h.running && (!h.docker || h.docker_running);
+                     });
       if (healthy) {
         spdlog::debug("lab up: lab \"{}\" is already up and healthy", options.name);
         return s;

@@ -4,7 +4,10 @@
 #include <catch2/catch.hpp>
 
 #include "clusterkit/error.hpp"
+#include "clusterkit/facts.hpp"
+#include "clusterkit/inventory.hpp"
 #include "clusterkit/lab.hpp"
+#include "lab/machine_mounts.hpp"
 
 #include <signal.h>
 #include <sys/wait.h>
@@ -443,6 +446,17 @@ TEST_CASE("lab: bad arguments are refused with a clear error", "[lab]") {
   o.state_dir = "/mnt/lab";
   CHECK(code_of([&] { lab_up(o); }) == errc::invalid_argument);
   CHECK(code_of([&] { lab_down("x y"); }) == errc::invalid_argument);
+  // Roles and simulated GPUs are checked before anything is made.
+  o = options(2, false);
+  o.roles = {"head"};
+  CHECK(code_of([&] { lab_up(o); }) == errc::invalid_argument);
+  o.roles = {"head", "wroker"};
+  CHECK(code_of([&] { lab_up(o); }) == errc::invalid_argument);
+  o.roles = {"head", "head"};
+  CHECK(code_of([&] { lab_up(o); }) == errc::invalid_argument);
+  o.roles = {};
+  o.gpus = -1;
+  CHECK(code_of([&] { lab_up(o); }) == errc::invalid_argument);
   CHECK_FALSE(fs::exists("/mnt/lab"));
   CHECK(lab_netns().empty());
 }
@@ -479,4 +493,402 @@ TEST_CASE("lab: status and down of a lab that does not exist", "[lab]") {
   CHECK(s.hosts.empty());
   CHECK_NOTHROW(lab_down("tlabnone", "/tmp/clusterkit-test-lab-none"));
   CHECK_FALSE(fs::exists("/tmp/clusterkit-test-lab-none"));
+}
+
+// ---------------------------------------------------------------------------
+// Docker: one real engine per lab host. Lab "tldk" on 10.88.71.0/24, its own
+// name and subnet so that it never meets the plain lab above.
+
+namespace {
+
+constexpr char const* kDockerLab = "tldk";
+constexpr char const* kDockerSubnet = "10.88.71";
+std::string const kDockerState = "/tmp/clusterkit-test-lab-tldk";
+constexpr char const* kImage = "clusterkit/lab-runtime:bookworm";
+
+// What the Docker tests need. They FAIL when something is missing: a test
+// that passes or skips without the thing it tests proves nothing.
+std::string docker_components_missing() {
+  std::string missing;
+  if (::geteuid() != 0) return "root (the lab makes namespaces; run the lab tests with sudo)";
+  for (char const* p : {"/usr/sbin/dockerd", "/usr/bin/containerd", "/usr/bin/containerd-shim-runc-v2", "/usr/sbin/debootstrap"})
+    if (::access(p, X_OK) != 0 && sh(std::string("command -v ") + fs::path(p).filename().string()).status != 0)
+      missing += std::string(missing.empty() ? "" : ", ") + p;
+  if (::access("/opt/ck-serve/bin/python3", X_OK) != 0) missing += std::string(missing.empty() ? "" : ", ") + "/opt/ck-serve";
+  if (missing.empty()) return {};
+  return missing + " not installed: run scripts/install-serving.sh (Debian's docker.io, containerd, runc, debootstrap "
+                   "and the Ray/vLLM venv /opt/ck-serve)";
+}
+
+struct DockerLabGuard {
+  DockerLabGuard() { lab_down(kDockerLab, kDockerState); }
+  ~DockerLabGuard() {
+    try {
+      lab_down(kDockerLab, kDockerState);
+    } catch (std::exception const& e) {
+      std::fprintf(stderr, "lab_down in guard failed: %s\n", e.what());
+    }
+  }
+};
+
+LabOptions docker_options(int hosts, int gpus = 0, std::vector<std::string> roles = {}) {
+  LabOptions o;
+  o.name = kDockerLab;
+  o.hosts = hosts;
+  o.subnet = kDockerSubnet;
+  o.state_dir = kDockerState;
+  o.docker = true;
+  o.gpus = gpus;
+  o.roles = std::move(roles);
+  return o;
+}
+
+long long ms_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0).count();
+}
+
+std::string slurp(std::string const& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+std::vector<int> all_pids() {
+  std::vector<int> out;
+  std::error_code ec;
+  for (auto const& e : fs::directory_iterator("/proc", ec)) {
+    auto n = e.path().filename().string();
+    if (!n.empty() && std::all_of(n.begin(), n.end(), ::isdigit)) out.push_back(std::stoi(n));
+  }
+  return out;
+}
+
+// Processes whose command line mentions `needle` (dockerd, containerd and the
+// shims all name the lab's state folder; a container's command is unique).
+std::vector<std::string> processes_mentioning(std::string const& needle) {
+  std::vector<std::string> out;
+  for (int pid : all_pids()) {
+    std::string cmd = slurp("/proc/" + std::to_string(pid) + "/cmdline");
+    std::replace(cmd.begin(), cmd.end(), '\0', ' ');
+    if (cmd.find(needle) != std::string::npos && pid != ::getpid()) out.push_back(std::to_string(pid) + ": " + cmd);
+  }
+  return out;
+}
+
+// Mounts of the state folder in ANY mount namespace on the machine (a host's
+// overlay2 mounts, its bind of the data root), not just the machine's own.
+std::vector<std::string> mounts_mentioning(std::string const& needle) {
+  std::set<std::string> out;
+  for (int pid : all_pids())
+    for (auto const& line : [&] {
+           std::vector<std::string> v;
+           std::istringstream in(slurp("/proc/" + std::to_string(pid) + "/mountinfo"));
+           for (std::string l; std::getline(in, l);) v.push_back(l);
+           return v;
+         }())
+      if (line.find(needle) != std::string::npos) out.insert("pid " + std::to_string(pid) + ": " + line);
+  return {out.begin(), out.end()};
+}
+
+// cgroups the lab's engines made (`--cgroup-parent /ck-tldk-hI`), in every
+// hierarchy of the machine.
+std::vector<std::string> lab_cgroups() {
+  std::vector<std::string> out;
+  std::istringstream in(slurp("/proc/self/mountinfo"));
+  for (std::string line; std::getline(in, line);) {
+    auto dash = line.find(" - ");
+    if (dash == std::string::npos) continue;
+    std::istringstream after(line.substr(dash + 3));
+    std::string fstype;
+    after >> fstype;
+    if (fstype != "cgroup" && fstype != "cgroup2") continue;
+    std::istringstream before(line);
+    std::string f[5];
+    for (auto& x : f) before >> x;
+    std::error_code ec;
+    for (auto const& e : fs::directory_iterator(f[4], ec))
+      if (e.path().filename().string().rfind("ck-tldk-", 0) == 0) out.push_back(e.path().string());
+  }
+  return out;
+}
+
+long rss_kib(int pid) {
+  std::istringstream in(slurp("/proc/" + std::to_string(pid) + "/status"));
+  for (std::string line; std::getline(in, line);)
+    if (line.rfind("VmRSS:", 0) == 0) return std::stol(line.substr(6));
+  return 0;
+}
+
+// containerd of a host: the child of its pid 1 named containerd.
+int containerd_of(int pid1) {
+  for (int pid : all_pids()) {
+    std::string stat = slurp("/proc/" + std::to_string(pid) + "/stat");
+    auto close = stat.rfind(')');
+    if (close == std::string::npos || stat.find("(containerd)") == std::string::npos) continue;
+    std::istringstream rest(stat.substr(close + 2));
+    std::string state;
+    int ppid = 0;
+    rest >> state >> ppid;
+    if (ppid == pid1) return pid;
+  }
+  return 0;
+}
+
+std::string dir_listing(std::string const& dir) {
+  std::string out;
+  std::error_code ec;
+  for (auto const& e : fs::directory_iterator(dir, ec)) out += e.path().filename().string() + "\n";
+  return out;
+}
+
+void require_docker_lab_gone(std::vector<int> const& pids) {
+  CHECK(sh("ls /run/netns | grep -c '^ck-tldk-'").text == "0");
+  CHECK_FALSE(fs::exists("/sys/class/net/ckbr-tldk"));
+  CHECK_FALSE(fs::exists(kDockerState));  // with every engine's data and exec roots
+  for (int pid : pids) CHECK_FALSE(pid_alive(pid));
+  CHECK(processes_mentioning(kDockerState).empty());
+  CHECK(processes_mentioning("sleep 987655").empty());
+  CHECK(mounts_mentioning(kDockerState).empty());
+  CHECK(lab_cgroups().empty());
+  CHECK_FALSE(lab_status(kDockerLab, kDockerState).exists);
+}
+
+}  // namespace
+
+TEST_CASE("lab: --docker gives each host its own real Docker engine", "[lab][docker]") {
+  std::string const missing = docker_components_missing();
+  if (!missing.empty()) FAIL(missing);
+  DockerLabGuard guard;
+  auto const machine_mounts = cktest::machine_mounts();
+  std::string const etc_docker_before = dir_listing("/etc/docker");
+  bool const opt_containerd_before = fs::exists("/opt/containerd");
+
+  auto t0 = std::chrono::steady_clock::now();
+  LabStatus lab = lab_up(docker_options(2, 2));
+  auto up_ms = ms_since(t0);
+  WARN("lab_up --docker --gpus 2 with 2 hosts took " << up_ms << " ms (" << up_ms / 2
+                                                     << " ms per host; includes the image build on a fresh machine)");
+
+  REQUIRE(lab.hosts.size() == 2);
+  CHECK(lab.docker);
+  CHECK(lab.gpus == 2);
+  CHECK(lab.runtime_image == kImage);
+  std::vector<std::string> const addrs{"10.88.71.11", "10.88.71.12"};
+  std::vector<int> pids;
+  for (size_t i = 0; i < 2; ++i) {
+    auto const& h = lab.hosts[i];
+    INFO(h.name);
+    CHECK(h.running);
+    CHECK(h.docker);
+    CHECK(h.docker_running);
+    CHECK(pid_alive(h.dockerd_pid));
+    CHECK(h.dockerd_pid != h.sshd_pid);
+    CHECK(h.docker_host == "unix://" + kDockerState + "/docker-" + h.name + ".sock");
+    CHECK(h.gpus == 2);
+    pids.push_back(h.sshd_pid);
+    pids.push_back(h.dockerd_pid);
+    int containerd = containerd_of(h.sshd_pid);
+    CHECK(containerd > 0);
+    pids.push_back(containerd);
+    WARN(h.name << ": dockerd " << rss_kib(h.dockerd_pid) / 1024 << " MiB + containerd " << rss_kib(containerd) / 1024
+                << " MiB resident, idle");
+  }
+  CHECK(lab.hosts[0].role == "head");
+  CHECK(lab.hosts[1].role == "worker");
+
+  // The inventory declares the simulated GPUs and says which image to use.
+  {
+    auto inv = Inventory::load(lab.inventory_path);
+    auto const* h1 = inv.find("h1");
+    REQUIRE(h1);
+    CHECK(h1->roles == std::vector<std::string>{"head"});
+    auto gpus = declared_gpus(*h1);
+    REQUIRE(gpus);
+    CHECK(gpus->count == 2);
+    CHECK(gpus->simulated);
+    CHECK(h1->extra.at("vars").at("runtime_image") == kImage);
+    CHECK(h1->extra.at("vars").at("serve_venv") == "/opt/ck-serve");
+    CHECK(inv.select("gpu").size() == 2);
+  }
+
+  // `docker` over ssh talks to the host's own engine, as on a real server:
+  // the client on PATH (28.x here) negotiates down to dockerd 20.10's API.
+  auto version = ssh(lab, addrs[0], "echo $DOCKER_HOST; docker version --format '{{.Client.Version}} {{.Client.APIVersion}} {{.Server.Version}}'");
+  REQUIRE(version.status == 0);
+  CHECK(version.text.rfind("unix://" + kDockerState + "/docker-h1.sock\n", 0) == 0);
+  WARN("docker version over ssh on h1 (client, negotiated API, server): " << version.text.substr(version.text.find('\n') + 1));
+  CHECK(ssh(lab, addrs[0], "/usr/bin/docker version --format '{{.Server.Version}}'").status == 0);
+  CHECK(ssh(lab, addrs[0], "docker images --format '{{.Repository}}:{{.Tag}}'").text == kImage);
+
+  // --network host: the container gets the HOST's hostname and address.
+  auto t1 = std::chrono::steady_clock::now();
+  auto net = ssh(lab, addrs[0], std::string("docker run --rm --network host ") + kImage + " sh -c 'hostname; ip -o -4 addr'");
+  WARN("docker run --rm over ssh took " << ms_since(t1) << " ms");
+  REQUIRE(net.status == 0);
+  CHECK(net.text.rfind("h1\n", 0) == 0);
+  CHECK(net.text.find("inet 10.88.71.11/24") != std::string::npos);
+  CHECK(net.text.find("10.88.71.12") == std::string::npos);
+
+  // Separate engines: a container on h1 is not on h2, and each engine has
+  // its own ID.
+  auto started = ssh(lab, addrs[0], std::string("docker run -d --name tlsleep ") + kImage + " sleep 987655");
+  REQUIRE(started.status == 0);
+  CHECK(ssh(lab, addrs[0], "docker ps --format '{{.Names}}'").text == "tlsleep");
+  auto h2ps = ssh(lab, addrs[1], "docker ps -a --format '{{.Names}}'");
+  CHECK(h2ps.status == 0);
+  CHECK(h2ps.text.empty());
+  CHECK(ssh(lab, addrs[0], "docker info --format '{{.ID}}'").text != ssh(lab, addrs[1], "docker info --format '{{.ID}}'").text);
+  CHECK(processes_mentioning("sleep 987655").size() == 1);
+
+  // No NVIDIA runtime: --gpus fails with the real error of a server without
+  // nvidia-container-toolkit (the GPUs in the inventory are simulated).
+  auto gpus = ssh(lab, addrs[0], std::string("docker run --rm --gpus all ") + kImage + " true");
+  CHECK(gpus.status != 0);
+  CHECK(gpus.text.find("could not select device driver \"\" with capabilities: [[gpu]]") != std::string::npos);
+
+  // The Ray/vLLM venv on the machine runs inside the image: same Debian,
+  // same Python.
+  auto t2 = std::chrono::steady_clock::now();
+  auto ray = ssh(lab, addrs[1],
+                 std::string("docker run --rm --network host -v /opt/ck-serve:/opt/ck-serve:ro ") + kImage +
+                     " /opt/ck-serve/bin/python3 -c 'import sys, ray; print(ray.__version__, sys.version.split()[0])'");
+  INFO(ray.text);
+  CHECK(ray.status == 0);
+  WARN("import ray in a container on h2: " << ray.text << " (" << ms_since(t2) << " ms)");
+
+  // Nothing of Docker landed on the machine itself.
+  CHECK(cktest::machine_mounts() == machine_mounts);
+  CHECK(dir_listing("/etc/docker") == etc_docker_before);  // each engine has its own key.json
+  CHECK(fs::exists("/opt/containerd") == opt_containerd_before);
+  CHECK(dir_listing("/run/docker").empty());
+  CHECK(dir_listing("/run/containerd").empty());
+
+  // lab_up again with the same shape leaves it all alone.
+  auto t3 = std::chrono::steady_clock::now();
+  LabStatus again = lab_up(docker_options(2, 2));
+  WARN("lab_up --docker on a healthy lab took " << ms_since(t3) << " ms");
+  REQUIRE(again.hosts.size() == 2);
+  for (size_t i = 0; i < 2; ++i) {
+    CHECK(again.hosts[i].sshd_pid == lab.hosts[i].sshd_pid);
+    CHECK(again.hosts[i].dockerd_pid == lab.hosts[i].dockerd_pid);
+  }
+  CHECK(ssh(lab, addrs[0], "docker ps --format '{{.Names}}'").text == "tlsleep");
+
+  // `lab status` never shows a live host as "pid 0 DOWN", even when
+  // state.json lost its pid (a crash between starting and recording it).
+  {
+    std::string state = slurp(kDockerState + "/state.json");
+    auto pos = state.find("\"sshd_pid\": " + std::to_string(lab.hosts[0].sshd_pid));
+    REQUIRE(pos != std::string::npos);
+    state.replace(pos, std::string("\"sshd_pid\": " + std::to_string(lab.hosts[0].sshd_pid)).size(), "\"sshd_pid\": 0");
+    std::ofstream(kDockerState + "/state.json", std::ios::trunc) << state;
+    auto s = lab_status(kDockerLab, kDockerState);
+    REQUIRE(s.hosts.size() == 2);
+    CHECK(s.hosts[0].running);
+    CHECK(s.hosts[0].sshd_pid == lab.hosts[0].sshd_pid);
+    CHECK(s.hosts[0].docker_running);
+  }
+
+  auto t4 = std::chrono::steady_clock::now();
+  lab_down(kDockerLab, kDockerState);
+  WARN("lab_down with 2 Docker hosts (one container running) took " << ms_since(t4) << " ms");
+  require_docker_lab_gone(pids);
+  CHECK(cktest::machine_mounts() == machine_mounts);
+}
+
+TEST_CASE("lab: a lab of another shape (docker, gpus, roles) is rebuilt", "[lab][docker]") {
+  std::string const missing = docker_components_missing();
+  if (!missing.empty()) FAIL(missing);
+  DockerLabGuard guard;
+  LabStatus first = lab_up(docker_options(2, 2));
+  REQUIRE(first.hosts.size() == 2);
+
+  // Other roles: rebuilt; a download host has no GPUs.
+  LabStatus download = lab_up(docker_options(2, 2, {"head", "download"}));
+  REQUIRE(download.hosts.size() == 2);
+  CHECK(download.hosts[0].sshd_pid != first.hosts[0].sshd_pid);
+  CHECK(download.hosts[1].role == "download");
+  CHECK(download.hosts[1].gpus == 0);
+  CHECK(download.hosts[1].docker_running);
+  {
+    auto inv = Inventory::load(download.inventory_path);
+    CHECK_FALSE(declared_gpus(*inv.find("h2")));
+    CHECK(inv.select("download").size() == 1);
+  }
+
+  // Without Docker: rebuilt, no engine left behind.
+  LabOptions plain = docker_options(2, 2, {"head", "download"});
+  plain.docker = false;
+  LabStatus nodocker = lab_up(plain);
+  REQUIRE(nodocker.hosts.size() == 2);
+  CHECK_FALSE(nodocker.docker);
+  CHECK_FALSE(pid_alive(download.hosts[0].dockerd_pid));
+  for (auto const& h : nodocker.hosts) {
+    CHECK_FALSE(h.docker);
+    CHECK(h.dockerd_pid == 0);
+  }
+  CHECK(processes_mentioning(kDockerState + "/docker-").empty());
+  CHECK(ssh(nodocker, "10.88.71.11", "echo \"[$DOCKER_HOST]\"").text == "[]");
+  lab_down(kDockerLab, kDockerState);
+  require_docker_lab_gone({first.hosts[0].dockerd_pid, download.hosts[1].dockerd_pid});
+}
+
+TEST_CASE("lab: down cleans up after a crashed lab up --docker", "[lab][docker]") {
+  std::string const missing = docker_components_missing();
+  if (!missing.empty()) FAIL(missing);
+  DockerLabGuard guard;
+  LabStatus lab = lab_up(docker_options(2));
+  REQUIRE(lab.hosts.size() == 2);
+  REQUIRE(ssh(lab, "10.88.71.12", std::string("docker run -d --name tlsleep ") + kImage + " sleep 987655").status == 0);
+  std::vector<int> pids;
+  for (auto const& h : lab.hosts) pids.push_back(h.sshd_pid), pids.push_back(h.dockerd_pid);
+  REQUIRE(!lab_cgroups().empty());  // the container's
+
+  // As if lab_up crashed before writing its state: what is running is still
+  // found through the namespaces.
+  fs::remove(kDockerState + "/state.json");
+  auto s = lab_status(kDockerLab, kDockerState);
+  REQUIRE(s.hosts.size() == 2);
+  for (size_t i = 0; i < 2; ++i) {
+    CHECK(s.hosts[i].running);
+    CHECK(s.hosts[i].sshd_pid == lab.hosts[i].sshd_pid);
+    CHECK(s.hosts[i].dockerd_pid == lab.hosts[i].dockerd_pid);
+  }
+  lab_down(kDockerLab, kDockerState);
+  require_docker_lab_gone(pids);
+}
+
+TEST_CASE("lab: an engine that cannot start fails lab up --docker with its log", "[lab][docker]") {
+  std::string const missing = docker_components_missing();
+  if (!missing.empty()) FAIL(missing);
+  DockerLabGuard guard;
+  // A `dockerd` that refuses to start, found first on PATH (under /run:
+  // each host has a private /tmp).
+  std::string const fake_dir = "/run/clusterkit-test-fakedockerd-" + std::to_string(::getpid());
+  fs::create_directories(fake_dir);
+  std::ofstream(fake_dir + "/dockerd") << "#!/bin/sh\necho 'level=fatal msg=\"fake dockerd refuses to start\"' >&2\nexit 1\n";
+  fs::permissions(fake_dir + "/dockerd", fs::perms::owner_all);
+  std::string const old_path = std::getenv("PATH") ? std::getenv("PATH") : "";
+  ::setenv("PATH", (fake_dir + ":" + old_path).c_str(), 1);
+  std::error_code code;
+  std::string message;
+  auto t0 = std::chrono::steady_clock::now();
+  try {
+    lab_up(docker_options(2));
+  } catch (Error const& e) {
+    code = e.code();
+    message = e.what();
+  }
+  auto waited = ms_since(t0);
+  ::setenv("PATH", old_path.c_str(), 1);
+  fs::remove_all(fake_dir);
+  INFO(message);
+  CHECK(code == errc::lab_failed);
+  CHECK(message.find("start the Docker engine in each host") != std::string::npos);
+  CHECK(message.find("h1 (10.88.71.11)") != std::string::npos);
+  CHECK(message.find("h2 (10.88.71.12)") != std::string::npos);
+  CHECK(message.find("fake dockerd refuses to start") != std::string::npos);
+  CHECK(waited < 15000);  // a dead engine is not waited for until the deadline
+  require_docker_lab_gone({});
 }

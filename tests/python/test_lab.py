@@ -1,11 +1,13 @@
 """The lab: real sshd hosts in network namespaces (root only).
 
-One lab ("tpy", 10.88.9.0/24) for the whole module, always taken down.
+One lab ("tlpy", 10.88.72.0/24) for most of the module and one with Docker
+engines and simulated GPUs ("tlpyd", 10.88.73.0/24), each always taken down.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from collections.abc import Iterator
 
@@ -17,8 +19,11 @@ pytestmark = pytest.mark.skipif(
     not hasattr(os, "geteuid") or os.geteuid() != 0, reason="the lab needs root (network namespaces)"
 )
 
-LAB = "tpy"
-SUBNET = "10.88.9"
+LAB = "tlpy"
+SUBNET = "10.88.72"
+DOCKER_LAB = "tlpyd"
+DOCKER_SUBNET = "10.88.73"
+IMAGE = "clusterkit/lab-runtime:bookworm"
 
 
 @pytest.fixture(scope="module")
@@ -114,3 +119,93 @@ def test_remote_transfer_and_async(inventory: ck.Inventory, tmp_path: "os.PathLi
         return list(await asyncio.gather(*(h.run_async(["hostname"]) for h in inventory.hosts_for())))
 
     assert [r.stdout.strip() for r in asyncio.run(both())] == ["h1", "h2"]
+
+
+# --- Docker engines, simulated GPUs and roles -------------------------------
+
+
+def _docker_missing() -> str:
+    path = "/usr/sbin:/usr/bin:/sbin:/bin"
+    missing = [p for p in ("dockerd", "containerd", "debootstrap") if shutil.which(p, path=path) is None]
+    if not os.access("/opt/ck-serve/bin/python3", os.X_OK):
+        missing.append("/opt/ck-serve")
+    if not missing:
+        return ""
+    return ", ".join(missing) + " not installed: run scripts/install-serving.sh"
+
+
+@pytest.fixture(scope="module")
+def docker_lab() -> Iterator[ck.LabStatus]:
+    # A missing component is a failure, not a skip: the test would prove nothing.
+    missing = _docker_missing()
+    if missing:
+        pytest.fail(missing)
+    status = None
+    try:
+        status = ck.lab_up(
+            hosts=2, name=DOCKER_LAB, subnet=DOCKER_SUBNET, docker=True, gpus=2, roles=["head", "download"]
+        )
+        yield status
+    finally:
+        if status is not None and status.inventory_path:
+            try:
+                for host in ck.Inventory.load(status.inventory_path).hosts_for():
+                    host.disconnect()
+            except ck.Error:
+                pass
+        ck.lab_down(DOCKER_LAB)
+        assert not ck.lab_status(DOCKER_LAB).exists
+
+
+def test_docker_lab_status(docker_lab: ck.LabStatus) -> None:
+    lab = docker_lab
+    assert lab.docker and lab.gpus == 2 and lab.runtime_image == IMAGE
+    assert [(h.name, h.role, h.gpus) for h in lab.hosts] == [("h1", "head", 2), ("h2", "download", 0)]
+    for h in lab.hosts:
+        assert h.docker and h.docker_running and h.dockerd_pid > 0 and h.dockerd_pid != h.sshd_pid
+        assert h.docker_host == f"unix://{lab.state_dir}/docker-{h.name}.sock"
+    now = ck.lab_status(DOCKER_LAB)
+    assert [h.dockerd_pid for h in now.hosts] == [h.dockerd_pid for h in lab.hosts]
+    # Same shape: left alone.
+    again = ck.lab_up(hosts=2, name=DOCKER_LAB, subnet=DOCKER_SUBNET, docker=True, gpus=2, roles=["head", "download"])
+    assert [h.dockerd_pid for h in again.hosts] == [h.dockerd_pid for h in lab.hosts]
+
+
+def test_docker_lab_inventory_declares_simulated_gpus(docker_lab: ck.LabStatus) -> None:
+    inv = docker_lab.inventory()
+    h1, h2 = inv.find("h1"), inv.find("h2")
+    assert h1 is not None and h2 is not None
+    assert h1.roles == ["head"] and h2.roles == ["download"]
+    assert h1.extra["gpus"] == {"count": 2, "model": "NVIDIA L20", "memory_gib": 48, "simulated": True}
+    assert "gpus" not in h2.extra
+    assert h1.extra["vars"]["runtime_image"] == IMAGE
+    assert h1.extra["vars"]["serve_venv"] == "/opt/ck-serve"
+    with open(docker_lab.inventory_path) as f:
+        assert "SIMULATED" in f.read()
+
+
+def test_docker_over_ssh_is_the_hosts_own_engine(docker_lab: ck.LabStatus) -> None:
+    inv = docker_lab.inventory()
+    h1, h2 = inv.host("h1"), inv.host("h2")
+    version = h1.run(["docker", "version", "--format", "{{.Server.Version}}"], timeout=60)
+    assert version.success, version.stderr
+    assert version.stdout.startswith("20.10")
+    r = h1.run(["docker", "run", "--rm", "--network", "host", IMAGE, "sh", "-c", "hostname; ip -o -4 addr"], timeout=60)
+    assert r.success, r.stderr
+    assert r.stdout.splitlines()[0] == "h1"
+    assert f"inet {DOCKER_SUBNET}.11/24" in r.stdout
+    ids = {h.run(["docker", "info", "--format", "{{.ID}}"], timeout=60).stdout for h in (h1, h2)}
+    assert len(ids) == 2
+    gpus = h2.run(["docker", "run", "--rm", "--gpus", "all", IMAGE, "true"], timeout=60)
+    assert not gpus.success
+    assert 'could not select device driver "" with capabilities: [[gpu]]' in gpus.stderr
+
+
+def test_lab_roles_are_checked() -> None:
+    with pytest.raises(ck.Error) as e:
+        ck.lab_up(hosts=2, name="tlpyx", subnet="10.88.74", gpus=1, roles=["head", "wroker"])
+    assert e.value.code == "invalid_argument"
+    assert "did you mean" in str(e.value)
+    with pytest.raises(TypeError):
+        ck.lab_up(hosts=2, name="tlpyx", subnet="10.88.74", roles="head,worker")  # type: ignore[arg-type]
+    assert not ck.lab_status("tlpyx").exists
