@@ -179,7 +179,8 @@ void read_vllm_log(std::string_view chunk, VllmLogProgress& progress);
 struct VllmDiagnosis {
   /// A short stable name: "placement-group", "platform-no-ray", "gloo-interface",
   /// "shm", "model-missing", "version-mismatch", "no-gpu", "kv-cache",
-  /// "out-of-memory", "port-in-use", "engine-dead", "unknown".
+  /// "nccl-interface", "out-of-memory", "port-in-use", "no-compiler", "engine-dead",
+  /// "unknown".
   std::string cause;
   /// One sentence: what happened and the fix.
   std::string message;

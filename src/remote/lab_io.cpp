@@ -1175,10 +1175,14 @@ constexpr char const* kImageSuite = "bookworm";
 // python3: the venv's interpreter is a link to /usr/bin/python3.11 and needs
 //   its standard library; procps: ps and pkill (`ray stop` scans processes);
 // iproute2: `ip` (addresses for VLLM_HOST_IP, checks); libstdc++6, libgomp1,
-//   libnuma1: what the Ray, torch and vLLM CPU wheels load from the system.
-constexpr char const* kImagePackages = "python3,procps,iproute2,libstdc++6,libgomp1,libnuma1";
+//   libnuma1: what the Ray, torch and vLLM CPU wheels load from the system;
+// g++, python3-dev: vLLM's CPU build compiles its model with torch.compile,
+//   whose inductor backend writes C++ and needs a compiler (without one the
+//   engine dies in warm-up: "InvalidCxxCompiler: No working C++ compiler
+//   found"; --enforce-eager avoids it but crashes with PP > 1 in vLLM 0.32).
+constexpr char const* kImagePackages = "python3,python3-dev,procps,iproute2,libstdc++6,libgomp1,libnuma1,g++";
 // Bump when what is done to the rootfs below changes: the cache is rebuilt.
-constexpr int kImageRecipe = 1;
+constexpr int kImageRecipe = 2;
 constexpr char const* kDefaultMirror = "http://deb.debian.org/debian";
 
 struct RuntimeImage {

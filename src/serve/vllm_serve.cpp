@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -77,6 +78,24 @@ std::string message_of(std::string_view line) {
   if (auto b = clean.find("] "); b != std::string::npos && clean.find(" [") != std::string::npos && b < 160)
     return clean.substr(b + 2);
   return clean;
+}
+
+/// The first line that states an exception ("ValueError: ...",
+/// "torch._inductor.exc.InductorError: ..."), from the top; WARNING lines
+/// (which quote errors they only fear) never count.
+std::string first_exception(std::vector<std::string_view> const& lines) {
+  for (auto l : lines) {
+    if (contains(l, " WARNING ")) continue;
+    auto m = message_of(l);
+    std::string_view t = trim(m);
+    std::size_t i = 0;
+    while (i < t.size() && (std::isalnum(static_cast<unsigned char>(t[i])) || t[i] == '_' || t[i] == '.')) ++i;
+    if (i == 0 || i >= t.size() || t[i] != ':') continue;
+    auto name = t.substr(0, i);
+    if (name.ends_with("Error") || name.ends_with("Exception") || name.ends_with("Exit") || name.ends_with("Interrupt"))
+      return std::string(t.substr(0, 300));
+  }
+  return {};
 }
 
 }  // namespace
@@ -454,16 +473,18 @@ VllmDiagnosis diagnose_vllm_log(std::string_view log, VllmDiagnosisContext const
                    " x PP " + std::to_string(ctx.pipeline_parallel) + ") free: it sees " + number_text(ctx.cluster_gpus) +
                    " (vllm#13909). Start the missing workers (`clusterkit ray status` shows which), or serve a layout "
                    "that fits");
-  if (auto e = find({"EngineDeadError", "EngineCore encountered a fatal error", "Engine core initialization failed"}); !e.empty()) {
-    // The engine's own first error says more than the wrapper's.
-    auto root = find({"Error: ", "Error(", "AssertionError"});
+  if (auto e = find({"No working C++ compiler", "InvalidCxxCompiler"}); !e.empty())
+    return hit("no-compiler", e,
+               "torch.compile found no C++ compiler where the engine runs (\"" + e + "\"): vLLM's CPU build compiles its "
+               "model at start-up; install g++ in the runtime image (the lab's image has it), or serve with "
+               "--enforce-eager (not with pipeline parallelism on vLLM CPU 0.32, which then crashes on the first request)");
+  // The first exception raised is the root cause; what follows re-raises it.
+  auto root = first_exception(lines);
+  if (auto e = find({"EngineDeadError", "EngineCore encountered a fatal error", "Engine core initialization failed"}); !e.empty())
     return hit("engine-dead", root.empty() ? e : root,
                "the engine died (\"" + (root.empty() ? e : root) + "\"); `clusterkit serve logs` has its whole log");
-  }
-  // Unknown: the last error-looking line.
-  std::string last;
-  for (auto l : lines)
-    if (contains(l, "Error") || contains(l, "ERROR") || contains(l, "Traceback")) last = std::string(trim(message_of(l))).substr(0, 300);
+  // Unknown: the first exception, else the last line.
+  std::string last = root;
   if (last.empty())
     for (auto it = lines.rbegin(); it != lines.rend(); ++it)
       if (!trim(*it).empty()) {
