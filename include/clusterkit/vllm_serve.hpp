@@ -149,6 +149,10 @@ struct VllmWatch {
   std::string log;
   /// The fingerprint of the running engine's argv (for `up` twice).
   std::string fingerprint;
+  /// The engine's argv as launched (shell-quoted words).
+  std::string argv;
+  /// Its --served-model-name, read from that argv.
+  std::string served_model_name;
 };
 VllmWatch parse_vllm_watch(std::string_view output);
 /// Stops the engine: SIGINT/SIGTERM, then SIGKILL after `grace`, every

@@ -34,6 +34,7 @@ struct BenchArgs {
   std::string url;
   std::string model;
   std::string api_key;
+  std::string api_key_file;
   std::string endpoint = "chat";
   std::size_t concurrency = 0;
   double rate = 0;
@@ -398,6 +399,7 @@ void write_plot(std::string const& path, std::string const& svg) {
 int run_bench(GlobalOptions const& g, BenchArgs a) {
   if (a.concurrency == 0 && a.rate <= 0) a.concurrency = 1;
   if (a.requests == 0 && a.duration <= 0) a.requests = 100;
+  a.api_key = resolve_api_key(a.api_key, a.api_key_file, a.url);
   if (a.endpoint != "chat" && a.endpoint != "completions")
     throw Error(make_error_code(errc::invalid_argument), "--endpoint must be chat or completions");
   if (a.model.empty()) {
@@ -485,7 +487,9 @@ void register_bench(CLI::App& app, GlobalOptions& g, Action& action) {
   auto* sub = app.add_subcommand("bench", "Load an OpenAI-compatible server (vLLM) and report TTFT, TPOT, ITL, latency, throughput");
   sub->add_option("--url", a->url, "Server URL (http://host:8000 or https://host/v1)")->required();
   sub->add_option("--model", a->model, "Model name (default: the first the server lists)");
-  sub->add_option("--api-key", a->api_key, "Bearer token (default: $OPENAI_API_KEY)")->envname("OPENAI_API_KEY");
+  sub->add_option("--api-key", a->api_key, "Bearer token (default: $OPENAI_API_KEY, else the key `serve up` stored for --url)")
+      ->envname("OPENAI_API_KEY");
+  sub->add_option("--api-key-file", a->api_key_file, "Read the bearer token from this file (keeps it out of `ps`)");
   sub->add_option("--endpoint", a->endpoint, "chat (/v1/chat/completions) or completions (/v1/completions)");
   sub->add_option("--concurrency", a->concurrency, "Requests in flight at once (with --rate: the most in flight)");
   sub->add_option("--rate", a->rate, "Requests per second, Poisson arrivals (seeded by --seed)");

@@ -16,6 +16,7 @@ struct ChatArgs {
   std::string url;
   std::string model;
   std::string api_key;
+  std::string api_key_file;
   std::string system;
   std::string prompt;
   std::string ca_file;
@@ -33,7 +34,7 @@ int run_chat(GlobalOptions const& g, ChatArgs const& a) {
   Runtime rt;
   ClientOptions o;
   o.base_url = a.url;
-  o.api_key = a.api_key;
+  o.api_key = resolve_api_key(a.api_key, a.api_key_file, a.url);
   o.tls_verify = !a.insecure;
   o.ca_file = a.ca_file;
   o.request_timeout = std::chrono::milliseconds(static_cast<std::int64_t>(a.timeout * 1000));
@@ -83,7 +84,9 @@ void register_chat(CLI::App& app, GlobalOptions& g, Action& action) {
   auto* sub = app.add_subcommand("chat", "Ask an OpenAI-compatible server (vLLM) and stream the answer as it comes");
   sub->add_option("--url", a->url, "Server URL (http://host:8000 or https://host/v1)")->required();
   sub->add_option("--model", a->model, "Model name (default: the first the server lists)");
-  sub->add_option("--api-key", a->api_key, "Bearer token (default: $OPENAI_API_KEY)")->envname("OPENAI_API_KEY");
+  sub->add_option("--api-key", a->api_key, "Bearer token (default: $OPENAI_API_KEY, else the key `serve up` stored for --url)")
+      ->envname("OPENAI_API_KEY");
+  sub->add_option("--api-key-file", a->api_key_file, "Read the bearer token from this file (keeps it out of `ps`)");
   sub->add_option("--system", a->system, "A system message");
   sub->add_option("--max-tokens", a->max_tokens, "Longest answer in tokens");
   sub->add_option("--temperature", a->temperature, "Sampling temperature");

@@ -4,6 +4,9 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <fstream>
+
+#include "clusterkit/vllm_serve.hpp"
 
 namespace clusterkit::cli {
 
@@ -98,6 +101,19 @@ RayCluster cluster_of(GlobalOptions const& g, RayArgs const& a, Runtime& rt) {
   for (auto const& h : selected)
     if (h.spec.name == head_name) head = &h;
   return RayCluster(spec_of(a, *head), std::move(hosts));
+}
+
+std::string resolve_api_key(std::string const& given, std::string const& key_file, std::string const& url) {
+  if (!given.empty()) return given;
+  if (!key_file.empty()) {
+    std::ifstream in(key_file);
+    if (!in) bad_argument("--api-key-file " + key_file + " cannot be read");
+    std::string line;
+    while (std::getline(in, line))
+      if (!line.empty() && line[0] != '#') return line;
+    bad_argument("--api-key-file " + key_file + " holds no key");
+  }
+  return stored_api_key_for(url);
 }
 
 ProgressLine::ProgressLine() : tty_(::isatty(2) != 0) {}

@@ -34,6 +34,11 @@ nlohmann::json outcome_to_json(HostOutcome const& o);
 /// status for the tool (0 when every host succeeded).
 int summarize(std::vector<HostOutcome> const& outcomes, bool quiet_success = false);
 
+/// The API key for an endpoint: --api-key (or $OPENAI_API_KEY), else the
+/// first line of --api-key-file, else the key `serve up` stored for that
+/// endpoint (so chat and bench need nothing more after a deployment).
+std::string resolve_api_key(std::string const& given, std::string const& key_file, std::string const& url);
+
 using Action = std::function<int()>;
 
 /// Each verb registers its subcommand and sets `action` when chosen.

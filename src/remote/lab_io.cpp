@@ -1179,10 +1179,12 @@ constexpr char const* kImageSuite = "bookworm";
 // g++, python3-dev: vLLM's CPU build compiles its model with torch.compile,
 //   whose inductor backend writes C++ and needs a compiler (without one the
 //   engine dies in warm-up: "InvalidCxxCompiler: No working C++ compiler
-//   found"; --enforce-eager avoids it but crashes with PP > 1 in vLLM 0.32).
-constexpr char const* kImagePackages = "python3,python3-dev,procps,iproute2,libstdc++6,libgomp1,libnuma1,g++";
+//   found"; --enforce-eager avoids it but crashes with PP > 1 in vLLM 0.32);
+// openssl: inductor runs the `openssl` program while it compiles (without
+//   it: "FileNotFoundError: ... 'openssl'", also found on the lab).
+constexpr char const* kImagePackages = "python3,python3-dev,procps,iproute2,libstdc++6,libgomp1,libnuma1,g++,openssl";
 // Bump when what is done to the rootfs below changes: the cache is rebuilt.
-constexpr int kImageRecipe = 2;
+constexpr int kImageRecipe = 3;
 constexpr char const* kDefaultMirror = "http://deb.debian.org/debian";
 
 struct RuntimeImage {

@@ -279,6 +279,7 @@ std::string vllm_watch_script(VllmServeSpec const& spec, std::uint64_t offset) {
     << "if [ -n \"$ck_p\" ] && kill -0 \"$ck_p\" 2>/dev/null; then echo \"@@ck-vllm-alive 1 $ck_p $(ck_uptime $ck_p)\"; "
        "else echo \"@@ck-vllm-alive 0 ${ck_p:-0} 0\"; fi\n"
     << "echo \"@@ck-vllm-fingerprint $(cat \"$ck_d/fingerprint\" 2>/dev/null)\"\n"
+    << "echo \"@@ck-vllm-argv $(head -c 8192 \"$ck_d/argv\" 2>/dev/null | head -n 1)\"\n"
     << "echo \"@@ck-vllm-log-size $(wc -c < \"$ck_d/vllm.log\" 2>/dev/null || echo 0)\"\n"
     << "echo @@ck-vllm-log-begin\n"
     << "tail -c +" << (offset + 1) << " \"$ck_d/vllm.log\" 2>/dev/null | head -c 262144\n"
@@ -301,6 +302,32 @@ VllmWatch parse_vllm_watch(std::string_view output) {
       if (f.size() >= 4) w.uptime_seconds = detail::to_double(f[3]).value_or(0);
     } else if (f[0] == "@@ck-vllm-fingerprint" && f.size() >= 2) {
       w.fingerprint = std::string(f[1]);
+    } else if (f[0] == "@@ck-vllm-argv") {
+      w.argv = std::string(trim(line.substr(std::min(line.size(), std::string_view("@@ck-vllm-argv").size()))));
+      // The words as a POSIX shell splits single-quoted ones ('a'\''b').
+      std::vector<std::string> words;
+      std::string cur;
+      bool in_word = false, quoted = false;
+      for (std::size_t i = 0; i < w.argv.size(); ++i) {
+        char c = w.argv[i];
+        if (quoted) {
+          if (c == '\'') quoted = false;
+          else cur.push_back(c);
+        } else if (c == '\'') {
+          quoted = in_word = true;
+        } else if (c == '\\' && i + 1 < w.argv.size()) {
+          cur.push_back(w.argv[++i]);
+          in_word = true;
+        } else if (c == ' ') {
+          if (in_word) words.push_back(cur), cur.clear(), in_word = false;
+        } else {
+          cur.push_back(c);
+          in_word = true;
+        }
+      }
+      if (in_word) words.push_back(cur);
+      for (std::size_t i = 0; i + 1 < words.size(); ++i)
+        if (words[i] == "--served-model-name") w.served_model_name = words[i + 1];
     } else if (f[0] == "@@ck-vllm-log-size" && f.size() >= 2) {
       w.log_size = detail::to_u64(f[1]).value_or(0);
     }
@@ -509,8 +536,7 @@ std::uint64_t predict_cpu_kv_cache_tokens(ModelFacts const& model, unsigned tp, 
 std::string judge_vllm_state(bool process_alive, int health_status, bool served_name_listed,
                              std::optional<RayClusterStatus> const& ray, std::vector<std::string>& problems) {
   bool const http_up = health_status == 200;
-  if (ray && !ray->healthy)
-    for (auto const& p : ray->problems) problems.push_back("Ray: " + p);
+  // Ray's own problems stay in `ray` (its summary prints them).
   if (!process_alive && !http_up) return "down";
   if (!process_alive && http_up) {
     problems.push_back("the engine's process is gone but something still answers /health on its port");

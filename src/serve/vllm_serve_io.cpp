@@ -432,11 +432,14 @@ awaitable<std::pair<std::error_code, VllmStatus>> status(VllmServe s) {
   auto [hec, h] = co_await client.async_health(asio::as_tuple(use_awaitable));
   st.health_status = h.meta.status;
   bool listed = false;
+  // The name the running engine was started with (status is often asked
+  // without the spec that started it).
+  auto const wanted = !w.served_model_name.empty() ? w.served_model_name : served_name(s.spec());
   if (st.health_status == 200) {
     auto [mec, models] = co_await client.async_list_models(asio::as_tuple(use_awaitable));
     for (auto const& m : models.models) {
       st.served_models.push_back(m.id);
-      listed = listed || m.id == served_name(s.spec());
+      listed = listed || m.id == wanted;
     }
     auto [xec, metrics] = co_await client.async_metrics(asio::as_tuple(use_awaitable));
     if (!xec) {
