@@ -29,4 +29,4 @@ target_compile_definitions(test_openai_sim PRIVATE CLUSTERKIT_SOURCE_DIR="${PROJ
 # The serving layer's pure halves: Ray and vLLM output parsers on real
 # captures (tests/fixtures/ray, tests/fixtures/vllm-cpu), command lines,
 # decisions and judgements.
-ck_add_test(test_serve SOURCES unit/test_ray_cluster.cpp)
+ck_add_test(test_serve SOURCES unit/test_ray_cluster.cpp unit/test_vllm_serve.cpp)

@@ -155,8 +155,9 @@ struct VllmWatch {
   std::string served_model_name;
 };
 VllmWatch parse_vllm_watch(std::string_view output);
-/// Stops the engine: SIGINT/SIGTERM, then SIGKILL after `grace`, every
-/// process of its session; removes the files vLLM's CPU backend leaves in
+/// Stops the engine: SIGTERM to it, SIGTERM to its whole session half way
+/// through `grace`, then SIGKILL (an engine waiting for a placement group
+/// ignores SIGTERM); removes the files vLLM's CPU backend leaves in
 /// /dev/shm and the engine's state dir. Prints `@@ck-vllm-stopped WHAT`.
 std::string vllm_stop_script(VllmServeSpec const& spec, std::chrono::seconds grace = std::chrono::seconds(30));
 

@@ -333,10 +333,9 @@ VllmWatch parse_vllm_watch(std::string_view output) {
     }
   }
   if (begin != std::string_view::npos && end != std::string_view::npos && end >= begin + 20) {
-    auto chunk = output.substr(begin + 20, end - begin - 20);
-    // The script's `echo` added one newline after the chunk.
-    if (!chunk.empty() && chunk.back() == '\n') chunk.remove_suffix(1);
-    w.log = std::string(chunk);
+    // Exactly the log's bytes: the newline the script's `echo` adds after
+    // them belongs to the end marker's line (the caller's offset counts on it).
+    w.log = std::string(output.substr(begin + 20, end - begin - 20));
   }
   return w;
 }
@@ -349,11 +348,13 @@ std::string vllm_stop_script(VllmServeSpec const& spec, std::chrono::seconds gra
     << "ck_p=$(cat \"$ck_d/pid\" 2>/dev/null)\n"
     << "ck_what=nothing\n"
     << "if [ -n \"$ck_p\" ] && [ -n \"$(ck_session $ck_p)\" ]; then\n"
-    // vLLM shuts down cleanly on SIGINT (as Ctrl-C): engine core, workers,
-    // Ray actors; the rest of its session gets SIGTERM.
-    << "  kill -INT \"$ck_p\" 2>/dev/null\n"
+    // vLLM's API server shuts down cleanly on SIGTERM (engine core, workers,
+    // Ray actors). One waiting for a placement group ignores it: half way
+    // through the grace period the whole session gets SIGTERM, at the end
+    // SIGKILL.
+    << "  kill -TERM \"$ck_p\" 2>/dev/null\n"
     << "  ck_i=0; while [ -n \"$(ck_session $ck_p)\" ] && [ $ck_i -lt " << tenths << " ]; do\n"
-    << "    [ $ck_i -eq 50 ] && ck_session $ck_p | xargs -r kill -TERM 2>/dev/null\n"
+    << "    [ $ck_i -eq " << std::max<long long>(1, grace.count() * 5) << " ] && ck_session $ck_p | xargs -r kill -TERM 2>/dev/null\n"
     << "    sleep 0.1; ck_i=$((ck_i + 1)); done\n"
     << "  ck_left=$(ck_session $ck_p)\n"
     << "  if [ -n \"$ck_left\" ]; then echo $ck_left | xargs -r kill -KILL 2>/dev/null; ck_what=\"the engine (pid $ck_p; killed after "
@@ -432,6 +433,15 @@ VllmDiagnosis diagnose_vllm_log(std::string_view log, VllmDiagnosisContext const
     d.message = std::move(message);
     return d;
   };
+  // An engine stopped on request logs EngineDeadError too: not a death,
+  // unless an exception came before the stop.
+  for (std::size_t i = 0; i < lines.size(); ++i)
+    if (contains(lines[i], "[shutdown] API server: shutdown triggered")) {
+      std::vector<std::string_view> before(lines.begin(), lines.begin() + static_cast<std::ptrdiff_t>(i));
+      if (first_exception(before).empty())
+        return hit("stopped", std::string(trim(message_of(lines[i]))), "the engine was stopped on request");
+      break;
+    }
   if (auto e = find({"does not support ray"}); !e.empty())
     return hit("platform-no-ray", e,
                "this vLLM build refuses Ray as its executor (\"" + e + "\"). vLLM's CPU build needs the lab-only patch "
@@ -467,7 +477,16 @@ VllmDiagnosis diagnose_vllm_log(std::string_view log, VllmDiagnosisContext const
     return hit("version-mismatch", e,
                "versions differ between the nodes (\"" + e + "\"): run the same image (or venv) with the same Ray, "
                "Python and vLLM on every host");
+  if (auto e = find({"Not enough allowed NUMA nodes to bind threads"}); !e.empty())
+    return hit("cpu-binding", e,
+               "vLLM's CPU build could not bind each worker's threads to a NUMA node of its own (\"" + e + "\"): set "
+               "VLLM_CPU_OMP_THREADS_BIND=nobind (or explicit core lists like 0|1) in the engine's environment");
+  if (auto e = find({"is greater than the derived max_model_len"}); !e.empty())
+    return hit("max-model-len", e,
+               "--max-model-len is longer than the model allows (\"" + e + "\"): lower it to the model's "
+               "max_position_embeddings, or leave it out");
   if (auto e = find({"does not appear to have a file named config.json", "Invalid repository ID or local directory",
+                     "Cannot find an appropriate cached snapshot folder",
                      "HFValidationError", "Repo id must be in the form", "is not a local folder and is not a valid model identifier",
                      "Cannot find model", "We couldn't connect to 'https://huggingface.co'", "No such file or directory: '" +
                          (ctx.model.empty() ? std::string("/models") : ctx.model)});
@@ -477,11 +496,15 @@ VllmDiagnosis diagnose_vllm_log(std::string_view log, VllmDiagnosisContext const
                "same path on every node, or vLLM tries to download it (vllm#2289). Check with `clusterkit model verify -g gpu`");
   if (auto e = find({"larger than the maximum number of tokens that can be stored in KV cache", "which is larger than the available KV cache memory",
                      "No available memory for the cache blocks", "insufficient memory for the KV cache", "KV cache is needed"});
-      !e.empty())
-    return hit("kv-cache", e,
-               "the KV cache cannot hold one sequence of --max-model-len (\"" + e + "\"): lower --max-model-len, raise "
-               "--gpu-memory-utilization (VLLM_CPU_KVCACHE_SPACE for vLLM's CPU build), or use more GPUs; `clusterkit plan` "
-               "shows what fits");
+      !e.empty()) {
+    // vLLM says how long a sequence would fit: "estimated maximum model length is 384".
+    std::string fits;
+    if (auto n = number_after(e, "estimated maximum model length is")) fits = " (at most " + number_text(*n) + " here)";
+    return hit("kv-cache", e.substr(0, e.find(". Based")),
+               "the KV cache cannot hold one sequence of --max-model-len: lower --max-model-len" + fits +
+                   ", raise --gpu-memory-utilization (VLLM_CPU_KVCACHE_SPACE for vLLM's CPU build), or use more GPUs; "
+                   "`clusterkit plan` shows what fits");
+  }
   if (auto e = find({"CUDA out of memory", "OutOfMemoryError", "out of memory"}); !e.empty())
     return hit("out-of-memory", e,
                "the engine ran out of GPU memory (\"" + e + "\"): lower --gpu-memory-utilization's competitors (other "
@@ -507,6 +530,10 @@ VllmDiagnosis diagnose_vllm_log(std::string_view log, VllmDiagnosisContext const
                "--enforce-eager (not with pipeline parallelism on vLLM CPU 0.32, which then crashes on the first request)");
   // The first exception raised is the root cause; what follows re-raises it.
   auto root = first_exception(lines);
+  if (contains(log, "assert local_message_queue is not None"))
+    return hit("cpu-multinode", "assert local_message_queue is not None",
+               "vLLM's CPU build cannot run several workers per node in the --nnodes form (it counts one device per "
+               "node): serve with the Ray backend, or one worker per node (tensor parallel 1)");
   if (auto e = find({"EngineDeadError", "EngineCore encountered a fatal error", "Engine core initialization failed"}); !e.empty())
     return hit("engine-dead", root.empty() ? e : root,
                "the engine died (\"" + (root.empty() ? e : root) + "\"); `clusterkit serve logs` has its whole log");

