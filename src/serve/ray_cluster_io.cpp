@@ -137,17 +137,6 @@ awaitable<RayReport> ask_head(RayCluster const& c, std::chrono::seconds timeout,
   co_return report;
 }
 
-awaitable<std::vector<std::string>> runtime_states(RayCluster const& c) {
-  FanoutOptions fo;
-  fo.run = run_options(std::chrono::seconds(20));
-  std::vector<Host> hosts;
-  for (auto const& h : c.hosts()) hosts.push_back(h.host);
-  auto outs = co_await async_run_on_hosts(hosts, Command::shell(ray_node_state_script(c.spec())), fo, use_awaitable);
-  std::vector<std::string> states;
-  for (auto const& o : outs) states.push_back(runtime_state_of(o));
-  co_return states;
-}
-
 std::string list_of(std::vector<std::string> const& v) {
   std::string out;
   for (auto const& s : v) out += (out.empty() ? "" : "; ") + s;
@@ -343,15 +332,49 @@ awaitable<std::pair<std::error_code, RayUpResult>> up(RayCluster c, RayProgressC
 // ---------------------------------------------------------------------------
 // status, down, logs
 
+/// A command of the runtime as a line of a host-side shell script.
+std::string as_shell_line(Command const& cmd) { return cmd.argv.empty() ? cmd.script : shell::join(cmd.argv); }
+
 awaitable<std::pair<std::error_code, RayClusterStatus>> status(RayCluster c) {
   co_await accept_every_cancellation();
-  auto round = co_await probe_hosts(c);
-  // Hosts that cannot be probed still get a plan (their node IP unknown).
-  for (std::size_t i = 0; i < round.probes.size(); ++i)
-    if (round.probes[i].host.empty()) round.probes[i].host = c.hosts()[i].host.name();
-  auto plans = make_plans(c, round.probes);
-  auto states = co_await runtime_states(c);
-  auto report = co_await ask_head(c, std::chrono::seconds(60), true);
+  // One command per host, all at once: its route to the head and its node's
+  // state; the head's also asks Ray. A host cut off costs one connect
+  // timeout, not one per question.
+  auto head_address = head_address_of(c);
+  std::vector<RunEachItem> items;
+  for (auto const& h : c.hosts()) {
+    std::string script = ray_route_script(head_address) + ray_node_state_script(c.spec()) + "echo @@ck-ray-end\n";
+    if (h.head) script += "echo @@ck-ray-report\n" + as_shell_line(c.runtime_command(ray_status_script(c.spec(), true))) + "\n";
+    items.push_back({h.host, Command::shell(script), run_options(std::chrono::seconds(60))});
+  }
+  auto outs = co_await run_each(std::move(items));
+  std::vector<RayNodeProbe> probes;
+  std::vector<std::string> states;
+  RayReport report;
+  for (std::size_t i = 0; i < outs.size(); ++i) {
+    auto const& o = outs[i];
+    RayNodeProbe p;
+    p.host = o.host;
+    states.push_back(runtime_state_of(o));
+    if (!o.error) {
+      auto const& text = o.result.stdout_text;
+      auto cut = text.find("@@ck-ray-report\n");
+      try {
+        p = parse_ray_probe(o.host, std::string_view(text).substr(0, cut));
+      } catch (Error const&) {
+      }
+      if (c.hosts()[i].head) {
+        report = cut == std::string::npos ? RayReport{} : parse_ray_report(std::string_view(text).substr(cut + 15));
+        if (cut == std::string::npos) report.error = "the status script did not run: " + failure_of(o);
+      }
+    } else if (c.hosts()[i].head) {
+      report.error = o.result.diagnostic.empty() ? o.error.message() : o.result.diagnostic;
+    }
+    // A host that cannot be asked is expected at its inventory address.
+    if (p.node_ip.empty()) p.node_ip = c.hosts()[i].host.spec().address;
+    probes.push_back(std::move(p));
+  }
+  auto plans = make_plans(c, probes);
   auto st = evaluate_ray_cluster(c.spec(), plans, report, states);
   std::error_code ec;
   if (states.front() == "unreachable") ec = make_error_code(errc::host_unreachable);

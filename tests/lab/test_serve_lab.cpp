@@ -1,0 +1,465 @@
+// The serving layer against the real thing, on the lab: real Docker engines
+// (one per lab host), real Ray 2.60.0 and real vLLM (its CPU build 0.32.0),
+// all from scripts/install-serving.sh; a small Qwen2 made locally
+// (tests/fixtures/make_tiny_qwen2.py) on the lab's sshfs NAS. GPUs are
+// SIMULATED: Ray is given 2 logical GPUs per host, and vLLM's CPU build runs
+// on them through the lab-only patch the install script applies.
+//
+// Nothing here is mocked. A missing component fails the test with the line
+// that installs it.
+#include <catch2/catch.hpp>
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <thread>
+
+#include "clusterkit/inventory.hpp"
+#include "clusterkit/lab.hpp"
+#include "clusterkit/model.hpp"
+#include "clusterkit/nas.hpp"
+#include "clusterkit/openai_client.hpp"
+#include "clusterkit/ray_cluster.hpp"
+#include "clusterkit/runtime.hpp"
+#include "clusterkit/vllm_serve.hpp"
+
+using namespace clusterkit;
+using Catch::Matchers::Contains;
+namespace fs = std::filesystem;
+using clock_type = std::chrono::steady_clock;
+
+namespace {
+
+constexpr char const* kLab = "tsrv";
+constexpr char const* kSubnet = "10.88.61";
+constexpr char const* kVenv = "/opt/ck-serve";
+constexpr char const* kModelHost = "/mnt/Qwen/Tiny2___5-4M-Instruct";
+
+double seconds_since(clock_type::time_point t0) { return std::chrono::duration<double>(clock_type::now() - t0).count(); }
+
+/// Fails, naming the install step, when a real component is missing.
+void require_serving_stack() {
+  auto missing = [](std::string const& what) {
+    FAIL(what << " is missing: run scripts/install-serving.sh (Docker, debootstrap, and the Ray + vLLM CPU venv in "
+              << kVenv << ")");
+  };
+  if (!fs::exists(std::string(kVenv) + "/bin/ray")) missing(std::string(kVenv) + "/bin/ray");
+  if (!fs::exists(std::string(kVenv) + "/bin/vllm")) missing(std::string(kVenv) + "/bin/vllm");
+  if (!fs::exists("/usr/sbin/dockerd") && !fs::exists("/usr/bin/dockerd")) missing("dockerd (Debian's docker.io)");
+  if (!fs::exists("/usr/sbin/debootstrap")) missing("debootstrap");
+}
+
+struct Lab {
+  LabStatus status;
+  Inventory inventory;
+  Runtime rt;
+
+  static Lab& get() {
+    static Lab lab;
+    return lab;
+  }
+  Host host(std::string const& name) { return rt.host(inventory.find(name)->spec); }
+  RunResult sh(std::string const& name, std::string const& script) {
+    auto h = host(name);
+    return run(h, Command::shell(script));
+  }
+  /// The seed's two GPU servers (2 simulated GPUs each), h1 the head.
+  std::vector<RayHost> gpu_hosts() {
+    auto selected = inventory.select("gpu");
+    std::vector<Host> handles;
+    for (auto const& h : selected) handles.push_back(rt.host(h.spec));
+    return ray_hosts_from_inventory(selected, handles);
+  }
+  /// The lab's runtime (the image, the venv mounted) from its inventory.
+  RayClusterSpec spec(std::string const& name, RayRuntimeKind runtime) {
+    RayClusterSpec s = ray_spec_from_vars(inventory.find("h1")->extra.at("vars"));
+    s.name = name;
+    s.runtime = runtime;
+    s.object_store_memory = 256ull << 20;
+    s.join_timeout = std::chrono::seconds(120);
+    return s;
+  }
+
+private:
+  Lab() {
+    REQUIRE(::geteuid() == 0);  // the lab creates namespaces: run the lab tests as root
+    require_serving_stack();
+    LabOptions o;
+    o.name = kLab;
+    o.subnet = kSubnet;
+    o.hosts = 3;
+    o.nas = true;
+    o.docker = true;
+    o.gpus = 2;
+    o.roles = {"head", "worker", "download"};
+    status = lab_up(o);
+    inventory = Inventory::load(status.inventory_path);
+    // The NAS on every host but the NAS, and the model made on the download
+    // host as the seed's CPU server would (no hub: made locally).
+    NasMount nas(nas_spec_from_vars(inventory.find("h1")->extra.at("vars"), "h1"));
+    std::vector<Host> clients;
+    for (auto const& h : inventory.select("lab")) clients.push_back(rt.host(h.spec));
+    for (auto const& m : mount_nas(nas, clients)) REQUIRE(m.ok());
+    auto made = sh("h3", std::string(kVenv) + "/bin/python3 " + CK_SOURCE_DIR + "/tests/fixtures/make_tiny_qwen2.py /mnt");
+    INFO(made.stderr_text);
+    REQUIRE(made.exit_code == 0);
+  }
+  ~Lab() {
+    for (auto const& h : inventory.hosts()) close_connection(h.spec);
+    lab_down(kLab);
+  }
+};
+
+RayHostStatus const& host_status(RayClusterStatus const& st, std::string const& name) {
+  for (auto const& h : st.hosts)
+    if (h.host == name) return h;
+  FAIL("no host " << name << " in the status");
+  return st.hosts.front();
+}
+
+/// Polls `done` until it holds or `seconds` pass.
+template <class F>
+bool eventually(double seconds, F done) {
+  auto t0 = clock_type::now();
+  while (seconds_since(t0) < seconds) {
+    if (done()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(250));
+  }
+  return done();
+}
+
+}  // namespace
+
+TEST_CASE("RayCluster in Docker: the seed's cluster, 2 nodes and 4 GPUs, faults and cleanup", "[ray][lab][docker]") {
+  auto& lab = Lab::get();
+  RayCluster ray(lab.spec("seed", RayRuntimeKind::docker), lab.gpu_hosts());
+  REQUIRE(ray.head().host.name() == "h1");
+  REQUIRE(ray.hosts().size() == 2);  // h3 (download) is never part of Ray
+
+  auto t0 = clock_type::now();
+  std::vector<std::string> phases;
+  auto up = ray_up(ray, [&](RayProgress const& p) { phases.push_back(p.phase); });
+  WARN("ray up (docker, 2 hosts): " << seconds_since(t0) << " s");
+  CHECK(up.status.healthy);
+  CHECK(up.status.alive_nodes == 2);
+  CHECK(up.status.gpus_total == 4.0);
+  CHECK(up.status.gpus_simulated);
+  CHECK(std::find(phases.begin(), phases.end(), "start-head") != phases.end());
+  CHECK(phases.back() == "ready");
+  for (auto const& n : up.nodes) CHECK(n.action == RayNodeAction::start);
+
+  // The seed's own check: `ray status` inside the head's container shows 4
+  // GPUs. Its text comes from the autoscaler, which refreshes every few
+  // seconds, behind the GCS's node table that `up` waits on.
+  RayStatusText text;
+  CHECK(eventually(20, [&] {
+    auto seed_check = lab.sh("h1", "docker exec ck-ray-seed " + std::string(kVenv) + "/bin/ray status");
+    if (seed_check.exit_code != 0) return false;
+    text = parse_ray_status(seed_check.stdout_text);
+    return text.active.size() == 2 && text.usage.count("GPU") && text.usage.at("GPU").total == 4.0;
+  }));
+  // Each node's identity was set when its container was created (vllm#6803).
+  auto env = lab.sh("h2", "docker inspect -f '{{range .Config.Env}}{{println .}}{{end}}' ck-ray-seed");
+  CHECK_THAT(env.stdout_text, Contains("VLLM_HOST_IP=10.88.61.12"));
+  CHECK_THAT(env.stdout_text, Contains("GLOO_SOCKET_IFNAME=eth0"));
+
+  // `up` twice converges: the same cluster is left alone, quickly.
+  t0 = clock_type::now();
+  auto again = ray_up(ray);
+  double again_s = seconds_since(t0);
+  WARN("ray up on a healthy cluster: " << again_s << " s");
+  for (auto const& n : again.nodes) CHECK(n.action == RayNodeAction::keep);
+  CHECK(again_s < 5);
+
+  SECTION("the worker's Ray killed: status names the dead node, up heals it") {
+    REQUIRE(lab.sh("h2", "docker kill ck-ray-seed >/dev/null").exit_code == 0);
+    t0 = clock_type::now();
+    auto st = ray_status(ray);
+    WARN("status after the kill: " << seconds_since(t0) << " s");
+    CHECK_FALSE(st.healthy);
+    CHECK(st.degraded);
+    CHECK_THAT(host_status(st, "h2").problem, Contains("h2") && Contains("not running"));
+    CHECK(host_status(st, "h1").problem.empty());
+    auto healed = ray_up(ray);
+    CHECK(healed.status.healthy);
+    CHECK(healed.nodes[1].action == RayNodeAction::replace);
+    CHECK(healed.nodes[0].action == RayNodeAction::keep);
+  }
+
+  SECTION("the worker host cut off: a clear error within seconds, the head undisturbed") {
+    std::string veth = std::string("v") + kLab + "-2";
+    REQUIRE(std::system(("ip link set " + veth + " down").c_str()) == 0);
+    struct Restore {
+      std::string veth;
+      ~Restore() { std::system(("ip link set " + veth + " up").c_str()); }
+    } restore{veth};
+    close_connection(lab.inventory.find("h2")->spec);  // as a new CLI run would: no live connection
+    t0 = clock_type::now();
+    auto st = ray_status(ray);
+    double took = seconds_since(t0);
+    WARN("status with h2 cut off: " << took << " s");
+    CHECK(took < 30);
+    CHECK_FALSE(st.healthy);
+    CHECK(host_status(st, "h2").runtime_state == "unreachable");
+    CHECK_THAT(host_status(st, "h2").problem, Contains("h2 does not answer"));
+    CHECK(host_status(st, "h1").ray_state == "ALIVE");
+  }
+
+  SECTION("another shape replaces the cluster, saying so") {
+    auto spec = ray.spec();
+    spec.object_store_memory = 300ull << 20;
+    RayCluster other(spec, ray.hosts());
+    auto r = ray_up(other);
+    CHECK(r.status.healthy);
+    for (auto const& n : r.nodes) {
+      CHECK(n.action == RayNodeAction::replace);
+      CHECK_THAT(n.message, Contains("replaced"));
+    }
+  }
+
+  auto down = ray_down(ray);
+  for (auto const& d : down) CHECK_FALSE(d.error);
+  for (auto const& h : {"h1", "h2"}) CHECK(lab.sh(h, "docker ps -a -q | wc -l").stdout_text == "0\n");
+  // Idempotent.
+  for (auto const& d : ray_down(ray)) CHECK(d.removed == "nothing");
+}
+
+TEST_CASE("RayCluster bare: Ray from the venv, and refusals before anything starts", "[ray][lab]") {
+  auto& lab = Lab::get();
+  RayCluster ray(lab.spec("bare", RayRuntimeKind::bare), lab.gpu_hosts());
+  auto ray_pids = [&](std::string const& h) {
+    // Ray processes of any cluster, counted inside the host's own pid namespace.
+    return lab.sh(h, "ps -eo args | grep -c '[/]ray/'").stdout_text;
+  };
+
+  SECTION("up, twice, then down leaves no process and no temp dir") {
+    auto up = ray_up(ray);
+    CHECK(up.status.healthy);
+    CHECK(up.status.gpus_total == 4.0);
+    CHECK(up.status.runtime == RayRuntimeKind::bare);
+    for (auto const& n : ray_up(ray).nodes) CHECK(n.action == RayNodeAction::keep);
+    auto logs = ray_logs(ray, {0});
+    CHECK_THAT(logs[0].text, Contains("Ray runtime started"));
+    ray_down(ray);
+    for (auto const& h : {"h1", "h2"}) {
+      CHECK(ray_pids(h) == "0\n");
+      CHECK(lab.sh(h, "test -e /tmp/ck-ray-bare && echo there || echo gone").stdout_text == "gone\n");
+    }
+  }
+
+  SECTION("the head's port taken: refused, naming the port and the program, nothing started") {
+    auto listen = lab.sh("h1", "setsid python3 -c \"import socket,time; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, "
+                               "socket.SO_REUSEADDR, 1); s.bind(('0.0.0.0', 6379)); s.listen(); time.sleep(120)\" "
+                               "</dev/null >/dev/null 2>&1 & echo $!");
+    auto pid = listen.stdout_text;
+    REQUIRE(eventually(10, [&] { return lab.sh("h1", "ss -ltnH 'sport = :6379' | wc -l").stdout_text == "1\n"; }));
+    try {
+      ray_up(ray);
+      FAIL("ray up started with the port taken");
+    } catch (Error const& e) {
+      CHECK(e.code() == errc::invalid_argument);
+      CHECK_THAT(std::string(e.what()), Contains("port 6379 is already taken by python3"));
+    }
+    CHECK(ray_pids("h1") == "0\n");
+    CHECK(ray_pids("h2") == "0\n");
+    lab.sh("h1", "kill " + pid);
+  }
+
+  SECTION("Ray missing: refused with the install line") {
+    auto spec = ray.spec();
+    spec.ray_command = "/nonexistent/venv/bin/ray";
+    try {
+      ray_up(RayCluster(spec, ray.hosts()));
+      FAIL("ray up went ahead without Ray");
+    } catch (Error const& e) {
+      CHECK(e.code() == errc::program_missing);
+      CHECK_THAT(std::string(e.what()), Contains("h1") && Contains("pip install 'ray[default]'"));
+    }
+  }
+
+  SECTION("down after a half-failed up leaves nothing") {
+    // h2 cannot make its temp dir: the head starts, the worker does not.
+    REQUIRE(lab.sh("h2", "touch /tmp/ck-ray-bare").exit_code == 0);
+    try {
+      ray_up(ray);
+      FAIL("ray up succeeded with a worker that cannot start");
+    } catch (Error const& e) {
+      CHECK_THAT(std::string(e.what()), Contains("h2"));
+    }
+    CHECK(ray_pids("h1") != "0\n");
+    lab.sh("h2", "rm -f /tmp/ck-ray-bare");
+    ray_down(ray);
+    CHECK(ray_pids("h1") == "0\n");
+    CHECK(ray_pids("h2") == "0\n");
+  }
+}
+
+TEST_CASE("vLLM CPU on one host: launched, followed, proved, diagnosed, stopped", "[vllm][lab]") {
+  auto& lab = Lab::get();
+  // Bare runtime on h1 alone; the mp backend needs no Ray.
+  auto hosts = lab.gpu_hosts();
+  hosts.erase(hosts.begin() + 1, hosts.end());
+  RayCluster runtime(lab.spec("one", RayRuntimeKind::bare), hosts);
+  VllmServeSpec spec;
+  spec.name = "one";
+  spec.model = kModelHost;
+  spec.served_model_name = "tiny";
+  spec.backend = ExecutorBackend::mp;
+  spec.max_model_len = 512;
+  spec.dtype = "bfloat16";
+  spec.vllm_command = std::string(kVenv) + "/bin/vllm";
+  spec.env = {{"VLLM_CPU_KVCACHE_SPACE", "1"}, {"HF_HUB_OFFLINE", "1"}};
+  spec.api_key_file = (fs::temp_directory_path() / "ck-serve-lab-one.key").string();
+  spec.ready_timeout = std::chrono::seconds(600);
+  fs::remove(spec.api_key_file);
+
+  SECTION("served and proved") {
+    VllmServe serve(spec, runtime);
+    auto shm_before = lab.sh("h1", "ls /dev/shm | sort").stdout_text;
+    auto launched = vllm_up(serve);
+    CHECK(launched.action == "launched");
+    REQUIRE_FALSE(serve.api_key().empty());
+    struct stat st{};
+    REQUIRE(::stat(spec.api_key_file.c_str(), &st) == 0);
+    CHECK((st.st_mode & 0777) == 0600);
+    // The key is in no process's command line on the host.
+    CHECK(lab.sh("h1", "ps -eo args").stdout_text.find(serve.api_key()) == std::string::npos);
+
+    std::vector<std::string> phases;
+    auto ready = vllm_wait_ready(serve, [&](VllmProgress const& p) {
+      if (phases.empty() || phases.back() != p.phase) phases.push_back(p.phase);
+    });
+    WARN("one host: ready after " << ready.ready_seconds << " s; startup complete at " << ready.startup_complete_seconds
+                                  << " s; engine's own start " << ready.engine_start_seconds << " s");
+    CHECK(ready.ready_seconds > 0);
+    CHECK(std::find(phases.begin(), phases.end(), "loading") != phases.end());
+    CHECK(phases.back() == "ready");
+    // The planner's figure is the engine's own (1 GiB of KV space, one worker).
+    auto facts = model_facts_from_config(nlohmann::json::parse(lab.sh("h1", std::string("cat ") + kModelHost + "/config.json").stdout_text),
+                                         "tiny");
+    REQUIRE(ready.log.kv_cache_tokens);
+    CHECK(*ready.log.kv_cache_tokens == predict_cpu_kv_cache_tokens(facts, 1, 1, 1ull << 30));
+
+    // A client with the stored key gets answers; one without is refused.
+    ClientOptions with_key{serve.endpoint(), stored_api_key_for(serve.endpoint())};
+    CHECK(with_key.api_key == serve.api_key());
+    Runtime client_rt;
+    OpenAIClient client(client_rt.executor(), with_key);
+    auto answer = chat(client, ChatRequest::simple("tiny", "Who are you?"));
+    CHECK_FALSE(answer.text().empty());
+    OpenAIClient anonymous(client_rt.executor(), ClientOptions{serve.endpoint()});
+    try {
+      chat(anonymous, ChatRequest::simple("tiny", "hi"));
+      FAIL("the engine answered without a key");
+    } catch (Error const& e) {
+      CHECK_THAT(std::string(e.what()), Contains("401"));
+    }
+
+    auto status = vllm_status(serve);
+    CHECK(status.state == "up");
+    CHECK(status.served_models == std::vector<std::string>{"tiny"});
+    CHECK(status.running_requests);
+    // `up` again: the same engine, left alone.
+    CHECK(vllm_up(serve).action == "running");
+
+    auto down = vllm_down(serve);
+    CHECK_THAT(down.stopped, Contains("the engine (pid"));
+    CHECK(lab.sh("h1", "ps -eo args | grep -c '[v]llm serve'").stdout_text == "0\n");
+    CHECK(lab.sh("h1", "ls /dev/shm | sort").stdout_text == shm_before);
+    CHECK(vllm_status(serve).state == "down");
+  }
+
+  SECTION("a model path missing: the diagnosis says so, in seconds") {
+    auto bad = spec;
+    bad.model = "/mnt/Qwen/Qwen2___5-72B-Instruct";
+    VllmServe serve(bad, runtime);
+    vllm_up(serve);
+    auto t0 = clock_type::now();
+    try {
+      vllm_wait_ready(serve);
+      FAIL("ready without a model");
+    } catch (Error const& e) {
+      CHECK(e.code() == errc::engine_failed);
+      CHECK_THAT(std::string(e.what()), Contains("/mnt/Qwen/Qwen2___5-72B-Instruct is not there") && Contains("model verify"));
+    }
+    CHECK(seconds_since(t0) < 120);
+    vllm_down(serve);
+  }
+
+  SECTION("the port taken: the diagnosis names it") {
+    auto listen = lab.sh("h1", "setsid python3 -m http.server 8000 --bind 0.0.0.0 </dev/null >/dev/null 2>&1 & echo $!");
+    REQUIRE(eventually(10, [&] { return lab.sh("h1", "ss -ltnH 'sport = :8000' | wc -l").stdout_text == "1\n"; }));
+    VllmServe serve(spec, runtime);
+    vllm_up(serve);
+    try {
+      vllm_wait_ready(serve);
+      FAIL("ready on a taken port");
+    } catch (Error const& e) {
+      CHECK_THAT(std::string(e.what()), Contains("port 8000 on the head is taken"));
+    }
+    vllm_down(serve);
+    lab.sh("h1", "kill " + listen.stdout_text);
+  }
+  fs::remove(spec.api_key_file);
+}
+
+TEST_CASE("vLLM CPU TP 2 x PP 2 over Ray across two hosts in Docker: the seed's shape", "[vllm][lab][docker]") {
+  auto& lab = Lab::get();
+  // The seed's containers, with the lab's two differences (said in README):
+  // --ipc host, because vLLM's CPU build passes tensors between pipeline
+  // stages through /dev/shm files every host must see (GPUs use NCCL), and
+  // OMP_NUM_THREADS=1 in Ray's environment (2 cores for 4 workers).
+  auto rspec = lab.spec("tp2pp2", RayRuntimeKind::docker);
+  rspec.ipc_host = true;
+  rspec.volumes.push_back({"/mnt/Qwen", "/models", false});
+  rspec.env["OMP_NUM_THREADS"] = "1";
+  RayCluster ray(rspec, lab.gpu_hosts());
+  REQUIRE(ray_up(ray).status.gpus_total == 4.0);
+
+  VllmServeSpec spec;
+  spec.name = "tp2pp2";
+  spec.model = "/models/Tiny2___5-4M-Instruct";
+  spec.served_model_name = "tiny";
+  spec.tensor_parallel = 2;
+  spec.pipeline_parallel = 2;
+  spec.max_model_len = 512;
+  spec.dtype = "bfloat16";
+  spec.vllm_command = std::string(kVenv) + "/bin/vllm";
+  spec.env = {{"VLLM_CPU_KVCACHE_SPACE", "1"}, {"HF_HUB_OFFLINE", "1"}};
+  spec.api_key_file = (fs::temp_directory_path() / "ck-serve-lab-tp2pp2.key").string();
+  spec.ready_timeout = std::chrono::seconds(900);
+  VllmServe serve(spec, ray);
+  vllm_up(serve);
+  auto ready = vllm_wait_ready(serve);
+  WARN("TP2 x PP2 over Ray in Docker: ready after " << ready.ready_seconds << " s (engine's own start "
+                                                    << ready.engine_start_seconds << " s)");
+  // 1 GiB per worker, TP 2 x PP 2: the planner's figure, the engine's log.
+  REQUIRE(ready.log.kv_cache_tokens);
+  CHECK(*ready.log.kv_cache_tokens == 2097152u);
+  // Ray holds all 4 logical GPUs in vLLM's placement group.
+  auto st = ray_status(ray);
+  CHECK(st.usage.at("GPU").used == 4.0);
+  Runtime client_rt;
+  OpenAIClient client(client_rt.executor(), ClientOptions{serve.endpoint(), stored_api_key_for(serve.endpoint())});
+  CHECK_FALSE(chat(client, ChatRequest::simple("tiny", "Who are you?")).text().empty());
+
+  // A worker lost after start: /health may still say 200 (vllm#16259);
+  // status says DEGRADED at once.
+  REQUIRE(lab.sh("h2", "docker kill ck-ray-tp2pp2 >/dev/null").exit_code == 0);
+  auto t0 = clock_type::now();
+  auto degraded = vllm_status(serve);
+  WARN("serve status after the worker's loss: " << seconds_since(t0) << " s, health " << degraded.health_status);
+  CHECK(degraded.state == "DEGRADED");
+  REQUIRE(degraded.ray);
+  CHECK_FALSE(degraded.ray->healthy);
+
+  vllm_down(serve);
+  ray_down(ray);
+  CHECK(lab.sh("h1", "docker ps -a -q | wc -l").stdout_text == "0\n");
+  fs::remove(spec.api_key_file);
+}
