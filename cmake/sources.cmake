@@ -51,6 +51,8 @@ set(CLUSTERKIT_SOURCES
   src/serve/ray_cluster_io.cpp
   src/serve/vllm_serve.cpp
   src/serve/vllm_serve_io.cpp
+  src/serve/deployment.cpp
+  src/serve/deployment_io.cpp
 )
 set(CLUSTERKIT_CLI_SOURCES
   src/cli/main.cpp
@@ -71,4 +73,5 @@ set(CLUSTERKIT_CLI_SOURCES
   src/cli/cluster_args.cpp
   src/cli/ray_cmd.cpp
   src/cli/serve_cmd.cpp
+  src/cli/deploy_cmd.cpp
 )

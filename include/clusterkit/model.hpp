@@ -429,6 +429,11 @@ struct ModelSnapshot {
 /// Error(errc::local_file_error) when `dir` is not a folder.
 ModelSnapshot read_model_snapshot(std::filesystem::path const& dir);
 
+/// The facts of a model from a snapshot (a remote host's folder, read by
+/// ModelStore's snapshot script): exactly what inspect_model would find
+/// there. Throws as inspect_model does.
+ModelFacts inspect_snapshot(ModelSnapshot const& snapshot);
+
 /// The structural checks of `verify_model` (everything but checksums) on a
 /// snapshot. Pure.
 VerifyReport verify_snapshot(ModelSnapshot const& snapshot);

@@ -184,7 +184,8 @@ void read_vllm_log(std::string_view chunk, VllmLogProgress& progress);
 struct VllmDiagnosis {
   /// A short stable name: "placement-group", "platform-no-ray", "gloo-interface",
   /// "shm", "model-missing", "version-mismatch", "no-gpu", "kv-cache",
-  /// "nccl-interface", "out-of-memory", "port-in-use", "no-compiler", "engine-dead",
+  /// "nccl-interface", "out-of-memory", "port-in-use", "no-compiler", "worker-lost",
+  /// "stopped", "cpu-binding", "cpu-multinode", "max-model-len", "engine-dead",
   /// "unknown".
   std::string cause;
   /// One sentence: what happened and the fix.

@@ -57,6 +57,10 @@ void register_nccl_check(CLI::App& app, GlobalOptions& g, Action& action);
 void register_nas(CLI::App& app, GlobalOptions& g, Action& action);
 void register_ray(CLI::App& app, GlobalOptions& g, Action& action);
 void register_serve(CLI::App& app, GlobalOptions& g, Action& action);
+/// `up|status|logs|down SPEC`.
+void register_deploy(CLI::App& app, GlobalOptions& g, Action& action);
+/// `plan SPEC`: the deployment's dry run.
+int run_deployment_plan(GlobalOptions const& g, std::string const& spec_path);
 /// `model download|sync`; after register_model (it adds to `model`).
 void register_store(CLI::App& app, GlobalOptions& g, Action& action);
 

@@ -100,6 +100,7 @@ int main(int argc, char** argv) {
   cli::register_nas(app, g, action);
   cli::register_ray(app, g, action);
   cli::register_serve(app, g, action);
+  cli::register_deploy(app, g, action);
   try {
     app.parse(argc, argv);
   } catch (CLI::ParseError const& e) {

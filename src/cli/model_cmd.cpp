@@ -126,9 +126,10 @@ void register_plan(CLI::App& app, GlobalOptions& g, Action& action) {
   auto gpus = std::make_shared<std::string>();
   auto options = std::make_shared<PlanOptions>();
   auto max_len = std::make_shared<std::uint64_t>(0);
-  auto* plan = app.add_subcommand("plan", "Every TP x PP layout vLLM accepts for a model on given GPUs, and the best one");
+  auto* plan = app.add_subcommand("plan", "Every TP x PP layout vLLM accepts for a model on given GPUs, and the best one; "
+                                          "or, given a deployment spec (*.yaml), every step and command `up` would run");
   add_model_args(plan, *args);
-  plan->add_option("--gpus", *gpus, "GPUs, e.g. \"2 nodes x 2 L20 48GB\", \"8x A10 24GB\", \"4x H100 80GB\"")->required();
+  plan->add_option("--gpus", *gpus, "GPUs, e.g. \"2 nodes x 2 L20 48GB\", \"8x A10 24GB\", \"4x H100 80GB\"");
   plan->add_option("--gpu-memory-utilization", options->gpu_memory_utilization, "vLLM's setting")->capture_default_str();
   plan->add_option("--max-model-len", *max_len, "Context length to plan for (default: min(model max, 32768))");
   plan->add_option("--kv-cache-dtype", options->kv_cache_dtype, "auto, fp8, ...")->capture_default_str();
@@ -136,6 +137,11 @@ void register_plan(CLI::App& app, GlobalOptions& g, Action& action) {
   plan->add_flag("--from-config", args->from_config, "Estimate tensors from config.json alone (before downloading)");
   plan->callback([&g, &action, args, gpus, options, max_len] {
     action = [&g, args, gpus, options, max_len] {
+      auto const& m = args->model;
+      if (m.ends_with(".yaml") || m.ends_with(".yml")) return run_deployment_plan(g, m);
+      if (gpus->empty())
+        throw Error(make_error_code(errc::invalid_argument),
+                    "plan needs --gpus (e.g. --gpus \"2 nodes x 2 L20 48GB\"), or a deployment spec (*.yaml) instead of a model");
       auto facts = facts_for(*args);
       auto inventory = parse_gpu_inventory(*gpus);
       if (*max_len) options->max_model_len = *max_len;

@@ -3,6 +3,7 @@
 // JSON nesting checked before any parser sees the text.
 #pragma once
 
+#include <algorithm>
 #include <cctype>
 #include <charconv>
 #include <cstdint>
@@ -154,6 +155,50 @@ inline bool json_nesting_within(std::string_view text, int limit) {
     }
   }
   return true;
+}
+
+/// Optimal string alignment distance (Levenshtein plus adjacent swaps),
+/// ignoring case.
+inline std::size_t edit_distance(std::string_view a, std::string_view b) {
+  std::vector<std::vector<std::size_t>> d(a.size() + 1, std::vector<std::size_t>(b.size() + 1));
+  for (std::size_t i = 0; i <= a.size(); ++i) d[i][0] = i;
+  for (std::size_t j = 0; j <= b.size(); ++j) d[0][j] = j;
+  auto lower = [](char c) { return static_cast<char>(std::tolower(static_cast<unsigned char>(c))); };
+  for (std::size_t i = 1; i <= a.size(); ++i) {
+    for (std::size_t j = 1; j <= b.size(); ++j) {
+      std::size_t cost = lower(a[i - 1]) == lower(b[j - 1]) ? 0 : 1;
+      d[i][j] = std::min({d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + cost});
+      if (i > 1 && j > 1 && lower(a[i - 1]) == lower(b[j - 2]) && lower(a[i - 2]) == lower(b[j - 1]))
+        d[i][j] = std::min(d[i][j], d[i - 2][j - 2] + 1);
+    }
+  }
+  return d[a.size()][b.size()];
+}
+
+/// The candidate closest to `word`, when it is close enough to be a typo
+/// (and not merely another short name: "b" does not suggest "a").
+template <class Range>
+std::optional<std::string> suggest(std::string_view word, Range const& candidates) {
+  std::size_t const limit = std::min<std::size_t>(word.size() <= 3 ? 1 : word.size() <= 7 ? 2 : 3,
+                                                  word.empty() ? 0 : word.size() - 1);
+  std::optional<std::string> best;
+  std::size_t best_distance = limit + 1;
+  for (auto const& c : candidates) {
+    std::string_view candidate{c};
+    std::size_t distance = edit_distance(word, candidate);
+    if (distance < best_distance) {
+      best_distance = distance;
+      best = std::string(candidate);
+    }
+  }
+  if (!best && word.size() >= 3) {
+    // "identity" for "identity_file": a prefix is a good enough hint.
+    for (auto const& c : candidates) {
+      std::string_view candidate{c};
+      if (candidate.starts_with(word)) return std::string(candidate);
+    }
+  }
+  return best;
 }
 
 inline std::optional<long> to_long(std::string_view s) { return parse_number<long>(s); }

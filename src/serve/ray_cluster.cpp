@@ -88,8 +88,10 @@ std::string temp_dir_variable(RayClusterSpec const& spec) {
 /// shell session is ever taken for ours. The path reaches awk through the
 /// environment, so awk never matches itself.
 constexpr char const* kClusterPidsFunction =
-    "ck_pids() { ps -eo pid=,sid=,args= 2>/dev/null | ck_t=\"$ck_t\" "
-    "ck_s=\"$(cat \"$ck_t/.clusterkit-sessions\" 2>/dev/null | tr '\\n' ' ')\" awk '\n"
+    "ck_pids() { ck_s=$(tr '\\n' ' ' < \"$ck_t/.clusterkit-sessions\" 2>/dev/null); "
+    // Read before `ps` runs: a reader of the file names the temp dir in its
+    // own command line and would be taken for one of ours.
+    "ps -eo pid=,sid=,args= 2>/dev/null | ck_t=\"$ck_t\" ck_s=\"$ck_s\" awk '\n"
     "  BEGIN { t = ENVIRON[\"ck_t\"]; n = split(ENVIRON[\"ck_s\"], r, \" \"); for (i = 1; i <= n; i++) recorded[r[i]] = 1 }\n"
     "  { pid = $1; sid = $2; $1 = \"\"; $2 = \"\"; a = $0 \" \"; session[pid] = sid;\n"
     "    if (index(a, t \"/\") || index(a, \"=\" t \" \")) { mine[pid] = 1; if (sid in recorded) ours[sid] = 1 } }\n"
@@ -718,7 +720,7 @@ std::string ray_status_script(RayClusterSpec const& spec, bool with_ray_status) 
       "    if not need_status:\n"
       "        raise SystemExit(0)\n"
       "    r = subprocess.run([" + json(spec.ray_command).dump() + ", 'status', '--address', '127.0.0.1:" +
-      std::to_string(spec.port) + "'], capture_output=True, text=True, timeout=60)\n"
+      std::to_string(spec.port) + "'], capture_output=True, text=True, timeout=15)\n"
       "    print('@@ck-ray-status-begin')\n"
       "    sys.stdout.write(r.stdout)\n"
       "    print('@@ck-ray-status-end ' + str(r.returncode))\n"

@@ -418,10 +418,20 @@ VllmDiagnosis diagnose_vllm_log(std::string_view log, VllmDiagnosisContext const
   auto lines = lines_of(log);
   // The first line (from the top) carrying `needle`: the root cause comes
   // first; later lines repeat it through the layers that re-raise it.
+  // Traceback source lines ("raise HFValidationError(", "File ...") quote
+  // the error's name; the evidence is the line that states it.
+  auto is_code = [](std::string_view m) {
+    m = trim(m);
+    return m.starts_with("raise ") || m.starts_with("File \"") || m.starts_with("^") || m.starts_with("return ");
+  };
   auto find = [&](std::initializer_list<std::string_view> needles) -> std::string {
     for (auto l : lines)
       for (auto n : needles)
-        if (contains(l, n)) return std::string(trim(message_of(l))).substr(0, 300);
+        if (contains(l, n)) {
+          auto m = message_of(l);
+          if (is_code(m)) continue;
+          return std::string(trim(m)).substr(0, 300);
+        }
     return {};
   };
   unsigned const need = ctx.tensor_parallel * ctx.pipeline_parallel;
@@ -433,6 +443,12 @@ VllmDiagnosis diagnose_vllm_log(std::string_view log, VllmDiagnosisContext const
     d.message = std::move(message);
     return d;
   };
+  // A Ray worker of the engine died (its node lost): the engine stops
+  // serving, though /health may stay 200 (vllm#16259).
+  if (auto e = find({"died unexpectedly, shutting down executor"}); !e.empty())
+    return hit("worker-lost", e,
+               "a worker of the engine died (\"" + e + "\"): its Ray node was lost; the engine no longer answers. "
+               "`clusterkit up` restarts the Ray nodes and the engine");
   // An engine stopped on request logs EngineDeadError too: not a death,
   // unless an exception came before the stop.
   for (std::size_t i = 0; i < lines.size(); ++i)

@@ -66,10 +66,9 @@ void write_key_file(fs::path const& path, std::string const& key, std::string co
 
 VllmServe::VllmServe(VllmServeSpec spec, RayCluster cluster) : spec_(std::move(spec)), cluster_(std::move(cluster)) {
   validate(spec_);
-  if (spec_.backend == ExecutorBackend::mp && cluster_.hosts().size() > 1 &&
-      spec_.tensor_parallel * spec_.pipeline_parallel > 1) {
-    // mp is one host's worker processes: the layout must fit the head.
-  }
+  // The engine from the same installation as Ray, unless told otherwise.
+  if (auto const& ray = cluster_.spec().ray_command; spec_.vllm_command == "vllm" && ray.find('/') != std::string::npos)
+    spec_.vllm_command = ray.substr(0, ray.rfind('/')) + "/vllm";
 }
 
 std::string VllmServe::endpoint() const { return "http://" + head_address(cluster_) + ":" + std::to_string(spec_.port); }

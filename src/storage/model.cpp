@@ -987,54 +987,41 @@ void estimate_tensors_from_config(ModelFacts& f) {
   f.weights_estimated = true;
 }
 
-ModelFacts inspect_model(fs::path const& dir) {
-  std::error_code ec;
-  if (!fs::is_directory(dir, ec)) fail(errc::local_file_error, dir.string() + " is not a folder");
-  auto config_path = dir / "config.json";
-  if (!fs::exists(config_path, ec))
-    fail(errc::local_file_error, dir.string() + " has no config.json (not a model folder, or the download is incomplete)");
-  auto config = parse_json_file(config_path);
-  auto f = model_facts_from_config(config, config_path.string());
+namespace {
+
+/// One shard as inspection sees it: its header and the file's size.
+struct InspectedShard {
+  std::string name;
+  SafetensorsHeader header;
+  std::uint64_t file_size = 0;
+};
+
+/// The facts from config.json and the shards' headers: tensors, totals,
+/// tied embeddings, the dtype. Shared by inspect_model (this machine's disk)
+/// and inspect_snapshot (what a host sent).
+ModelFacts facts_from_headers(json const& config, std::string const& config_source, fs::path const& dir,
+                              std::vector<InspectedShard> shards, std::optional<std::uint64_t> index_total, bool have_index) {
+  auto f = model_facts_from_config(config, config_source);
   f.dir = dir;
-
-  auto index_path = dir / "model.safetensors.index.json";
-  std::vector<std::string> shard_names;
-  std::optional<std::uint64_t> index_total;
-  bool have_index = fs::exists(index_path, ec);
-  if (have_index) {
-    auto idx = parse_index(index_path);
-    shard_names = std::move(idx.shards);
-    index_total = idx.total_size;
-  } else {
-    shard_names = list_safetensors(dir);
-  }
-  if (shard_names.empty())
-    fail(errc::local_file_error,
-         dir.string() + " has no *.safetensors files (a .bin-only checkpoint? vLLM and clusterkit need safetensors)");
-
   std::unordered_map<std::string, std::size_t> seen;
-  for (auto const& name : shard_names) {
-    auto path = dir / name;
-    if (!fs::exists(path, ec))
-      fail(errc::local_file_error, "shard " + name + (have_index ? " listed in model.safetensors.index.json" : "") +
-                                       " is missing from " + dir.string() +
-                                       " (incomplete download or copy; `clusterkit model verify` lists every problem)");
-    auto file = read_safetensors_header(path);
-    ShardInfo info{name, file.header.header_bytes, file.header.data_bytes, file.header.expected_file_size(),
-                   file.file_size, file.header.tensors.size()};
+  for (auto& shard : shards) {
+    auto& header = shard.header;
+    ShardInfo info{shard.name, header.header_bytes, header.data_bytes, header.expected_file_size(), shard.file_size,
+                   header.tensors.size()};
     auto shard_index = f.shards.size();
     f.shards.push_back(info);
-    for (auto& t : file.header.tensors) {
+    for (auto& t : header.tensors) {
       if (auto [it, fresh] = seen.emplace(t.name, shard_index); !fresh)
-        f.warnings.push_back("tensor " + squote(t.name) + " is in both " + f.shards[it->second].file + " and " + name);
+        f.warnings.push_back("tensor " + squote(t.name) + " is in both " + f.shards[it->second].file + " and " + shard.name);
       ModelTensor mt{std::move(t.name), std::move(t.dtype), std::move(t.shape), t.end - t.begin, shard_index};
       add_tensor_totals(f, mt);
       f.tensors.push_back(std::move(mt));
     }
-    if (file.file_size != info.expected_file_size)
-      f.warnings.push_back(name + " is " + with_commas(file.file_size) + " bytes but its header needs " +
+    if (shard.file_size != info.expected_file_size)
+      f.warnings.push_back(shard.name + " is " + with_commas(shard.file_size) + " bytes but its header needs " +
                            with_commas(info.expected_file_size) + " (run verify)");
   }
+  (void)have_index;
   if (index_total && *index_total != f.total_tensor_bytes)
     f.warnings.push_back("model.safetensors.index.json says total_size " + with_commas(*index_total) +
                          " but the headers add up to " + with_commas(f.total_tensor_bytes));
@@ -1050,6 +1037,64 @@ ModelFacts inspect_model(fs::path const& dir) {
     f.torch_dtype = torch_dtype_of_safetensors(best);
   }
   return f;
+}
+
+}  // namespace
+
+ModelFacts inspect_model(fs::path const& dir) {
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) fail(errc::local_file_error, dir.string() + " is not a folder");
+  auto config_path = dir / "config.json";
+  if (!fs::exists(config_path, ec))
+    fail(errc::local_file_error, dir.string() + " has no config.json (not a model folder, or the download is incomplete)");
+  auto config = parse_json_file(config_path);
+
+  auto index_path = dir / "model.safetensors.index.json";
+  std::vector<std::string> shard_names;
+  std::optional<std::uint64_t> index_total;
+  bool have_index = fs::exists(index_path, ec);
+  if (have_index) {
+    auto idx = parse_index(index_path);
+    shard_names = std::move(idx.shards);
+    index_total = idx.total_size;
+  } else {
+    shard_names = list_safetensors(dir);
+  }
+  if (shard_names.empty())
+    fail(errc::local_file_error,
+         dir.string() + " has no *.safetensors files (a .bin-only checkpoint? vLLM and clusterkit need safetensors)");
+  std::vector<InspectedShard> shards;
+  for (auto const& name : shard_names) {
+    auto path = dir / name;
+    if (!fs::exists(path, ec))
+      fail(errc::local_file_error, "shard " + name + (have_index ? " listed in model.safetensors.index.json" : "") +
+                                       " is missing from " + dir.string() +
+                                       " (incomplete download or copy; `clusterkit model verify` lists every problem)");
+    auto file = read_safetensors_header(path);
+    shards.push_back({name, std::move(file.header), file.file_size});
+  }
+  return facts_from_headers(config, config_path.string(), dir, std::move(shards), index_total, have_index);
+}
+
+ModelFacts inspect_snapshot(ModelSnapshot const& snapshot) {
+  auto where = snapshot.dir;
+  if (!snapshot.config_json)
+    fail(errc::local_file_error, where + " has no config.json (not a model folder, or the download is incomplete)");
+  if (!detail::json_nesting_within(*snapshot.config_json, 64)) fail(errc::parse_error, where + "/config.json is nested too deeply");
+  auto config = json::parse(*snapshot.config_json, nullptr, false);
+  if (config.is_discarded()) fail(errc::parse_error, where + "/config.json is not valid JSON");
+  std::optional<std::uint64_t> index_total;
+  bool have_index = snapshot.index_json.has_value();
+  if (have_index) index_total = parse_index_text(*snapshot.index_json, where + "/model.safetensors.index.json").total_size;
+  if (snapshot.shards.empty())
+    fail(errc::local_file_error, where + " has no *.safetensors files (a .bin-only checkpoint? vLLM and clusterkit need safetensors)");
+  std::vector<InspectedShard> shards;
+  for (auto const& sh : snapshot.shards) {
+    if (!sh.exists)
+      fail(errc::local_file_error, "shard " + sh.name + " is missing from " + where + " (`clusterkit model verify` lists every problem)");
+    shards.push_back({sh.name, parse_safetensors_header(sh.head, std::nullopt, where + "/" + sh.name), sh.size});
+  }
+  return facts_from_headers(config, where + "/config.json", fs::path(where), std::move(shards), index_total, have_index);
 }
 
 json ModelFacts::to_json(bool with_tensors) const {

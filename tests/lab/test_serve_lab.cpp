@@ -89,6 +89,11 @@ private:
   Lab() {
     REQUIRE(::geteuid() == 0);  // the lab creates namespaces: run the lab tests as root
     require_serving_stack();
+    // API keys go to $XDG_CONFIG_HOME/clusterkit/keys: a folder of the test's.
+    char tmpl[] = "/tmp/ck-serve-config-XXXXXX";
+    REQUIRE(::mkdtemp(tmpl));
+    config_home = tmpl;
+    ::setenv("XDG_CONFIG_HOME", tmpl, 1);
     LabOptions o;
     o.name = kLab;
     o.subnet = kSubnet;
@@ -112,7 +117,10 @@ private:
   ~Lab() {
     for (auto const& h : inventory.hosts()) close_connection(h.spec);
     lab_down(kLab);
+    std::error_code ec;
+    fs::remove_all(config_home, ec);
   }
+  std::string config_home;
 };
 
 RayHostStatus const& host_status(RayClusterStatus const& st, std::string const& name) {
@@ -314,9 +322,9 @@ TEST_CASE("vLLM CPU on one host: launched, followed, proved, diagnosed, stopped"
   spec.dtype = "bfloat16";
   spec.vllm_command = std::string(kVenv) + "/bin/vllm";
   spec.env = {{"VLLM_CPU_KVCACHE_SPACE", "1"}, {"HF_HUB_OFFLINE", "1"}};
-  spec.api_key_file = (fs::temp_directory_path() / "ck-serve-lab-one.key").string();
   spec.ready_timeout = std::chrono::seconds(600);
-  fs::remove(spec.api_key_file);
+  auto key_file = vllm_api_key_path(spec);
+  fs::remove(key_file);
 
   SECTION("served and proved") {
     VllmServe serve(spec, runtime);
@@ -325,7 +333,7 @@ TEST_CASE("vLLM CPU on one host: launched, followed, proved, diagnosed, stopped"
     CHECK(launched.action == "launched");
     REQUIRE_FALSE(serve.api_key().empty());
     struct stat st{};
-    REQUIRE(::stat(spec.api_key_file.c_str(), &st) == 0);
+    REQUIRE(::stat(key_file.c_str(), &st) == 0);
     CHECK((st.st_mode & 0777) == 0600);
     // The key is in no process's command line on the host.
     CHECK(lab.sh("h1", "ps -eo args").stdout_text.find(serve.api_key()) == std::string::npos);
@@ -405,7 +413,7 @@ TEST_CASE("vLLM CPU on one host: launched, followed, proved, diagnosed, stopped"
     vllm_down(serve);
     lab.sh("h1", "kill " + listen.stdout_text);
   }
-  fs::remove(spec.api_key_file);
+  fs::remove(key_file);
 }
 
 TEST_CASE("vLLM CPU TP 2 x PP 2 over Ray across two hosts in Docker: the seed's shape", "[vllm][lab][docker]") {
@@ -431,7 +439,6 @@ TEST_CASE("vLLM CPU TP 2 x PP 2 over Ray across two hosts in Docker: the seed's 
   spec.dtype = "bfloat16";
   spec.vllm_command = std::string(kVenv) + "/bin/vllm";
   spec.env = {{"VLLM_CPU_KVCACHE_SPACE", "1"}, {"HF_HUB_OFFLINE", "1"}};
-  spec.api_key_file = (fs::temp_directory_path() / "ck-serve-lab-tp2pp2.key").string();
   spec.ready_timeout = std::chrono::seconds(900);
   VllmServe serve(spec, ray);
   vllm_up(serve);
@@ -461,5 +468,5 @@ TEST_CASE("vLLM CPU TP 2 x PP 2 over Ray across two hosts in Docker: the seed's 
   vllm_down(serve);
   ray_down(ray);
   CHECK(lab.sh("h1", "docker ps -a -q | wc -l").stdout_text == "0\n");
-  fs::remove(spec.api_key_file);
+  fs::remove(key_file);
 }

@@ -198,12 +198,14 @@ TEST_CASE("why the engine failed, from its own log (real captures)", "[vllm][dia
            Case{"vllm-cpu/nnodes-tp2pp2-autobind.rank0-h1.log", "cpu-binding", "VLLM_CPU_OMP_THREADS_BIND=nobind"},
            Case{"vllm-cpu/nnodes-tp2pp2.rank0-h1.log", "cpu-multinode", "Ray backend"},
            Case{"vllm-cpu/vllm-ray-tp2pp2-eager.log", "engine-dead", "KeyError"},
+           Case{"vllm-cpu/ray-tp2pp2-worker-host-lost.log", "worker-lost", "clusterkit up"},
        }) {
     INFO(c.file);
     auto d = diagnose_vllm_log(fixture(c.file), ctx);
     CHECK(d.cause == c.cause);
     CHECK_THAT(d.message, Contains(c.says));
     CHECK_FALSE(d.evidence.empty());
+    CHECK_FALSE(d.evidence.starts_with("raise "));  // the line that states it, not the source line
   }
   // An orderly stop logs EngineDeadError too: it is a stop, not a death.
   CHECK(diagnose_vllm_log(fixture("vllm-cpu/single-cold.log"), ctx).cause == "stopped");
