@@ -912,3 +912,272 @@ class ModelStore(_core.ModelStore):
 
 
 # --- end NAS and model store ---
+
+
+# --- Ray cluster and vLLM serving ---
+# The seed's Ray cluster (register_serve.cpp): RayCluster starts a Ray head
+# and a worker per GPU host, in Docker or bare, and waits until Ray reports
+# every node and GPU; VllmServe runs `vllm serve` on it and follows it until
+# it answers. The blocking calls come from the C++ core (GIL released, Ctrl-C
+# stops the commands on the hosts, a failure raises clusterkit.Error with the
+# result as its .result); their asyncio forms are below.
+from ._core import (  # noqa: E402
+    ExecutorBackend,
+    RayClusterSpec,
+    RayClusterStatus,
+    RayDownOutcome,
+    RayHost,
+    RayHostLogs,
+    RayHostStatus,
+    RayNodeDecision,
+    RayNodeOutcome,
+    RayNodePlan,
+    RayNodeProbe,
+    RayNodeState,
+    RayProgress,
+    RayReport,
+    RayResource,
+    RayRuntimeKind,
+    RayStatusText,
+    RayUpResult,
+    VllmDiagnosis,
+    VllmDiagnosisContext,
+    VllmDownResult,
+    VllmLogProgress,
+    VllmProgress,
+    VllmReady,
+    VllmServeSpec,
+    VllmStatus,
+    VllmUpResult,
+    VllmWatch,
+    VolumeMount,
+    decide_ray_nodes,
+    diagnose_vllm_log,
+    evaluate_ray_cluster,
+    executor_backend_from_string,
+    explain_ray_failure,
+    generate_api_key,
+    judge_vllm_state,
+    parse_ray_amount,
+    parse_ray_nodes_json,
+    parse_ray_probe,
+    parse_ray_report,
+    parse_ray_status,
+    parse_vllm_watch,
+    plan_ray_node,
+    predict_cpu_kv_cache_tokens,
+    ray_container_name,
+    ray_hosts_from_inventory,
+    ray_logs_script,
+    ray_node_state_script,
+    ray_probe_script,
+    ray_route_script,
+    ray_runtime_command,
+    ray_runtime_from_string,
+    ray_spec_from_vars,
+    ray_start_script,
+    ray_status_script,
+    ray_stop_script,
+    ray_temp_dir,
+    read_vllm_log,
+    stored_api_key_for,
+    validate_ray_cluster_spec,
+    validate_vllm_serve_spec,
+    vllm_api_key_path,
+    vllm_launch_script,
+    vllm_serve_argv,
+    vllm_served_name,
+    vllm_state_dir,
+    vllm_stop_script,
+    vllm_watch_script,
+)
+
+__all__ += [
+    "ExecutorBackend",
+    "RayCluster",
+    "RayClusterSpec",
+    "RayClusterStatus",
+    "RayDownOutcome",
+    "RayHost",
+    "RayHostLogs",
+    "RayHostStatus",
+    "RayNodeDecision",
+    "RayNodeOutcome",
+    "RayNodePlan",
+    "RayNodeProbe",
+    "RayNodeState",
+    "RayProgress",
+    "RayReport",
+    "RayResource",
+    "RayRuntimeKind",
+    "RayStatusText",
+    "RayUpResult",
+    "VllmDiagnosis",
+    "VllmDiagnosisContext",
+    "VllmDownResult",
+    "VllmLogProgress",
+    "VllmProgress",
+    "VllmReady",
+    "VllmServe",
+    "VllmServeSpec",
+    "VllmStatus",
+    "VllmUpResult",
+    "VllmWatch",
+    "VolumeMount",
+    "decide_ray_nodes",
+    "diagnose_vllm_log",
+    "evaluate_ray_cluster",
+    "executor_backend_from_string",
+    "explain_ray_failure",
+    "generate_api_key",
+    "judge_vllm_state",
+    "parse_ray_amount",
+    "parse_ray_nodes_json",
+    "parse_ray_probe",
+    "parse_ray_report",
+    "parse_ray_status",
+    "parse_vllm_watch",
+    "plan_ray_node",
+    "predict_cpu_kv_cache_tokens",
+    "ray_container_name",
+    "ray_hosts_from_inventory",
+    "ray_logs_script",
+    "ray_node_state_script",
+    "ray_probe_script",
+    "ray_route_script",
+    "ray_runtime_command",
+    "ray_runtime_from_string",
+    "ray_spec_from_vars",
+    "ray_start_script",
+    "ray_status_script",
+    "ray_stop_script",
+    "ray_temp_dir",
+    "read_vllm_log",
+    "stored_api_key_for",
+    "validate_ray_cluster_spec",
+    "validate_vllm_serve_spec",
+    "vllm_api_key_path",
+    "vllm_launch_script",
+    "vllm_serve_argv",
+    "vllm_served_name",
+    "vllm_state_dir",
+    "vllm_stop_script",
+    "vllm_watch_script",
+]
+
+
+class RayCluster(_core.RayCluster):
+    """A Ray head and a worker on every other host, in Docker or bare.
+
+    ``RayCluster(spec, hosts)`` (hosts: RayHost or Host; the head is the one
+    marked ``head``) or ``RayCluster.from_inventory(inventory)``. ``up``,
+    ``status``, ``down`` and ``logs`` block (GIL released, Ctrl-C stops the
+    commands on the hosts) and raise clusterkit.Error when they fail, with
+    the result as the error's ``.result``; the ``*_async`` methods are their
+    asyncio forms, with ``on_progress(RayProgress)`` called on the loop's
+    thread. Cancelling the awaiting task stops the commands on the hosts
+    (what already started stays: call ``down``).
+
+        inventory = ck.Inventory.load("cluster.yaml")
+        ray = ck.RayCluster.from_inventory(inventory)
+        up = ray.up(on_progress=print)
+        print(up.status.summary())
+    """
+
+    @classmethod
+    def from_inventory(
+        cls,
+        inventory: _core.Inventory,
+        selector: str = "all",
+        head: Optional[str] = None,
+        spec: Optional[RayClusterSpec] = None,
+    ) -> RayCluster:
+        """The cluster of an inventory, as ``clusterkit ray`` builds it (see the C++ core's from_inventory).
+
+        The selector's hosts (storage/download-only hosts left out), the head
+        ``head``, else the host with role head, else the first; GPUs from each
+        host's ``gpus:`` entry; ``spec`` (default ``RayClusterSpec()``)
+        completed by the head's vars (runtime, runtime_image, serve_venv, ...),
+        which win. With a clusterkit.Inventory the hosts share its connections.
+        """
+        return cls(_core.RayCluster.from_inventory(inventory, selector, head, spec))
+
+    async def up_async(self, on_progress: Optional[Callable[[RayProgress], object]] = None) -> RayUpResult:
+        """``up`` without blocking the event loop; an exception from on_progress stops it and is raised here."""
+        call = _AsyncCall()
+        result: RayUpResult = await call.wait(self.start_up(call.wrap(on_progress), done=call.done))
+        return result
+
+    async def status_async(self) -> RayClusterStatus:
+        """``status`` without blocking the event loop."""
+        call = _AsyncCall()
+        result: RayClusterStatus = await call.wait(self.start_status(done=call.done))
+        return result
+
+    async def down_async(self) -> list[RayDownOutcome]:
+        """``down`` without blocking the event loop."""
+        call = _AsyncCall()
+        result: list[RayDownOutcome] = await call.wait(self.start_down(done=call.done))
+        return result
+
+    async def logs_async(self, tail: int = 200) -> list[RayHostLogs]:
+        """``logs`` without blocking the event loop."""
+        call = _AsyncCall()
+        result: list[RayHostLogs] = await call.wait(self.start_logs(tail, done=call.done))
+        return result
+
+
+class VllmServe(_core.VllmServe):
+    """``vllm serve`` on a RayCluster, followed until it answers a real request.
+
+    ``VllmServe(spec, cluster)``. ``up`` launches the engine and returns at
+    once; ``wait_ready`` follows its log until /health, /v1/models and one
+    streamed token answer (or raises clusterkit.Error with the log's
+    diagnosis). ``status``, ``down``, ``logs``; the ``*_async`` methods are
+    their asyncio forms. The API key is generated unless given, stored mode
+    0600 in ``api_key_file``, and never shown by ``repr()``.
+
+        serve = ck.VllmServe(ck.VllmServeSpec("/models/Qwen2___5-72B-Instruct", tensor_parallel=2,
+                                              pipeline_parallel=2), ray)
+        serve.up()
+        ready = serve.wait_ready(on_progress=lambda p: print(p.phase, p.message))
+        client = ck.OpenAIClient(serve.endpoint, api_key=serve.api_key)
+    """
+
+    @property
+    def cluster(self) -> RayCluster:
+        """The RayCluster the engine runs on."""
+        return RayCluster(_core.VllmServe.cluster.fget(self))  # type: ignore[attr-defined]
+
+    async def up_async(self) -> VllmUpResult:
+        """``up`` without blocking the event loop."""
+        call = _AsyncCall()
+        result: VllmUpResult = await call.wait(self.start_up(done=call.done))
+        return result
+
+    async def wait_ready_async(self, on_progress: Optional[Callable[[VllmProgress], object]] = None) -> VllmReady:
+        """``wait_ready`` without blocking the event loop; on_progress(VllmProgress) runs on the loop."""
+        call = _AsyncCall()
+        result: VllmReady = await call.wait(self.start_wait_ready(call.wrap(on_progress), done=call.done))
+        return result
+
+    async def status_async(self) -> VllmStatus:
+        """``status`` without blocking the event loop."""
+        call = _AsyncCall()
+        result: VllmStatus = await call.wait(self.start_status(done=call.done))
+        return result
+
+    async def down_async(self) -> VllmDownResult:
+        """``down`` without blocking the event loop."""
+        call = _AsyncCall()
+        result: VllmDownResult = await call.wait(self.start_down(done=call.done))
+        return result
+
+    async def logs_async(self, tail: int = 200) -> str:
+        """``logs`` without blocking the event loop."""
+        call = _AsyncCall()
+        result: str = await call.wait(self.start_logs(tail, done=call.done))
+        return result
+
+
+# --- end Ray cluster and vLLM serving ---

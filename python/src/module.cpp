@@ -15,6 +15,7 @@ PYBIND11_MODULE(_core, m) {
   ckpy::register_facts(m);
   ckpy::register_openai(m);
   ckpy::register_store(m);
+  ckpy::register_serve(m);
 
   // Stop what is still running before the interpreter goes away, and give a
   // forked child its own I/O thread.
