@@ -134,8 +134,10 @@ std::string generate_api_key();
 /// `env` is added to the engine's environment (RAY_ADDRESS, the node's).
 /// Prints `@@ck-vllm-launched PID` or `@@ck-vllm-running PID` (the same
 /// engine is already up: left alone) or `@@ck-vllm-failed WHY`.
+/// `key_digest` (a hash of the key, never the key) joins the fingerprint, so
+/// an engine started with another key counts as another engine.
 std::string vllm_launch_script(VllmServeSpec const& spec, std::vector<std::string> const& argv,
-                               std::map<std::string, std::string> const& env);
+                               std::map<std::string, std::string> const& env, std::string const& key_digest = {});
 /// One look at the engine: `@@ck-vllm-alive 0|1`, its uptime, the log's
 /// size, and the log's bytes from `offset` (at most 256 KiB).
 std::string vllm_watch_script(VllmServeSpec const& spec, std::uint64_t offset);

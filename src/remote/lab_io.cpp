@@ -1799,15 +1799,39 @@ LabStatus up_impl(LabOptions const& o, Paths const& paths) {
     parallel_for(hosts.size(), [&](size_t i) {
       if (!hosts[i].docker) return;
       auto d = paths.docker(hosts[i]);
-      std::string host_arg = "unix://" + d.socket;
       Result v = run_checked("asking " + hosts[i].name + "'s engine for its version",
-                             {docker_cli, "-H", host_arg, "version", "--format", "{{.Server.Version}}"});
+                             {docker_cli, "-H", "unix://" + d.socket, "version", "--format", "{{.Server.Version}}"});
       versions[i] = trim(v.out);
-      run_checked("importing the runtime image into " + hosts[i].name + "'s engine",
+    });
+    // The same image (the same ID) on every engine, as a deployment's
+    // preflight demands: `docker import` stamps a new creation time, hence a
+    // new ID, each time; `docker load` of one saved archive keeps it. The
+    // archive is made once, from an import into the first engine, and kept
+    // beside the rootfs tarball.
+    std::string const archive = image.tarball + ".image.tar";
+    std::string const archive_stamp = read_file(image.tarball + ".stamp") + "image=" + o.runtime_image + "\n";
+    std::size_t first = hosts.size();
+    for (std::size_t i = 0; i < hosts.size() && first == hosts.size(); ++i)
+      if (hosts[i].docker) first = i;
+    std::error_code aec;
+    if (first < hosts.size() && !(fs::exists(archive, aec) && read_file(archive + ".stamp") == archive_stamp)) {
+      std::string host_arg = "unix://" + paths.docker(hosts[first]).socket;
+      run_checked("importing the runtime image into " + hosts[first].name + "'s engine",
                   {docker_cli, "-H", host_arg, "import", "--change", "CMD [\"/bin/bash\"]", "--message",
                    "clusterkit lab runtime: Debian " + std::string(kImageSuite) + " minbase + " + kImagePackages, image.tarball,
                    o.runtime_image},
                   {}, "The image is cached at " + image.tarball + "; delete it (and its .stamp) to rebuild it.", 5min);
+      run_checked("saving the runtime image", {docker_cli, "-H", host_arg, "save", "-o", archive + ".tmp", o.runtime_image}, {},
+                  "Is there room in " + std::string(kImageCacheDir) + "?", 5min);
+      if (::rename((archive + ".tmp").c_str(), archive.c_str()) != 0)
+        fail(errc::lab_failed, "lab up --docker: cannot place " + archive + ": " + std::strerror(errno));
+      write_file(archive + ".stamp", archive_stamp, 0644);
+    }
+    parallel_for(hosts.size(), [&](size_t i) {
+      if (!hosts[i].docker) return;
+      run_checked("loading the runtime image into " + hosts[i].name + "'s engine",
+                  {docker_cli, "-H", "unix://" + paths.docker(hosts[i]).socket, "load", "-q", "-i", archive}, {},
+                  "The image archive is " + archive + "; delete it (and its .stamp) to make it again.", 5min);
     });
     for (size_t i = 0; i < hosts.size(); ++i) {
       if (!hosts[i].docker) continue;

@@ -85,13 +85,15 @@ VllmServe Deployment::engine(unsigned tp, unsigned pp, std::optional<std::uint64
   spec.tensor_parallel = tp ? tp : 1;
   spec.pipeline_parallel = pp ? pp : 1;
   if (max_model_len) spec.max_model_len = max_model_len;
-  if (spec.api_key_file.empty() && !spec.no_api_key) spec.api_key_file = (deployment_record_path(spec_).parent_path() / "api.key").string();
   return VllmServe(std::move(spec), ray_cluster());
 }
 
 namespace detail {
 namespace {
 
+// GCC 12 destroys a brace-initialised temporary argument of a co_await
+// expression twice (a crash: "free(): invalid pointer", seen here in the
+// layout step): every argument below is a named object.
 using asio::awaitable;
 using clock_type = std::chrono::steady_clock;
 constexpr auto use_awaitable = asio::use_awaitable;
@@ -237,7 +239,8 @@ awaitable<BenchFigures> short_bench(OpenAIClient client, std::string model, Depl
       auto req = ChatRequest::simple(model, prompt);
       req.max_tokens = checks.bench_max_tokens;
       req.extra["ignore_eos"] = true;
-      auto [ec, r] = co_await client.async_chat_stream(req, [](StreamChunk const&) {}, asio::as_tuple(use_awaitable));
+      ChunkCallback ignore_chunks = [](StreamChunk const&) {};
+      auto [ec, r] = co_await client.async_chat_stream(req, ignore_chunks, asio::as_tuple(use_awaitable));
       if (ec) {
         ++b.failed;
         if (b.first_error.empty()) b.first_error = r.meta.diagnostic.empty() ? ec.message() : r.meta.diagnostic;
@@ -306,6 +309,15 @@ awaitable<std::pair<std::error_code, DeploymentRecord>> up(Deployment d, Deploym
     } else {
       PreflightOptions o;
       o.probe_nas = false;  // the NAS step mounts and checks it
+      // Resuming: this deployment's own Ray holds its ports; probing them
+      // would report them taken.
+      auto [rec_ec, ray_now] = co_await d.ray_cluster().async_status(asio::as_tuple(use_awaitable));
+      bool ours_up = false;
+      for (auto const& h : ray_now.hosts) ours_up = ours_up || h.runtime_state == "running";
+      if (ours_up) {
+        o.probe_ports = false;
+        s.detail["ports"] = "not probed: this deployment's Ray is running and holds them";
+      }
       o.ray_port = spec.ray.port;
       o.container_runtime = spec.ray.runtime == RayRuntimeKind::docker ? "docker" : "none";
       if (spec.ray.runtime == RayRuntimeKind::docker) o.docker_images = {spec.ray.image};
@@ -406,7 +418,8 @@ awaitable<std::pair<std::error_code, DeploymentRecord>> up(Deployment d, Deploym
       ss.destination = path;
       ss.streams = static_cast<int>(spec.model.sync_streams);
       auto t = clock_type::now();
-      auto [ec, copied] = co_await store.async_sync(d.host(source_host), ss, {}, asio::as_tuple(use_awaitable));
+      ProgressCallback no_progress;
+      auto [ec, copied] = co_await store.async_sync(d.host(source_host), ss, no_progress, asio::as_tuple(use_awaitable));
       data_seconds += seconds_between(t, clock_type::now());
       if (ec) co_return run.fail(s, ec, copied.message);
       run.host_done(s, source_host, "ok", copied.message, s.started_s);
@@ -431,7 +444,8 @@ awaitable<std::pair<std::error_code, DeploymentRecord>> up(Deployment d, Deploym
       ss.streams = static_cast<int>(spec.model.sync_streams);
       ss.checksum = true;
       auto t = clock_type::now();
-      auto [ec, copied] = co_await store.async_sync(d.host(source_host), ss, {}, asio::as_tuple(use_awaitable));
+      ProgressCallback no_progress;
+      auto [ec, copied] = co_await store.async_sync(d.host(source_host), ss, no_progress, asio::as_tuple(use_awaitable));
       data_seconds += seconds_between(t, clock_type::now());
       if (!ec) s.detail["repaired"] = copied.message;
       seen = co_await store.async_verify(handles(d, d.gpu_hosts()), path, vo, use_awaitable);
@@ -452,7 +466,9 @@ awaitable<std::pair<std::error_code, DeploymentRecord>> up(Deployment d, Deploym
   {
     auto& s = run.begin("layout", "the planner on " + std::to_string(d.gpu_hosts().size()) + " GPU hosts");
     auto head = d.host(spec.head);
-    auto [ec, r] = co_await head.async_run(Command::shell(model_snapshot_script(path)), RunOptions{}, asio::as_tuple(use_awaitable));
+    RunOptions ro;
+    ro.timeout = std::chrono::seconds(120);
+    auto [ec, r] = co_await head.async_run(Command::shell(model_snapshot_script(path)), ro, asio::as_tuple(use_awaitable));
     if (ec || r.exit_code != 0) co_return run.fail(s, ec, "cannot read the model's headers on " + spec.head + ": " + failure_of(HostOutcome{spec.head, ec, r}));
     try {
       auto facts_m = inspect_snapshot(parse_model_snapshot(r.stdout_text));
@@ -550,13 +566,7 @@ awaitable<std::pair<std::error_code, DeploymentRecord>> up(Deployment d, Deploym
   auto ex = co_await asio::this_coro::executor;
   ClientOptions co;
   co.base_url = rec.endpoint;
-  co.api_key = engine.spec().no_api_key ? std::string() : stored_api_key_for(rec.endpoint);
-  if (co.api_key.empty() && !engine.spec().no_api_key) {
-    std::ifstream in(rec.api_key_file);
-    std::string line;
-    while (std::getline(in, line))
-      if (!line.empty() && line[0] != '#') co.api_key = line;
-  }
+  co.api_key = engine.api_key();  // loaded or made by the serve step
   co.proxy_from_environment = false;
   co.first_token_timeout = std::chrono::milliseconds(120000);
   OpenAIClient client(ex, co);
@@ -569,7 +579,8 @@ awaitable<std::pair<std::error_code, DeploymentRecord>> up(Deployment d, Deploym
       auto req = ChatRequest::simple(rec.served_model_name, "Who are you?");
       req.max_tokens = 32;
       auto t = clock_type::now();
-      auto [ec, r] = co_await client.async_chat_stream(req, [](StreamChunk const&) {}, asio::as_tuple(use_awaitable));
+      ChunkCallback ignore_chunks = [](StreamChunk const&) {};
+      auto [ec, r] = co_await client.async_chat_stream(req, ignore_chunks, asio::as_tuple(use_awaitable));
       measured += seconds_between(t, clock_type::now());
       if (ec || r.content_chunks == 0) co_return run.fail(s, ec, r.meta.diagnostic.empty() ? "no token came back" : r.meta.diagnostic);
       rec.smoke = {{"ok", true}, {"ttft_ms", std::chrono::duration<double, std::milli>(r.time_to_first_token).count()},
@@ -670,13 +681,16 @@ awaitable<std::pair<std::error_code, DeploymentDownResult>> down(Deployment d, D
   if (options.remove_model) {
     auto path = d.spec().model_path();
     std::string script = "rm -rf -- " + shell::quote(path) + "\n";
-    auto [mec, mr] = co_await d.host(d.spec().head).async_run(Command::shell(script), RunOptions{}, asio::as_tuple(use_awaitable));
+    RunOptions ro;
+    ro.timeout = std::chrono::seconds(600);
+    auto [mec, mr] = co_await d.host(d.spec().head).async_run(Command::shell(script), ro, asio::as_tuple(use_awaitable));
     if (mec || mr.exit_code) result.problems.push_back("could not remove " + path + ": " + failure_of(HostOutcome{d.spec().head, mec, mr}));
     else result.removed.push_back("model " + path);
   }
   if (options.unmount_nas && d.spec().nas) {
     NasMount nas(*d.spec().nas);
-    auto outs = co_await nas.async_unmount(handles(d, hosts), UnmountOptions{}, use_awaitable);
+    UnmountOptions uo;
+    auto outs = co_await nas.async_unmount(handles(d, hosts), uo, use_awaitable);
     for (auto const& o : outs) {
       if (!o.ok()) result.problems.push_back(o.message);
       else result.removed.push_back("NAS on " + o.host + ": " + o.action);

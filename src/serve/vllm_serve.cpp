@@ -236,9 +236,9 @@ constexpr char const* kProcFunctions =
 }  // namespace
 
 std::string vllm_launch_script(VllmServeSpec const& spec, std::vector<std::string> const& argv,
-                               std::map<std::string, std::string> const& env) {
+                               std::map<std::string, std::string> const& env, std::string const& key_digest) {
   auto d = shell::quote(vllm_state_dir(spec));
-  auto fp = fingerprint_of(argv, env);
+  auto fp = fingerprint_of(argv, env) + key_digest.substr(0, 8);
   std::ostringstream s;
   s << "umask 077\n"
     << "ck_d=" << d << "\n"
@@ -654,6 +654,10 @@ std::string stored_api_key_for(std::string const& endpoint) {
   VllmServeSpec probe;
   auto dir = vllm_api_key_path(probe).parent_path();
   std::error_code ec;
+  // Several engines may have served at one endpoint over time: the newest
+  // key file wins.
+  std::string best;
+  fs::file_time_type best_time{};
   for (auto const& e : fs::directory_iterator(dir, ec)) {
     if (!e.is_regular_file(ec) || e.path().extension() != ".key") continue;
     std::ifstream in(e.path());
@@ -667,9 +671,12 @@ std::string stored_api_key_for(std::string const& endpoint) {
       if (u.ends_with("/v1")) u.resize(u.size() - 3);
       return u;
     };
-    if (!key.empty() && norm(ep) == norm(endpoint)) return key;
+    if (!key.empty() && norm(ep) == norm(endpoint)) {
+      auto t = fs::last_write_time(e.path(), ec);
+      if (best.empty() || t > best_time) best = key, best_time = t;
+    }
   }
-  return {};
+  return best;
 }
 
 }  // namespace clusterkit

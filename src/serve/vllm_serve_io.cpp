@@ -7,6 +7,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 
+#include <openssl/evp.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -166,6 +167,19 @@ std::map<std::string, std::string> engine_env(VllmServe const& s, RayNodeProbe c
   return env;
 }
 
+/// A short public hash of the key (never the key): part of the engine's
+/// fingerprint.
+std::string digest_of(std::string const& key) {
+  if (key.empty()) return {};
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int n = 0;
+  EVP_Digest(key.data(), key.size(), md, &n, EVP_sha256(), nullptr);
+  static char const* hex = "0123456789abcdef";
+  std::string out;
+  for (unsigned i = 0; i < 4 && i < n; ++i) out += std::string{hex[md[i] >> 4], hex[md[i] & 15]};
+  return out;
+}
+
 std::string marker_value(std::string const& out, std::string_view marker) {
   auto p = out.find(marker);
   if (p == std::string::npos) return {};
@@ -185,6 +199,7 @@ awaitable<std::pair<std::error_code, VllmUpResult>> up(VllmServe s) {
   }
   result.api_key_file = s.spec().no_api_key ? std::string() : vllm_api_key_path(s.spec()).string();
   auto hosts = engine_hosts(s);
+  auto const key_digest = digest_of(key);
   auto probes = co_await routes(s, hosts);
   auto const& head = probes.front();
   if (head.node_ip.empty()) {
@@ -201,7 +216,7 @@ awaitable<std::pair<std::error_code, VllmUpResult>> up(VllmServe s) {
     for (auto i : order) {
       auto argv = vllm_serve_argv(s.spec(), static_cast<unsigned>(i), static_cast<unsigned>(hosts.size()), head.node_ip);
       auto env = engine_env(s, probes[i], head);
-      auto cmd = ray_runtime_command(s.cluster().spec(), vllm_launch_script(s.spec(), argv, env), true);
+      auto cmd = ray_runtime_command(s.cluster().spec(), vllm_launch_script(s.spec(), argv, env, key_digest), true);
       auto host = hosts[i].host;
       auto [ec, r] = co_await host.async_run(cmd, run_options(std::chrono::seconds(60), key), asio::as_tuple(use_awaitable));
       if (ec) {
