@@ -9,7 +9,9 @@
 // that installs it.
 #include <catch2/catch.hpp>
 
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -19,6 +21,7 @@
 #include <set>
 #include <thread>
 
+#include "clusterkit/deployment.hpp"
 #include "clusterkit/inventory.hpp"
 #include "clusterkit/lab.hpp"
 #include "clusterkit/model.hpp"
@@ -120,6 +123,8 @@ private:
     std::error_code ec;
     fs::remove_all(config_home, ec);
   }
+
+public:
   std::string config_home;
 };
 
@@ -416,57 +421,212 @@ TEST_CASE("vLLM CPU on one host: launched, followed, proved, diagnosed, stopped"
   fs::remove(key_file);
 }
 
-TEST_CASE("vLLM CPU TP 2 x PP 2 over Ray across two hosts in Docker: the seed's shape", "[vllm][lab][docker]") {
+// ---------------------------------------------------------------------------
+// The whole seed from one spec: Deployment on the lab.
+
+namespace {
+
+/// tests/fixtures/fake_hub.py serving the tiny model, on the lab's bridge:
+/// a SIMULATED hub the real modelscope CLI downloads from.
+struct FakeHub {
+  pid_t pid = 0;
+  std::string root;
+  int port = 0;
+  FakeHub() {
+    char tmpl[] = "/tmp/ck-serve-hub-XXXXXX";
+    REQUIRE(::mkdtemp(tmpl));
+    root = tmpl;
+    auto made = root + "/made";
+    auto make = std::string(kVenv) + "/bin/python3 " + CK_SOURCE_DIR + "/tests/fixtures/make_tiny_qwen2.py " + made + " >/dev/null";
+    REQUIRE(std::system(make.c_str()) == 0);
+    fs::create_directories(root + "/hub/Qwen");
+    fs::rename(made + "/Qwen/Tiny2___5-4M-Instruct", root + "/hub/Qwen/Tiny2.5-4M-Instruct");
+    auto port_file = root + "/port";
+    pid = ::fork();
+    if (pid == 0) {
+      ::setsid();
+      std::string script = std::string(CK_SOURCE_DIR) + "/tests/fixtures/fake_hub.py";
+      std::string hub = root + "/hub", host = std::string(kSubnet) + ".1";
+      ::execlp("python3", "python3", script.c_str(), "--root", hub.c_str(), "--host", host.c_str(), "--port", "0", "--port-file",
+               port_file.c_str(), static_cast<char*>(nullptr));
+      ::_exit(127);
+    }
+    REQUIRE(eventually(20, [&] { return fs::exists(port_file) && fs::file_size(port_file) > 0; }));
+    std::ifstream(port_file) >> port;
+    REQUIRE(port > 0);
+  }
+  ~FakeHub() {
+    if (pid > 0) {
+      ::kill(pid, SIGTERM);
+      ::waitpid(pid, nullptr, 0);
+    }
+    std::error_code ec;
+    fs::remove_all(root, ec);
+  }
+};
+
+std::string lab_spec(Lab& lab, FakeHub const& hub, std::string const& name) {
+  return "name: " + name + "\n"
+         "inventory: " + lab.status.inventory_path + "\n"
+         "model:\n"
+         "  id: Qwen/Tiny2.5-4M-Instruct\n"
+         "  hub: modelscope\n"
+         "  endpoint: http://" + std::string(kSubnet) + ".1:" + std::to_string(hub.port) + "\n"
+         "  download_host: h3\n"
+         "  download_dir: /var/tmp/ck-download/Qwen/Tiny2___5-4M-Instruct\n"
+         "runtime:\n"
+         "  kind: docker\n"
+         "  image: clusterkit/lab-runtime:bookworm\n"
+         "  venv: /opt/ck-serve\n"
+         "  ipc_host: true\n"
+         "  env: {OMP_NUM_THREADS: \"1\"}\n"
+         "ray:\n"
+         "  object_store_memory: 268435456\n"
+         "serve:\n"
+         "  served_model_name: tiny\n"
+         "  max_model_len: 512\n"
+         "  dtype: bfloat16\n"
+         "  ready_timeout: 900\n"
+         "  env: {VLLM_CPU_KVCACHE_SPACE: \"1\", HF_HUB_OFFLINE: \"1\"}\n"
+         "checks:\n"
+         "  bench: {requests: 8, concurrency: 4, max_tokens: 8}\n"
+         "state_dir: " + lab.config_home + "/deploy-" + name + "\n";
+}
+
+StepRecord const& step_of(DeploymentRecord const& r, std::string const& name) {
+  auto const* s = r.step(name);
+  REQUIRE(s);
+  return *s;
+}
+
+}  // namespace
+
+TEST_CASE("Deployment: the seed from one spec, real end to end, with faults", "[deploy][lab][docker]") {
   auto& lab = Lab::get();
-  // The seed's containers, with the lab's two differences (said in README):
-  // --ipc host, because vLLM's CPU build passes tensors between pipeline
-  // stages through /dev/shm files every host must see (GPUs use NCCL), and
-  // OMP_NUM_THREADS=1 in Ray's environment (2 cores for 4 workers).
-  auto rspec = lab.spec("tp2pp2", RayRuntimeKind::docker);
-  rspec.ipc_host = true;
-  rspec.volumes.push_back({"/mnt/Qwen", "/models", false});
-  rspec.env["OMP_NUM_THREADS"] = "1";
-  RayCluster ray(rspec, lab.gpu_hosts());
-  REQUIRE(ray_up(ray).status.gpus_total == 4.0);
+  FakeHub hub;
+  auto containers = [&](std::string const& h) { return lab.sh(h, "docker ps -a -q | wc -l").stdout_text; };
 
-  VllmServeSpec spec;
-  spec.name = "tp2pp2";
-  spec.model = "/models/Tiny2___5-4M-Instruct";
-  spec.served_model_name = "tiny";
-  spec.tensor_parallel = 2;
-  spec.pipeline_parallel = 2;
-  spec.max_model_len = 512;
-  spec.dtype = "bfloat16";
-  spec.vllm_command = std::string(kVenv) + "/bin/vllm";
-  spec.env = {{"VLLM_CPU_KVCACHE_SPACE", "1"}, {"HF_HUB_OFFLINE", "1"}};
-  spec.ready_timeout = std::chrono::seconds(900);
-  VllmServe serve(spec, ray);
-  vllm_up(serve);
-  auto ready = vllm_wait_ready(serve);
-  WARN("TP2 x PP2 over Ray in Docker: ready after " << ready.ready_seconds << " s (engine's own start "
-                                                    << ready.engine_start_seconds << " s)");
-  // 1 GiB per worker, TP 2 x PP 2: the planner's figure, the engine's log.
-  REQUIRE(ready.log.kv_cache_tokens);
-  CHECK(*ready.log.kv_cache_tokens == 2097152u);
-  // Ray holds all 4 logical GPUs in vLLM's placement group.
-  auto st = ray_status(ray);
-  CHECK(st.usage.at("GPU").used == 4.0);
-  Runtime client_rt;
-  OpenAIClient client(client_rt.executor(), ClientOptions{serve.endpoint(), stored_api_key_for(serve.endpoint())});
-  CHECK_FALSE(chat(client, ChatRequest::simple("tiny", "Who are you?")).text().empty());
+  // A spec with mistakes: every one reported, nothing started.
+  auto broken = lab_spec(lab, hub, "seed");
+  broken += "serve2: {}\n";
+  broken.replace(broken.find("hub: modelscope"), 15, "hub: modelscop");
+  broken.replace(broken.find("ipc_host: true"), 14, "ipc_host: maybe");
+  broken += "ray2: x\n";
+  try {
+    parse_deployment_spec(broken, "broken.yaml");
+    FAIL("a broken spec was accepted");
+  } catch (Error const& e) {
+    std::string m = e.what();
+    CHECK_THAT(m, Contains("4 mistakes") && Contains("nothing was started"));
+    CHECK_THAT(m, Contains("broken.yaml:") && Contains("unknown field 'serve2'; did you mean 'serve'?"));
+    CHECK_THAT(m, Contains("\"modelscop\" is not a hub"));
+    CHECK_THAT(m, Contains("runtime.ipc_host: expected true or false"));
+  }
+  CHECK(containers("h1") == "0\n");
 
-  // A worker lost after start: /health may still say 200 (vllm#16259);
-  // status says DEGRADED at once.
-  REQUIRE(lab.sh("h2", "docker kill ck-ray-tp2pp2 >/dev/null").exit_code == 0);
+  // The seed's step 1 for real: nothing on the NAS, nothing downloaded yet.
+  REQUIRE(lab.sh("h3", "rm -rf /mnt/Qwen/Tiny2___5-4M-Instruct /var/tmp/ck-download").exit_code == 0);
+  auto spec = parse_deployment_spec(lab_spec(lab, hub, "seed"), "seed.yaml");
+  Deployment d(lab.rt.executor(), spec);
+  CHECK(d.gpu_hosts() == std::vector<std::string>{"h1", "h2"});
+  CHECK(d.download_host() == "h3");
+
+  // A worker host cut off during `up`: a clear failure naming the step and
+  // the host; `down` cleans up; the next `up` resumes (NAS and model kept).
+  {
+    std::string veth = std::string("v") + kLab + "-2";
+    bool cut = false;
+    try {
+      deployment_up(d, [&](DeploymentProgress const& p) {
+        if (p.step == "ray" && p.status == "running" && !cut) {
+          cut = true;
+          std::system(("ip link set " + veth + " down").c_str());
+          close_connection(lab.inventory.find("h2")->spec);
+        }
+      });
+      FAIL("up went through with h2 cut off");
+    } catch (Error const& e) {
+      CHECK_THAT(std::string(e.what()), Contains("ray") && Contains("h2"));
+    }
+    std::system(("ip link set " + veth + " up").c_str());
+    auto rec = load_deployment_record(spec);
+    REQUIRE(rec);
+    CHECK(rec->status == "failed");
+    CHECK(step_of(*rec, "model").status == "ok");
+    CHECK(step_of(*rec, "ray").status == "failed");
+    deployment_down(d);
+    CHECK(containers("h1") == "0\n");
+    CHECK(containers("h2") == "0\n");
+  }
+
   auto t0 = clock_type::now();
-  auto degraded = vllm_status(serve);
-  WARN("serve status after the worker's loss: " << seconds_since(t0) << " s, health " << degraded.health_status);
-  CHECK(degraded.state == "DEGRADED");
-  REQUIRE(degraded.ray);
-  CHECK_FALSE(degraded.ray->healthy);
+  std::vector<std::string> lines;
+  auto rec = deployment_up(d, [&](DeploymentProgress const& p) { lines.push_back(p.step + " " + p.host + " " + p.status); });
+  WARN("deployment up (resumed): " << seconds_since(t0) << " s; clusterkit's own part " << rec.own_seconds << " s");
+  CHECK(rec.status == "up");
+  for (auto const& s : rec.steps) CHECK((s.status == "ok" || s.status == "skipped"));
+  CHECK(step_of(rec, "model").status == "skipped");  // resumed: found on the NAS, complete
+  CHECK(rec.layout.value("tp", 0) == 2);
+  CHECK(rec.layout.value("pp", 0) == 2);
+  // The seed's shape for real: TP 2 x PP 2 over Ray across two hosts in
+  // Docker. The lab's two differences (said in the spec and README): the
+  // containers share /dev/shm (vLLM's CPU build passes tensors between
+  // pipeline stages through /dev/shm files; GPUs use NCCL) and
+  // OMP_NUM_THREADS=1 in Ray's environment (2 cores for 4 workers).
+  // 1 GiB of KV space per worker: the planner's figure is the engine's own.
+  CHECK(step_of(rec, "serve").detail.value("kv_cache_tokens", 0) == 2097152);
+  CHECK(ray_status(d.ray_cluster()).usage.at("GPU").used == 4.0);  // vLLM's placement group holds all 4
+  CHECK(rec.smoke.value("ok", false));
+  CHECK(rec.bench.value("ok", 0) == 8);
+  CHECK(rec.versions.at("vllm") == "0.32.0");
+  CHECK(rec.node_env.at("h2").at("VLLM_HOST_IP") == std::string(kSubnet) + ".12");
+  CHECK_FALSE(rec.simulated.empty());
+  CHECK(fs::exists(deployment_record_path(spec)));
+  CHECK_THAT(rec.summary(), Contains("clusterkit chat --url http://" + std::string(kSubnet) + ".11:8000 --model tiny"));
 
-  vllm_down(serve);
-  ray_down(ray);
-  CHECK(lab.sh("h1", "docker ps -a -q | wc -l").stdout_text == "0\n");
-  fs::remove(key_file);
+  // `up` again: already up, from a quick look.
+  t0 = clock_type::now();
+  auto again = deployment_up(d);
+  double again_s = seconds_since(t0);
+  WARN("deployment up on a running deployment: " << again_s << " s");
+  CHECK_THAT(again.message, Contains("already up"));
+  CHECK(again_s < 1.5);
+  CHECK(deployment_status(d).state == "up");
+
+  // Faults after `up`: a worker's Ray container killed, the NAS gone from
+  // h2, a shard cut short on the NAS. Status says DEGRADED; `up` heals it
+  // all: the NAS mounted again, the shard repaired by a sync, the Ray worker
+  // replaced, the engine restarted on it.
+  auto shard = "/mnt/Qwen/Tiny2___5-4M-Instruct/model-00001-of-00001.safetensors";
+  REQUIRE(lab.sh("h2", "docker kill ck-ray-seed >/dev/null").exit_code == 0);
+  REQUIRE(lab.sh("h3", std::string("truncate -s 100000 ") + shard).exit_code == 0);
+  REQUIRE(lab.sh("h2", "umount -l /mnt").exit_code == 0);
+  auto degraded = deployment_status(d);
+  CHECK(degraded.state == "DEGRADED");
+  CHECK_FALSE(degraded.problems.empty());
+  REQUIRE(degraded.engine);
+  WARN("engine after the worker's loss: " << degraded.engine->state << ", /health " << degraded.engine->health_status);
+  CHECK(degraded.engine->state == "DEGRADED");  // vllm#16259: /health may still say 200
+  t0 = clock_type::now();
+  auto healed = deployment_up(d);
+  WARN("deployment up healing: " << seconds_since(t0) << " s");
+  CHECK(healed.status == "up");
+  bool remounted = false;
+  for (auto const& h : step_of(healed, "nas").hosts) remounted = remounted || (h.host == "h2" && h.status == "ok");
+  CHECK(remounted);
+  CHECK(step_of(healed, "model").status == "ok");  // copied again, not skipped
+  CHECK(lab.sh("h1", std::string("stat -c %s ") + shard).stdout_text != "100000\n");
+  CHECK(deployment_status(d).state == "up");
+
+  auto logs = deployment_logs(d, "", 50);
+  CHECK_FALSE(logs.empty());
+
+  // down: the engine, Ray and the containers; the NAS and the model stay.
+  auto down = deployment_down(d);
+  CHECK(down.problems.empty());
+  CHECK(containers("h1") == "0\n");
+  CHECK(containers("h2") == "0\n");
+  CHECK(lab.sh("h2", std::string("test -f ") + shard + " && echo kept").stdout_text == "kept\n");
+  CHECK(load_deployment_record(spec)->status == "down");
+  CHECK(deployment_status(d).state == "down");
 }
