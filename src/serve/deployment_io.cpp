@@ -375,11 +375,64 @@ awaitable<std::pair<std::error_code, DeploymentRecord>> up(Deployment d, Deploym
     run.end(run.begin("nas", "no NAS in the spec or the inventory"), "skipped", "no NAS: the model must be at the same path on every host");
   }
 
-  // --- 3. model: on the NAS and whole, or downloaded and copied in
+  // Ray starts while the model is found or copied (a 145 GB copy takes
+  // long; Ray is ready by then); the NAS is mounted already, so the
+  // containers' model volume is the NAS's folder. Both must end before up
+  // goes on, or returns.
+  struct Failure {
+    StepRecord* step;
+    std::error_code ec;
+    std::string message;
+  };
+  double ray_own = 0;
+  bool ray_replaced = false;
+  auto cluster = d.ray_cluster();
+  auto ray_step = [&]() -> awaitable<std::optional<Failure>> {
+  // --- 6. ray
+  {
+    auto& s = run.begin("ray", std::string(to_string(spec.ray.runtime)) + ": head " + spec.head + ", " +
+                                   std::to_string(d.gpu_hosts().size() - 1) + " workers");
+    auto [ec, r] = co_await cluster.async_up(
+        [&](RayProgress const& p) { run.tell("ray", "", p.phase, p.message); }, asio::as_tuple(use_awaitable));
+    for (auto const& n : r.nodes) {
+      run.host_done(s, n.host, n.error ? "failed" : n.action == RayNodeAction::keep ? "skipped" : "ok", n.message, s.started_s);
+      ray_replaced = ray_replaced || n.action == RayNodeAction::replace;
+      ray_own = std::max(ray_own, n.started_ms / 1000.0);
+    }
+    for (auto const& p : r.plans) rec.node_env[p.host] = p.env;
+    if (ec) co_return Failure{&s, ec, r.message};
+    if (!r.status.ray_version.empty()) rec.versions["ray"] = r.status.ray_version;
+    s.detail = r.to_json();
+    run.end(s, "ok", r.message);
+  }
+
+    co_return std::nullopt;
+  };
+  std::optional<Failure> ray_failure;
+  bool ray_running = true;
+  auto ex_ray = co_await asio::this_coro::executor;
+  asio::steady_timer ray_finished(ex_ray, asio::steady_timer::time_point::max());
+  asio::co_spawn(ex_ray, ray_step(), [&](std::exception_ptr ep, std::optional<Failure> f) {
+    if (ep) f = Failure{rec.step("ray"), make_error_code(errc::ray_failed), exception_text(ep)};
+    ray_failure = std::move(f);
+    ray_running = false;
+    ray_finished.cancel();
+  });
+  auto wait_for_ray = [&]() -> awaitable<void> {
+    while (ray_running) {
+      boost::system::error_code ignored;
+      co_await ray_finished.async_wait(asio::redirect_error(use_awaitable, ignored));
+    }
+  };
+
+  unsigned tp = spec.serve.tensor_parallel, pp = spec.serve.pipeline_parallel;
+  std::optional<std::uint64_t> max_len = spec.serve.max_model_len;
   auto store = store_of(spec);
   auto const path = spec.model_path();
   double data_seconds = 0;
   auto const source_host = d.download_host().empty() ? spec.head : d.download_host();
+  auto model_chain = [&]() -> awaitable<std::optional<Failure>> {
+  // --- 3. model: on the NAS and whole, or downloaded and copied in
   {
     auto& s = run.begin("model", spec.model.id + " at " + path);
     RemoteVerifyOptions vo;
@@ -410,7 +463,7 @@ awaitable<std::pair<std::error_code, DeploymentRecord>> up(Deployment d, Deploym
                                                        },
                                                        asio::as_tuple(use_awaitable));
         data_seconds += seconds_between(t, clock_type::now());
-        if (ec) co_return run.fail(s, ec, got.message);
+        if (ec) co_return Failure{&s, ec, got.message};
         run.host_done(s, source_host, "ok", got.message, s.started_s);
       }
       SyncSpec ss;
@@ -421,7 +474,7 @@ awaitable<std::pair<std::error_code, DeploymentRecord>> up(Deployment d, Deploym
       ProgressCallback no_progress;
       auto [ec, copied] = co_await store.async_sync(d.host(source_host), ss, no_progress, asio::as_tuple(use_awaitable));
       data_seconds += seconds_between(t, clock_type::now());
-      if (ec) co_return run.fail(s, ec, copied.message);
+      if (ec) co_return Failure{&s, ec, copied.message};
       run.host_done(s, source_host, "ok", copied.message, s.started_s);
       run.end(s, "ok", copied.message);
     }
@@ -456,24 +509,22 @@ awaitable<std::pair<std::error_code, DeploymentRecord>> up(Deployment d, Deploym
                     s.started_s);
       if (!v.ok()) bad.push_back(v.message);
     }
-    if (!bad.empty()) co_return run.fail(s, make_error_code(errc::model_incomplete), join(bad, "; "));
+    if (!bad.empty()) co_return Failure{&s, make_error_code(errc::model_incomplete), join(bad, "; ")};
     run.end(s, "ok", "every GPU host sees it whole");
   }
 
   // --- 5. layout, from the model's own headers on the NAS
-  unsigned tp = spec.serve.tensor_parallel, pp = spec.serve.pipeline_parallel;
-  std::optional<std::uint64_t> max_len = spec.serve.max_model_len;
   {
     auto& s = run.begin("layout", "the planner on " + std::to_string(d.gpu_hosts().size()) + " GPU hosts");
     auto head = d.host(spec.head);
     RunOptions ro;
     ro.timeout = std::chrono::seconds(120);
     auto [ec, r] = co_await head.async_run(Command::shell(model_snapshot_script(path)), ro, asio::as_tuple(use_awaitable));
-    if (ec || r.exit_code != 0) co_return run.fail(s, ec, "cannot read the model's headers on " + spec.head + ": " + failure_of(HostOutcome{spec.head, ec, r}));
+    if (ec || r.exit_code != 0) co_return Failure{&s, ec, "cannot read the model's headers on " + spec.head + ": " + failure_of(HostOutcome{spec.head, ec, r})};
     try {
       auto facts_m = inspect_snapshot(parse_model_snapshot(r.stdout_text));
       auto gpus = gpu_inventory(d, facts);
-      if (gpus.nodes.empty()) co_return run.fail(s, make_error_code(errc::invalid_argument), "no GPUs on the GPU hosts (declare them in the inventory's gpus:)");
+      if (gpus.nodes.empty()) co_return Failure{&s, make_error_code(errc::invalid_argument), "no GPUs on the GPU hosts (declare them in the inventory's gpus:)"};
       PlanOptions po;
       if (spec.serve.gpu_memory_utilization) po.gpu_memory_utilization = *spec.serve.gpu_memory_utilization;
       if (max_len) po.max_model_len = max_len;
@@ -483,7 +534,7 @@ awaitable<std::pair<std::error_code, DeploymentRecord>> up(Deployment d, Deploym
         chosen = plan.recommended_layout();
         if (!chosen) {
           std::string why = plan.shortfall ? join(plan.shortfall->suggestions, "; ") : "no layout fits";
-          co_return run.fail(s, make_error_code(errc::invalid_argument), spec.model.id + " does not fit on " + gpus.describe() + ": " + why);
+          co_return Failure{&s, make_error_code(errc::invalid_argument), spec.model.id + " does not fit on " + gpus.describe() + ": " + why};
         }
       } else {
         for (auto const& l : plan.layouts)
@@ -493,12 +544,12 @@ awaitable<std::pair<std::error_code, DeploymentRecord>> up(Deployment d, Deploym
           }
         if (!chosen || !chosen->fits) {
           auto const* best = plan.recommended_layout();
-          co_return run.fail(s, make_error_code(errc::invalid_argument),
+          co_return Failure{&s, make_error_code(errc::invalid_argument),
                              "TP " + std::to_string(tp) + " x PP " + std::to_string(pp) + " does not fit on " + gpus.describe() +
                                  (chosen ? " (" + chosen->reason + ")" : "") +
                                  (best ? "; what fits: TP " + std::to_string(best->tp) + " x PP " + std::to_string(best->pp) +
                                              " (`clusterkit plan` lists every layout)"
-                                       : "; nothing fits: " + (plan.shortfall ? join(plan.shortfall->suggestions, "; ") : std::string())));
+                                       : "; nothing fits: " + (plan.shortfall ? join(plan.shortfall->suggestions, "; ") : std::string()))};
         }
       }
       tp = chosen->tp;
@@ -510,30 +561,16 @@ awaitable<std::pair<std::error_code, DeploymentRecord>> up(Deployment d, Deploym
       run.end(s, "ok", "TP " + std::to_string(tp) + " x PP " + std::to_string(pp) + " on " + gpus.describe() + ", " +
                            std::to_string(chosen->kv_cache_tokens) + " KV tokens");
     } catch (Error const& e) {
-      co_return run.fail(s, e.code(), e.what());
+      co_return Failure{&s, e.code(), e.what()};
     }
   }
 
-  // --- 6. ray
-  double ray_own = 0;
-  bool ray_replaced = false;
-  auto cluster = d.ray_cluster();
-  {
-    auto& s = run.begin("ray", std::string(to_string(spec.ray.runtime)) + ": head " + spec.head + ", " +
-                                   std::to_string(d.gpu_hosts().size() - 1) + " workers");
-    auto [ec, r] = co_await cluster.async_up(
-        [&](RayProgress const& p) { run.tell("ray", "", p.phase, p.message); }, asio::as_tuple(use_awaitable));
-    for (auto const& n : r.nodes) {
-      run.host_done(s, n.host, n.error ? "failed" : n.action == RayNodeAction::keep ? "skipped" : "ok", n.message, s.started_s);
-      ray_replaced = ray_replaced || n.action == RayNodeAction::replace;
-      ray_own = std::max(ray_own, n.started_ms / 1000.0);
-    }
-    for (auto const& p : r.plans) rec.node_env[p.host] = p.env;
-    if (ec) co_return run.fail(s, ec, r.message);
-    if (!r.status.ray_version.empty()) rec.versions["ray"] = r.status.ray_version;
-    s.detail = r.to_json();
-    run.end(s, "ok", r.message);
-  }
+    co_return std::nullopt;
+  };
+  auto chain_failure = co_await model_chain();
+  co_await wait_for_ray();
+  if (chain_failure) co_return run.fail(*chain_failure->step, chain_failure->ec, chain_failure->message);
+  if (ray_failure) co_return run.fail(*ray_failure->step, ray_failure->ec, ray_failure->message);
 
   // --- 7. serve
   double engine_start = 0;
@@ -614,7 +651,8 @@ awaitable<std::pair<std::error_code, DeploymentRecord>> up(Deployment d, Deploym
   rec.total_seconds = run.now();
   // clusterkit's own part: everything but the components' own work (the
   // engine's start, Ray's start, the data copy) and the measurements.
-  rec.own_seconds = std::max(0.0, rec.total_seconds - engine_start - ray_own - data_seconds - measured);
+  // Ray's start and the data copy ran side by side: the longer one counts.
+  rec.own_seconds = std::max(0.0, rec.total_seconds - engine_start - std::max(ray_own, data_seconds) - measured);
   rec.message = "serving " + rec.served_model_name + " at " + rec.endpoint;
   save_record(spec, rec);
   co_return std::pair{std::error_code(), rec};

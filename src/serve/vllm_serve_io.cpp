@@ -420,7 +420,7 @@ awaitable<std::pair<std::error_code, VllmReady>> wait_ready(VllmServe s, VllmPro
                                                            " s (phase: " + ready.log.phase + "): " + d.message);
     }
     if (co_await was_cancelled()) co_return fail(make_error_code(errc::cancelled), "cancelled while waiting for the engine");
-    co_await sleep_for(std::chrono::milliseconds(ready.log.startup_complete ? 200 : 500));
+    co_await sleep_for(std::chrono::milliseconds(250));
   }
 }
 
