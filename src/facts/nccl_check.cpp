@@ -487,7 +487,11 @@ std::string NcclCheckResult::summary() const {
     s << "  " << r0.device << ", torch " << r0.torch_version << ", CUDA " << r0.cuda_version << ", NCCL " << r0.nccl_version
       << "\n";
   }
-  if (!bandwidth.empty()) {
+  if (!bandwidth.empty() && world_size <= 1) {
+    // With one rank an all_reduce moves nothing: its "bandwidth" is a
+    // local no-op's (9,253 GB/s was printed on one H200).
+    s << "  all_reduce bandwidth: one rank, no communication to measure (run with 2 or more GPUs or hosts)\n";
+  } else if (!bandwidth.empty()) {
     s << "  all_reduce bandwidth (" << (bandwidth.front().dtype.empty() ? "?" : bandwidth.front().dtype) << ", "
       << bandwidth.front().iterations << " iterations, slowest rank):\n";
     char buf[128];

@@ -174,6 +174,22 @@ TEST_CASE("the nvidia-smi header of a real H100 host", "[facts][gpu]") {
              Contains("Driver/library version mismatch"));
 }
 
+TEST_CASE("a real H200 host: the nvidia-smi header and what facts made of it", "[facts][gpu]") {
+  auto dir = fixtures / "nvidia-smi" / "h200x1";
+  auto header = parse_nvidia_smi_header(read(dir / "nvidia-smi.txt"));
+  CHECK(header.driver_version == "580.159.04");
+  CHECK(header.cuda_version == "13.0");
+  // facts --json, as it ran there, agrees with the raw outputs beside it.
+  auto facts = nlohmann::json::parse(read(dir / "facts.json")).at(0);
+  auto const& gpus = facts.at("gpus");
+  REQUIRE(gpus.size() == 1);
+  CHECK(gpus[0].at("name") == "NVIDIA H200");
+  CHECK(gpus[0].at("memory_total_bytes") == 143771ull << 20);  // "0MiB / 143771MiB" in nvidia-smi
+  CHECK(read(dir / "nvidia-smi-L.txt").find(gpus[0].at("uuid").get<std::string>()) != std::string::npos);
+  CHECK(facts.at("driver_version") == header.driver_version);
+  CHECK_FALSE(facts.at("gpus_simulated").get<bool>());
+}
+
 TEST_CASE("nvidia-smi topo -m of a real H100 host: NVLink between the two GPUs", "[facts][gpu]") {
   auto t = parse_gpu_topology(h100("topo.txt"));
   REQUIRE(t.devices == std::vector<std::string>{"GPU0", "GPU1"});

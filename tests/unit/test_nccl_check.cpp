@@ -249,6 +249,29 @@ TEST_CASE("verdict: missing ranks, failed hosts, hints", "[nccl]") {
   CHECK_THAT(rendezvous.summary(), Contains("rendezvous"));
 }
 
+TEST_CASE("one rank: no bandwidth to report (seen on one H200: 9,253 GB/s of nothing)", "[nccl]") {
+  // What the one-GPU run on a real H200 printed (tests/fixtures/nvidia-smi/
+  // h200x1/nccl.txt): the all_reduce of one rank moves no data, so its
+  // "algbw" grew with the size to 9,253 GB/s. Say so instead of a table.
+  std::string one =
+      "@@ck-nccl {\"event\": \"init\", \"rank\": 0, \"world_size\": 1, \"hostname\": \"vm\", \"device\": \"NVIDIA H200\"}\n"
+      "@@ck-nccl {\"event\": \"nccl_allreduce\", \"rank\": 0, \"ok\": true, \"value\": 1.0, \"expected\": 1}\n"
+      "@@ck-nccl {\"event\": \"gloo_allreduce\", \"rank\": 0, \"ok\": true, \"value\": 1.0, \"expected\": 1}\n"
+      "@@ck-nccl {\"event\": \"bandwidth\", \"rank\": 0, \"bytes\": 268435456, \"iterations\": 20, \"time_us\": 29.0, "
+      "\"algbw_gbps\": 9253.33, \"busbw_gbps\": 0.0, \"dtype\": \"float32\"}\n"
+      "@@ck-nccl {\"event\": \"done\", \"rank\": 0}\n";
+  auto r = evaluate_nccl_check({host_run("h200", 0)}, {one}, 1);
+  auto text = r.summary();
+  CHECK_THAT(text, Contains("one rank, no communication to measure"));
+  CHECK_THAT(text, !Contains("9253"));
+  CHECK_THAT(text, Contains("nccl-check passed"));
+  // The real capture says what was printed before the fix.
+  std::ifstream in(fixtures / "nvidia-smi" / "h200x1" / "nccl.txt");
+  std::stringstream before;
+  before << in.rdbuf();
+  CHECK_THAT(before.str(), Contains("9253.33 GB/s"));
+}
+
 TEST_CASE("fuzz: the output parser on mutations of real program output", "[nccl][fuzz]") {
   std::string seed =
       "@@ck-nccl {\"cuda\": \"0.0\", \"device\": \"Fake GPU 0\", \"event\": \"init\", \"hostname\": \"vm\", \"local_rank\": 0, "
