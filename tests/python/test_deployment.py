@@ -13,7 +13,10 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -390,3 +393,19 @@ def test_callbacks_and_done_must_be_callable() -> None:
 def test_async_forms_exist() -> None:
     for name in ("up_async", "plan_async", "status_async", "down_async", "logs_async"):
         assert asyncio.iscoroutinefunction(getattr(ck.Deployment, name)), name
+
+
+def test_the_example_runs(tmp_path: Path) -> None:
+    """examples/python/qwen72b_two_node.py: --help, and a spec mistake reported (no host is contacted)."""
+    script = ROOT / "examples" / "python" / "qwen72b_two_node.py"
+    env = {**os.environ, "PYTHONPATH": str(Path(ck.__file__).resolve().parents[1])}
+    shown = subprocess.run([sys.executable, str(script), "--help"], env=env, capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 0, shown.stderr
+    assert "--up" in shown.stdout and "--status" in shown.stdout
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: Bad_Name\n")
+    failed = subprocess.run(
+        [sys.executable, str(script), "--spec", str(bad)], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert failed.returncode == 1
+    assert "error (inventory_invalid)" in failed.stderr and "mistakes in the deployment spec" in failed.stderr
