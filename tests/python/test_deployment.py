@@ -3,15 +3,21 @@
 The two example specs (examples/deployments/) read as the seed and as the
 lab; a spec with several mistakes reported all at once with file:line:column
 and "did you mean"; the fingerprint; the record's JSON round trip and the
-texts people read; a Deployment built from the seed's spec (nothing is
-contacted: only up/plan/status/down/logs reach hosts, and they are not called
-here). tests/unit/test_deployment.cpp checks the same pieces in C++.
+texts people read; a Deployment built from the seed's spec (no host is
+contacted). Then plan, status and logs (which only look) on a deployment
+whose one host is this machine: the blocking calls, their asyncio forms,
+Ctrl-C and task cancellation. up and down are never called here (they start
+Ray and vLLM: the lab tests do). tests/unit/test_deployment.cpp checks the pure
+pieces in C++.
 """
 
 from __future__ import annotations
 
+import _thread
 import asyncio
 import copy
+import threading
+import time
 import json
 import os
 import re
@@ -409,3 +415,83 @@ def test_the_example_runs(tmp_path: Path) -> None:
     )
     assert failed.returncode == 1
     assert "error (inventory_invalid)" in failed.stderr and "mistakes in the deployment spec" in failed.stderr
+
+
+# ---------------------------------------------------------------------------
+# The operations on this machine only: a deployment whose one host is this
+# machine (local: true, no ssh), the bare runtime with a ray that does not
+# exist, nothing on the NAS, port 1. plan, status and logs only look (no
+# record is written, nothing is started); they exercise the blocking calls,
+# their asyncio forms, Ctrl-C and task cancellation.
+
+
+def local_deployment(state: Path) -> ck.Deployment:
+    text = f"""name: ck-pytest-local
+inventory:
+  hosts:
+    a: {{local: true, roles: [head], gpus: {{count: 1, simulated: true}}}}
+model: {{id: Qwen/Nothing-Here, hub: none, root: {state}/models}}
+runtime: {{kind: bare, ray: {state}/venv/bin/ray}}
+ray: {{port: 1}}
+serve: {{tensor_parallel: 1, pipeline_parallel: 1, port: 1}}
+checks: {{bench: false}}
+state_dir: {state}/state
+"""
+    return ck.Deployment(ck.parse_deployment_spec(text, "local.yaml"))
+
+
+def test_plan_and_status_on_this_machine(tmp_path: Path) -> None:
+    d = local_deployment(tmp_path)
+    plan = d.plan()
+    steps = [s.step for s in plan.steps]
+    assert steps == ["preflight", "model", "verify", "layout", "ray", "serve", "smoke", "bench"]  # no NAS
+    assert plan.steps[-1].skip_reason == "checks.bench is off"
+    assert plan.notes[-1].startswith("nothing was changed")
+    assert plan.text().startswith("1. preflight: ")
+    assert plan.to_json()["steps"][0]["step"] == "preflight"
+    status = d.status()
+    assert status.state == "down" and status.record is None
+    assert any("does not exist" in m.message for m in status.model)
+    assert status.to_json()["state"] == "down"
+    assert status.summary().startswith("deployment 'ck-pytest-local': down\n")
+    assert not (tmp_path / "state").exists()  # only looked
+    with pytest.raises(ck.Error) as caught:
+        d.logs("nope")
+    assert caught.value.code == "unknown_host_or_group"
+
+
+def test_async_forms_on_this_machine(tmp_path: Path) -> None:
+    d = local_deployment(tmp_path)
+
+    async def main() -> None:
+        plan, status = await asyncio.gather(d.plan_async(), d.status_async())
+        assert len(plan.steps) == 8 and status.state == "down"
+        with pytest.raises(ck.Error):
+            await d.logs_async("nope")
+        # Cancelling the task stops the operation before the task ends.
+        task = asyncio.ensure_future(d.plan_async())
+        await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+
+
+def test_ctrl_c_stops_a_blocking_call(tmp_path: Path) -> None:
+    d = local_deployment(tmp_path)
+    timer = threading.Timer(0.05, _thread.interrupt_main)
+    returned = False
+    started = time.monotonic()
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            d.plan()  # a second or more: its probes run commands
+            returned = True
+            time.sleep(5)
+    finally:
+        timer.cancel()
+    assert not returned
+    assert time.monotonic() - started < 30
+    # The operation was stopped and waited for: the next call works.
+    assert len(d.plan().steps) == 8
