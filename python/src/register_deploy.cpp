@@ -346,8 +346,17 @@ void register_deploy_record(py::module_& m) {
           py::arg("name"), "The step named `name` (a copy), or None.")
       .def("to_json", [](R const& r) { return json_to_python(r.to_json()); }, "As a dict (the record file's content).")
       .def_static(
-          "from_json", [](py::object j) { return R::from_json(python_to_json(j, "record")); }, py::arg("data"),
-          "From a dict (or JSON text) in to_json()'s shape; missing fields keep their defaults.")
+          "from_json",
+          [](py::object j) {
+            auto data = python_to_json(j, "record");
+            if (!data.is_object()) throw py::value_error("a deployment record is a JSON object (a dict), not " + std::string(data.type_name()));
+            try {
+              return R::from_json(data);
+            } catch (nlohmann::json::exception const& e) {
+              throw py::value_error(std::string("not a deployment record (to_json()'s shape): ") + e.what());
+            }
+          },
+          py::arg("data"), "From a dict (or JSON text) in to_json()'s shape; missing fields keep their defaults. Raises ValueError.")
       .def("summary", &R::summary,
            "The end-of-run summary for people: each step, the endpoint, the key's file, a `chat` line to copy, the "
            "benchmark, the time, what is SIMULATED.")
@@ -361,8 +370,18 @@ void register_deploy_record(py::module_& m) {
   m.def(
       "deployment_record_path", [](ck::DeploymentSpec const& s) { return ck::deployment_record_path(s).string(); },
       py::arg("spec"), "The record's file in a spec's state folder.");
-  m.def("load_deployment_record", &ck::load_deployment_record, py::arg("spec"),
-        "The spec's last record, or None (no run yet, or an unreadable file).");
+  m.def(
+      "load_deployment_record",
+      [](ck::DeploymentSpec const& s) {
+        try {
+          return ck::load_deployment_record(s);
+        } catch (nlohmann::json::exception const& e) {
+          // A JSON object of another shape (the C++ call lets its type errors through).
+          throw py::value_error(ck::deployment_record_path(s).string() + " is not a deployment record: " + e.what());
+        }
+      },
+      py::arg("spec"), "The spec's last record, or None (no run yet, or an unreadable file). Raises ValueError for a "
+      "JSON file of another shape.");
 }
 
 // ---------------------------------------------------------------------------
@@ -496,8 +515,15 @@ void register_deployment(py::module_& m) {
       .def_property_readonly("record_path", [](D const& d) { return ck::deployment_record_path(d.spec()).string(); },
                              "The record's file on this machine.")
       .def(
-          "record", [](D const& d) { return ck::load_deployment_record(d.spec()); },
-          "The last run's record, or None.")
+          "record",
+          [](D const& d) {
+            try {
+              return ck::load_deployment_record(d.spec());
+            } catch (nlohmann::json::exception const& e) {
+              throw py::value_error(ck::deployment_record_path(d.spec()).string() + " is not a deployment record: " + e.what());
+            }
+          },
+          "The last run's record, or None (see load_deployment_record).")
       .def(
           "host",
           [](D const& d, std::string const& name) {

@@ -24,6 +24,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -495,3 +496,19 @@ def test_ctrl_c_stops_a_blocking_call(tmp_path: Path) -> None:
     assert time.monotonic() - started < 30
     # The operation was stopped and waited for: the next call works.
     assert len(d.plan().steps) == 8
+
+
+def test_records_of_another_shape(tmp_path: Path) -> None:
+    bad: list[Any] = [[1, 2], {"steps": 3}, {"total_seconds": "x"}]
+    for data in bad:
+        with pytest.raises(ValueError):
+            ck.DeploymentRecord.from_json(data)
+    with pytest.raises(ValueError):
+        ck.DeploymentRecord.from_json("{not json")
+    spec = ck.load_deployment_spec(SEED)
+    spec.state_dir = str(tmp_path)
+    (tmp_path / "record.json").write_text("[not json")
+    assert ck.load_deployment_record(spec) is None  # unreadable: no record
+    (tmp_path / "record.json").write_text('{"total_seconds": "x"}')
+    with pytest.raises(ValueError, match="is not a deployment record"):
+        ck.load_deployment_record(spec)
