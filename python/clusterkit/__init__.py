@@ -1181,3 +1181,121 @@ class VllmServe(_core.VllmServe):
 
 
 # --- end Ray cluster and vLLM serving ---
+
+# --- Deployment: the whole seed from one spec ---
+#
+# A deployment spec (YAML, examples/deployments/) says everything the seed
+# did by hand: the hosts, the NAS, the model and where it is downloaded, the
+# runtime, Ray, `vllm serve` and the checks. Deployment.up() does it, each
+# step on every host at once, and leaves a record. The blocking calls come
+# from the C++ core (GIL released, Ctrl-C stops the commands on the hosts, a
+# failure raises clusterkit.Error with the record or result as its .result);
+# their asyncio forms are below.
+from ._core import (  # noqa: E402
+    DeploymentChecks,
+    DeploymentDownOptions,
+    DeploymentDownResult,
+    DeploymentModel,
+    DeploymentPlanResult,
+    DeploymentProgress,
+    DeploymentRecord,
+    DeploymentSpec,
+    DeploymentStatus,
+    PlannedCommand,
+    PlannedStep,
+    StepHostRecord,
+    StepRecord,
+    deployment_record_path,
+    deployment_steps,
+    load_deployment_record,
+    load_deployment_spec,
+    parse_deployment_spec,
+)
+
+__all__ += [
+    "Deployment",
+    "DeploymentChecks",
+    "DeploymentDownOptions",
+    "DeploymentDownResult",
+    "DeploymentModel",
+    "DeploymentPlanResult",
+    "DeploymentProgress",
+    "DeploymentRecord",
+    "DeploymentSpec",
+    "DeploymentStatus",
+    "PlannedCommand",
+    "PlannedStep",
+    "StepHostRecord",
+    "StepRecord",
+    "deployment_record_path",
+    "deployment_steps",
+    "load_deployment_record",
+    "load_deployment_spec",
+    "parse_deployment_spec",
+]
+
+
+class Deployment(_core.Deployment):
+    """The whole seed from one spec: preflight, NAS, model, verify, layout, Ray, vLLM, smoke test, benchmark.
+
+    ``Deployment(spec)`` or ``Deployment.from_file(path)``. ``up``, ``plan``,
+    ``status``, ``down`` and ``logs`` block (GIL released, Ctrl-C stops the
+    commands on the hosts) and raise clusterkit.Error when they fail, with
+    the record (``up``) or the result as the error's ``.result``; the
+    ``*_async`` methods are their asyncio forms, with
+    ``on_progress(DeploymentProgress)`` called on the loop's thread. ``up`` is
+    idempotent and resumable: run it again after a failure or Ctrl-C.
+
+        d = ck.Deployment.from_file("examples/deployments/qwen72b-two-node.yaml")
+        print(d.plan().text())                       # every step and command, nothing changed
+        record = d.up(on_progress=lambda p: print(p.step, p.host, p.status, p.message))
+        print(record.summary())
+    """
+
+    @classmethod
+    def from_file(cls, path: _Path) -> Deployment:
+        """``Deployment(load_deployment_spec(path))``; raises clusterkit.Error listing every mistake of the spec."""
+        return cls(_core.Deployment.from_file(path))
+
+    def ray_cluster(self) -> RayCluster:
+        """The RayCluster this deployment runs."""
+        return RayCluster(_core.Deployment.ray_cluster(self))
+
+    def engine(self, tensor_parallel: int, pipeline_parallel: int, max_model_len: Optional[int] = None) -> VllmServe:
+        """The VllmServe this deployment runs with that layout."""
+        return VllmServe(_core.Deployment.engine(self, tensor_parallel, pipeline_parallel, max_model_len))
+
+    async def up_async(
+        self, on_progress: Optional[Callable[[DeploymentProgress], object]] = None
+    ) -> DeploymentRecord:
+        """``up`` without blocking the event loop; an exception from on_progress stops it and is raised here."""
+        call = _AsyncCall()
+        result: DeploymentRecord = await call.wait(self.start_up(call.wrap(on_progress), done=call.done))
+        return result
+
+    async def plan_async(self) -> DeploymentPlanResult:
+        """``plan`` without blocking the event loop."""
+        call = _AsyncCall()
+        result: DeploymentPlanResult = await call.wait(self.start_plan(done=call.done))
+        return result
+
+    async def status_async(self) -> DeploymentStatus:
+        """``status`` without blocking the event loop."""
+        call = _AsyncCall()
+        result: DeploymentStatus = await call.wait(self.start_status(done=call.done))
+        return result
+
+    async def down_async(self, unmount_nas: bool = False, remove_model: bool = False) -> DeploymentDownResult:
+        """``down`` without blocking the event loop."""
+        call = _AsyncCall()
+        result: DeploymentDownResult = await call.wait(self.start_down(unmount_nas, remove_model, done=call.done))
+        return result
+
+    async def logs_async(self, host: str = "", tail: int = 200) -> str:
+        """``logs`` without blocking the event loop."""
+        call = _AsyncCall()
+        result: str = await call.wait(self.start_logs(host, tail, done=call.done))
+        return result
+
+
+# --- end Deployment ---

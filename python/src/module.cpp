@@ -5,6 +5,12 @@
 
 namespace py = pybind11;
 
+namespace ckpy {
+// register_deploy.cpp (declared here rather than in support.hpp, which every
+// register_*.cpp includes).
+void register_deploy(py::module_& m);
+}  // namespace ckpy
+
 PYBIND11_MODULE(_core, m) {
   m.doc() = "clusterkit's C++ core. Import `clusterkit` rather than this module.";
   ckpy::register_errors(m);
@@ -16,6 +22,7 @@ PYBIND11_MODULE(_core, m) {
   ckpy::register_openai(m);
   ckpy::register_store(m);
   ckpy::register_serve(m);
+  ckpy::register_deploy(m);
 
   // Stop what is still running before the interpreter goes away, and give a
   // forked child its own I/O thread.

@@ -1045,7 +1045,9 @@ void register_vllm_pure(py::module_& m) {
         py::arg("spec"), "The key file on this machine.");
   m.def("generate_api_key", &ck::generate_api_key, "A new random key ('ck-' and 48 hex digits).");
   m.def("vllm_launch_script", &ck::vllm_launch_script, py::arg("spec"), py::arg("argv"), py::arg("env"),
-        "The script that writes the key (from stdin) and launches the engine detached.");
+        py::arg("key_digest") = "",
+        "The script that writes the key (from stdin) and launches the engine detached. `key_digest` (a hash of the "
+        "key, never the key) joins the engine's fingerprint.");
   m.def("vllm_watch_script", &ck::vllm_watch_script, py::arg("spec"), py::arg("offset") = 0,
         "One look at the engine (parse_vllm_watch reads its output).");
   m.def("parse_vllm_watch", &ck::parse_vllm_watch, py::arg("output"));
