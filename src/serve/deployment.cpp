@@ -242,6 +242,8 @@ DeploymentSpec parse_deployment_spec(std::string_view text, std::string source, 
   spec.serve.pipeline_parallel = 0;
   bool have_inventory = false, have_model = false;
   YAML::Mark model_mark, ray_mark;
+  YAML::Mark head_mark = YAML::Mark::null_mark(), workers_mark = YAML::Mark::null_mark(),
+             download_mark = YAML::Mark::null_mark();
   std::optional<std::string> api_key_env;
 
   each_key(p, root, "", {"name", "inventory", "nas", "model", "runtime", "ray", "serve", "checks", "state_dir"},
@@ -319,7 +321,7 @@ DeploymentSpec parse_deployment_spec(std::string_view text, std::string source, 
         } else if (k == "revision") m.revision = *s;
         else if (k == "endpoint") m.endpoint = *s;
         else if (k == "token_env") m.token_env = *s;
-        else if (k == "download_host") m.download_host = *s;
+        else if (k == "download_host") m.download_host = *s, download_mark = x.Mark();
         else if (k == "download_dir") {
           if (!absolute(*s)) p.add(x.Mark(), f, "must be an absolute path on the download host");
           m.download_dir = *s;
@@ -382,8 +384,10 @@ DeploymentSpec parse_deployment_spec(std::string_view text, std::string source, 
         if (k == "name") {
           if (auto s = as_string(p, x, f)) r.name = *s;
         } else if (k == "head") {
+          head_mark = x.Mark();
           if (auto s = as_string(p, x, f)) spec.head = *s;
         } else if (k == "workers") {
+          workers_mark = x.Mark();
           spec.workers = as_strings(p, x, f);
         } else if (k == "port") {
           if (auto i = as_integer(p, x, f, 1, 65535)) r.port = static_cast<int>(*i);
@@ -518,7 +522,8 @@ DeploymentSpec parse_deployment_spec(std::string_view text, std::string source, 
     auto known_host = [&](std::string const& n, std::string const& field) {
       if (inv.find(n)) return true;
       auto s = detail::suggest(n, names);
-      p.add(root.Mark(), field, "no host \"" + n + "\" in the inventory" + (s ? "; did you mean '" + *s + "'?" : " (" + join(names) + ")"));
+      auto mark = field == "ray.head" ? head_mark : field == "ray.workers" ? workers_mark : field == "model.download_host" ? download_mark : root.Mark();
+      p.add(mark.is_null() ? root.Mark() : mark, field, "no host \"" + n + "\" in the inventory" + (s ? "; did you mean '" + *s + "'?" : " (" + join(names) + ")"));
       return false;
     };
     if (spec.head.empty()) spec.head = roles.head;
@@ -680,7 +685,11 @@ std::optional<DeploymentRecord> load_deployment_record(DeploymentSpec const& spe
   if (!detail::json_nesting_within(text, 32)) return std::nullopt;
   auto j = json::parse(text, nullptr, false);
   if (j.is_discarded() || !j.is_object()) return std::nullopt;
-  return DeploymentRecord::from_json(j);
+  try {
+    return DeploymentRecord::from_json(j);
+  } catch (json::exception const&) {
+    return std::nullopt;  // a record of another shape: as if none (the next up writes a new one)
+  }
 }
 
 json DeploymentPlanResult::to_json() const {
