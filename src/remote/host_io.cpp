@@ -410,6 +410,40 @@ struct LineBuffer {
 // ---------------------------------------------------------------------------
 // RunOp
 
+/// What RunOp and TransferOp share at their start: the caller's cancellation
+/// and the timeout reach the operation (on the host's strand), then the
+/// host's shared connection (opened by this operation when it is the first
+/// one) and a session slot, then `spawn()`.
+template <class Op, class OnCancel, class OnTimeout>
+void watch_cancellation_and_timeout(std::shared_ptr<Op> const& self, asio::cancellation_slot slot,
+                                    std::chrono::milliseconds timeout, OnCancel on_cancel, OnTimeout on_timeout) {
+  if (slot.is_connected()) {
+    slot.assign([weak = std::weak_ptr<Op>(self), on_cancel](asio::cancellation_type type) {
+      if (auto op = weak.lock()) asio::dispatch(op->host->strand, [op, type, on_cancel] { on_cancel(*op, type); });
+    });
+  }
+  if (timeout.count() > 0) {
+    self->timeout_timer.expires_after(timeout);
+    self->timeout_timer.async_wait([self, on_timeout](boost::system::error_code ec) {
+      if (!ec) on_timeout(*self);
+    });
+  }
+}
+
+template <class Op>
+void connect_then_spawn(std::shared_ptr<Op> const& self) {
+  if (self->host->lead_connection()) {
+    self->leading = true;
+    self->host->acquire_session([self] { self->spawn(); });
+    return;
+  }
+  self->host->ensure_connected([self](std::error_code ec) {
+    if (self->finished) return;
+    if (ec) return self->fail(ec, self->host->diagnostic_copy_or(ec));
+    self->host->acquire_session([self] { self->spawn(); });
+  });
+}
+
 struct RunOp : std::enable_shared_from_this<RunOp> {
   std::shared_ptr<HostImpl> host;
   Command command;
@@ -450,28 +484,11 @@ struct RunOp : std::enable_shared_from_this<RunOp> {
     started_at = steady_clock::now();
     if (options.split_on_carriage_return) out_lines.breaks = err_lines.breaks = "\n\r";
     cancel_slot = asio::get_associated_cancellation_slot(handler);
-    if (cancel_slot.is_connected()) {
-      cancel_slot.assign([weak = std::weak_ptr<RunOp>(shared_from_this())](asio::cancellation_type type) {
-        if (auto self = weak.lock())
-          asio::dispatch(self->host->strand, [self, type] { self->stop(make_error_code(errc::cancelled), type); });
-      });
-    }
-    if (options.timeout.count() > 0) {
-      timeout_timer.expires_after(options.timeout);
-      timeout_timer.async_wait([self = shared_from_this()](boost::system::error_code ec) {
-        if (!ec) self->stop(make_error_code(errc::timed_out), asio::cancellation_type::partial);
-      });
-    }
-    if (host->lead_connection()) {
-      leading = true;
-      host->acquire_session([self = shared_from_this()] { self->spawn(); });
-      return;
-    }
-    host->ensure_connected([self = shared_from_this()](std::error_code ec) {
-      if (self->finished) return;
-      if (ec) return self->fail(ec, self->host->diagnostic_copy_or(ec));
-      self->host->acquire_session([self] { self->spawn(); });
-    });
+    watch_cancellation_and_timeout(
+        shared_from_this(), cancel_slot, options.timeout,
+        [](RunOp& op, asio::cancellation_type type) { op.stop(make_error_code(errc::cancelled), type); },
+        [](RunOp& op) { op.stop(make_error_code(errc::timed_out), asio::cancellation_type::partial); });
+    connect_then_spawn(shared_from_this());
   }
 
   // This command opens the host's shared connection (see lead_connection).
@@ -820,29 +837,11 @@ struct TransferOp : std::enable_shared_from_this<TransferOp> {
                     "cannot write '" + local_path + "': " + std::strerror(errno) + "; check the folder exists and is writable");
       }
     }
-    auto slot = asio::get_associated_cancellation_slot(handler);
-    if (slot.is_connected()) {
-      slot.assign([weak = std::weak_ptr<TransferOp>(shared_from_this())](asio::cancellation_type) {
-        if (auto self = weak.lock())
-          asio::dispatch(self->host->strand, [self] { self->stop(make_error_code(errc::cancelled)); });
-      });
-    }
-    if (options.timeout.count() > 0) {
-      timeout_timer.expires_after(options.timeout);
-      timeout_timer.async_wait([self = shared_from_this()](boost::system::error_code ec) {
-        if (!ec) self->stop(make_error_code(errc::timed_out));
-      });
-    }
-    if (host->lead_connection()) {
-      leading = true;
-      host->acquire_session([self = shared_from_this()] { self->spawn(); });
-      return;
-    }
-    host->ensure_connected([self = shared_from_this()](std::error_code ec) {
-      if (self->finished) return;
-      if (ec) return self->fail(ec, self->host->diagnostic_copy_or(ec));
-      self->host->acquire_session([self] { self->spawn(); });
-    });
+    watch_cancellation_and_timeout(
+        shared_from_this(), asio::get_associated_cancellation_slot(handler), options.timeout,
+        [](TransferOp& op, asio::cancellation_type) { op.stop(make_error_code(errc::cancelled)); },
+        [](TransferOp& op) { op.stop(make_error_code(errc::timed_out)); });
+    connect_then_spawn(shared_from_this());
   }
 
   // This command opens the host's shared connection (see lead_connection).
