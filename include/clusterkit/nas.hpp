@@ -39,6 +39,7 @@
 #include <nlohmann/json.hpp>
 
 #include "clusterkit/host.hpp"
+#include "clusterkit/inventory.hpp"
 
 namespace clusterkit {
 
@@ -124,6 +125,12 @@ void validate(NasSpec const& spec, bool source_required = true);
 ///
 ///   defaults: {vars: {nas_export: "10.0.0.5:/share", mount_point: /mnt}}
 NasSpec nas_spec_from_vars(nlohmann::json const& vars, std::string_view host, NasSpec base = {});
+
+/// The hosts that mount the NAS, of those selected: every one but the NAS
+/// host itself (role `nas`), which serves the folder and is never a client
+/// of itself. `skipped` (if given) receives the names left out.
+std::vector<InventoryHost> nas_clients(std::vector<InventoryHost> const& selected,
+                                       std::vector<std::string>* skipped = nullptr);
 
 /// One line of /proc/self/mountinfo.
 struct MountEntry {

@@ -28,6 +28,7 @@
 
 #include "clusterkit/error.hpp"
 #include "clusterkit/host.hpp"
+#include "clusterkit/inventory.hpp"
 
 namespace clusterkit {
 
@@ -92,6 +93,13 @@ struct NcclNodeInput {
 
 /// The Python program (self-contained; reads sizes etc. from its argv).
 std::string nccl_check_script();
+
+/// The hosts the check runs on, the head first (node rank 0 and the
+/// rendezvous): with an empty `selector`, every GPU host of the inventory
+/// (roles head/worker/gpu or declared GPUs, as preflight reads them);
+/// otherwise what the selector picks, in the inventory's order. Throws
+/// Error(unknown_host_or_group) naming the fix when nothing is selected.
+std::vector<InventoryHost> nccl_check_hosts(Inventory const& inventory, std::string const& selector = "");
 
 /// Default bandwidth sizes: 1, 4, 16, 64, 256 MiB.
 std::vector<std::uint64_t> default_nccl_sizes();

@@ -36,5 +36,9 @@ void connect(Host& host);
 TransferResult upload(Host& host, std::string local_path, std::string remote_path, TransferOptions options = {});
 TransferResult download(Host& host, std::string remote_path, std::string local_path, TransferOptions options = {});
 std::vector<HostOutcome> run_on_hosts(std::vector<Host> hosts, Command command, FanoutOptions options = {});
+/// One file to every host, a few at once; one outcome per host (errors are
+/// in the outcomes, never thrown).
+std::vector<TransferOutcome> upload_to_hosts(std::vector<Host> hosts, std::string local_path, std::string remote_path,
+                                             UploadFanoutOptions options = {});
 
 }  // namespace clusterkit

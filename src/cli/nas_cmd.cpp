@@ -115,9 +115,16 @@ void register_nas(CLI::App& app, GlobalOptions& g, Action& action) {
         throw Error(make_error_code(errc::invalid_argument),
                     "no NAS to mount: give SOURCE, or set vars.nas_export in the inventory (" + inventory.source() + ")");
       validate(spec, true);
+      std::vector<std::string> servers;
+      auto clients = nas_clients(selected, &servers);
+      for (auto const& name : servers)
+        std::fprintf(stderr, "%s: not mounted: it is the NAS host (role nas), it serves the folder\n", name.c_str());
+      if (clients.empty())
+        throw Error(make_error_code(errc::unknown_host_or_group),
+                    "'" + m->group + "' selects only the NAS host; pick the hosts that mount it with -g");
       Runtime rt;
       std::vector<Host> hosts;
-      for (auto const& h : selected) hosts.push_back(rt.host(h.spec));
+      for (auto const& h : clients) hosts.push_back(rt.host(h.spec));
       return print_outcomes(g, mount_nas(nas, hosts));
     };
   });

@@ -86,18 +86,7 @@ void register_nccl_check(CLI::App& app, GlobalOptions& g, Action& action) {
         options.host_env[hkv.substr(0, colon)].insert(key_value(hkv.substr(colon + 1), "--host-env"));
       }
       auto inventory = load_inventory(g);
-      std::vector<InventoryHost> selected;
-      if (o->group.empty()) {
-        auto roles = cluster_roles(inventory.hosts());
-        if (!roles.head.empty()) selected.push_back(*inventory.find(roles.head));
-        for (auto const& h : roles.gpu_hosts)
-          if (h != roles.head) selected.push_back(*inventory.find(h));
-        if (selected.empty())
-          throw Error(make_error_code(errc::unknown_host_or_group),
-                      "no GPU host in the inventory (roles head/worker/gpu or gpus.count); pass -g HOSTS");
-      } else {
-        selected = inventory.select(o->group);
-      }
+      auto selected = nccl_check_hosts(inventory, o->group);
       Runtime rt;
       std::vector<Host> hosts;
       for (auto const& h : selected) hosts.push_back(rt.host(h.spec));

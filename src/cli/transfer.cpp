@@ -1,10 +1,11 @@
 // `clusterkit upload` / `clusterkit download`: files through the shared
 // connection, placed atomically, with progress.
 #include <cstdio>
-#include <future>
 #include <iostream>
-#include <mutex>
+#include <map>
+#include <memory>
 
+#include "clusterkit/runtime.hpp"
 #include "common.hpp"
 
 namespace clusterkit::cli {
@@ -15,12 +16,18 @@ void register_transfer(CLI::App& app, GlobalOptions& g, Action& action) {
     std::string host;
     std::string from, to;
     std::string mode;
+    std::size_t concurrency = 4;
+    bool fail_fast = false;
     bool quiet = false;
   };
   auto up = std::make_shared<Options>();
   auto* u = app.add_subcommand("upload", "Copy a local file to every selected host");
   u->add_option("-g,--group", up->group, "Hosts: all, a group, a host, role:NAME, or a comma list")->capture_default_str();
   u->add_option("--mode", up->mode, "Octal permissions for the placed file (e.g. 0755)");
+  u->add_option("-j,--concurrency", up->concurrency, "Hosts copied to at once (they share this machine's uplink)")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  u->add_flag("--fail-fast", up->fail_fast, "Stop at the first host that fails; the rest are skipped");
   u->add_flag("-q,--quiet", up->quiet, "No progress");
   u->add_option("local", up->from, "Local file")->required();
   u->add_option("remote", up->to, "Path on the hosts")->required();
@@ -29,34 +36,40 @@ void register_transfer(CLI::App& app, GlobalOptions& g, Action& action) {
       auto inventory = load_inventory(g);
       Runtime rt;
       auto hosts = make_hosts(rt, inventory, up->group);
-      TransferOptions t;
-      if (!up->mode.empty()) t.mode = std::stoi(up->mode, nullptr, 8);
-      std::vector<HostOutcome> outcomes(hosts.size());
-      std::vector<std::promise<void>> promises(hosts.size());
-      std::mutex m;
-      for (std::size_t i = 0; i < hosts.size(); ++i) {
-        auto opts = t;
-        if (!up->quiet && !g.json)
-          opts.on_progress = [&, name = hosts[i].name(), last = std::uint64_t(0)](std::uint64_t done, std::uint64_t total) mutable {
-            if (done != total && done - last < (8u << 20)) return;
-            last = done;
-            std::lock_guard lock(m);
-            std::fprintf(stderr, "%s: %llu/%llu bytes\n", name.c_str(), static_cast<unsigned long long>(done),
-                         static_cast<unsigned long long>(total));
-          };
-        outcomes[i].host = hosts[i].name();
-        hosts[i].async_upload(up->from, up->to, opts, [&, i](std::error_code ec, TransferResult r) {
-          outcomes[i].error = ec;
-          outcomes[i].result.exit_code = ec ? -1 : 0;
-          outcomes[i].result.diagnostic = r.diagnostic;
-          outcomes[i].result.duration = r.duration;
-          promises[i].set_value();
-        });
+      UploadFanoutOptions options;
+      options.concurrency = up->concurrency;
+      options.fail_fast = up->fail_fast;
+      if (!up->mode.empty()) options.transfer.mode = std::stoi(up->mode, nullptr, 8);
+      if (!up->quiet && !g.json) {
+        // A line per host every 8 MiB and at the end; callbacks come from
+        // the runtime's one thread, so the map needs no lock.
+        auto last = std::make_shared<std::map<std::string, std::uint64_t, std::less<>>>();
+        options.on_progress = [last](std::string_view host, std::uint64_t done, std::uint64_t total) {
+          auto& seen = (*last)[std::string(host)];
+          if (done != total && done - seen < (8u << 20)) return;
+          seen = done;
+          std::fprintf(stderr, "%.*s: %llu/%llu bytes\n", static_cast<int>(host.size()), host.data(),
+                       static_cast<unsigned long long>(done), static_cast<unsigned long long>(total));
+        };
       }
-      for (auto& p : promises) p.get_future().wait();
+      auto transfers = upload_to_hosts(std::move(hosts), up->from, up->to, std::move(options));
+      std::vector<HostOutcome> outcomes;
+      for (auto const& t : transfers) {
+        HostOutcome o;
+        o.host = t.host;
+        o.error = t.error;
+        o.result.exit_code = t.error ? -1 : 0;
+        o.result.diagnostic = t.result.diagnostic;
+        o.result.duration = t.result.duration;
+        outcomes.push_back(std::move(o));
+      }
       if (g.json) {
         auto arr = nlohmann::json::array();
-        for (auto const& out : outcomes) arr.push_back(outcome_to_json(out));
+        for (std::size_t i = 0; i < outcomes.size(); ++i) {
+          auto j = outcome_to_json(outcomes[i]);
+          j["bytes"] = transfers[i].result.bytes;
+          arr.push_back(std::move(j));
+        }
         std::cout << arr.dump(2) << std::endl;
       }
       return summarize(outcomes, g.json);

@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "clusterkit/facts.hpp"
+#include "clusterkit/preflight.hpp"
 #include "clusterkit/shell.hpp"
 #include "core/text.hpp"
 
@@ -133,6 +134,25 @@ std::string size_label(std::uint64_t bytes) {
 }  // namespace
 
 std::string nccl_check_script() { return kScript; }
+
+std::vector<InventoryHost> nccl_check_hosts(Inventory const& inventory, std::string const& selector) {
+  if (!selector.empty()) {
+    auto selected = inventory.select(selector);
+    if (selected.empty())
+      throw Error(make_error_code(errc::unknown_host_or_group), "'" + selector + "' selects no host of the inventory");
+    return selected;
+  }
+  auto roles = cluster_roles(inventory.hosts());
+  std::vector<InventoryHost> hosts;
+  if (!roles.head.empty()) hosts.push_back(*inventory.find(roles.head));
+  for (auto const& name : roles.gpu_hosts)
+    if (name != roles.head) hosts.push_back(*inventory.find(name));
+  if (hosts.empty())
+    throw Error(make_error_code(errc::unknown_host_or_group),
+                "no GPU host in the inventory: give the GPU hosts a role (head, worker or gpu) or gpus.count, "
+                "or pick them with -g HOSTS");
+  return hosts;
+}
 
 std::vector<std::uint64_t> default_nccl_sizes() {
   return {1ull << 20, 4ull << 20, 16ull << 20, 64ull << 20, 256ull << 20};

@@ -682,6 +682,18 @@ std::vector<InventoryHost> Inventory::select(std::string_view selector) const {
   std::vector<InventoryHost> out;
   for (std::size_t i = 0; i < hosts_.size(); ++i)
     if (chosen[i]) out.push_back(hosts_[i]);
+  if (out.empty()) {
+    // A known group or role nobody has: "0/0 hosts succeeded" would read
+    // as success. Say what exists instead.
+    std::set<std::string> roles_in_use;
+    for (auto const& h : hosts_) roles_in_use.insert(h.roles.begin(), h.roles.end());
+    std::vector<std::string> roles(roles_in_use.begin(), roles_in_use.end());
+    for (auto& r : roles) r = "role:" + r;
+    throw Error(make_error_code(errc::unknown_host_or_group),
+                squote(selector) + " selects no host in " + source_ + "; roles in use: " +
+                    (roles.empty() ? std::string("(none)") : join(roles)) +
+                    "; groups: " + (known_groups.empty() ? std::string("(none)") : join(known_groups)));
+  }
   return out;
 }
 

@@ -72,4 +72,14 @@ std::vector<HostOutcome> run_on_hosts(std::vector<Host> hosts, Command command, 
   });
 }
 
+std::vector<TransferOutcome> upload_to_hosts(std::vector<Host> hosts, std::string local_path, std::string remote_path,
+                                             UploadFanoutOptions options) {
+  if (hosts.empty()) return {};
+  auto ex = hosts.front().get_executor();
+  return detail::block_on_value<std::vector<TransferOutcome>>(ex, "clusterkit::upload_to_hosts", [&](auto cb) {
+    async_upload_to_hosts(std::move(hosts), std::move(local_path), std::move(remote_path), std::move(options),
+                          std::move(cb));
+  });
+}
+
 }  // namespace clusterkit

@@ -569,6 +569,13 @@ awaitable<std::pair<std::error_code, DeploymentRecord>> up(Deployment d, Deploym
   };
   auto chain_failure = co_await model_chain();
   co_await wait_for_ray();
+  if (chain_failure && ray_failure) {
+    // Both branches failed (a host lost is seen by both): record each
+    // step as failed, and name both in the one error.
+    run.end(*ray_failure->step, "failed", ray_failure->message);
+    co_return run.fail(*chain_failure->step, chain_failure->ec,
+                       chain_failure->message + "; and " + ray_failure->step->step + ": " + ray_failure->message);
+  }
   if (chain_failure) co_return run.fail(*chain_failure->step, chain_failure->ec, chain_failure->message);
   if (ray_failure) co_return run.fail(*ray_failure->step, ray_failure->ec, ray_failure->message);
 

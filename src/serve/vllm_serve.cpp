@@ -516,7 +516,7 @@ VllmDiagnosis diagnose_vllm_log(std::string_view log, VllmDiagnosisContext const
     // vLLM says how long a sequence would fit: "estimated maximum model length is 384".
     std::string fits;
     if (auto n = number_after(e, "estimated maximum model length is")) fits = " (at most " + number_text(*n) + " here)";
-    return hit("kv-cache", e.substr(0, e.find(". Based")),
+    return hit("kv-cache", e,
                "the KV cache cannot hold one sequence of --max-model-len: lower --max-model-len" + fits +
                    ", raise --gpu-memory-utilization (VLLM_CPU_KVCACHE_SPACE for vLLM's CPU build), or use more GPUs; "
                    "`clusterkit plan` shows what fits");

@@ -999,9 +999,11 @@ struct InspectedShard {
 /// The facts from config.json and the shards' headers: tensors, totals,
 /// tied embeddings, the dtype. Shared by inspect_model (this machine's disk)
 /// and inspect_snapshot (what a host sent).
-ModelFacts facts_from_headers(json const& config, std::string const& config_source, fs::path const& dir,
-                              std::vector<InspectedShard> shards, std::optional<std::uint64_t> index_total, bool have_index) {
-  auto f = model_facts_from_config(config, config_source);
+// `f` comes from model_facts_from_config, read before the shards so that a
+// bad config.json is reported as such even when the weights are missing too.
+ModelFacts facts_from_headers(ModelFacts f, fs::path const& dir, std::vector<InspectedShard> shards,
+                              std::optional<std::uint64_t> index_total, bool have_index) {
+  auto const& config = f.config;
   f.dir = dir;
   std::unordered_map<std::string, std::size_t> seen;
   for (auto& shard : shards) {
@@ -1048,6 +1050,7 @@ ModelFacts inspect_model(fs::path const& dir) {
   if (!fs::exists(config_path, ec))
     fail(errc::local_file_error, dir.string() + " has no config.json (not a model folder, or the download is incomplete)");
   auto config = parse_json_file(config_path);
+  auto from_config = model_facts_from_config(config, config_path.string());
 
   auto index_path = dir / "model.safetensors.index.json";
   std::vector<std::string> shard_names;
@@ -1073,7 +1076,7 @@ ModelFacts inspect_model(fs::path const& dir) {
     auto file = read_safetensors_header(path);
     shards.push_back({name, std::move(file.header), file.file_size});
   }
-  return facts_from_headers(config, config_path.string(), dir, std::move(shards), index_total, have_index);
+  return facts_from_headers(std::move(from_config), dir, std::move(shards), index_total, have_index);
 }
 
 ModelFacts inspect_snapshot(ModelSnapshot const& snapshot) {
@@ -1083,6 +1086,7 @@ ModelFacts inspect_snapshot(ModelSnapshot const& snapshot) {
   if (!detail::json_nesting_within(*snapshot.config_json, 64)) fail(errc::parse_error, where + "/config.json is nested too deeply");
   auto config = json::parse(*snapshot.config_json, nullptr, false);
   if (config.is_discarded()) fail(errc::parse_error, where + "/config.json is not valid JSON");
+  auto from_config = model_facts_from_config(config, where + "/config.json");
   std::optional<std::uint64_t> index_total;
   bool have_index = snapshot.index_json.has_value();
   if (have_index) index_total = parse_index_text(*snapshot.index_json, where + "/model.safetensors.index.json").total_size;
@@ -1094,7 +1098,7 @@ ModelFacts inspect_snapshot(ModelSnapshot const& snapshot) {
       fail(errc::local_file_error, "shard " + sh.name + " is missing from " + where + " (`clusterkit model verify` lists every problem)");
     shards.push_back({sh.name, parse_safetensors_header(sh.head, std::nullopt, where + "/" + sh.name), sh.size});
   }
-  return facts_from_headers(config, where + "/config.json", fs::path(where), std::move(shards), index_total, have_index);
+  return facts_from_headers(std::move(from_config), fs::path(where), std::move(shards), index_total, have_index);
 }
 
 json ModelFacts::to_json(bool with_tensors) const {

@@ -249,6 +249,18 @@ std::string nas_mount_script(NasSpec const& spec) {
   return s.str();
 }
 
+std::vector<InventoryHost> nas_clients(std::vector<InventoryHost> const& selected, std::vector<std::string>* skipped) {
+  std::vector<InventoryHost> clients;
+  for (auto const& h : selected) {
+    if (std::find(h.roles.begin(), h.roles.end(), "nas") != h.roles.end()) {
+      if (skipped) skipped->push_back(h.spec.name);
+      continue;
+    }
+    clients.push_back(h);
+  }
+  return clients;
+}
+
 NasSpec nas_spec_from_vars(nlohmann::json const& vars, std::string_view host, NasSpec base) {
   if (vars.is_null()) return base;
   auto bad = [&](std::string const& field, std::string const& want) {

@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <set>
 #include <future>
 #include <thread>
 
@@ -422,5 +423,70 @@ TEST_CASE("dead sshd, cut-off host: clear errors in time, others undisturbed", "
     CHECK(outcomes[2].error == errc::connection_refused);
     CHECK(outcomes[2].result.diagnostic.find("Is sshd running") != std::string::npos);
     lab.restart_h3();
+  }
+}
+
+TEST_CASE("one file to many hosts, a bounded number at once", "[ssh][lab][transfer]") {
+  auto& lab = SharedLab::get();
+  Runtime rt;
+  std::vector<Host> hosts;
+  for (auto const* name : {"h1", "h2", "h3"}) hosts.push_back(rt.host(lab.spec(name)));
+  TempDir dir;
+  auto src = dir.path / "blob";
+  sh("head -c 3000000 /dev/urandom > " + src.string());
+  auto const sum_local = sh("sha256sum " + src.string()).substr(0, 64);
+
+  SECTION("every host gets the same bytes; never more than `concurrency` in flight") {
+    // Progress is reported on the runtime's one thread: no lock needed.
+    std::set<std::string> in_flight, reported;
+    std::size_t most_in_flight = 0;
+    UploadFanoutOptions o;
+    o.concurrency = 2;
+    o.on_progress = [&](std::string_view host, std::uint64_t done, std::uint64_t total) {
+      reported.insert(std::string(host));
+      if (done < total) in_flight.insert(std::string(host));
+      else in_flight.erase(std::string(host));
+      most_in_flight = std::max(most_in_flight, in_flight.size());
+    };
+    auto outcomes = upload_to_hosts(hosts, src.string(), "/tmp/ck-fanout-blob", o);
+    REQUIRE(outcomes.size() == 3);
+    for (std::size_t i = 0; i < 3; ++i) {
+      CHECK(outcomes[i].host == hosts[i].name());
+      CHECK(outcomes[i].success());
+      CHECK(outcomes[i].result.bytes == 3000000u);
+      CHECK(run(hosts[i], Command::args({"sha256sum", "/tmp/ck-fanout-blob"})).stdout_text.substr(0, 64) == sum_local);
+    }
+    CHECK(reported == std::set<std::string>{"h1", "h2", "h3"});
+    CHECK(most_in_flight <= 2);
+    CHECK(in_flight.empty());
+  }
+
+  SECTION("a host that cannot be reached fails alone; with fail_fast the rest are skipped") {
+    auto spec = lab.spec("h2");
+    spec.port = 1;  // nothing listens there
+    std::vector<Host> mixed{hosts[0], rt.host(spec), hosts[2]};
+    auto outcomes = upload_to_hosts(mixed, src.string(), "/tmp/ck-fanout-mixed");
+    CHECK(outcomes[0].success());
+    CHECK(outcomes[1].error == errc::connection_refused);
+    CHECK(outcomes[1].result.diagnostic.find("h2") != std::string::npos);
+    CHECK(outcomes[2].success());
+
+    UploadFanoutOptions one_at_a_time;
+    one_at_a_time.concurrency = 1;
+    one_at_a_time.fail_fast = true;
+    std::vector<Host> bad_first{rt.host(spec), hosts[0]};
+    auto stopped = upload_to_hosts(bad_first, src.string(), "/tmp/ck-fanout-skipped", one_at_a_time);
+    CHECK(stopped[0].error == errc::connection_refused);
+    CHECK(stopped[1].error == errc::skipped);
+    CHECK(stopped[1].result.diagnostic.find("not copied") != std::string::npos);
+    CHECK(run(hosts[0], Command::args({"test", "-e", "/tmp/ck-fanout-skipped"})).exit_code == 1);
+  }
+
+  SECTION("a missing local file is an error on every host, naming the file") {
+    auto outcomes = upload_to_hosts(hosts, (dir.path / "nope").string(), "/tmp/ck-fanout-nope");
+    for (auto const& o : outcomes) {
+      CHECK_FALSE(o.success());
+      CHECK(o.result.diagnostic.find("nope") != std::string::npos);
+    }
   }
 }

@@ -298,9 +298,12 @@ groups:
   CHECK(names(inv.select("nas,gpu2")) == V{"gpu2", "nas"});
   CHECK(names(inv.select("gpu, gpu1 ,role:head")) == V{"gpu1", "gpu2"});
   CHECK(names(inv.select("cpu1,all")) == V{"gpu1", "gpu2", "cpu1", "nas"});
-  // A known role nobody has: nothing, not an error.
-  auto no_workers = Inventory::parse("hosts: {a: {roles: [gpu]}}");
-  CHECK(no_workers.select("role:worker").empty());
+  // A known role nobody has: an error naming what exists (an empty
+  // selection once read as "0/0 hosts succeeded", exit 0).
+  auto no_workers = Inventory::parse("hosts: {a: {roles: [gpu]}, b: {groups: [cpu]}}", "two.yaml");
+  auto nobody = select_error(no_workers, "role:worker");
+  CHECK(nobody.code == make_error_code(errc::unknown_host_or_group));
+  CHECK(nobody.message == "'role:worker' selects no host in two.yaml; roles in use: role:gpu; groups: cpu");
 
   auto unknown = select_error(inv, "gpu01");
   CHECK(unknown.code == make_error_code(errc::unknown_host_or_group));
