@@ -2,17 +2,18 @@
 # Install what is needed, build everything, and run every test: C++ (Catch2
 # through ctest), Python (pytest), the lab tests (real sshd hosts in
 # namespaces: needs root), the CMake consumer tests (find_package from an
-# installed tree, add_subdirectory), `pip install .`, and the unit and lab
-# tests once more built with AddressSanitizer + UndefinedBehaviorSanitizer.
-# `.ci/run` runs exactly this. Prints each phase's duration as it ends and a
-# table of them all at the end.
+# installed tree, add_subdirectory), `pip install .`, and the C++ tests once
+# more built with AddressSanitizer + UndefinedBehaviorSanitizer. `.ci/run`
+# runs exactly this. Prints each phase's duration as it ends (with how many
+# compiles ccache answered) and a table of them all at the end.
 #
 # One compiler configuration (Release at -O2, no -g; the same flags as
 # pyproject.toml's wheel build) for the test build, the add_subdirectory
 # consumer and `pip install .`, in build folders at the same depth under the
 # repository: with CCACHE_BASEDIR, ccache compiles the library once for all
-# three. The installs that need the network more than the CPU (the vLLM
-# simulator's Go modules, the serving venv) run while the C++ code compiles.
+# three. The simulator (Go) and the serving venv install in the background
+# while the C++ code compiles; the sanitizer build compiles, at the lowest
+# priority, while the tests run (they mostly wait on processes and sockets).
 #
 #   BUILD_DIR       the test build              (default build-test)
 #   ASAN_BUILD_DIR  the sanitizer build         (default build-asan)
@@ -36,6 +37,10 @@ fi
 # difference makes every compile a ccache miss.
 RELEASE=(-DCMAKE_BUILD_TYPE=Release "-DCMAKE_CXX_FLAGS_RELEASE=-O2 -DNDEBUG")
 export CK_CMAKE_RELEASE_FLAGS="-O2 -DNDEBUG"
+# One compiler, named the same way, for every build: scikit-build-core would
+# otherwise give `pip install .` the compiler in Python's sysconfig (g++, not
+# CMake's c++), and ccache counts a different compiler name as a miss.
+export CXX="${CXX:-c++}"
 export CCACHE_BASEDIR="$ROOT" CCACHE_NOHASHDIR=1 CCACHE_SLOPPINESS=time_macros,include_file_mtime,include_file_ctime
 
 LOGS="$(mktemp -d /tmp/ck-test-logs-XXXXXX)"
@@ -81,11 +86,11 @@ summary() {
   local total=0 i
   echo
   echo "==== test.sh summary"
-  printf '  %-28s %8s  %s\n' phase time result
+  printf '  %-40s %8s  %s\n' phase time result
   for i in "${!names[@]}"; do
-    printf '  %-28s %8s  %s\n' "${names[$i]}" "$(fmt "${seconds[$i]}")" "${results[$i]}"
+    printf '  %-40s %8s  %s\n' "${names[$i]}" "$(fmt "${seconds[$i]}")" "${results[$i]}"
   done
-  printf '  %-28s %8s  %s\n' "total (wall clock)" "$(fmt "$(elapsed_since "$T0")")" "$([ $status -eq 0 ] && echo ok || echo FAILED)"
+  printf '  %-40s %8s  %s\n' "total (wall clock)" "$(fmt "$(elapsed_since "$T0")")" "$([ $status -eq 0 ] && echo ok || echo FAILED)"
 }
 
 # Labs left by a crashed earlier run would hold their subnets.
@@ -108,10 +113,10 @@ trap on_exit EXIT
 T0=$(now)
 
 # ---------------------------------------------------------------------------
-# Install: Debian packages, the Python tools and the hub CLIs first (the rest
-# needs them); then, in the background, the simulator (Go) and the serving
-# venv, while the code compiles.
-phase "install: deps" scripts/install-deps.sh || { summary; exit 1; }
+# Install. The simulator needs only Go and the network: it builds in the
+# background from the start. Debian packages, the Python tools and the hub
+# CLIs come first for everything else; then the serving venv (apt, then pip)
+# goes to the background too, while the code compiles.
 
 # background [--nice] NAME LOG COMMAND...: runs it in the background (with
 # --nice, at the lowest CPU priority: it then takes only the CPU time that the
@@ -135,6 +140,7 @@ background() {
 }
 # install-sim.sh prints the simulator's path on stdout, its progress on stderr.
 background sim "$LOGS/sim.log" scripts/install-sim.sh
+phase "install: deps" scripts/install-deps.sh || { summary; exit 1; }
 if [ "${CK_SKIP_SERVING:-0}" != 1 ]; then
   background --nice serving "$LOGS/serving.log" scripts/install-serving.sh
 fi
