@@ -37,15 +37,21 @@ SHARDS = [f"model-0000{i}-of-00003.safetensors" for i in (1, 2, 3)]
 
 
 
-# The download tests drive the real hub CLIs (scripts/install-deps.sh puts the
-# pinned ones in /opt/ck-hubcli/bin, one of the places the library looks).
+# The download tests drive the real hub CLIs: the pinned ones that
+# scripts/install-deps.sh puts in /opt/ck-hubcli/bin, one of the places the
+# library looks. With PATH and HOME of their own, no other hf or modelscope (on
+# the caller's PATH, in ~/.local/bin) can stand in for them, and no login or
+# cache of the caller's is seen.
 needs_hub_cli = pytest.mark.usefixtures("hub_clis")
 
 
 @pytest.fixture
-def hub_clis() -> None:
+def hub_clis(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     hub_cli("hf")
     hub_cli("modelscope")
+    monkeypatch.setenv("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+    (tmp_path / "home").mkdir()
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
 
 
 def _sha256(path: Path) -> str:
