@@ -34,7 +34,9 @@ if "$PYTHON" -c 'import sys; sys.exit(0 if sys.prefix == sys.base_prefix else 1)
    [ -e "$("$PYTHON" -c 'import sysconfig; print(sysconfig.get_path("stdlib"))')/EXTERNALLY-MANAGED" ]; then
   pip_flags+=(--break-system-packages)
 fi
-"$PYTHON" -m pip install "${pip_flags[@]}" "pybind11>=2.11" "scikit-build-core>=0.10" "pytest>=7" "openai>=1"
+# mypy: its stubtest checks python/clusterkit/_core.pyi (pinned: the allowlist
+# in tests/python/stubtest-allowlist.txt is what this version reports).
+"$PYTHON" -m pip install "${pip_flags[@]}" "pybind11>=2.11" "scikit-build-core>=0.10" "pytest>=7" "openai>=1" "mypy==2.4.1"
 # The hub CLIs ModelStore drives on download hosts, for the download tests
 # (against tests/fixtures/fake_hub.py only). Pinned: tests/fixtures/
 # download-progress holds what these versions print. In a venv of their own

@@ -40,12 +40,12 @@ inline py::object json_to_python(nlohmann::json const& j) {
       py::list l(j.size());
       std::size_t i = 0;
       for (auto const& v : j) l[i++] = json_to_python(v);
-      return std::move(l);
+      return l;
     }
     case nlohmann::json::value_t::object: {
       py::dict d;
       for (auto const& [k, v] : j.items()) d[text(k)] = json_to_python(v);
-      return std::move(d);
+      return d;
     }
     default: return py::none();
   }

@@ -50,9 +50,11 @@ using std::chrono::steady_clock;
 // Control sockets
 
 std::string control_directory() {
+  // Never destroyed (as ssh_program()'s path): close_connection() may run in
+  // another object's static destructor, after function statics are gone.
   static std::once_flag once;
-  static std::string dir;
-  static std::string failure;
+  static std::string& dir = *new std::string;
+  static std::string& failure = *new std::string;
   std::call_once(once, [] {
     std::string base;
     if (char const* xdg = std::getenv("XDG_RUNTIME_DIR"); xdg && *xdg && fs::is_directory(xdg))
@@ -94,10 +96,10 @@ std::string fnv1a_hex(std::string_view text) {
 }
 
 std::string const& ssh_program() {
-  static std::string const path = [] {
+  static std::string const& path = *new std::string([] {
     auto p = bp::environment::find_executable("ssh");
     return p.empty() ? std::string() : p.string();
-  }();
+  }());
   return path;
 }
 

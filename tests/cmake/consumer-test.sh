@@ -1,14 +1,22 @@
 #!/usr/bin/env bash
-# Downstream use, both ways: find_package(clusterkit) from an installed tree,
-# and add_subdirectory. Each consumer runs a real command through the library
-# and must print what the command printed.
+# Downstream use, both ways: find_package(clusterkit) from a tree installed
+# from BUILD_DIR (nothing is rebuilt for it), and add_subdirectory. Each
+# consumer runs a real command through the library and must print what the
+# command printed.
+#
+# The add_subdirectory consumer compiles the library again, with the flags
+# of scripts/test.sh's build (CK_CMAKE_RELEASE_FLAGS, Release) in a build
+# folder at the same depth under the repository: with test.sh's
+# CCACHE_BASEDIR, every library compile is a ccache hit.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 BUILD="${1:?usage: consumer-test.sh BUILD_DIR}"
-WORK="$(mktemp -d /tmp/ck-consumer-XXXXXX)"
-trap 'rm -rf "$WORK"' EXIT
+RELEASE_FLAGS="${CK_CMAKE_RELEASE_FLAGS:--O2 -DNDEBUG}"
+INSTALLED="$ROOT/build-consumer-installed"
+SUBDIR="$ROOT/build-consumer-subdir"
 launcher=()
 command -v ccache >/dev/null && launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
+flags=(-G Ninja -DCMAKE_BUILD_TYPE=Release "-DCMAKE_CXX_FLAGS_RELEASE=$RELEASE_FLAGS" "${launcher[@]}")
 
 check() {  # binary label
   local out
@@ -21,11 +29,12 @@ check() {  # binary label
   return 1
 }
 
-cmake --install "$BUILD" --prefix "$WORK/prefix" >/dev/null
-cmake -S "$ROOT/examples" -B "$WORK/installed" -G Ninja -DCMAKE_PREFIX_PATH="$WORK/prefix" "${launcher[@]}" >/dev/null
-cmake --build "$WORK/installed" >/dev/null
-check "$WORK/installed/example_fanout" "find_package from an installed tree"
+rm -rf "$INSTALLED/prefix"
+cmake --install "$BUILD" --prefix "$INSTALLED/prefix" >/dev/null
+cmake -S "$ROOT/examples" -B "$INSTALLED/build" "${flags[@]}" -DCMAKE_PREFIX_PATH="$INSTALLED/prefix" >/dev/null
+cmake --build "$INSTALLED/build" >/dev/null
+check "$INSTALLED/build/example_fanout" "find_package from an installed tree"
 
-cmake -S "$ROOT/tests/cmake/subdir" -B "$WORK/subdir" -G Ninja -DCLUSTERKIT_SOURCE_DIR="$ROOT" "${launcher[@]}" >/dev/null
-cmake --build "$WORK/subdir" --target consumer >/dev/null
-check "$WORK/subdir/consumer" "add_subdirectory"
+cmake -S "$ROOT/tests/cmake/subdir" -B "$SUBDIR" "${flags[@]}" -DCLUSTERKIT_SOURCE_DIR="$ROOT" >/dev/null
+cmake --build "$SUBDIR" --target consumer >/dev/null
+check "$SUBDIR/consumer" "add_subdirectory"

@@ -7,6 +7,7 @@
 #include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/cancellation_signal.hpp>
 #include <catch2/catch.hpp>
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -21,6 +22,7 @@
 #include "clusterkit/lab.hpp"
 #include "clusterkit/runtime.hpp"
 #include "clusterkit/shell.hpp"
+#include "support/wait.hpp"
 
 using namespace clusterkit;
 using namespace std::chrono_literals;
@@ -97,12 +99,7 @@ bool remote_pid_alive(Host& host, long pid) {
 }
 
 bool remote_pid_gone_within(Host& host, long pid, std::chrono::milliseconds limit) {
-  auto until = std::chrono::steady_clock::now() + limit;
-  while (std::chrono::steady_clock::now() < until) {
-    if (!remote_pid_alive(host, pid)) return true;
-    std::this_thread::sleep_for(100ms);
-  }
-  return false;
+  return cktest::wait_until([&] { return !remote_pid_alive(host, pid); }, limit);
 }
 
 int established_connections_to(std::string const& address) {
@@ -162,15 +159,22 @@ TEST_CASE("one multiplexed connection per host carries concurrent commands", "[s
   auto host = rt.host(spec);
   connect(host);
   CHECK(host.connection_alive());
-  // 20 commands at once, at most 4 channels at a time.
+  // 20 commands at once, at most 4 channels at a time. Each says on stderr
+  // when it has started.
   std::vector<std::promise<RunResult>> promises(20);
+  std::atomic<int> started{0};
+  RunOptions o;
+  o.on_line = [&](OutputLine const& l) {
+    if (l.stream == Stream::err && l.text == "started") ++started;
+  };
   for (std::size_t i = 0; i < promises.size(); ++i)
-    host.async_run(Command::args({"sh", "-c", "sleep 0.2; echo " + std::to_string(i)}), {},
+    host.async_run(Command::args({"sh", "-c", "echo started >&2; sleep 0.2; echo " + std::to_string(i)}), o,
                    [&, i](std::error_code ec, RunResult r) {
                      if (ec) r.exit_code = -100;
                      promises[i].set_value(std::move(r));
                    });
-  std::this_thread::sleep_for(100ms);
+  // While 4 of them run at once:
+  REQUIRE(cktest::wait_until([&] { return started >= 4; }, 10s));
   CHECK(established_connections_to(spec.address) == 1);
   for (std::size_t i = 0; i < promises.size(); ++i) {
     auto r = promises[i].get_future().get();
@@ -279,7 +283,11 @@ TEST_CASE("files go both ways through the shared connection", "[ssh][lab][transf
                       asio::bind_cancellation_slot(signal.slot(),
                                                    [&](std::error_code ec, TransferResult) { done.set_value(ec); }));
     CHECK(done.get_future().get() == errc::cancelled);
-    std::this_thread::sleep_for(300ms);
+    // Once no remote process works on it any more (the pattern does not match
+    // the shell that runs pgrep)...
+    CHECK(cktest::wait_until(
+        [&] { return run(host, Command::shell("pgrep -f 'ck-cancelle[d]' || echo none")).stdout_text == "none\n"; },
+        5s));
     CHECK(run(host, Command::args({"test", "-e", "/tmp/ck-cancelled"})).exit_code == 1);
     CHECK(run(host, Command::shell("ls /tmp | grep -c ck-part || true")).stdout_text == "0\n");
   }
@@ -295,8 +303,9 @@ TEST_CASE("a dropped master is detected and re-opened", "[ssh][lab]") {
   auto check = sh("ssh -o ControlPath=" + host.control_path() + " -O check x 2>&1");
   auto at = check.find("pid=");
   REQUIRE(at != std::string::npos);
-  ::kill(std::stoi(check.substr(at + 4)), SIGKILL);
-  std::this_thread::sleep_for(100ms);
+  auto const master = std::stol(check.substr(at + 4));
+  ::kill(static_cast<pid_t>(master), SIGKILL);
+  REQUIRE(cktest::gone_within(master, 5s));
   CHECK_FALSE(host.connection_alive());
   auto r = run(host, Command::args({"hostname"}));
   CHECK(r.stdout_text == "h2\n");
@@ -383,9 +392,12 @@ TEST_CASE("dead sshd, cut-off host: clear errors in time, others undisturbed", "
     h3.disconnect();
     REQUIRE(run(h3, Command::args({"true"})).exit_code == 0);
     std::promise<std::pair<std::error_code, RunResult>> done;
-    h3.async_run(Command::args({"sleep", "60"}), {},
+    std::atomic<bool> running{false};
+    RunOptions o;
+    o.on_line = [&](OutputLine const&) { running = true; };
+    h3.async_run(Command::shell("echo running; exec sleep 60"), o,
                  [&](std::error_code ec, RunResult r) { done.set_value({ec, std::move(r)}); });
-    std::this_thread::sleep_for(300ms);
+    REQUIRE(cktest::wait_until([&] { return running.load(); }, 10s));
     sh("ip -n " + ns + " link set eth0 down");
     auto started = std::chrono::steady_clock::now();
     auto f = done.get_future();
@@ -416,7 +428,7 @@ TEST_CASE("dead sshd, cut-off host: clear errors in time, others undisturbed", "
       if (h.name == "h3") pid = h.sshd_pid;
     REQUIRE(pid > 0);
     ::kill(pid, SIGKILL);  // the host's pid 1: the whole host stops
-    std::this_thread::sleep_for(200ms);
+    REQUIRE(cktest::gone_within(pid, 5s));
     auto outcomes = run_on_hosts(all, Command::args({"hostname"}));
     CHECK(outcomes[0].success());
     CHECK(outcomes[1].success());

@@ -30,6 +30,7 @@
 #include "clusterkit/nas.hpp"
 #include "clusterkit/runtime.hpp"
 #include "machine_mounts.hpp"
+#include "support/wait.hpp"
 
 extern char** environ;
 
@@ -74,11 +75,14 @@ public:
     posix_spawn_file_actions_addopen(&fa, 2, (dir_ / "err").c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
     REQUIRE(posix_spawnp(&pid_, "python3", &fa, nullptr, argv.data(), environ) == 0);
     posix_spawn_file_actions_destroy(&fa);
-    for (int i = 0; i < 100 && port_.empty(); ++i) {
-      std::this_thread::sleep_for(100ms);
-      auto text = read_file(dir_ / "port");
-      if (!text.empty() && text.back() == '\n') port_ = text.substr(0, text.size() - 1);
-    }
+    // The port file is complete once it ends with a newline.
+    cktest::wait_until(
+        [&] {
+          auto text = read_file(dir_ / "port");
+          if (!text.empty() && text.back() == '\n') port_ = text.substr(0, text.size() - 1);
+          return !port_.empty();
+        },
+        10s);
     INFO(read_file(dir_ / "err"));
     REQUIRE_FALSE(port_.empty());
   }

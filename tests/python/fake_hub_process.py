@@ -15,6 +15,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from waiting import wait_until
+
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
 
@@ -41,16 +43,15 @@ class FakeHub:
             [sys.executable, str(FIXTURES / "fake_hub.py"), "--root", str(root), "--host", "127.0.0.1",
              "--port", "0", "--port-file", str(self.port_file), "--log", str(self.log), *args],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 15
         # The port file is complete once it ends with a newline.
-        while not self.port_file.exists() or not self.port_file.read_text().endswith("\n"):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                err = b""
-                if self.proc.poll() is None:
-                    self.proc.kill()
-                _, err = self.proc.communicate()
-                raise RuntimeError(f"fake hub did not start: {err.decode(errors='replace')}")
-            time.sleep(0.02)
+        def started() -> bool:
+            return self.port_file.exists() and self.port_file.read_text().endswith("\n")
+
+        if not wait_until(lambda: started() or self.proc.poll() is not None, 15) or not started():
+            if self.proc.poll() is None:
+                self.proc.kill()
+            _, err = self.proc.communicate()
+            raise RuntimeError(f"fake hub did not start: {err.decode(errors='replace')}")
         self.port = int(self.port_file.read_text())
         self.url = f"http://127.0.0.1:{self.port}"
 

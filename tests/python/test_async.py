@@ -9,30 +9,9 @@ import time
 from pathlib import Path
 
 import pytest
+from waiting import gone_within_async, wait_until_async
 
 import clusterkit as ck
-
-
-@pytest.fixture
-def local() -> ck.Host:
-    return ck.Host(ck.HostSpec.local_machine("me"))
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
-async def gone_within(pid: int, seconds: float) -> bool:
-    until = time.monotonic() + seconds
-    while time.monotonic() < until:
-        if not pid_alive(pid):
-            return True
-        await asyncio.sleep(0.02)
-    return not pid_alive(pid)
 
 
 def test_run_async_gather_runs_concurrently(local: ck.Host) -> None:
@@ -67,15 +46,14 @@ def test_cancelling_the_task_stops_the_process(local: ck.Host) -> None:
         task = asyncio.ensure_future(
             local.run_async(script="sleep 30 & echo $!; wait", on_line=lambda s, line: pids.append(int(line)))
         )
-        while not pids:
-            await asyncio.sleep(0.02)
+        assert await wait_until_async(lambda: pids)
         t0 = time.monotonic()
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
         waited = time.monotonic() - t0
         # The command ended before the task did; its child goes with it.
-        return pids, waited, await gone_within(pids[0], 3.0)
+        return pids, waited, await gone_within_async(pids[0], 3.0)
 
     pids, waited, gone = asyncio.run(main())
     assert len(pids) == 1
@@ -174,8 +152,11 @@ def test_run_on_hosts_async() -> None:
 
         # Cancelling the task stops every host.
         t0 = time.monotonic()
-        task = asyncio.ensure_future(ck.run_on_hosts_async(hosts, ["sleep", "30"]))
-        await asyncio.sleep(0.3)
+        started: list[str] = []
+        task = asyncio.ensure_future(
+            ck.run_on_hosts_async(hosts, script="echo up; exec sleep 30", on_line=lambda h, s, line: started.append(h))
+        )
+        assert await wait_until_async(lambda: len(started) == len(hosts))  # every host is running its command
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
@@ -192,10 +173,11 @@ def test_start_run_low_level_handle(local: ck.Host) -> None:
         payloads.append(payload)
         done.set()
 
-    op = local.start_run(["sleep", "30"], done=on_done)
+    started = threading.Event()
+    op = local.start_run(script="echo up; exec sleep 30", on_line=lambda s, line: started.set(), done=on_done)
     assert isinstance(op, ck.Operation)
     assert not op.done()
-    time.sleep(0.2)
+    assert started.wait(5)  # the command is running
     op.cancel()
     assert done.wait(5)
     assert op.done()

@@ -1,14 +1,15 @@
-"""tests/fixtures/fake_hub.py against the real hub CLIs (hf, huggingface-cli, modelscope).
+"""tests/fixtures/fake_hub.py against the real hub CLIs (hf, modelscope).
 
-Everything talks to a fake hub on 127.0.0.1 only. The CLI tests are skipped when
-the CLI is not installed; point CLUSTERKIT_HUB_CLI_BIN at a folder holding them,
-e.g. a venv made with `python3 -m venv /tmp/hubcli-venv && /tmp/hubcli-venv/bin/pip
-install huggingface_hub modelscope`:
+Everything talks to a fake hub on 127.0.0.1 only. The CLIs are the pinned ones
+scripts/install-deps.sh installs in a venv of their own (/opt/ck-hubcli/bin;
+CLUSTERKIT_HUB_CLI_BIN names another folder); a test whose CLI is missing
+fails and says so. tests/fixtures/download-progress holds what these versions
+print. The tests of the server and of the test model need nothing but the
+standard library.
 
-    CLUSTERKIT_HUB_CLI_BIN=/tmp/hubcli-venv/bin python3 -m pytest tests/python/test_fake_hub.py -q
-
-Without that variable the CLIs are looked up on PATH. The tests of the server and
-of the test model need nothing but the standard library.
+huggingface_hub 2.x ships `hf` only: `huggingface-cli` is gone, so it is not
+tested here (the library still finds and drives it on hosts with an older
+huggingface_hub; its arguments are checked in tests/unit/test_model_store.cpp).
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import http.client
 import json
-import os
 import shutil
 import struct
 import subprocess
@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from components import hub_cli
 from fake_hub_process import FakeHub as _FakeHubProcess, make_test_model  # noqa: E402
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
@@ -64,35 +65,21 @@ def _tree_sums(folder: Path) -> dict[str, str]:
 
 
 @cache
-def _cli(name: str) -> Path | None:
-    """The CLI `name`, if installed and really the hub CLI."""
-    folder = os.environ.get("CLUSTERKIT_HUB_CLI_BIN")
-    if folder:
-        path: Path | None = Path(folder) / name
-        if not path.exists():  # type: ignore[union-attr]
-            path = None
-    else:
-        found = shutil.which(name)
-        path = Path(found) if found else None
-    if path is None:
-        return None
-    probe = {"hf": ["version"], "huggingface-cli": ["version"], "modelscope": ["--version"]}[name]
+def _cli(name: str) -> Path:
+    """The pinned hub CLI `name`, checked to run and to be the hub CLI."""
+    path = hub_cli(name)
+    probe = {"hf": ["version"], "modelscope": ["--version"]}[name]
     try:
         p = subprocess.run([str(path), *probe], capture_output=True, text=True, timeout=30,
                            env={"PATH": f"{path.parent}:/usr/bin:/bin", "HOME": "/nonexistent",
                                 "HF_HUB_DISABLE_UPDATE_CHECK": "1", "LANG": "C.UTF-8"})
-    except (OSError, subprocess.TimeoutExpired):
-        return None
+    except (OSError, subprocess.TimeoutExpired) as e:
+        pytest.fail(f"`{path} {' '.join(probe)}` did not run ({e}): run scripts/install-deps.sh", pytrace=False)
     text = p.stdout + p.stderr
     ok = ("modelscope" in text) if name == "modelscope" else p.returncode == 0 and any(c.isdigit() for c in text)
-    return path if ok else None
-
-
-def _need(name: str) -> Path:
-    path = _cli(name)
-    if path is None:
-        pytest.skip(f"`{name}` is not installed (set CLUSTERKIT_HUB_CLI_BIN to a folder holding it, "
-                    f"e.g. the bin/ of a venv with huggingface_hub and modelscope installed)")
+    if not ok:
+        pytest.fail(f"{path} is not a working {name} CLI (`{' '.join(probe)}` said {text.strip()[:300]!r}): "
+                    "run scripts/install-deps.sh", pytrace=False)
     return path
 
 
@@ -181,12 +168,12 @@ def commits(hub_root: tuple[Path, dict[str, dict[str, str]]], tmp_path_factory: 
 
 @pytest.fixture
 def hf_exe() -> Path:
-    return _need("hf")
+    return _cli("hf")
 
 
 @pytest.fixture
 def ms_exe() -> Path:
-    return _need("modelscope")
+    return _cli("modelscope")
 
 
 @pytest.fixture
@@ -331,9 +318,10 @@ def test_fake_hub_binds_only_the_address_given(hub_root: tuple[Path, dict[str, d
                                                tmp_path: Path) -> None:
     root, _ = hub_root
     with FakeHub(root, tmp_path) as hub:
-        out = subprocess.run(["ss", "-Hltnp"], capture_output=True, text=True) if shutil.which("ss") else None
-        if out is None or out.returncode != 0:
-            pytest.skip("`ss` is not available")
+        if not shutil.which("ss"):
+            pytest.fail("`ss` not found: run scripts/install-deps.sh (Debian's iproute2)", pytrace=False)
+        out = subprocess.run(["ss", "-Hltnp"], capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr
         mine = [line for line in out.stdout.splitlines() if f"pid={hub.proc.pid}," in line]
         assert mine and all(f"127.0.0.1:{hub.port}" in line for line in mine), mine
 
@@ -341,12 +329,9 @@ def test_fake_hub_binds_only_the_address_given(hub_root: tuple[Path, dict[str, d
 # ---------------------------------------------------------------------------
 # Hugging Face CLI
 # ---------------------------------------------------------------------------
-@pytest.mark.parametrize("cli", ["hf", "huggingface-cli"])
-def test_hf_download_pinned_tag_to_local_dir(cli: str, request: pytest.FixtureRequest, tmp_path: Path,
-                                             commits: dict[str, str],
+def test_hf_download_pinned_tag_to_local_dir(hf_exe: Path, hub: FakeHub, tmp_path: Path, commits: dict[str, str],
                                              hub_root: tuple[Path, dict[str, dict[str, str]]]) -> None:
-    exe = _need(cli)
-    hub: FakeHub = request.getfixturevalue("hub")  # only once the CLI is known to be there
+    exe = hf_exe
     _, sums = hub_root
     dest = tmp_path / "model"
     p = _run([str(exe), "download", REPO, "--revision", TAG, "--local-dir", str(dest)],
@@ -499,8 +484,7 @@ def test_modelscope_snapshot_download_cache_dir(ms_exe: Path, hub: FakeHub, tmp_
     code = ("import sys; from modelscope import snapshot_download; "
             "print(snapshot_download(sys.argv[1], cache_dir='./'))")
     p = _run([python, "-c", code, REPO], _env(tmp_path / "home", MODELSCOPE_ENDPOINT=hub.url), cwd=cache)
-    if p.returncode != 0 and "No module named 'modelscope'" in p.stderr:
-        pytest.skip("the modelscope package (not only modelscope-hub) is needed for snapshot_download")
+    # the modelscope package (not only modelscope-hub): scripts/install-deps.sh installs it
     assert p.returncode == 0, p.stderr
     # modelscope >= 1.38 (modelscope-hub): {cache}/models/{org}--{name}/snapshots/{revision},
     # not the old {cache}/{org}/{name with . -> ___} of the seed's procedure

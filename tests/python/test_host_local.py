@@ -11,32 +11,9 @@ import time
 from pathlib import Path
 
 import pytest
+from waiting import gone_within, wait_until
 
 import clusterkit as ck
-
-
-@pytest.fixture
-def local() -> ck.Host:
-    return ck.Host(ck.HostSpec.local_machine("me"))
-
-
-def pid_alive(pid: int) -> bool:
-    """True while `pid` exists and is not a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            state = f.read().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
-        return False
-    return state != "Z"
-
-
-def gone_within(pid: int, seconds: float) -> bool:
-    until = time.monotonic() + seconds
-    while time.monotonic() < until:
-        if not pid_alive(pid):
-            return True
-        time.sleep(0.02)
-    return not pid_alive(pid)
 
 
 # A child in the background, its pid on stdout, then wait: stopping the
@@ -317,7 +294,7 @@ def test_gil_is_released_while_waiting(local: ck.Host) -> None:
     thread = threading.Thread(target=spin)
     thread.start()
     try:
-        time.sleep(0.05)
+        assert wait_until(lambda: counter > 0)  # the thread is spinning
         before = counter
         r = local.run(["sleep", "0.5"])
         during = counter - before
@@ -345,14 +322,15 @@ def test_ctrl_c_cancels_the_command_and_raises_keyboard_interrupt(local: ck.Host
     if threading.current_thread() is not threading.main_thread():
         pytest.skip("signals reach the main thread only")
     pids: list[int] = []
-    timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))
+    # Ctrl-C once the command runs (its child's pid has arrived).
+    timer = threading.Thread(target=lambda: wait_until(lambda: pids) and os.kill(os.getpid(), signal.SIGINT))
     t0 = time.monotonic()
     timer.start()
     try:
         with pytest.raises(KeyboardInterrupt):
             local.run(script=BACKGROUND_CHILD, on_line=lambda s, line: pids.append(int(line)))
     finally:
-        timer.cancel()
+        timer.join()
     assert time.monotonic() - t0 < 5
     assert len(pids) == 1
     # The command was stopped before run() returned; its child goes with it.

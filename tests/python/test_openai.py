@@ -13,7 +13,6 @@ import asyncio
 import gc
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -24,31 +23,13 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import pytest
+from components import simulator
+from waiting import tcp_sockets, wait_until, wait_until_async
 
 import clusterkit as ck
 
 MODEL = "qwen2.5-72b-instruct"
 PROMPT = "The quick brown fox jumps over the lazy dog"
-
-
-def find_simulator() -> Optional[str]:
-    env = os.environ.get("CLUSTERKIT_SIM")
-    if env and os.access(env, os.X_OK):
-        return env
-    found = shutil.which("llm-d-inference-sim")
-    if found:
-        return found
-    for p in ("/usr/local/bin/llm-d-inference-sim", str(Path(__file__).parents[2] / "tools/bin/llm-d-inference-sim")):
-        if os.access(p, os.X_OK):
-            return p
-    return None
-
-
-SIMULATOR = find_simulator()
-pytestmark = pytest.mark.skipif(
-    SIMULATOR is None,
-    reason="llm-d-inference-sim (a vLLM simulator) is not installed: run scripts/install-sim.sh",
-)
 
 
 def free_port() -> int:
@@ -59,40 +40,30 @@ def free_port() -> int:
 
 def established_to(port: int) -> int:
     """ESTABLISHED IPv4 connections whose remote end is 127.0.0.1:port (the client side)."""
-    n = 0
-    with open("/proc/net/tcp") as f:
-        next(f)
-        for line in f:
-            fields = line.split()
-            remote, state = fields[2], fields[3]
-            if int(remote.split(":")[1], 16) == port and state == "01":
-                n += 1
-    return n
+    return tcp_sockets(port, local=False)
 
 
 class Simulator:
     """One llm-d-inference-sim process (a vLLM simulator) on 127.0.0.1."""
 
     def __init__(self, flags: list[str], log_path: Path) -> None:
-        assert SIMULATOR is not None
         self.port = free_port()
         self.log_path = log_path
-        argv = [SIMULATOR, "--model", MODEL, "--port", str(self.port), "--force-dummy-tokenizer", *flags]
+        argv = [simulator(), "--model", MODEL, "--port", str(self.port), "--force-dummy-tokenizer", *flags]
         with open(log_path, "wb") as log:
             self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 30
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"the simulator exited at start: {self.log_text()}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"the simulator did not listen within 30 s: {self.log_text()}")
-            time.sleep(0.02)
+        if not wait_until(lambda: self.proc.poll() is not None or self.listening(), 30):
+            self.stop()
+            raise RuntimeError(f"the simulator did not listen within 30 s: {self.log_text()}")
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"the simulator exited at start: {self.log_text()}")
+
+    def listening(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                return True
+        except OSError:
+            return False
 
     @property
     def url(self) -> str:
@@ -140,15 +111,6 @@ def client_for(sim: Simulator, **options: object) -> ck.OpenAIClient:
     options.setdefault("initial_backoff", 0.02)
     options.setdefault("max_backoff", 0.2)
     return ck.OpenAIClient(sim.url, **options)  # type: ignore[arg-type]
-
-
-def wait_until(predicate: Callable[[], bool], seconds: float = 3.0) -> bool:
-    until = time.monotonic() + seconds
-    while time.monotonic() < until:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
 
 
 # ---------------------------------------------------------------------------
@@ -455,7 +417,8 @@ def test_blocking_call_releases_the_gil(start_sim: Callable[..., Simulator]) -> 
 def test_ctrl_c_cancels_a_blocking_call_and_closes_its_connection(start_sim: Callable[..., Simulator]) -> None:
     sim = start_sim("--time-to-first-token", "5s")
     client = client_for(sim)
-    timer = threading.Timer(0.3, _thread.interrupt_main)
+    # Ctrl-C once the request is in flight (the simulator holds the first token for 5 s).
+    timer = threading.Thread(target=lambda: wait_until(lambda: established_to(sim.port) == 1) and _thread.interrupt_main())
     timer.start()
     t0 = time.monotonic()
     with pytest.raises(KeyboardInterrupt):
@@ -607,8 +570,7 @@ def test_cancelling_an_async_stream_task_closes_the_connection(start_sim: Callab
                         connected.append(established_to(sim.port))
 
         task = asyncio.ensure_future(read())
-        while len(seen) < 3:
-            await asyncio.sleep(0.01)
+        assert await wait_until_async(lambda: len(seen) >= 3)
         t0 = time.monotonic()
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -632,21 +594,17 @@ def test_cancelling_an_async_stream_task_closes_the_connection(start_sim: Callab
 
         # And aclose() on a stream nobody reads any more.
         stream = slow_client.chat_stream_async(MODEL, prompt="hi")
-        await asyncio.sleep(0.2)
+        assert await wait_until_async(lambda: established_to(slow.port) == 1)  # the request is in flight
         await stream.aclose()
         assert stream.done()
         assert slow_client.stats()["open_connections"] == 0
 
         # A stream dropped unread is stopped when it is freed.
         dropped: Optional[ck.AsyncChatStream] = slow_client.chat_stream_async(MODEL, prompt="hi")
-        await asyncio.sleep(0.2)
-        assert established_to(slow.port) == 1
+        assert await wait_until_async(lambda: established_to(slow.port) == 1)
         del dropped
         gc.collect()
-        until = time.monotonic() + 2
-        while slow_client.stats()["open_connections"] and time.monotonic() < until:
-            await asyncio.sleep(0.02)
-        assert slow_client.stats()["open_connections"] == 0
+        assert await wait_until_async(lambda: slow_client.stats()["open_connections"] == 0, 2)
         assert slow_client.stats()["connections_closed"] == 3
 
     asyncio.run(main())

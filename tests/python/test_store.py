@@ -25,18 +25,33 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from components import hub_cli
 from fake_hub_process import FakeHub, make_test_model  # noqa: E402
+from waiting import pids_mentioning, tcp_sockets, wait_until
 
 import clusterkit as ck
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
-HUB_CLI = Path("/opt/ck-hubcli/bin/hf")
 REPO = "Qwen/Tiny2.5-Test"
 SHARDS = [f"model-0000{i}-of-00003.safetensors" for i in (1, 2, 3)]
 
 
 
-needs_hub_cli = pytest.mark.skipif(not HUB_CLI.exists(), reason=f"{HUB_CLI} is not installed (the hub CLIs venv)")
+# The download tests drive the real hub CLIs: the pinned ones that
+# scripts/install-deps.sh puts in /opt/ck-hubcli/bin, one of the places the
+# library looks. With PATH and HOME of their own, no other hf or modelscope (on
+# the caller's PATH, in ~/.local/bin) can stand in for them, and no login or
+# cache of the caller's is seen.
+needs_hub_cli = pytest.mark.usefixtures("hub_clis")
+
+
+@pytest.fixture
+def hub_clis(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    hub_cli("hf")
+    hub_cli("modelscope")
+    monkeypatch.setenv("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+    (tmp_path / "home").mkdir()
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
 
 
 def _sha256(path: Path) -> str:
@@ -66,11 +81,6 @@ def hub(hub_root: tuple[Path, dict[str, str]], tmp_path: Path) -> Iterator[FakeH
 
 
 @pytest.fixture(scope="module")
-def here() -> ck.Host:
-    return ck.Host(ck.HostSpec.local_machine("here"))
-
-
-@pytest.fixture(scope="module")
 def model_dir(hub_root: tuple[Path, dict[str, str]]) -> Path:
     """The test model as a hub holds it: what a download yields."""
     return hub_root[0] / REPO
@@ -85,7 +95,7 @@ def _source_bytes(model_dir: Path) -> int:
 # ---------------------------------------------------------------------------
 @needs_hub_cli
 @pytest.mark.parametrize("hub_name", ["huggingface", "modelscope"])
-def test_download_through_the_hub_cli(hub_name: str, hub: FakeHub, here: ck.Host, tmp_path: Path,
+def test_download_through_the_hub_cli(hub_name: str, hub: FakeHub, local: ck.Host, tmp_path: Path,
                                       hub_root: tuple[Path, dict[str, str]], model_dir: Path) -> None:
     _, sums = hub_root
     token = f"ck-secret-{hub_name}-7f3a"
@@ -95,10 +105,10 @@ def test_download_through_the_hub_cli(hub_name: str, hub: FakeHub, here: ck.Host
     progress: list[ck.TransferProgress] = []
     store = ck.ModelStore(tmp_path / "store")
 
-    result = store.download(here, spec, on_progress=progress.append)
+    result = store.download(local, spec, on_progress=progress.append)
 
     assert result.ok and result.error is None and bool(result), result.message
-    assert result.host == "here" and result.dir == str(dest) and result.attempts == 1
+    assert result.host == "me" and result.dir == str(dest) and result.attempts == 1
     assert result.cli.split()[0] == ("hf" if hub_name == "huggingface" else "modelscope")
     assert result.files == 6 and result.bytes == _source_bytes(model_dir)
     assert _tree_sums(dest) == sums
@@ -107,7 +117,7 @@ def test_download_through_the_hub_cli(hub_name: str, hub: FakeHub, here: ck.Host
 
     # progress: called on the way, the last call says everything arrived
     assert progress and all(isinstance(p, ck.TransferProgress) for p in progress)
-    assert {p.phase for p in progress} == {"download"} and {p.host for p in progress} == {"here"}
+    assert {p.phase for p in progress} == {"download"} and {p.host for p in progress} == {"me"}
     last = progress[-1]
     assert (last.bytes_done, last.bytes_total, last.files_done, last.files_total) == (result.bytes, result.bytes, 6, 6)
     assert last.to_json()["bytes_done"] == result.bytes and last.elapsed >= 0
@@ -125,11 +135,11 @@ def test_download_through_the_hub_cli(hub_name: str, hub: FakeHub, here: ck.Host
 
 @needs_hub_cli
 @pytest.mark.parametrize("hub_name", ["huggingface", "modelscope"])
-def test_download_of_an_unknown_model_fails_with_download_failed(hub_name: str, hub: FakeHub, here: ck.Host,
+def test_download_of_an_unknown_model_fails_with_download_failed(hub_name: str, hub: FakeHub, local: ck.Host,
                                                                  tmp_path: Path) -> None:
     spec = ck.DownloadSpec("Qwen/NoSuchModel", hub=hub_name, endpoint=hub.url, local_dir=tmp_path / "nope",
                            attempts=3, retry_delay=0)
-    result = ck.ModelStore("/mnt").download(here, spec)
+    result = ck.ModelStore("/mnt").download(local, spec)
     assert not result.ok and not result
     assert isinstance(result.error, ck.Error) and result.error.code == "download_failed"
     assert "Qwen/NoSuchModel" in result.message and result.error.message == result.message
@@ -138,23 +148,23 @@ def test_download_of_an_unknown_model_fails_with_download_failed(hub_name: str, 
     assert j["ok"] is False and j["error"] and j["files"] == 0
 
 
-def test_a_download_spec_that_cannot_work_raises_before_anything_runs(here: ck.Host) -> None:
+def test_a_download_spec_that_cannot_work_raises_before_anything_runs(local: ck.Host) -> None:
     store = ck.ModelStore("/mnt")
     with pytest.raises(ck.Error) as e:
-        store.download(here, ck.DownloadSpec("not-an-id", local_dir="/tmp/x"))
+        store.download(local, ck.DownloadSpec("not-an-id", local_dir="/tmp/x"))
     assert e.value.code == "invalid_argument" and "ORG/NAME" in e.value.message
     with pytest.raises(ck.Error) as e:
-        store.download(here, ck.DownloadSpec(REPO, local_dir="relative/dir"))
+        store.download(local, ck.DownloadSpec(REPO, local_dir="relative/dir"))
     assert e.value.code == "invalid_argument" and "absolute" in e.value.message
     with pytest.raises(ck.Error) as e:
-        store.download(here, ck.DownloadSpec(REPO, endpoint="ftp://mirror", local_dir="/tmp/x"))
+        store.download(local, ck.DownloadSpec(REPO, endpoint="ftp://mirror", local_dir="/tmp/x"))
     assert e.value.code == "invalid_argument" and "http://" in e.value.message
     with pytest.raises(ValueError):
         ck.DownloadSpec(REPO, attempts=0)
     with pytest.raises(ValueError):
         ck.DownloadSpec(REPO, hub="github")
     with pytest.raises(TypeError):
-        store.download(here, "Qwen/Tiny2.5-Test")  # type: ignore[arg-type]
+        store.download(local, "Qwen/Tiny2.5-Test")  # type: ignore[arg-type]
 
 
 def test_download_spec_fields_and_the_store_layout() -> None:
@@ -178,7 +188,7 @@ def test_download_spec_fields_and_the_store_layout() -> None:
 # ---------------------------------------------------------------------------
 # copy into the "NAS" and verify from the host
 # ---------------------------------------------------------------------------
-def test_sync_copies_resumes_and_repairs(here: ck.Host, model_dir: Path, tmp_path: Path,
+def test_sync_copies_resumes_and_repairs(local: ck.Host, model_dir: Path, tmp_path: Path,
                                          hub_root: tuple[Path, dict[str, str]]) -> None:
     _, sums = hub_root
     total = _source_bytes(model_dir)
@@ -188,7 +198,7 @@ def test_sync_copies_resumes_and_repairs(here: ck.Host, model_dir: Path, tmp_pat
     spec = ck.SyncSpec(model_dir, dest, streams=3)
     progress: list[ck.TransferProgress] = []
 
-    first = store.sync(here, spec, on_progress=progress.append)
+    first = store.sync(local, spec, on_progress=progress.append)
     assert first.ok and first.error is None, first.message
     assert (first.files, first.bytes, first.streams) == (6, total, 3)
     assert (first.files_transferred, first.bytes_transferred) == (6, total)
@@ -197,39 +207,39 @@ def test_sync_copies_resumes_and_repairs(here: ck.Host, model_dir: Path, tmp_pat
     assert progress and {p.phase for p in progress} == {"copy"}
     assert (progress[-1].bytes_done, progress[-1].bytes_total, progress[-1].files_done) == (total, total, 6)
 
-    second = store.sync(here, spec)
+    second = store.sync(local, spec)
     assert second.ok and (second.files_transferred, second.bytes_transferred) == (0, 0) and second.files == 6
 
     shard = dest / SHARDS[1]
     size = shard.stat().st_size
     os.truncate(shard, size - 100)
-    seen = store.verify([here], dest)
+    seen = store.verify([local], dest)
     assert len(seen) == 1 and not seen[0].ok
     v = seen[0]
-    assert v.host == "here" and v.dir == str(dest) and v.container_path == "/models/Qwen/Tiny2___5-Test"
+    assert v.host == "me" and v.dir == str(dest) and v.container_path == "/models/Qwen/Tiny2___5-Test"
     assert v.error is not None and v.error.code == "model_incomplete"
     assert [(p.kind, p.file) for p in v.report.problems] == [("truncated", SHARDS[1])]
     assert "100 bytes missing" in v.report.problems[0].message
     assert v.to_json()["ok"] is False and v.to_json()["report"]["problems"][0]["kind"] == "truncated"
 
-    repaired = store.sync(here, spec)
+    repaired = store.sync(local, spec)
     assert repaired.ok and repaired.files_transferred == 1 and repaired.bytes_transferred == size
     assert _tree_sums(dest) == sums
-    assert all(v.ok and v.error is None for v in store.verify([here], dest, ck.RemoteVerifyOptions(read_all=True)))
+    assert all(v.ok and v.error is None for v in store.verify([local], dest, ck.RemoteVerifyOptions(read_all=True)))
 
 
-def test_sync_failures_are_results(here: ck.Host, model_dir: Path, tmp_path: Path) -> None:
+def test_sync_failures_are_results(local: ck.Host, model_dir: Path, tmp_path: Path) -> None:
     store = ck.ModelStore("/mnt")
-    missing = store.sync(here, ck.SyncSpec(tmp_path / "nothing-here", tmp_path / "to"))
+    missing = store.sync(local, ck.SyncSpec(tmp_path / "nothing-here", tmp_path / "to"))
     assert not missing.ok and missing.error is not None and missing.error.code == "copy_failed"
     assert str(tmp_path / "nothing-here") in missing.message
-    overlap = store.sync(here, ck.SyncSpec(model_dir, model_dir / "inside"))
+    overlap = store.sync(local, ck.SyncSpec(model_dir, model_dir / "inside"))
     assert overlap.error is not None and overlap.error.code == "invalid_argument" and "overlap" in overlap.message
     with pytest.raises(ValueError):
         ck.SyncSpec(model_dir, tmp_path, streams=0)
 
 
-def test_an_exception_in_on_progress_stops_the_copy_and_is_raised(here: ck.Host, model_dir: Path,
+def test_an_exception_in_on_progress_stops_the_copy_and_is_raised(local: ck.Host, model_dir: Path,
                                                                    tmp_path: Path) -> None:
     calls = []
 
@@ -239,10 +249,10 @@ def test_an_exception_in_on_progress_stops_the_copy_and_is_raised(here: ck.Host,
 
     store = ck.ModelStore("/mnt")
     with pytest.raises(RuntimeError, match="stop right there"):
-        store.sync(here, ck.SyncSpec(model_dir, tmp_path / "a", streams=2), on_progress=explode)
+        store.sync(local, ck.SyncSpec(model_dir, tmp_path / "a", streams=2), on_progress=explode)
     assert len(calls) == 1  # later calls are skipped once one raised
     # and everything still works afterwards
-    again = store.sync(here, ck.SyncSpec(model_dir, tmp_path / "b", streams=2))
+    again = store.sync(local, ck.SyncSpec(model_dir, tmp_path / "b", streams=2))
     assert again.ok and again.files_transferred == 6
 
 
@@ -250,7 +260,7 @@ def test_an_exception_in_on_progress_stops_the_copy_and_is_raised(here: ck.Host,
 # asyncio forms
 # ---------------------------------------------------------------------------
 @needs_hub_cli
-def test_async_download_and_verify(hub: FakeHub, here: ck.Host, tmp_path: Path,
+def test_async_download_and_verify(hub: FakeHub, local: ck.Host, tmp_path: Path,
                                    hub_root: tuple[Path, dict[str, str]]) -> None:
     _, sums = hub_root
     store = ck.ModelStore(tmp_path / "nas")
@@ -263,8 +273,8 @@ def test_async_download_and_verify(hub: FakeHub, here: ck.Host, tmp_path: Path,
             threads.add(threading.get_ident())
 
         spec = ck.DownloadSpec(REPO, hub="modelscope", endpoint=hub.url)  # local_dir: the store's folder
-        got = await store.download_async(here, spec, on_progress=on_progress)
-        seen = await store.verify_async([here, other], got.dir)
+        got = await store.download_async(local, spec, on_progress=on_progress)
+        seen = await store.verify_async([local, other], got.dir)
         return got, seen, threads, threading.get_ident()
 
     got, seen, threads, loop_thread = asyncio.run(main())
@@ -272,27 +282,32 @@ def test_async_download_and_verify(hub: FakeHub, here: ck.Host, tmp_path: Path,
     assert got.dir == store.path_for(REPO) == str(tmp_path / "nas" / "Qwen" / "Tiny2___5-Test")
     assert _tree_sums(Path(got.dir)) == sums
     assert threads == {loop_thread}  # progress runs on the loop's thread
-    assert [v.host for v in seen] == ["here", "other"] and all(v.ok for v in seen)
+    assert [v.host for v in seen] == ["me", "other"] and all(v.ok for v in seen)
     assert all(v.report.shards_checked == 3 for v in seen)
 
 
 @needs_hub_cli
-def test_cancelling_an_async_download_stops_it(hub_root: tuple[Path, dict[str, str]], here: ck.Host,
+def test_cancelling_an_async_download_stops_it(hub_root: tuple[Path, dict[str, str]], local: ck.Host,
                                                tmp_path: Path) -> None:
     with FakeHub(hub_root[0], tmp_path, "--throttle", "100000") as slow:  # about 30 s for the model
         dest = tmp_path / "slow"
         spec = ck.DownloadSpec(REPO, hub="huggingface", endpoint=slow.url, local_dir=dest, attempts=1)
 
         async def main() -> None:
-            await asyncio.wait_for(ck.ModelStore("/mnt").download_async(here, spec), timeout=2)
+            await asyncio.wait_for(ck.ModelStore("/mnt").download_async(local, spec), timeout=2)
 
         started = time.monotonic()
         with pytest.raises(asyncio.TimeoutError):
             asyncio.run(main())
         assert time.monotonic() - started < 15
-        time.sleep(1.0)  # a response cut short is logged when the server notices
+        # The CLI was stopped: no process downloads into dest any more...
+        assert wait_until(lambda: not pids_mentioning(str(dest)), 10), pids_mentioning(str(dest))
+        # ...and every response it had open is logged: the server logs a request cut
+        # short when it notices, then closes its side (ESTABLISHED, or CLOSE_WAIT once the
+        # client closed, until then).
+        assert wait_until(lambda: tcp_sockets(slow.port, local=True, states=("01", "08")) == 0, 10)
         n = len(slow.requests())
-        time.sleep(1.0)
+        assert n > 0 and any(r.get("client_gone") for r in slow.requests())
         assert len(slow.requests()) == n  # nothing asks the hub any more: the CLI was stopped
     assert not all((dest / s).exists() for s in SHARDS)
 
@@ -318,21 +333,21 @@ def test_async_nas_check_and_unmount_of_a_plain_folder(tmp_path: Path) -> None:
 # ---------------------------------------------------------------------------
 # NasMount on the local host (nothing is changed)
 # ---------------------------------------------------------------------------
-def test_nas_mount_refuses_a_folder_with_files(here: ck.Host, tmp_path: Path) -> None:
+def test_nas_mount_refuses_a_folder_with_files(local: ck.Host, tmp_path: Path) -> None:
     (tmp_path / "keep.txt").write_text("mine")
     nas = ck.NasMount(ck.NasSpec("nfs", "127.0.0.1:/export", mount_point=tmp_path))
-    [outcome] = nas.mount([here])
-    assert outcome.host == "here" and outcome.action == "refuse" and not outcome.ok
+    [outcome] = nas.mount([local])
+    assert outcome.host == "me" and outcome.action == "refuse" and not outcome.ok
     assert outcome.error is not None and outcome.error.code == "mount_conflict"
     assert "keep.txt" in outcome.message and "not empty" in outcome.message
     assert outcome.to_json()["action"] == "refuse"
     assert (tmp_path / "keep.txt").read_text() == "mine"
     assert nas.mount([]) == []
     # the same decision from the pure planner, fed by the real probe
-    probe = ck.parse_mount_probe(here.run(script=ck.mount_probe_script(nas.spec)).stdout)
+    probe = ck.parse_mount_probe(local.run(script=ck.mount_probe_script(nas.spec)).stdout)
     assert probe.mount_point_exists and probe.mount_point_is_directory and not probe.mount_point_empty
     assert probe.mount_point_entries == ["keep.txt"] and probe.mounts
-    plan = ck.plan_mount(nas.spec, probe, "here")
+    plan = ck.plan_mount(nas.spec, probe, "me")
     assert plan.action == "refuse" and plan.refusal is not None and plan.refusal.code == "mount_conflict"
 
 
@@ -467,23 +482,23 @@ def test_plan_copy_streams() -> None:
     assert argv[0] == "rsync" and "--files-from=-" in argv and "--checksum" in argv and argv[-2:] == ["/a/", "/b/"]
 
 
-def test_snapshots_local_remote_and_by_hand(here: ck.Host, model_dir: Path, tmp_path: Path) -> None:
-    local = ck.read_model_snapshot(model_dir)
-    assert local.dir == str(model_dir) and [s.name for s in local.shards] == SHARDS
-    assert json.loads(local.config_json or "")["model_type"] == "qwen2" and local.index_json is not None
-    report = ck.verify_snapshot(local)
+def test_snapshots_local_remote_and_by_hand(local: ck.Host, model_dir: Path, tmp_path: Path) -> None:
+    snap = ck.read_model_snapshot(model_dir)
+    assert snap.dir == str(model_dir) and [s.name for s in snap.shards] == SHARDS
+    assert json.loads(snap.config_json or "")["model_type"] == "qwen2" and snap.index_json is not None
+    report = ck.verify_snapshot(snap)
     assert report.ok and report.shards_checked == 3
     # the script a remote host runs, run here, parses to the same snapshot
-    out = here.run(script=ck.model_snapshot_script(str(model_dir)))
+    out = local.run(script=ck.model_snapshot_script(str(model_dir)))
     remote = ck.parse_model_snapshot(out.stdout)
     assert [(s.name, s.exists, s.size, s.head) for s in remote.shards] == \
-        [(s.name, s.exists, s.size, s.head) for s in local.shards]
-    assert remote.config_json == local.config_json and remote.index_json == local.index_json
+        [(s.name, s.exists, s.size, s.head) for s in snap.shards]
+    assert remote.config_json == snap.config_json and remote.index_json == snap.index_json
 
     # a hand-made snapshot whose second shard lost its tail
-    shards = [ck.ModelSnapshot.Shard(s.name, exists=True, size=s.size, head=s.head) for s in local.shards]
+    shards = [ck.ModelSnapshot.Shard(s.name, exists=True, size=s.size, head=s.head) for s in snap.shards]
     shards[1].size -= 1
-    broken = ck.ModelSnapshot(str(model_dir), config_json=local.config_json, index_json=local.index_json,
+    broken = ck.ModelSnapshot(str(model_dir), config_json=snap.config_json, index_json=snap.index_json,
                               shards=shards)
     problems = ck.verify_snapshot(broken).problems
     assert [(p.kind, p.file) for p in problems] == [("truncated", SHARDS[1])]

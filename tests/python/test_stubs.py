@@ -1,12 +1,24 @@
-"""The .pyi stub of clusterkit._core lists exactly what the module has."""
+"""The .pyi stub of clusterkit._core lists exactly what the module has, with
+the same signatures: the names below, mypy's stubtest (members, their kinds,
+classes), and the signatures pybind11 writes into the docstrings
+(stub_signatures.py: stubtest cannot see into pybind11's functions)."""
 
 from __future__ import annotations
 
 import ast
+import importlib.util
+import os
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
+import stub_signatures
 
 import clusterkit
 from clusterkit import _core
+
+ALLOWLIST = Path(__file__).with_name("stubtest-allowlist.txt")
 
 
 def stub_tree() -> ast.Module:
@@ -57,3 +69,39 @@ def test_package_exports_exist() -> None:
     for name in clusterkit.__all__:
         assert hasattr(clusterkit, name), name
     assert (Path(clusterkit.__file__).parent / "py.typed").exists()
+
+
+def test_stubtest_finds_nothing_but_the_allowlisted_pybind11_differences(tmp_path: Path) -> None:
+    if importlib.util.find_spec("mypy") is None:
+        pytest.fail("mypy (for stubtest) is not installed for this python: run scripts/install-deps.sh", pytrace=False)
+    package_parent = str(Path(clusterkit.__file__).resolve().parent.parent)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([package_parent, os.environ.get("PYTHONPATH", "")]))
+    p = subprocess.run([sys.executable, "-m", "mypy.stubtest", "clusterkit._core", "--concise",
+                        "--allowlist", str(ALLOWLIST)], cwd=tmp_path, env=env, capture_output=True, text=True,
+                       timeout=300)
+    assert p.returncode == 0, (
+        f"stubtest found differences between _core.pyi and the module (a new class's pybind11-only lines go "
+        f"into {ALLOWLIST.name}, see its top):\n{p.stdout}{p.stderr}")
+
+
+def test_signatures_match_the_docstrings() -> None:
+    stub = Path(clusterkit.__file__).with_name("_core.pyi").read_text()
+    problems = stub_signatures.check(_core, stub)
+    assert problems == [], "_core.pyi and the bindings disagree:\n" + "\n".join(problems)
+
+
+def test_the_signature_check_has_teeth() -> None:
+    """A stub with a renamed parameter, a changed default or type, a parameter
+    made positional: each is found."""
+    stub = Path(clusterkit.__file__).with_name("_core.pyi").read_text()
+    for before, after in [
+        ("    concurrency: int = 64,\n", "    concurrenzy: int = 64,\n"),
+        ("    concurrency: int = 64,\n", "    concurrency: int = 32,\n"),
+        ("    fail_fast: bool = False,\n", "    fail_fast: str = \"\",\n"),
+        (") -> list[HostOutcome]: ...", ") -> list[RunResult]: ..."),
+        ("    def stdout_truncated(self) -> bool: ...", "    def stdout_truncated(self) -> str: ..."),
+        ("def run_on_hosts(\n    hosts: Sequence[Host],\n    argv: _Argv | None = None,\n    *,\n",
+         "def run_on_hosts(\n    hosts: Sequence[Host],\n    argv: _Argv | None = None,\n"),
+    ]:
+        assert before in stub, before
+        assert stub_signatures.check(_core, stub.replace(before, after, 1)), after

@@ -27,6 +27,8 @@
 #include <thread>
 #include <vector>
 
+#include "support/wait.hpp"
+
 extern char** environ;
 
 namespace cktest {
@@ -83,7 +85,8 @@ inline fs::path temp_dir(std::string const& tag) {
 }
 
 /// One simulator process. Throws when it cannot start; `available()` says
-/// whether a binary exists at all (tests skip with a warning otherwise).
+/// whether a binary exists at all (the tests fail, naming
+/// scripts/install-sim.sh, otherwise).
 class Simulator {
 public:
   static constexpr char const* kModel = "qwen2.5-72b-instruct";
@@ -109,18 +112,20 @@ public:
     int rc = posix_spawn(&pid_, bin.c_str(), &fa, nullptr, argv.data(), environ);
     posix_spawn_file_actions_destroy(&fa);
     if (rc != 0) throw std::runtime_error("cannot start " + bin);
-    auto deadline = std::chrono::steady_clock::now() + 30s;
-    while (!port_accepts(port_)) {
-      int status = 0;
-      if (::waitpid(pid_, &status, WNOHANG) == pid_) {
-        pid_ = 0;
-        throw std::runtime_error("the simulator exited at start; its log: " + log_text());
-      }
-      if (std::chrono::steady_clock::now() > deadline) {
-        stop();
-        throw std::runtime_error("the simulator did not listen within 30 s; its log: " + log_text());
-      }
-      std::this_thread::sleep_for(20ms);
+    bool exited = false;
+    auto up = wait_until(
+        [&] {
+          exited = ::waitpid(pid_, nullptr, WNOHANG) == pid_;
+          return exited || port_accepts(port_);
+        },
+        30s);
+    if (exited) {
+      pid_ = 0;
+      throw std::runtime_error("the simulator exited at start; its log: " + log_text());
+    }
+    if (!up) {
+      stop();
+      throw std::runtime_error("the simulator did not listen within 30 s; its log: " + log_text());
     }
   }
 
@@ -148,15 +153,10 @@ public:
   void stop() {
     if (pid_ <= 0) return;
     ::kill(pid_, SIGTERM);
-    for (int i = 0; i < 100; ++i) {
-      if (::waitpid(pid_, nullptr, WNOHANG) == pid_) {
-        pid_ = 0;
-        return;
-      }
-      std::this_thread::sleep_for(20ms);
+    if (!wait_until([&] { return ::waitpid(pid_, nullptr, WNOHANG) == pid_; }, 2s)) {
+      ::kill(pid_, SIGKILL);
+      ::waitpid(pid_, nullptr, 0);
     }
-    ::kill(pid_, SIGKILL);
-    ::waitpid(pid_, nullptr, 0);
     pid_ = 0;
   }
 

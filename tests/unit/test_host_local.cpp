@@ -17,6 +17,7 @@
 
 #include "clusterkit/fanout.hpp"
 #include "clusterkit/runtime.hpp"
+#include "support/wait.hpp"
 
 using namespace clusterkit;
 using namespace std::chrono_literals;
@@ -24,26 +25,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// Alive and not a zombie. Orphans are reaped by the machine's init, which
-// on some VMs takes seconds; a zombie runs nothing.
-bool pid_alive(long pid) {
-  if (::kill(static_cast<pid_t>(pid), 0) != 0) return false;
-  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
-  std::string text((std::istreambuf_iterator<char>(stat)), {});
-  auto paren = text.rfind(')');
-  return paren == std::string::npos || paren + 2 >= text.size() || text[paren + 2] != 'Z';
-}
-
-// Waits up to `limit` for a pid to disappear (the remote watcher's
-// SIGTERM/SIGKILL takes a moment).
-bool gone_within(long pid, std::chrono::milliseconds limit) {
-  auto until = std::chrono::steady_clock::now() + limit;
-  while (std::chrono::steady_clock::now() < until) {
-    if (!pid_alive(pid)) return true;
-    std::this_thread::sleep_for(20ms);
-  }
-  return !pid_alive(pid);
-}
+using cktest::gone_within;
 
 struct TempDir {
   fs::path path;

@@ -206,6 +206,12 @@ TEST_CASE("the download script: arguments per CLI, the token never in it", "[sto
                                        "8", "--revision", "v1.0", "--include", "*.json", "--include", "*.safetensors"});
   auto ms = download_arguments(spec, "modelscope", "/data/m");
   CHECK(std::vector<std::string>(ms.end() - 3, ms.end()) == std::vector<std::string>{"--include", "*.json", "*.safetensors"});
+  // huggingface-cli (huggingface_hub before 1.0; gone from the pinned 2.x, so only its arguments are
+  // tested): argparse, the patterns after one flag, as modelscope.
+  auto legacy = download_arguments(spec, "huggingface-cli", "/data/m");
+  CHECK(legacy == std::vector<std::string>{"download", "Qwen/Qwen2.5-72B-Instruct", "--local-dir", "/data/m",
+                                           "--max-workers", "8", "--revision", "v1.0", "--include", "*.json",
+                                           "*.safetensors"});
 
   for (auto hub : {Hub::huggingface, Hub::modelscope}) {
     spec.hub = hub;

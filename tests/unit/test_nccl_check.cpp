@@ -38,7 +38,15 @@ Ran sh(std::string const& cmd) {
   return r;
 }
 
-bool have_python() { return sh("command -v python3 >/dev/null 2>&1 && echo yes").out == "yes\n"; }
+// The program needs only Python's standard library (and torch, here the
+// stand-in). python3 runs with -S (no site-packages: a torch installed on this
+// machine can never take the stand-in's place or answer for a missing one)
+// and, where nothing of ours is on its path either, -I (no PYTHONPATH, no user
+// site).
+void require_python() {
+  if (sh("command -v python3 >/dev/null 2>&1 && echo yes").out != "yes\n")
+    FAIL("python3 not found: run scripts/install-deps.sh");
+}
 
 struct ScriptFile {
   fs::path path;
@@ -57,7 +65,7 @@ struct ScriptFile {
 Ran run_rank(ScriptFile const& s, int rank, int world, std::string const& extra_env = "", std::string const& args = "") {
   return sh("cd /tmp && env PYTHONDONTWRITEBYTECODE=1 PYTHONPATH=" + shell::quote((fixtures / "fake_torch").string()) + " RANK=" + std::to_string(rank) +
             " WORLD_SIZE=" + std::to_string(world) + " LOCAL_RANK=" + std::to_string(rank % 2) + " " + extra_env +
-            " python3 " + shell::quote(s.path.string()) + " --iterations=2 --warmup=1 " + args + " 2>&1");
+            " python3 -S -s " + shell::quote(s.path.string()) + " --iterations=2 --warmup=1 " + args + " 2>&1");
 }
 
 NcclHostRun host_run(std::string host, int exit_code, std::string tail = {}) {
@@ -78,13 +86,13 @@ TEST_CASE("the program: vLLM's checks, then the bandwidth sweep", "[nccl]") {
   CHECK_THAT(s, Contains("busbw = algbw * 2 * (world - 1) / world"));
   CHECK_THAT(s, Contains("@@ck-nccl "));
   CHECK(default_nccl_sizes() == std::vector<std::uint64_t>{1 << 20, 4 << 20, 16 << 20, 64 << 20, 256 << 20});
-  if (!have_python()) return;
+  require_python();
   ScriptFile f;
-  CHECK(sh("python3 -m py_compile " + shell::quote(f.path.string()) + " 2>&1").status == 0);
+  CHECK(sh("python3 -I -S -m py_compile " + shell::quote(f.path.string()) + " 2>&1").status == 0);
 }
 
 TEST_CASE("the program against a stand-in torch: two ranks pass", "[nccl][local]") {
-  if (!have_python()) return;
+  require_python();
   ScriptFile f;
   auto r0 = run_rank(f, 0, 2, "", "--sizes=1048576,4194304");
   auto r1 = run_rank(f, 1, 2, "", "--sizes=1048576,4194304");
@@ -113,7 +121,7 @@ TEST_CASE("the program against a stand-in torch: two ranks pass", "[nccl][local]
 }
 
 TEST_CASE("the program against a stand-in torch: a wrong Gloo sum fails", "[nccl][local]") {
-  if (!have_python()) return;
+  require_python();
   ScriptFile f;
   auto r0 = run_rank(f, 0, 2, "CK_FAKE_TORCH_BREAK=gloo", "--sizes=1048576");
   auto r1 = run_rank(f, 1, 2, "CK_FAKE_TORCH_BREAK=gloo", "--sizes=1048576");
@@ -126,7 +134,7 @@ TEST_CASE("the program against a stand-in torch: a wrong Gloo sum fails", "[nccl
   CHECK_THAT(text, Contains("Gloo all_reduce gave 1, expected 2"));
   CHECK_THAT(text, Contains("GLOO_SOCKET_IFNAME"));  // the hint for REFERENCES #3
   // Without torch at all: an error line and exit 1.
-  auto none = sh("cd /tmp && RANK=0 WORLD_SIZE=1 LOCAL_RANK=0 python3 " + shell::quote(f.path.string()) + " 2>&1");
+  auto none = sh("cd /tmp && RANK=0 WORLD_SIZE=1 LOCAL_RANK=0 python3 -I -S " + shell::quote(f.path.string()) + " 2>&1");
   CHECK(none.status == 1);
   auto parsed = parse_nccl_check_output(none.out);
   REQUIRE(parsed.ranks.size() == 1);
