@@ -405,6 +405,59 @@ class ProcSampler(threading.Thread):
             self.stop.wait(self.period)
 
 
+def ck_breakdown(ray_start: dict, ck_nodes: dict, head: str, wall: float, ready: float) -> dict:
+    """Where clusterkit's `up` spends its time, from each host's `ray start`
+    [begin, last write] and clusterkit's own phases (all in s from t0)."""
+    hb, hm = ray_start[head]
+    workers = {h: tuple(v) for h, v in ray_start.items() if h != head}
+    head_rs = hm - hb
+    if workers:
+        last = max(workers, key=lambda h: workers[h][1])
+        lb, lm = workers[last]
+        slow_rs = max(m - b for b, m in workers.values())
+    else:
+        last, lb, lm, slow_rs = head, hm, hm, 0.0
+    ray_wait = max(0.0, ready - max(hm, lm))
+    head_started = ck_nodes.get(head, {}).get("started_ms", 0)
+    workers_started = max((v.get("started_ms", 0) for h, v in ck_nodes.items() if h != head), default=head_started)
+    b = {
+        "head_ray_start_s": head_rs,
+        "slowest_worker_ray_start_s": slow_rs,
+        # From the end of the last `ray start` log line to the dashboard
+        # listing every node and GPU (0 when it listed them before).
+        "ray_report_wait_s": ray_wait,
+        # What clusterkit adds: the issue's definition.
+        "overhead_s": wall - head_rs - slow_rs - ray_wait,
+        # The same, along the critical path (t0 -> head's ray start ->
+        # last worker's ray start -> Ray reports all -> exit):
+        "before_head_start_s": hb,                      # exec, connect, probe, plan, start script
+        "head_done_to_last_worker_start_s": lb - hm,    # head's python exit, return, dispatch, worker script
+        "last_worker_ray_start_s": lm - lb,
+        # Last `ray start` line (or Ray reporting all, if later) -> exit:
+        # python's exit, the command's return, clusterkit's status polls.
+        "after_ray_s": wall - max(lm, ready),
+        "ready_to_exit_s": wall - ready,
+        "last_worker": last,
+        # clusterkit's own phases (its JSON; "started" = the command returned)
+        "ck_probe_s": ck_nodes.get(head, {}).get("probed_ms", 0),
+        "ck_head_started_s": head_started,
+        "ck_workers_started_s": workers_started,
+        "ck_all_joined_s": max(v.get("joined_ms", 0) for v in ck_nodes.values()),
+    }
+    # clusterkit moves on when a `ray start` command has returned, i.e. after
+    # the process exits, which is a while after its last line (Python's
+    # exit; under CPU contention up to ~2 s). Every worker's started_ms is
+    # the moment the slowest worker command returned.
+    b["head_exit_and_return_s"] = head_started - hm
+    b["last_worker_exit_and_return_s"] = workers_started - lm if workers else 0.0
+    b["dispatch_to_last_worker_s"] = b["head_done_to_last_worker_start_s"] - b["head_exit_and_return_s"]
+    b["status_poll_to_exit_s"] = wall - max(workers_started, ready)
+    # The overhead less the waits for `ray start` processes to exit after
+    # their last line (the head's and the last worker's).
+    b["overhead_without_ray_exits_s"] = b["overhead_s"] - b["head_exit_and_return_s"] - b["last_worker_exit_and_return_s"]
+    return b
+
+
 # --------------------------------------------------------------------------
 # The bench
 
@@ -488,7 +541,7 @@ class Bench:
         found = ray_processes(self.shell, self.lab.hosts, self.venv)
         busy = {h: v for h, v in found.items() if v["ray"] or v["masters"]}
         if busy:
-            log(f"  cleaning before {where}: " + "; ".join(f"{h}: {len(v['ray'])} Ray, {len(v['masters'])} ssh masters"
+            log(f"  cleanup ({where}): " + "; ".join(f"{h}: {len(v['ray'])} Ray, {len(v['masters'])} ssh masters"
                                                          for h, v in busy.items()))
         kill_and_clean(self.shell, self.lab.hosts, found)
         if busy:
@@ -595,41 +648,7 @@ class Bench:
         if head not in rs or len(rs) != n:
             d["error"] = f"ray-start.log missing on {sorted(set(h.name for h in self.hosts(n)) - set(rs))}"
             return d
-        hb, hm = rs[head][0] - t0, rs[head][1] - t0
-        workers = {h: (b - t0, m - t0) for h, (b, m) in rs.items() if h != head}
-        ready = rec["ray_ready_s"]
-        head_rs = hm - hb
-        if workers:
-            last = max(workers, key=lambda h: workers[h][1])
-            lb, lm = workers[last]
-            slow_rs = max(m - b for b, m in workers.values())
-        else:
-            last, lb, lm, slow_rs = head, hm, hm, 0.0
-        ray_wait = max(0.0, ready - max(hm, lm))
-        d["breakdown"] = {
-            "head_ray_start_s": head_rs,
-            "slowest_worker_ray_start_s": slow_rs,
-            # From the end of the last `ray start` log line to the dashboard
-            # listing every node and GPU (0 when it listed them before).
-            "ray_report_wait_s": ray_wait,
-            # What clusterkit adds: the issue's definition.
-            "overhead_s": rec["wall_s"] - head_rs - slow_rs - ray_wait,
-            # The same, along the critical path (t0 -> head's ray start ->
-            # last worker's ray start -> Ray reports all -> exit):
-            "before_head_start_s": hb,                      # exec, connect, probe, plan, start script
-            "head_done_to_last_worker_start_s": lb - hm,    # head's python exit, return, dispatch, worker script
-            "last_worker_ray_start_s": lm - lb,
-            # Last `ray start` line (or Ray reporting all, if later) -> exit:
-            # python's exit, the command's return, clusterkit's status polls.
-            "after_ray_s": rec["wall_s"] - max(lm, ready),
-            "ready_to_exit_s": rec["wall_s"] - ready,
-            "last_worker": last,
-            # clusterkit's own phases (from its JSON)
-            "ck_probe_s": nodes.get(head, {}).get("probed_ms", 0) / 1000,
-            "ck_head_started_s": nodes.get(head, {}).get("started_ms", 0) / 1000,
-            "ck_workers_started_s": max((v.get("started_ms", 0) for h, v in nodes.items() if h != head), default=0) / 1000,
-            "ck_all_joined_s": max(v.get("joined_ms", 0) for v in nodes.values()) / 1000,
-        }
+        d["breakdown"] = ck_breakdown(d["ray_start"], d["ck_nodes"], head, rec["wall_s"], rec["ray_ready_s"])
         return d
 
     def peer_up_details(self, rec, n) -> dict:
@@ -735,7 +754,7 @@ def calibrate(bench: Bench, n: int, overlap: bool) -> dict:
     last write). Ready: the dashboard reports every node and GPU."""
     hosts = bench.hosts(n)
     head = hosts[0]
-    bench.ensure_clean(n, "calibration")
+    bench.ensure_clean(n, "before calibration")
 
     def script(h, is_head):
         where = (f"--head --port={GCS_PORT} --dashboard-host=127.0.0.1 --dashboard-port={DASHBOARD_PORT}" if is_head
@@ -826,7 +845,7 @@ def check_v2(bench: Bench, wait_s: float) -> dict:
     """The launcher with its defaults (autoscaler v2 since Ray 2.50) on 2
     hosts: does the worker ever join? Untimed; recorded for the README."""
     n = 2
-    bench.ensure_clean(n, "the autoscaler v2 check")
+    bench.ensure_clean(n, "before the autoscaler v2 check")
     bench.make_cold()
     env = bench.peer_env()
     env.pop("RAY_UP_enable_autoscaler_v2", None)
@@ -887,7 +906,17 @@ def main(argv=None) -> int:
     ap.add_argument("--subnet", default=LAB_SUBNET, help=f"lab subnet, three octets (default {LAB_SUBNET})")
     ap.add_argument("--keep-lab", action="store_true", help="leave the lab up at the end")
     ap.add_argument("--json", default=None, help="JSON output path (default bench/out/ray-<UTC time>.json)")
+    ap.add_argument("--report", metavar="JSON", default=None,
+                    help="re-summarize and print an earlier run's JSON (no lab, nothing run)")
     args = ap.parse_args(argv)
+    if args.report:
+        doc = json.loads(Path(args.report).read_text())
+        for r in doc["runs"]:
+            if r["tool"] == "clusterkit" and r["op"] == "up" and r.get("ok") and r.get("ray_start"):
+                r["breakdown"] = ck_breakdown(r["ray_start"], r["ck_nodes"], "h1", r["wall_s"], r["ray_ready_s"])
+        doc["summary"] = summarize(doc, doc["config"]["sizes"], doc["config"]["tools"])
+        print(render(doc))
+        return 0
     if os.geteuid() != 0:
         print("run.py needs root (the lab is network namespaces)", file=sys.stderr)
         return 2
@@ -934,7 +963,7 @@ def main(argv=None) -> int:
         shell = Shell(lab, tmp)
         prepare_hosts(shell, lab.hosts, args.venv.rstrip("/"))
         bench = Bench(args, ck, lab, shell, tmp)
-        bench.ensure_clean(max(args.sizes), "the first run")
+        bench.ensure_clean(max(args.sizes), "before the first run")
         if args.check_v2 > 0:
             results["autoscaler_v2_check"] = check_v2(bench, args.check_v2)
 
@@ -948,7 +977,7 @@ def main(argv=None) -> int:
             for r in range(args.rounds):
                 order = tools[r % len(tools):] + tools[:r % len(tools)]
                 for tool in order:
-                    bench.ensure_clean(n, f"{tool} up")
+                    bench.ensure_clean(n, f"before {tool} up")
                     bench.make_cold()
                     time.sleep(args.settle)
                     up = bench.up(tool, n, r)
@@ -974,7 +1003,7 @@ def main(argv=None) -> int:
                         f"load {down['load1']:.2f})")
                     # Whatever the tool left (Ray processes, ssh masters) is
                     # killed by pid inside its host before the next run.
-                    bench.ensure_clean(n, "the next run")
+                    bench.ensure_clean(n, "what the down left")
     except BaseException:
         log("stopped early: cleaning up; what was measured goes to a -partial.json")
         try:
@@ -987,7 +1016,7 @@ def main(argv=None) -> int:
     finally:
         if bench:
             try:
-                bench.ensure_clean(max(args.sizes), "the end")
+                bench.ensure_clean(max(args.sizes), "at the end")
             except Exception as e:
                 log(f"WARNING: final cleanup: {e}")
             try:
@@ -1069,16 +1098,10 @@ def summarize(results, sizes, tools) -> dict:
                 bd = [r["breakdown"] for r in ok if "breakdown" in r]
                 for k in ("overhead_s", "head_ray_start_s", "slowest_worker_ray_start_s", "ray_report_wait_s",
                           "before_head_start_s", "head_done_to_last_worker_start_s", "after_ray_s", "ready_to_exit_s",
-                          "ck_probe_s"):
+                          "ck_probe_s", "head_exit_and_return_s", "last_worker_exit_and_return_s",
+                          "dispatch_to_last_worker_s", "status_poll_to_exit_s", "overhead_without_ray_exits_s"):
                     row[k] = _med([b.get(k) for b in bd])
                 row["overhead_max_s"] = max((b["overhead_s"] for b in bd), default=None)
-                # `ray start` keeps running after its last log line (Python's
-                # exit): measured by hand for this size; two such exits (the
-                # head's, the last worker's) lie on clusterkit's critical path.
-                gaps = [g for c in results.get("by_hand", []) if c["n"] == n for g in c["exit_after_last_line_s"]]
-                row["ray_start_exit_gap_s"] = _med(gaps)
-                if row["overhead_s"] is not None and row["ray_start_exit_gap_s"] is not None:
-                    row["overhead_net_s"] = row["overhead_s"] - 2 * row["ray_start_exit_gap_s"]
             else:
                 row["ray_up_exit_median_s"] = _med([r["wall_s"] for r in ok])
                 row["head_ray_start_cmd_s"] = _med([r.get("head_ray_start_cmd_s") for r in ok])
@@ -1139,13 +1162,19 @@ def render(doc) -> str:
     lines.append("")
     for r in doc["summary"]["rows"]:
         if r["tool"] == "clusterkit" and r.get("overhead_s") is not None:
+            lines.append(f"N={r['n']} clusterkit overhead {r['overhead_s']:.2f} s (medians of each part): before the head's "
+                         f"ray start {r['before_head_start_s']:.2f} s (probe {r['ck_probe_s']:.2f}); waiting for the head's "
+                         f"`ray start` to exit after its last line and return {r['head_exit_and_return_s']:.2f} s; starting "
+                         f"the workers {r['dispatch_to_last_worker_s']:.2f} s; waiting for the last worker's `ray start` to "
+                         f"exit and return {r['last_worker_exit_and_return_s']:.2f} s (Ray already reported every node "
+                         f"{r['ready_to_exit_s']:.2f} s before clusterkit exited); status poll to exit "
+                         f"{r['status_poll_to_exit_s']:.2f} s; without the two waits for `ray start` to exit: "
+                         f"{r['overhead_without_ray_exits_s']:.2f} s")
             lines.append(f"N={r['n']} clusterkit up, medians: head ray start {r['head_ray_start_s']:.2f} s + slowest worker "
                          f"ray start {r['slowest_worker_ray_start_s']:.2f} s + Ray reporting {r['ray_report_wait_s']:.2f} s; "
                          f"overhead {r['overhead_s']:.2f} s = before the head's ray start {r['before_head_start_s']:.2f} s "
                          f"(probe {r['ck_probe_s']:.2f}) + head done -> last worker start "
-                         f"{r['head_done_to_last_worker_start_s']:.2f} s + last ray start line -> exit {r['after_ray_s']:.2f} s (+ skew)"
-                         + (f"; of which ray start's own exit after its last line, 2 x {r['ray_start_exit_gap_s']:.2f} s "
-                            f"(by hand): net {r['overhead_net_s']:.2f} s" if r.get("overhead_net_s") is not None else ""))
+                         f"{r['head_done_to_last_worker_start_s']:.2f} s + last ray start line -> exit {r['after_ray_s']:.2f} s (+ skew)")
         elif r["tool"] != "clusterkit" and r.get("up_median_s") is not None:
             lines.append(f"N={r['n']} {r['tool']} up, medians: `ray up` returns at {_fmt(r.get('ray_up_exit_median_s'), '.2f')} s "
                          f"(head's ray start command {_fmt(r.get('head_ray_start_cmd_s'), '.2f')} s); the autoscaler starts "
