@@ -793,14 +793,19 @@ def calibrate(bench: Bench, n: int, overlap: bool) -> dict:
         gcs_s = None
         if overlap:
             while hp.poll() is None:
-                try:
-                    tcp = Path(f"/proc/{head.sshd_pid}/net/tcp").read_text()   # h1's network namespace
-                except OSError:
-                    tcp = ""
-                if any(port_hex in l and l.split()[3] == "0A" for l in tcp.splitlines()[1:]):
+                tcp = ""
+                for f in ("tcp", "tcp6"):   # h1's network namespace; the GCS may listen on either
+                    try:
+                        tcp += Path(f"/proc/{head.sshd_pid}/net/{f}").read_text()
+                    except OSError:
+                        pass
+                if any(len(l.split()) > 3 and l.split()[1].endswith(port_hex.strip()) and l.split()[3] == "0A"
+                       for l in tcp.splitlines()):
                     gcs_s = time.time() - t0
                     break
                 time.sleep(0.02)
+            if gcs_s is None:
+                log("  WARNING: the head's GCS port was never seen listening; the workers start after the head")
         else:
             hp.wait(timeout=180)
         wres = bench.shell.run_all(hosts[1:], lambda h: script(h, False), timeout=180)
@@ -887,7 +892,8 @@ def main(argv=None) -> int:
     ap.add_argument("--venv", default=DEFAULT_VENV, help=f"venv with Ray on every host (default {DEFAULT_VENV})")
     ap.add_argument("--sizes", type=lambda s: [int(x) for x in s.split(",")], default=[2, 4, 8],
                     help="host counts, comma list (default 2,4,8)")
-    ap.add_argument("--rounds", type=int, default=3, help="rounds per size (default 3); the tool order rotates each round")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="rounds per size (default 3; 0: only the by-hand runs); the tool order rotates each round")
     ap.add_argument("--tools", default=",".join(TOOLS),
                     help=f"comma list out of {','.join(TOOLS + OPTIONAL_TOOLS)} (default {','.join(TOOLS)})")
     ap.add_argument("--timeout", type=float, default=300, help="longest up or down, seconds (default 300)")
