@@ -155,6 +155,10 @@ struct VllmWatch {
   std::string argv;
   /// Its --served-model-name, read from that argv.
   std::string served_model_name;
+  /// The executor backend it was launched with, read from that argv
+  /// (none when there is no argv): `status` asks Ray only about an engine
+  /// that uses Ray, whatever the caller's spec says.
+  std::optional<ExecutorBackend> backend;
 };
 VllmWatch parse_vllm_watch(std::string_view output);
 /// Stops the engine: SIGTERM to it, SIGTERM to its whole session half way

@@ -428,6 +428,10 @@ void register_nccl(py::module_& m) {
                ", world_size=" + std::to_string(r.world_size) + ", problems=" + std::to_string(r.problems.size()) + ")";
       });
 
+  m.def("nccl_check_hosts", &ck::nccl_check_hosts, py::arg("inventory"), py::arg("selector") = "",
+        "The hosts nccl_check runs on, the head first (node rank 0 and the rendezvous): with no selector every GPU "
+        "host of the inventory, else what the selector picks. Raises clusterkit.Error naming what exists when "
+        "nothing is selected.");
   m.def(
       "nccl_check",
       [](py::object const& hosts_in, std::string rdzv_host, int rdzv_port, unsigned nproc_per_node,

@@ -213,6 +213,25 @@ void register_results(py::module_& m) {
         else s += ", exit_code=" + std::to_string(o.result.exit_code);
         return s + ")";
       });
+
+  using TO = ck::TransferOutcome;
+  py::class_<TO>(m, "TransferOutcome", "One host's part of upload_to_hosts.")
+      .def_readonly("host", &TO::host, "The host's name.")
+      .def_property_readonly(
+          "error",
+          [](TO const& o) -> py::object {
+            if (!o.error) return py::none();
+            return make_error(o.error, o.result.diagnostic, py::cast(o.result));
+          },
+          "None, or a clusterkit.Error (code 'skipped' for hosts not copied to after a fail-fast stop).")
+      .def_readonly("result", &TO::result)
+      .def_property_readonly("success", &TO::success, "The file arrived whole.")
+      .def("__repr__", [](TO const& o) {
+        std::string s = "TransferOutcome(host=" + py_repr(py::str(o.host));
+        if (o.error) s += ", error=" + py_repr(py::str(error_code_name(o.error)));
+        else s += ", bytes=" + std::to_string(o.result.bytes);
+        return s + ")";
+      });
 }
 
 // ---------------------------------------------------------------------------
@@ -542,6 +561,35 @@ std::shared_ptr<Operation> start_run_on_hosts(py::object const& hosts_in, py::ob
   return op;
 }
 
+std::vector<ck::TransferOutcome> upload_to_hosts(py::object const& hosts_in, py::object const& local,
+                                                 py::object const& remote, std::size_t concurrency, bool fail_fast,
+                                                 py::object const& mode, py::object const& timeout,
+                                                 py::object on_progress) {
+  refuse_blocking_on_runtime_thread("upload_to_hosts()");
+  if (concurrency < 1) throw py::value_error("concurrency must be >= 1");
+  auto hosts = host_list(hosts_in);
+  if (hosts.empty()) return {};
+  auto op = Operation::create(hosts.front().get_executor());
+  ck::UploadFanoutOptions o;
+  o.concurrency = concurrency;
+  o.fail_fast = fail_fast;
+  o.transfer = make_transfer_options(op, mode, timeout, py::none());
+  if (!on_progress.is_none()) {
+    o.on_progress = [op, f = share(std::move(on_progress))](std::string_view host, std::uint64_t done,
+                                                            std::uint64_t total) {
+      invoke_callback(*op, [&] { (*f)(decode(host), done, total); });
+    };
+  }
+  auto promise = std::make_shared<std::promise<std::vector<ck::TransferOutcome>>>();
+  auto future = promise->get_future();
+  ck::async_upload_to_hosts(std::move(hosts), path_string(local), path_string(remote), std::move(o),
+                            asio::bind_cancellation_slot(op->slot(), [op, promise](std::vector<ck::TransferOutcome> v) {
+                              op->mark_finished();
+                              promise->set_value(std::move(v));
+                            }));
+  return wait_for(*op, future);
+}
+
 void register_fanout(py::module_& m) {
   m.def("run_on_hosts", &run_on_hosts, py::arg("hosts"), py::arg("argv") = py::none(), py::kw_only(),
         py::arg("script") = py::none(), py::arg("concurrency") = 64, py::arg("fail_fast") = false,
@@ -556,6 +604,12 @@ void register_fanout(py::module_& m) {
         py::arg("timeout") = py::none(), py::arg("kill_grace") = 2.0,
         py::arg("max_captured_bytes") = kDefaultCapture, py::arg("on_line") = py::none(), py::arg("done"),
         "Start run_on_hosts; done(list[HostOutcome]) is called on the I/O thread when every host is done.");
+  m.def("upload_to_hosts", &upload_to_hosts, py::arg("hosts"), py::arg("local"), py::arg("remote"), py::kw_only(),
+        py::arg("concurrency") = 4, py::arg("fail_fast") = false, py::arg("mode") = py::none(),
+        py::arg("timeout") = py::none(), py::arg("on_progress") = py::none(),
+        "Copy one local file to `remote` on every host, `concurrency` at once (they share this machine's uplink); "
+        "each placed atomically. One TransferOutcome per host, in the order given; fail_fast skips the rest after "
+        "the first failure. on_progress(host, done, total) is called as bytes move. Ctrl-C cancels them all.");
 }
 
 }  // namespace

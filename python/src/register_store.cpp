@@ -343,6 +343,16 @@ void register_nas_spec(py::module_& m) {
         return "MountPlan(" + repr_str(std::string(ck::to_string(p.action))) + ", " + repr_str(p.reason) + ")";
       });
 
+  m.def(
+      "nas_clients",
+      [](std::vector<ck::InventoryHost> const& selected) {
+        std::vector<std::string> skipped;
+        auto clients = ck::nas_clients(selected, &skipped);
+        return py::make_tuple(std::move(clients), std::move(skipped));
+      },
+      py::arg("selected"),
+      "(clients, skipped): the hosts that mount the NAS, of those selected (every one but the NAS host itself, role "
+      "'nas', which serves the folder), and the names left out.");
   m.def("nas_mount_options", &ck::nas_mount_options, py::arg("spec"),
         "The options a mount of `spec` uses: the kind's recommended defaults, then spec.options, then 'ro'. Raises "
         "clusterkit.Error('invalid_argument') for an unknown NFS version or a bad option.");

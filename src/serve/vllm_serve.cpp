@@ -328,6 +328,15 @@ VllmWatch parse_vllm_watch(std::string_view output) {
       if (in_word) words.push_back(cur);
       for (std::size_t i = 0; i + 1 < words.size(); ++i)
         if (words[i] == "--served-model-name") w.served_model_name = words[i + 1];
+      if (!words.empty()) {
+        // Without either flag the engine runs in one process (mp).
+        w.backend = ExecutorBackend::mp;
+        for (std::size_t i = 0; i < words.size(); ++i) {
+          if (words[i] == "--nnodes") w.backend = ExecutorBackend::multinode;
+          if (i + 1 < words.size() && words[i] == "--distributed-executor-backend")
+            if (auto b = executor_backend_from_string(words[i + 1])) w.backend = *b;
+        }
+      }
     } else if (f[0] == "@@ck-vllm-log-size" && f.size() >= 2) {
       w.log_size = detail::to_u64(f[1]).value_or(0);
     }

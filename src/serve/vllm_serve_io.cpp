@@ -462,7 +462,8 @@ awaitable<std::pair<std::error_code, VllmStatus>> status(VllmServe s) {
       st.kv_cache_usage = metrics.gauges.kv_cache_usage;
     }
   }
-  if (s.spec().backend == ExecutorBackend::ray) {
+  // The backend the running engine was launched with, when it is known.
+  if (w.backend.value_or(s.spec().backend) == ExecutorBackend::ray) {
     auto [rec, ray] = co_await s.cluster().async_status(asio::as_tuple(use_awaitable));
     st.ray = std::move(ray);
   }

@@ -298,3 +298,15 @@ def test_preflight_fails_on_a_too_small_shm_with_the_fix(inventory: ck.Inventory
         ck.run_preflight(inventory.select("h2"), "h1")
     with pytest.raises(ValueError):
         ck.run_preflight(inventory, container_runtime="podman")
+
+
+def test_nccl_check_hosts_and_nas_clients_from_an_inventory(tmp_path: Path) -> None:
+    path = tmp_path / "lab.yaml"
+    path.write_text("hosts: {w1: {roles: [worker]}, head: {roles: [head]}, nas: {roles: [nas]}}\n")
+    inv = ck.Inventory.load(str(path))
+    assert [h.name for h in ck.nccl_check_hosts(inv)] == ["head", "w1"]
+    assert [h.name for h in ck.nccl_check_hosts(inv, "w1")] == ["w1"]
+    with pytest.raises(ck.Error, match="selects no host"):
+        ck.nccl_check_hosts(inv, "role:download")
+    clients, skipped = ck.nas_clients(inv.hosts)
+    assert [h.name for h in clients] == ["w1", "head"] and skipped == ["nas"]

@@ -121,6 +121,35 @@ def test_remote_transfer_and_async(inventory: ck.Inventory, tmp_path: "os.PathLi
     assert [r.stdout.strip() for r in asyncio.run(both())] == ["h1", "h2"]
 
 
+def test_upload_to_hosts_bounded_with_progress(inventory: ck.Inventory, tmp_path: "os.PathLike[str]") -> None:
+    import hashlib
+    from pathlib import Path
+
+    src = Path(tmp_path) / "blob"
+    src.write_bytes(os.urandom(500_000))
+    seen: dict[str, int] = {}
+    outcomes = ck.upload_to_hosts(
+        inventory.hosts_for("all"),
+        src,
+        "/tmp/ck-py-fanout",
+        concurrency=1,
+        on_progress=lambda host, done, total: seen.__setitem__(host, total),
+    )
+    assert [o.host for o in outcomes] == ["h1", "h2"]
+    assert all(isinstance(o, ck.TransferOutcome) and o.success and o.error is None for o in outcomes)
+    assert [o.result.bytes for o in outcomes] == [500_000, 500_000]
+    assert seen == {"h1": 500_000, "h2": 500_000}
+    digest = hashlib.sha256(src.read_bytes()).hexdigest()
+    for h in inventory.hosts_for("all"):
+        assert h.run(["sha256sum", "/tmp/ck-py-fanout"]).stdout.split()[0] == digest
+
+    missing = ck.upload_to_hosts(inventory.hosts_for("all"), Path(tmp_path) / "nope", "/tmp/ck-py-nope", fail_fast=True)
+    assert not missing[0].success and isinstance(missing[0].error, ck.Error)
+    assert "nope" in missing[0].result.diagnostic
+    with pytest.raises(ValueError, match="concurrency"):
+        ck.upload_to_hosts(inventory.hosts_for("all"), src, "/tmp/x", concurrency=0)
+
+
 # --- Docker engines, simulated GPUs and roles -------------------------------
 
 

@@ -387,3 +387,15 @@ TEST_CASE("the NAS from an inventory's vars", "[nas]") {
   CHECK_THROWS_WITH(nas_spec_from_vars(nlohmann::json::parse(R"({"nas_export": 5})"), "gpu2"),
                     Catch::Contains("vars.nas_export must be a string"));
 }
+
+TEST_CASE("the NAS host is never a client of itself", "[nas]") {
+  auto inv = Inventory::parse("hosts: {h1: {roles: [head]}, nas: {roles: [nas]}, h2: {roles: [worker]}}", "lab.yaml");
+  std::vector<std::string> skipped;
+  auto clients = nas_clients(inv.hosts(), &skipped);
+  REQUIRE(clients.size() == 2);
+  CHECK(clients[0].spec.name == "h1");
+  CHECK(clients[1].spec.name == "h2");
+  CHECK(skipped == std::vector<std::string>{"nas"});
+  CHECK(nas_clients(inv.select("nas")).empty());
+  CHECK(nas_clients(inv.select("h2")).size() == 1);
+}

@@ -316,3 +316,32 @@ TEST_CASE("fuzz: the output parser on mutations of real program output", "[nccl]
     }
   }
 }
+
+TEST_CASE("the check's hosts: the GPU hosts, the head first; a selection as given", "[nccl]") {
+  auto inv = Inventory::parse(R"(
+hosts:
+  dl:   {roles: [download]}
+  w1:   {roles: [worker], gpus: {count: 2}}
+  head: {roles: [head], gpus: {count: 2}}
+  nas:  {roles: [nas]}
+)",
+                              "lab.yaml");
+  auto names = [](std::vector<InventoryHost> const& hs) {
+    std::vector<std::string> n;
+    for (auto const& h : hs) n.push_back(h.spec.name);
+    return n;
+  };
+  // The head is node rank 0 and the rendezvous, wherever it is listed.
+  CHECK(names(nccl_check_hosts(inv)) == std::vector<std::string>{"head", "w1"});
+  CHECK(names(nccl_check_hosts(inv, "w1")) == std::vector<std::string>{"w1"});
+  CHECK_THROWS_WITH(nccl_check_hosts(inv, "role:gpu"), Contains("selects no host") && Contains("role:head"));
+
+  auto no_gpus = Inventory::parse("hosts: {a: {roles: [download]}, b: {roles: [nas]}}", "cpu.yaml");
+  try {
+    nccl_check_hosts(no_gpus);
+    FAIL("expected an error");
+  } catch (Error const& e) {
+    CHECK(e.code() == errc::unknown_host_or_group);
+    CHECK_THAT(std::string(e.what()), Contains("no GPU host") && Contains("-g HOSTS"));
+  }
+}

@@ -355,3 +355,13 @@ TEST_CASE("serve specs that cannot work are refused with the field named", "[vll
   CHECK(generate_api_key().size() == 51);
   CHECK(generate_api_key() != generate_api_key());
 }
+
+TEST_CASE("the running engine's backend is read from the argv it was launched with", "[vllm]") {
+  auto backend_of = [](std::string const& argv) { return parse_vllm_watch("@@ck-vllm-argv " + argv + "\n").backend; };
+  CHECK(backend_of("vllm serve /m --served-model-name t --distributed-executor-backend ray") == ExecutorBackend::ray);
+  CHECK(backend_of("vllm serve /m --tensor-parallel-size 2 --distributed-executor-backend mp") == ExecutorBackend::mp);
+  CHECK(backend_of("vllm serve /m --tensor-parallel-size 1") == ExecutorBackend::mp);
+  CHECK(backend_of("vllm serve /m --nnodes 2 --node-rank 0 --master-addr 10.0.0.1") == ExecutorBackend::multinode);
+  CHECK_FALSE(parse_vllm_watch("@@ck-vllm-argv \n").backend.has_value());
+  CHECK_FALSE(parse_vllm_watch("").backend.has_value());
+}
