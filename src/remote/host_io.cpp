@@ -434,7 +434,10 @@ void watch_cancellation_and_timeout(std::shared_ptr<Op> const& self, asio::cance
 
 template <class Op>
 void connect_then_spawn(std::shared_ptr<Op> const& self) {
-  if (self->host->lead_connection()) {
+  // Only an operation that reports when its ssh is authenticated (RunOp's
+  // wrapper prints a control line) can lead: the others would leave the
+  // host "connecting" for good, and every later operation waiting on it.
+  if (Op::can_lead_connection && self->host->lead_connection()) {
     self->leading = true;
     self->host->acquire_session([self] { self->spawn(); });
     return;
@@ -447,6 +450,7 @@ void connect_then_spawn(std::shared_ptr<Op> const& self) {
 }
 
 struct RunOp : std::enable_shared_from_this<RunOp> {
+  static constexpr bool can_lead_connection = true;
   std::shared_ptr<HostImpl> host;
   Command command;
   RunOptions options;
@@ -779,6 +783,7 @@ struct RunOp : std::enable_shared_from_this<RunOp> {
 // TransferOp
 
 struct TransferOp : std::enable_shared_from_this<TransferOp> {
+  static constexpr bool can_lead_connection = false;
   std::shared_ptr<HostImpl> host;
   bool upload;
   std::string local_path, remote_path;
@@ -846,10 +851,7 @@ struct TransferOp : std::enable_shared_from_this<TransferOp> {
     connect_then_spawn(shared_from_this());
   }
 
-  // This command opens the host's shared connection (see lead_connection).
-  bool leading = false;
-  bool lead_resolved = false;
-  bool failed_in_ssh = false;
+  bool leading = false;  // never: see can_lead_connection
 
   void spawn() {
     session_held = true;
