@@ -33,3 +33,7 @@ ck_add_test(test_serve SOURCES unit/test_ray_cluster.cpp unit/test_vllm_serve.cp
 # Against real Docker, Ray and vLLM CPU in the lab (scripts/install-serving.sh).
 ck_add_test(test_serve_lab SOURCES lab/test_serve_lab.cpp LABELS "lab;serve")
 set_tests_properties(test_serve_lab PROPERTIES TIMEOUT 1800)
+# The CLI's answers to a newcomer's first mistakes, against the built binary.
+if(TARGET clusterkit_cli)
+  add_test(NAME test_cli COMMAND sh ${CMAKE_CURRENT_SOURCE_DIR}/cli/test_cli.sh $<TARGET_FILE:clusterkit_cli>)
+endif()

@@ -21,4 +21,5 @@
 #include "clusterkit/runtime.hpp"
 #include "clusterkit/shell.hpp"
 #include "clusterkit/sse.hpp"
+#include "clusterkit/version.hpp"
 #include "clusterkit/vllm_serve.hpp"

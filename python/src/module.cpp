@@ -2,6 +2,7 @@
 // function per area. The Pythonic layer (asyncio, conveniences) lives in
 // python/clusterkit/__init__.py.
 #include "support.hpp"
+#include "clusterkit/version.hpp"
 
 namespace py = pybind11;
 
@@ -29,5 +30,5 @@ PYBIND11_MODULE(_core, m) {
   py::module_::import("atexit").attr("register")(py::cpp_function(&ckpy::shutdown_operations));
   py::module_::import("os").attr("register_at_fork")(py::arg("after_in_child") =
                                                           py::cpp_function(&ckpy::reset_after_fork));
-  m.attr("__version__") = "0.1.0";
+  m.attr("__version__") = clusterkit::version_string;
 }

@@ -6,7 +6,9 @@
 #include <filesystem>
 #include <iostream>
 
+#include "clusterkit/version.hpp"
 #include "common.hpp"
+#include "core/text.hpp"
 
 namespace clusterkit::cli {
 
@@ -101,9 +103,21 @@ int main(int argc, char** argv) {
   cli::register_ray(app, g, action);
   cli::register_serve(app, g, action);
   cli::register_deploy(app, g, action);
+  app.set_version_flag("--version", std::string("clusterkit ") + version_string);
   try {
     app.parse(argc, argv);
   } catch (CLI::ParseError const& e) {
+    // A verb that is not one (CLI11 says "A subcommand is required"): name
+    // it, list the verbs, suggest the nearest.
+    if (app.get_subcommands().empty() && !app.remaining().empty()) {
+      auto const word = app.remaining().front();
+      std::vector<std::string> verbs;
+      for (auto const* sub : app.get_subcommands({})) verbs.push_back(sub->get_name());
+      auto near = detail::suggest(word, verbs);
+      std::fprintf(stderr, "clusterkit: unknown command '%s'%s; commands are: %s\n", word.c_str(),
+                   near ? ("; did you mean '" + *near + "'?").c_str() : "", detail::join(verbs).c_str());
+      return 2;
+    }
     return app.exit(e);
   }
   auto logger = spdlog::stderr_color_mt("clusterkit");

@@ -42,7 +42,17 @@ std::string wrapper_script(WrapperRequest const& request) {
   } else {
     invocation += "/bin/sh -c " + shell::quote(cmd.script) + " sh";
   }
-  s += invocation + " <\"$ck_in\" 3<&- &\n";
+  if (!cmd.argv.empty() && !(request.env && request.env->count("PATH"))) {
+    // Say what a shell says for a program that is not there (setsid's own
+    // words, "failed to execute", read as a clusterkit fault). In the
+    // background job itself, so the start line and the exit code keep
+    // their usual path; `exec` keeps the job's pid the command's pid.
+    auto program = shell::quote(cmd.argv.front());
+    s += "( command -v -- " + program + " >/dev/null 2>&1 || { printf '%s: command not found\\n' " + program +
+         " >&2; exit 127; }; exec " + invocation + " ) <\"$ck_in\" 3<&- &\n";
+  } else {
+    s += invocation + " <\"$ck_in\" 3<&- &\n";
+  }
   s += "ck_p=$!\n";
   s += "printf '\\036ck:start %s\\n' \"$ck_p\" >&2\n";
   // The watcher owns the control line. A line is a signal for the command's

@@ -73,6 +73,19 @@ TEST_CASE("exit status, stderr and duration are reported", "[host][local]") {
   CHECK(r.duration > 0ns);
 }
 
+TEST_CASE("a program that is not there: what a shell says, exit 127", "[host][local]") {
+  Runtime rt;
+  auto host = rt.host(HostSpec::local_machine());
+  auto r = run(host, Command::args({"ck-no-such-program", "-L"}));
+  CHECK(r.exit_code == 127);
+  CHECK(r.stderr_text == "ck-no-such-program: command not found\n");
+  // With PATH set for the command, the command's own PATH decides: left to it.
+  RunOptions o;
+  o.env = {{"PATH", "/usr/bin:/bin"}};
+  auto with_path = run(host, Command::args({"sh", "-c", "echo $PATH"}), o);
+  CHECK(with_path.stdout_text == "/usr/bin:/bin\n");
+}
+
 TEST_CASE("a command killed by a signal reports it", "[host][local]") {
   Runtime rt;
   auto host = rt.host(HostSpec::local_machine());

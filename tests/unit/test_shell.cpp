@@ -1,4 +1,8 @@
 #include "clusterkit/shell.hpp"
+#include "clusterkit/version.hpp"
+
+#include <fstream>
+#include <iterator>
 
 #include <catch2/catch.hpp>
 
@@ -26,4 +30,11 @@ TEST_CASE("environment variable names", "[shell]") {
   CHECK_FALSE(shell::is_valid_variable_name("A-B"));
   CHECK_FALSE(shell::is_valid_variable_name("A B"));
   CHECK_FALSE(shell::is_valid_variable_name("A=B"));
+}
+
+TEST_CASE("one version everywhere: the header, CMake's project() and pyproject.toml", "[version]") {
+  CHECK(std::string(clusterkit::version_string) == CK_PROJECT_VERSION);
+  std::ifstream in(std::string(CK_SOURCE_DIR) + "/pyproject.toml");
+  std::string text((std::istreambuf_iterator<char>(in)), {});
+  CHECK(text.find("\nversion = \"" + std::string(clusterkit::version_string) + "\"\n") != std::string::npos);
 }

@@ -1,0 +1,34 @@
+#!/bin/sh
+# The CLI's answers to a newcomer's first mistakes (issue 14), run against
+# the built binary: --version, an unknown verb, a program that is not on the
+# host, a selector that selects nothing. Usage: test_cli.sh PATH/TO/clusterkit
+set -u
+ck="$1"
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+failures=0
+checks=0
+expect() {  # NAME EXPECTED-RC EXPECTED-TEXT (a grep -F pattern in stdout+stderr) -- COMMAND...
+  name="$1" want_rc="$2" want_text="$3"
+  shift 4
+  checks=$((checks + 1))
+  "$@" >"$tmp/out" 2>&1
+  rc=$?
+  if [ "$rc" != "$want_rc" ] || ! grep -qF -- "$want_text" "$tmp/out"; then
+    failures=$((failures + 1))
+    echo "FAILED: $name: exit $rc (wanted $want_rc), output:"
+    sed 's/^/  | /' "$tmp/out"
+    echo "  wanted text: $want_text"
+  fi
+}
+version=$(sed -n 's/^version = "\(.*\)"$/\1/p' "$(dirname "$0")/../../pyproject.toml")
+expect "--version" 0 "clusterkit $version" -- "$ck" --version
+expect "unknown verb" 2 "unknown command 'serv'; did you mean 'serve'?; commands are: exec," -- "$ck" serv
+expect "unknown verb, nothing near" 2 "unknown command 'frobnicate'; commands are:" -- "$ck" frobnicate
+printf 'hosts:\n  me: {local: true, roles: [gpu]}\n  you: {local: true, groups: [cpu]}\n' >"$tmp/inv.yaml"
+expect "missing program" 1 "me: ck-no-such-program: command not found" -- "$ck" -i "$tmp/inv.yaml" exec -g me -- ck-no-such-program -L
+expect "missing program, exit 127" 1 "me: exit 127" -- "$ck" -i "$tmp/inv.yaml" exec -g me -- ck-no-such-program -L
+expect "empty selection" 2 "'role:head' selects no host in $tmp/inv.yaml; roles in use: role:gpu; groups: cpu" -- \
+  "$ck" -i "$tmp/inv.yaml" exec -g role:head -- true
+echo "test_cli: $((checks - failures))/$checks checks passed"
+[ "$failures" -eq 0 ]
