@@ -470,11 +470,11 @@ int run_bench(GlobalOptions const& g, BenchArgs a) {
                       {"error", s.ok ? nlohmann::json() : nlohmann::json(s.error)}});
     report["requests"] = std::move(rows);
   }
-  if (g.json) std::cout << report.dump(2) << std::endl;
+  if (g.json) std::cout << report.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << std::endl;
   if (!a.json_out.empty()) {
     std::ofstream out(a.json_out);
     if (!out) throw Error(make_error_code(errc::local_file_error), "cannot write " + a.json_out);
-    out << report.dump(2) << "\n";
+    out << report.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
   }
   if (!a.plot_out.empty()) write_plot(a.plot_out, latency_svg(run.samples(), title));
   return summary.completed == 0 ? 1 : 0;

@@ -32,7 +32,7 @@ void register_connection(CLI::App& app, GlobalOptions& g, Action& action) {
       if (g.json) {
         auto arr = nlohmann::json::array();
         for (auto const& o : outcomes) arr.push_back({{"host", o.host}, {"ok", !o.error}, {"diagnostic", o.result.diagnostic}});
-        std::cout << arr.dump(2) << std::endl;
+        std::cout << arr.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << std::endl;
       }
       return summarize(outcomes, g.json);
     };

@@ -66,7 +66,7 @@ int run_deployment_plan(GlobalOptions const& g, std::string const& spec_path) {
   auto [ec, plan] = detail::block_on<std::error_code, DeploymentPlanResult>(rt.executor(), "plan",
                                                                              [&](auto h) { d.async_plan(std::move(h)); });
   if (g.json)
-    std::cout << plan.to_json().dump(2) << std::endl;
+    std::cout << plan.to_json().dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << std::endl;
   else
     std::printf("%s", plan.text().c_str());
   return ec ? 1 : 0;

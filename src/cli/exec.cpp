@@ -3,6 +3,8 @@
 #include <iostream>
 #include <mutex>
 
+#include <cmath>
+
 #include "common.hpp"
 
 namespace clusterkit::cli {
@@ -30,6 +32,12 @@ void register_exec(CLI::App& app, GlobalOptions& g, Action& action) {
   sub->add_option("command", o->command, "The command and its arguments (after --)")->required();
   sub->callback([&g, &action, o] {
     action = [&g, o] {
+      // Checked before anything connects: NaN passes every range
+      // comparison, and a tiny timeout would round to none.
+      if (!std::isfinite(o->timeout) || o->timeout < 0 || o->timeout > 604800 || (o->timeout > 0 && o->timeout < 0.001))
+        throw Error(make_error_code(errc::invalid_argument),
+                    "-t/--timeout must be 0 (none) or between 0.001 and 604800 seconds, not " + std::to_string(o->timeout));
+      if (o->concurrency < 1) throw Error(make_error_code(errc::invalid_argument), "-f/--concurrency must be at least 1");
       auto inventory = load_inventory(g);
       Runtime rt;
       auto hosts = make_hosts(rt, inventory, o->group);
@@ -67,7 +75,7 @@ void register_exec(CLI::App& app, GlobalOptions& g, Action& action) {
       if (g.json) {
         auto arr = nlohmann::json::array();
         for (auto const& out : outcomes) arr.push_back(outcome_to_json(out));
-        std::cout << arr.dump(2) << std::endl;
+        std::cout << arr.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << std::endl;
       }
       return summarize(outcomes, g.json);
     };

@@ -91,7 +91,7 @@ void register_ray(CLI::App& app, GlobalOptions& g, Action& action) {
         nlohmann::json j = nlohmann::json::array();
         for (auto const& o : outs)
           j.push_back({{"host", o.host}, {"removed", o.removed}, {"message", o.message}, {"ok", !o.error}});
-        std::cout << j.dump(2) << std::endl;
+        std::cout << j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << std::endl;
       } else {
         for (auto const& o : outs) std::printf("%-12s %s%s\n", o.host.c_str(), o.error ? "FAILED: " : "", o.message.c_str());
       }

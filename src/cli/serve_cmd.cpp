@@ -112,7 +112,7 @@ void register_serve(CLI::App& app, GlobalOptions& g, Action& action) {
         auto j = ready.to_json();
         j["ok"] = !wec;
         j["api_key_file"] = launched.api_key_file;
-        std::cout << j.dump(2) << std::endl;
+        std::cout << j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << std::endl;
       } else {
         std::printf("%s\n", ready.message.c_str());
         if (!wec) {

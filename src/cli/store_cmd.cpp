@@ -150,7 +150,7 @@ void register_store(CLI::App& app, GlobalOptions& g, Action& action) {
       ProgressLine line(d->quiet || g.json);
       auto result = download_model(store, host, spec, line.callback());
       line.done();
-      if (g.json) std::cout << result.to_json().dump(2) << std::endl;
+      if (g.json) std::cout << result.to_json().dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << std::endl;
       else if (result.ok()) std::printf("%s (%.1f s, %d attempt%s)\n", result.message.c_str(), result.seconds, result.attempts, result.attempts == 1 ? "" : "s");
       else std::fprintf(stderr, "clusterkit: %s\n", result.message.c_str());
       return result.ok() ? 0 : 1;
@@ -188,7 +188,7 @@ void register_store(CLI::App& app, GlobalOptions& g, Action& action) {
       ProgressLine line(s->quiet || g.json);
       auto result = sync_model(ModelStore(), host, spec, line.callback());
       line.done();
-      if (g.json) std::cout << result.to_json().dump(2) << std::endl;
+      if (g.json) std::cout << result.to_json().dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << std::endl;
       else if (result.ok()) std::printf("%s (%.1f s)\n", result.message.c_str(), result.seconds);
       else std::fprintf(stderr, "clusterkit: %s\n", result.message.c_str());
       return result.ok() ? 0 : 1;

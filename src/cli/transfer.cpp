@@ -70,7 +70,7 @@ void register_transfer(CLI::App& app, GlobalOptions& g, Action& action) {
           j["bytes"] = transfers[i].result.bytes;
           arr.push_back(std::move(j));
         }
-        std::cout << arr.dump(2) << std::endl;
+        std::cout << arr.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << std::endl;
       }
       return summarize(outcomes, g.json);
     };
@@ -102,7 +102,7 @@ void register_transfer(CLI::App& app, GlobalOptions& g, Action& action) {
       if (g.json)
         std::cout << nlohmann::json{{"host", hosts[0].name()}, {"bytes", r.bytes},
                                     {"duration_ms", std::chrono::duration<double, std::milli>(r.duration).count()}}
-                         .dump(2)
+                         .dump(2, ' ', false, nlohmann::json::error_handler_t::replace)
                   << std::endl;
       return 0;
     };

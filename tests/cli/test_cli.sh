@@ -30,5 +30,11 @@ expect "missing program" 1 "me: ck-no-such-program: command not found" -- "$ck" 
 expect "missing program, exit 127" 1 "me: exit 127" -- "$ck" -i "$tmp/inv.yaml" exec -g me -- ck-no-such-program -L
 expect "empty selection" 2 "'role:head' selects no host in $tmp/inv.yaml; roles in use: role:gpu; groups: cpu" -- \
   "$ck" -i "$tmp/inv.yaml" exec -g role:head -- true
+expect "timeout NaN" 2 "-t/--timeout must be 0 (none) or between 0.001 and 604800 seconds, not nan" -- \
+  "$ck" -i "$tmp/inv.yaml" exec -g me -t nan -- true
+expect "timeout too small" 2 "-t/--timeout must be 0 (none) or between" -- "$ck" -i "$tmp/inv.yaml" exec -g me -t 0.0001 -- true
+expect "no hosts at once" 2 "-f/--concurrency must be at least 1" -- "$ck" -i "$tmp/inv.yaml" exec -g me -f 0 -- true
+# Invalid UTF-8 in a result: replaced (U+FFFD), the other results kept.
+expect "invalid UTF-8 in --json" 1 "$(printf 'a\357\277\275b')" -- "$ck" -i "$tmp/inv.yaml" --json exec -- sh -c 'printf "a\377b"; [ "$(hostname)" = x ]'
 echo "test_cli: $((checks - failures))/$checks checks passed"
 [ "$failures" -eq 0 ]
