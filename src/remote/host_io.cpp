@@ -856,7 +856,8 @@ struct TransferOp : std::enable_shared_from_this<TransferOp> {
   void spawn() {
     session_held = true;
     if (finished) return done({});
-    auto script = upload ? detail::upload_script(remote_path, total, options.mode) : detail::download_script(remote_path);
+    auto script = upload ? detail::upload_script(remote_path, total, options.mode, fs::path(local_path).filename().string())
+                         : detail::download_script(remote_path);
     auto argv = host->script_argv(script);
     try {
       proc.emplace(host->strand, host->program(), std::vector<std::string>(argv.begin() + (host->spec.local ? 1 : 0), argv.end()),

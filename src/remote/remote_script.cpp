@@ -122,10 +122,12 @@ std::optional<ControlLine> parse_control_line(std::string_view line) {
   return std::nullopt;
 }
 
-std::string upload_script(std::string_view remote_path, std::uint64_t size, int mode) {
+std::string upload_script(std::string_view remote_path, std::uint64_t size, int mode, std::string_view file_name) {
   auto dst = shell::quote(remote_path);
   std::string s;
   s += "d=" + dst + "\n";
+  s += "case \"$d\" in */) [ -d \"$d\" ] || { echo \"clusterkit: $d is not a directory on this host\" >&2; exit 1; };; esac\n";
+  if (!file_name.empty()) s += "[ -d \"$d\" ] && d=\"${d%/}/\"" + shell::quote(file_name) + "\n";
   s += "t=\"$d.ck-part.$$\"\n";
   s += "trap 'rm -f -- \"$t\"' EXIT\n";
   s += "head -c " + std::to_string(size) + " >\"$t\" || exit 1\n";

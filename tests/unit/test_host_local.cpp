@@ -294,6 +294,20 @@ TEST_CASE("files move atomically with progress", "[host][local][transfer]") {
     for (auto const& entry : fs::directory_iterator(dir.path))
       CHECK(entry.path().filename().string().find("ck-part") == std::string::npos);
   }
+  SECTION("into a directory: under the file's own name, as cp and scp do") {
+    fs::create_directory(dir.path / "into");
+    CHECK(upload(host, src.string(), (dir.path / "into").string()).bytes == 3u * 1024 * 1024);
+    CHECK(fs::file_size(dir.path / "into" / "src.bin") == 3u * 1024 * 1024);
+    CHECK(upload(host, src.string(), (dir.path / "into").string() + "/").bytes == 3u * 1024 * 1024);
+    for (auto const& entry : fs::directory_iterator(dir.path / "into"))
+      CHECK(entry.path().filename() == "src.bin");
+    try {
+      upload(host, src.string(), (dir.path / "no-such-dir").string() + "/");
+      FAIL("expected an error");
+    } catch (Error const& e) {
+      CHECK(std::string(e.what()).find("is not a directory") != std::string::npos);
+    }
+  }
   SECTION("a missing local file names it") {
     try {
       upload(host, (dir.path / "nope").string(), (dir.path / "x").string());

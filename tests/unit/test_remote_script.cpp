@@ -75,6 +75,10 @@ TEST_CASE("transfer scripts parse as sh and quote paths", "[wrapper][transfer]")
   CHECK(up.find("chmod 644") != std::string::npos);
   CHECK(up.find("'/srv/my file'\\''s.bin'") != std::string::npos);
   CHECK(parses_as_sh(up));
+  // Into a directory under the local file's name, as cp and scp do.
+  auto into = upload_script("/srv/", 3, -1, "a b.txt");
+  CHECK(into.find("d=\"${d%/}/\"'a b.txt'") != std::string::npos);
+  CHECK(parses_as_sh(into));
   auto down = download_script("/etc/host name");
   CHECK(down.find("'/etc/host name'") != std::string::npos);
   CHECK(parses_as_sh(down));

@@ -55,8 +55,10 @@ std::optional<ControlLine> parse_control_line(std::string_view line);
 
 /// Script for an atomic upload: reads exactly `size` bytes from stdin into a
 /// temporary file next to `remote_path`, then renames it into place; a short
-/// read (cancelled transfer) removes the temporary file.
-std::string upload_script(std::string_view remote_path, std::uint64_t size, int mode);
+/// read (cancelled transfer) removes the temporary file. When `remote_path`
+/// is a directory the file goes in it under `file_name`, as cp and scp do;
+/// a path ending in '/' must be a directory.
+std::string upload_script(std::string_view remote_path, std::uint64_t size, int mode, std::string_view file_name = {});
 /// Script for a download: prints the file's size on the first line, then
 /// its bytes.
 std::string download_script(std::string_view remote_path);
