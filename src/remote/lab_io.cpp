@@ -1369,7 +1369,8 @@ std::vector<std::string> remove_lab_cgroups(std::string const& name) {
       for (auto const& d : dirs) {
         while (::rmdir(d.c_str()) != 0 && errno == EBUSY && clock_type::now() < deadline) {
           std::vector<int> waits;
-          for (auto line : lines_of(read_file((d / "cgroup.procs").string())))
+          auto const procs = read_file((d / "cgroup.procs").string());  // lines_of views into it
+          for (auto line : lines_of(procs))
             if (int pid = static_cast<int>(detail::to_long(trim(line)).value_or(0)); pid > 1) {
               int fd = kill_if_ours(pid, ours);
               if (fd >= 0) waits.push_back(fd);
@@ -1441,7 +1442,8 @@ void down_impl(std::string const& name, Paths const& paths) {
   // otherwise linger until keepalives notice the hosts are gone.
   if (fs::exists(paths.inventory(), ec)) {
     try {
-      for (auto const& h : Inventory::load(paths.inventory()).hosts()) close_connection(h.spec);
+      auto const inventory = Inventory::load(paths.inventory());  // not a temporary: the loop outlives it
+      for (auto const& h : inventory.hosts()) close_connection(h.spec);
     } catch (std::exception const& e) {
       spdlog::debug("lab {}: could not read its inventory to close connections: {}", name, e.what());
     }
