@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from components import require_root
+from labs import running_lab
 
 import clusterkit as ck
 
@@ -23,19 +23,5 @@ def local() -> ck.Host:
 
 @pytest.fixture(scope="module")
 def lab(request: pytest.FixtureRequest) -> Iterator[ck.LabStatus]:
-    require_root()
-    name: str = request.module.LAB
-    subnet: str = request.module.SUBNET
-    status = None
-    try:
-        status = ck.lab_up(hosts=getattr(request.module, "LAB_HOSTS", 2), name=name, subnet=subnet)
+    with running_lab(request.module.LAB, request.module.SUBNET, hosts=getattr(request.module, "LAB_HOSTS", 2)) as status:
         yield status
-    finally:
-        if status is not None and status.inventory_path:
-            try:
-                for host in ck.Inventory.load(status.inventory_path).hosts_for():
-                    host.disconnect()
-            except ck.Error:
-                pass
-        ck.lab_down(name)
-        assert not ck.lab_status(name).exists

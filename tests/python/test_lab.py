@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from labs import running_lab
 
 import clusterkit as ck
 
@@ -24,23 +25,6 @@ SUBNET = "10.88.72"
 DOCKER_LAB = "tlpyd"
 DOCKER_SUBNET = "10.88.73"
 IMAGE = "clusterkit/lab-runtime:bookworm"
-
-
-@pytest.fixture(scope="module")
-def lab() -> Iterator[ck.LabStatus]:
-    status = None
-    try:
-        status = ck.lab_up(hosts=2, name=LAB, subnet=SUBNET)
-        yield status
-    finally:
-        if status is not None and status.inventory_path:
-            try:
-                for host in ck.Inventory.load(status.inventory_path).hosts_for():
-                    host.disconnect()
-            except ck.Error:
-                pass
-        ck.lab_down(LAB)
-        assert not ck.lab_status(LAB).exists
 
 
 @pytest.fixture(scope="module")
@@ -169,21 +153,8 @@ def docker_lab() -> Iterator[ck.LabStatus]:
     missing = _docker_missing()
     if missing:
         pytest.fail(missing)
-    status = None
-    try:
-        status = ck.lab_up(
-            hosts=2, name=DOCKER_LAB, subnet=DOCKER_SUBNET, docker=True, gpus=2, roles=["head", "download"]
-        )
+    with running_lab(DOCKER_LAB, DOCKER_SUBNET, hosts=2, docker=True, gpus=2, roles=["head", "download"]) as status:
         yield status
-    finally:
-        if status is not None and status.inventory_path:
-            try:
-                for host in ck.Inventory.load(status.inventory_path).hosts_for():
-                    host.disconnect()
-            except ck.Error:
-                pass
-        ck.lab_down(DOCKER_LAB)
-        assert not ck.lab_status(DOCKER_LAB).exists
 
 
 def test_docker_lab_status(docker_lab: ck.LabStatus) -> None:

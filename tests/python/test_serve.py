@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Literal
 
 import pytest
+from labs import running_lab
 
 import clusterkit as ck
 
@@ -304,25 +305,12 @@ def _missing() -> str:
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[ck.LabStatus]:
-    if not hasattr(os, "geteuid") or os.geteuid() != 0:
-        pytest.skip("the lab needs root (network namespaces)")
     # A missing component is a failure, not a skip: the test would prove nothing.
     missing = _missing()
     if missing:
         pytest.fail(missing)
-    status = None
-    try:
-        status = ck.lab_up(hosts=2, name=LAB, subnet=SUBNET, docker=True, gpus=2)
+    with running_lab(LAB, SUBNET, hosts=2, docker=True, gpus=2) as status:
         yield status
-    finally:
-        if status is not None and status.inventory_path:
-            try:
-                for host in ck.Inventory.load(status.inventory_path).hosts_for():
-                    host.disconnect()
-            except ck.Error:
-                pass
-        ck.lab_down(LAB)
-        assert not ck.lab_status(LAB).exists
 
 
 @pytest.fixture(scope="module")
