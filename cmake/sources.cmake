@@ -13,6 +13,7 @@
 set(CLUSTERKIT_SOURCES
   src/core/asio_instances.cpp
   src/core/block_on.cpp
+  src/core/digest.cpp
   src/core/error.cpp
   src/core/format.cpp
   src/core/shell.cpp

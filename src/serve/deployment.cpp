@@ -3,7 +3,6 @@
 // (JSON in and out) and the texts people read (summary, plan).
 #include "clusterkit/deployment.hpp"
 
-#include <openssl/evp.h>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
@@ -18,6 +17,7 @@
 #include "clusterkit/facts.hpp"
 #include "clusterkit/preflight.hpp"
 #include "clusterkit/shell.hpp"
+#include "core/digest.hpp"
 #include "core/text.hpp"
 
 namespace clusterkit {
@@ -30,18 +30,7 @@ namespace {
 
 constexpr std::size_t kMaxSpecBytes = 1u << 20;
 
-std::string sha256_hex(std::string_view data) {
-  unsigned char digest[EVP_MAX_MD_SIZE];
-  unsigned int length = 0;
-  EVP_Digest(data.data(), data.size(), digest, &length, EVP_sha256(), nullptr);
-  static char const* hex = "0123456789abcdef";
-  std::string out;
-  for (unsigned i = 0; i < length; ++i) {
-    out.push_back(hex[digest[i] >> 4]);
-    out.push_back(hex[digest[i] & 15]);
-  }
-  return out;
-}
+using detail::sha256_hex;
 
 /// Collects every problem of a spec with its position; thrown as one Error.
 struct Problems {

@@ -5,7 +5,6 @@
 // (tests/fixtures/ray).
 #include "clusterkit/ray_cluster.hpp"
 
-#include <openssl/evp.h>
 
 #include <algorithm>
 #include <cmath>
@@ -16,6 +15,7 @@
 #include "clusterkit/facts.hpp"
 #include "clusterkit/format.hpp"
 #include "clusterkit/shell.hpp"
+#include "core/digest.hpp"
 #include "core/text.hpp"
 
 namespace clusterkit {
@@ -31,18 +31,7 @@ namespace {
 [[noreturn]] void invalid(std::string const& message) { throw Error(make_error_code(errc::invalid_argument), message); }
 [[noreturn]] void malformed(std::string const& message) { throw Error(make_error_code(errc::parse_error), message); }
 
-std::string sha256_hex(std::string_view data) {
-  unsigned char digest[EVP_MAX_MD_SIZE];
-  unsigned int length = 0;
-  EVP_Digest(data.data(), data.size(), digest, &length, EVP_sha256(), nullptr);
-  static char const* hex = "0123456789abcdef";
-  std::string out;
-  for (unsigned i = 0; i < length; ++i) {
-    out.push_back(hex[digest[i] >> 4]);
-    out.push_back(hex[digest[i] & 15]);
-  }
-  return out;
-}
+using detail::sha256_hex;
 
 std::string number_text(double v) {
   char buf[32];
