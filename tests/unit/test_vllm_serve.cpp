@@ -8,6 +8,8 @@
 
 #include <catch2/catch.hpp>
 
+#include <cmath>
+
 #include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -172,6 +174,37 @@ TEST_CASE("the planner predicts the KV cache vLLM's CPU build logs", "[vllm][pla
   CHECK(one.kv_cache_tokens == predict_cpu_kv_cache_tokens(facts, 1, 1, 1ull << 30));
   CHECK(ray.kv_cache_tokens == predict_cpu_kv_cache_tokens(facts, 2, 2, 1ull << 30));
   CHECK(nnodes.kv_cache_tokens == predict_cpu_kv_cache_tokens(facts, 1, 2, 1ull << 30));
+}
+
+TEST_CASE("the KV formula against a published vLLM GPU start-up log", "[vllm][plan][kv]") {
+  // vllm-project/vllm#10517 (quoted, not captured here): Llama-3.1-8B-Instruct
+  // on an RTX 3090, block size 16, logs
+  //   "kv_cache_size=3.81GiB ... # GPU blocks: 1952"
+  //   "kv_cache_size=2.89GiB ... # GPU blocks: 1478", and "(23648)" tokens.
+  // Its config: 32 layers, 8 KV heads of 128, bfloat16: 128 KiB per token.
+  auto llama = model_facts_from_config(nlohmann::json{{"architectures", {"LlamaForCausalLM"}},
+                                                      {"model_type", "llama"},
+                                                      {"hidden_size", 4096},
+                                                      {"intermediate_size", 14336},
+                                                      {"num_hidden_layers", 32},
+                                                      {"num_attention_heads", 32},
+                                                      {"num_key_value_heads", 8},
+                                                      {"vocab_size", 128256},
+                                                      {"torch_dtype", "bfloat16"}},
+                                       "llama-3.1-8b");
+  auto const per_token = llama.kv_bytes_per_token();
+  CHECK(per_token == 128u * 1024);
+  // The logged blocks, back to GiB with the formula, round to the logged
+  // sizes (vLLM prints two decimals, so the blocks are the exact figure).
+  auto gib_of_blocks = [&](std::uint64_t blocks) { return static_cast<double>(blocks * 16 * per_token) / (1ull << 30); };
+  CHECK(std::round(gib_of_blocks(1952) * 100) / 100 == Approx(3.81));
+  CHECK(std::round(gib_of_blocks(1478) * 100) / 100 == Approx(2.89));
+  CHECK(1478u * 16 == 23648u);
+  // And the logged sizes, through the formula, land within one block of
+  // the logged counts (the rest is the two-decimal rounding).
+  auto blocks_of_gib = [&](double gib) { return gib * (1ull << 30) / (16.0 * per_token); };
+  CHECK(std::abs(blocks_of_gib(3.81) - 1952) < 2);
+  CHECK(std::abs(blocks_of_gib(2.89) - 1478) < 2);
 }
 
 TEST_CASE("why the engine failed, from its own log (real captures)", "[vllm][diagnose]") {
