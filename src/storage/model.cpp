@@ -1176,6 +1176,11 @@ std::vector<ManifestEntry> parse_sha256_manifest(std::string_view text, std::str
     if (line[64] != ' ' || (line[65] != ' ' && line[65] != '*')) bad("the digest must be followed by two spaces");
     e.file = std::string(line.substr(66));
     if (e.file.empty()) bad("no file name");
+    // The manifest names files of the model folder; anything else (an
+    // absolute path, a way out through ..) is refused, never read.
+    bool escapes = e.file.front() == '/';
+    for (auto const& part : fs::path(e.file)) escapes = escapes || part == "..";
+    if (escapes) bad("'" + e.file + "' is outside the model folder (absolute paths and .. are refused)");
     out.push_back(std::move(e));
   }
   return out;
@@ -1616,11 +1621,14 @@ VerifyReport verify_model(fs::path const& dir, VerifyOptions const& options) {
         std::vector<fs::path> paths;
         std::vector<ManifestEntry const*> listed;
         for (auto const& e : entries) {
-          fs::path p(e.file);
-          if (p.is_relative()) p = dir / p;
+          fs::path p = dir / e.file;  // relative: parse_sha256_manifest refuses the rest
           if (!fs::exists(p, ec)) {
             problem(VerifyProblemKind::file_unreadable, e.file,
                     e.file + " is listed in " + manifest->filename().string() + " but missing from " + dir.string());
+            continue;
+          }
+          if (!fs::is_regular_file(p, ec)) {  // a device or FIFO would hang the hashing
+            problem(VerifyProblemKind::file_unreadable, e.file, e.file + " in " + dir.string() + " is not a regular file; not read");
             continue;
           }
           paths.push_back(p);

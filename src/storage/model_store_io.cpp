@@ -132,8 +132,13 @@ awaitable<std::vector<HostVerify>> verify_on(std::vector<Host> hosts, std::strin
     if (options.checksums)
       script += "cd -- " + shell::quote(dir) +
                 " 2>/dev/null && if [ -f sha256sums ]; then echo @@ck-manifest; base64 -w0 sha256sums; echo; "
-                "echo @@ck-sums; sed -n 's/^[0-9a-fA-F]\\{64\\} [ *]\\(.*\\)$/\\1/p' sha256sums | tr '\\n' '\\0' | "
-                "xargs -0 -r -P 4 -n 1 sha256sum -- 2>&1; echo @@ck-sums-end; else echo @@ck-nosums; fi\n";
+                "echo @@ck-sums; sed -n 's/^[0-9a-fA-F]\\{64\\} [ *]\\(.*\\)$/\\1/p' sha256sums | "
+                // Only files of the folder, only regular ones: no absolute
+                // path, no .., no device (the manifest's parser refuses the
+                // names; here they are never read).
+                "grep -v -e '^/' -e '^\\.\\./' -e '/\\.\\./' -e '/\\.\\.$' -e '^\\.\\.$' | tr '\\n' '\\0' | "
+                "xargs -0 -r -P 4 -n 1 sh -c 'for f; do [ -f \"$f\" ] && sha256sum -- \"$f\"; done; true' sh 2>&1; "
+                "echo @@ck-sums-end; else echo @@ck-nosums; fi\n";
     items.push_back({h, Command::shell(std::move(script)), std::move(ro)});
   }
   auto outcomes = co_await run_each(std::move(items));

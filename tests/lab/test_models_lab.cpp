@@ -441,6 +441,17 @@ TEST_CASE("copy into the NAS in streams, verify from every GPU host, repair", "[
       mismatch = mismatch || (p.kind == VerifyProblemKind::checksum_mismatch && p.file == "model-00003-of-00003.safetensors");
     CHECK(mismatch);
   }
+  // A manifest that names a file outside the folder: refused, never read.
+  auto const sums = std::string("/srv/nas/Qwen/Tiny2___5-Test/sha256sums");
+  REQUIRE(lab.sh("nas", "cp " + sums + " /tmp/ck-sums.bak && printf '%064d  /etc/hostname\\n' 0 >> " + sums).exit_code == 0);
+  for (auto const& v : verify_model_on_hosts(store, gpus, nas_dir, with_sums)) {
+    bool refused = false;
+    for (auto const& p : v.report.problems)
+      refused = refused || (p.kind == VerifyProblemKind::manifest_invalid &&
+                            p.message.find("is outside the model folder") != std::string::npos);
+    CHECK(refused);
+  }
+  REQUIRE(lab.sh("nas", "mv /tmp/ck-sums.bak " + sums).exit_code == 0);
 
   // A stale file in the NAS copy (an old shard, say) goes with --delete.
   REQUIRE(lab.sh("nas", "echo stale > /srv/nas/Qwen/Tiny2___5-Test/old-shard.safetensors").exit_code == 0);

@@ -4,6 +4,8 @@
 
 #include <catch2/catch.hpp>
 
+#include <sys/stat.h>
+
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -677,6 +679,30 @@ TEST_CASE("sha256: known digests, manifests, parallel hashing", "[model][sha256]
     CHECK(std::string(e.what()).find("sums line 1") != std::string::npos);
   }
   CHECK_THROWS_AS(clusterkit::parse_sha256_manifest(std::string(64, 'a') + "  \n"), Error);
+  // Only files of the model folder: a manifest cannot make verify read
+  // /etc/shadow or climb out with .. (issue 15).
+  for (auto const* outside : {"/etc/shadow", "../../../etc/shadow", "sub/../../x", ".."}) {
+    try {
+      clusterkit::parse_sha256_manifest(std::string(64, 'a') + "  " + outside + "\n", "sums");
+      FAIL(std::string("accepted ") + outside);
+    } catch (Error const& e) {
+      CHECK(e.code() == errc::parse_error);
+      CHECK(std::string(e.what()).find("is outside the model folder") != std::string::npos);
+    }
+  }
+  CHECK(clusterkit::parse_sha256_manifest(std::string(64, 'a') + "  sub/a..b\n").at(0).file == "sub/a..b");
+}
+
+TEST_CASE("verify never reads what is not a regular file of the folder", "[model][verify]") {
+  TempDir tmp;
+  write_small_model(tmp.path);
+  // A FIFO named in the manifest would block the hashing for ever.
+  REQUIRE(::mkfifo((tmp.path / "pipe").c_str(), 0600) == 0);
+  write_text(tmp.path / "sha256sums", std::string(64, 'a') + "  pipe\n");
+  auto r = clusterkit::verify_model(tmp.path);
+  REQUIRE(r.problems.size() == 1);
+  CHECK(r.problems[0].kind == clusterkit::VerifyProblemKind::file_unreadable);
+  CHECK(r.problems[0].message.find("not a regular file") != std::string::npos);
 }
 
 TEST_CASE("estimate_tensors_from_config matches a written model", "[model]") {
