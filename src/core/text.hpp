@@ -157,6 +157,27 @@ inline bool json_nesting_within(std::string_view text, int limit) {
   return true;
 }
 
+/// `text` safe to print on a terminal: C0 and C1 control characters (ESC
+/// above all: an ANSI sequence in a server's error body would reach the
+/// user's terminal) become '?'; tabs and newlines stay.
+inline std::string without_control_characters(std::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    auto c = static_cast<unsigned char>(text[i]);
+    if ((c < 0x20 && c != '\n' && c != '\t') || c == 0x7f) {
+      out.push_back('?');
+    } else if (c == 0xc2 && i + 1 < text.size() && static_cast<unsigned char>(text[i + 1]) >= 0x80 &&
+               static_cast<unsigned char>(text[i + 1]) <= 0x9f) {
+      out.push_back('?');  // U+0080..U+009F, the C1 controls (CSI is U+009B)
+      ++i;
+    } else {
+      out.push_back(static_cast<char>(c));
+    }
+  }
+  return out;
+}
+
 /// Optimal string alignment distance (Levenshtein plus adjacent swaps),
 /// ignoring case.
 inline std::size_t edit_distance(std::string_view a, std::string_view b) {

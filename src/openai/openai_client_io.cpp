@@ -331,7 +331,7 @@ CompletionResult parse_completion(nlohmann::json raw, bool chat) {
 
 // The server's own words from an error body: OpenAI's {"error": {"message"}},
 // FastAPI's {"detail": ...}, {"message": ...}, or the text itself.
-std::string server_message_from(std::string const& body) {
+std::string server_message_raw(std::string const& body) {
   auto j = nlohmann::json::parse(body, nullptr, false);
   if (!j.is_discarded() && j.is_object()) {
     if (auto e = j.find("error"); e != j.end()) {
@@ -345,6 +345,11 @@ std::string server_message_from(std::string const& body) {
   std::string text = body.substr(0, 500);
   while (!text.empty() && std::isspace(static_cast<unsigned char>(text.back()))) text.pop_back();
   return text;
+}
+
+// The same, printable: it ends up on terminals (chat, bench, logs).
+std::string server_message_from(std::string const& body) {
+  return detail::without_control_characters(server_message_raw(body));
 }
 
 }  // namespace
@@ -539,7 +544,7 @@ struct Call {
 };
 
 std::error_code fail(Call& call, errc code, std::string diagnostic) {
-  call.meta.diagnostic = std::move(diagnostic);
+  call.meta.diagnostic = detail::without_control_characters(diagnostic);
   return make_error_code(code);
 }
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import _thread
 import asyncio
 import gc
+import json
 import os
 import re
 import signal
@@ -708,3 +709,36 @@ def test_same_content_and_usage_as_the_openai_package(echo_sim: Simulator) -> No
         assert text_ours == text_theirs == PROMPT
 
     asyncio.run(both())
+
+
+def test_control_characters_from_a_server_never_reach_the_terminal() -> None:
+    """An error body with ANSI sequences (a hostile or broken server) is printed with '?' for ESC and friends."""
+    import http.server
+    import threading
+
+    class Hostile(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (the stdlib's name)
+            body = json.dumps({"error": {"message": "\x1b[2J\x1b[31mboom\x1b[0m\x9b"}}).encode()
+            self.send_response(400)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hostile)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        client = ck.OpenAIClient(f"http://127.0.0.1:{server.server_address[1]}", proxy_from_environment=False,
+                                 max_retries=0)
+        with pytest.raises(ck.OpenAIError) as e:
+            client.list_models()
+        texts = [str(e.value), e.value.server_message, e.value.meta.diagnostic if e.value.meta else ""]
+        assert e.value.server_message == "?[2J?[31mboom?[0m?"
+        assert all("\x1b" not in t and "\x9b" not in t for t in texts), texts
+    finally:
+        server.shutdown()
+        server.server_close()
