@@ -37,18 +37,7 @@ nlohmann::json json_from(py::handle value, char const* what) {
 }
 
 // ---------------------------------------------------------------------------
-// Operations (as register_serve.cpp)
-
-template <class Value, class Initiate>
-std::pair<std::error_code, Value> run_blocking(std::shared_ptr<Operation> const& op, Initiate&& initiate) {
-  auto promise = std::make_shared<std::promise<std::pair<std::error_code, Value>>>();
-  auto future = promise->get_future();
-  initiate(asio::bind_cancellation_slot(op->slot(), [op, promise](std::error_code ec, Value v) {
-    op->mark_finished();
-    promise->set_value({ec, std::move(v)});
-  }));
-  return wait_for(*op, future);
-}
+// Operations (run_blocking is in support.hpp)
 
 /// The sentence a failed operation is raised with (as the C++ blocking forms).
 std::string failure_message(ck::DeploymentRecord const& r) { return r.message; }

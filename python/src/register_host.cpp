@@ -301,17 +301,6 @@ ck::HostSpec spec_from(py::object const& spec, py::kwargs const& kwargs) {
 using RunOutcome = std::pair<std::error_code, ck::RunResult>;
 using TransferOutcome = std::pair<std::error_code, ck::TransferResult>;
 
-// Blocking: start `initiate(handler)`, wait (Ctrl-C aware), return (ec, value).
-template <class Value, class Initiate>
-std::pair<std::error_code, Value> run_blocking(std::shared_ptr<Operation> const& op, Initiate&& initiate) {
-  auto promise = std::make_shared<std::promise<std::pair<std::error_code, Value>>>();
-  auto future = promise->get_future();
-  initiate(asio::bind_cancellation_slot(op->slot(), [op, promise](std::error_code ec, Value v) {
-    op->mark_finished();
-    promise->set_value({ec, std::move(v)});
-  }));
-  return wait_for(*op, future);
-}
 
 ck::RunResult host_run(ck::Host& host, py::object const& argv, py::object const& script, py::object const& env,
                        py::object const& cwd, py::object const& stdin_data, py::object const& timeout,

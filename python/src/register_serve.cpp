@@ -72,18 +72,6 @@ std::string env_keys_repr(std::map<std::string, std::string> const& env) {
 // ---------------------------------------------------------------------------
 // Operations: blocking and start_* forms
 
-/// Start `initiate(handler)` for a handler of void(error_code, Value), and
-/// wait (GIL released; Ctrl-C cancels and waits for the end).
-template <class Value, class Initiate>
-std::pair<std::error_code, Value> run_blocking(std::shared_ptr<Operation> const& op, Initiate&& initiate) {
-  auto promise = std::make_shared<std::promise<std::pair<std::error_code, Value>>>();
-  auto future = promise->get_future();
-  initiate(asio::bind_cancellation_slot(op->slot(), [op, promise](std::error_code ec, Value v) {
-    op->mark_finished();
-    promise->set_value({ec, std::move(v)});
-  }));
-  return wait_for(*op, future);
-}
 
 /// The sentence a failed operation is raised with (as the C++ blocking forms).
 std::string failure_message(ck::RayUpResult const& r) { return r.message; }

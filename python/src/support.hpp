@@ -8,6 +8,7 @@
 #include <pybind11/stl.h>
 
 #include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/cancellation_type.hpp>
 
@@ -163,6 +164,19 @@ T wait_for(Operation& op, std::future<T>& future) {
   T value = future.get();
   if (op.callback_failed()) raise_instance(op.callback_error());
   return value;
+}
+
+/// Start `initiate(handler)` for a handler of void(error_code, Value), and
+/// wait as wait_for does; returns (error_code, value).
+template <class Value, class Initiate>
+std::pair<std::error_code, Value> run_blocking(std::shared_ptr<Operation> const& op, Initiate&& initiate) {
+  auto promise = std::make_shared<std::promise<std::pair<std::error_code, Value>>>();
+  auto future = promise->get_future();
+  initiate(asio::bind_cancellation_slot(op->slot(), [op, promise](std::error_code ec, Value v) {
+    op->mark_finished();
+    promise->set_value({ec, std::move(v)});
+  }));
+  return wait_for(*op, future);
 }
 
 /// Runs `call()` (which calls a Python callback) with the GIL, for an
