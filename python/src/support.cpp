@@ -169,6 +169,7 @@ Operation::~Operation() {
 }
 
 void Operation::cancel(asio::cancellation_type type) {
+  cancel_requested_.store(true);
   if (finished_.load()) return;
   asio::post(cancel_executor_, [self = shared_from_this(), type] {
     if (!self->finished_.load()) self->signal_.emit(type);

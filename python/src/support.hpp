@@ -118,6 +118,10 @@ public:
   /// Called by the completion handler (runtime thread).
   void mark_finished();
   bool finished() const { return finished_.load(); }
+  /// True once cancel() was called (Ctrl-C, handle.cancel(), a callback that
+  /// raised): later callbacks are not run, so that a callback cannot act
+  /// (or raise, or interrupt again) on an operation the caller gave up.
+  bool cancel_requested() const { return cancel_requested_.load(); }
 
   /// A Python callback raised: keep the first exception and cancel. GIL held.
   void record_callback_error(py::object exception);
@@ -134,6 +138,7 @@ private:
   asio::any_io_executor cancel_executor_;
   asio::cancellation_signal signal_;  // touched on the runtime thread only once started
   std::atomic<bool> finished_{false};
+  std::atomic<bool> cancel_requested_{false};
   std::atomic<bool> callback_failed_{false};
   mutable std::mutex mutex_;
   SharedObject callback_error_;
@@ -181,10 +186,11 @@ std::pair<std::error_code, Value> run_blocking(std::shared_ptr<Operation> const&
 
 /// Runs `call()` (which calls a Python callback) with the GIL, for an
 /// operation's callback on the runtime thread; an exception is recorded on
-/// `op` (which cancels it) and later callbacks are skipped.
+/// `op` (which cancels it) and later callbacks are skipped, as are those of
+/// an operation being cancelled.
 template <class Call>
 void invoke_callback(Operation& op, Call&& call) {
-  if (op.callback_failed() || interpreter_exiting()) return;
+  if (op.callback_failed() || op.cancel_requested() || interpreter_exiting()) return;
   py::gil_scoped_acquire gil;
   try {
     call();

@@ -10,7 +10,6 @@
 #      libbpf1 libelf1 libmnl0 libcap2 libxtables12 libtirpc3 libdb5.3 libwrap0)
 #   cp scripts/gpu/one-gpu-over-ssh.sh gpu-carry/run.sh
 #
-# Not run yet: no GPU machine was lent when this was written (2026-12-05).
 # Issue 16 (one GPU): the H200 machine as a GPU host reached over ssh (a real
 # sshd unpacked from Debian's .deb, on 127.0.0.1:2222), then clusterkit
 # facts, preflight and a one-rank nccl-check over that ssh, and the raw
@@ -43,7 +42,7 @@ AuthorizedKeysFile $S/authorized_keys
 StrictModes no
 Subsystem sftp $R/usr/lib/openssh/sftp-server
 MaxSessions 64
-SetEnv PATH=$S/bin:$PATH
+SetEnv PATH=$S/bin:$PATH NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 CFG
 LD_LIBRARY_PATH=$L $R/usr/sbin/sshd -t -f $S/sshd_config > $W/sshd-t.txt 2>&1
 LD_LIBRARY_PATH=$L $R/usr/sbin/sshd -f $S/sshd_config -E $W/sshd.log
@@ -62,6 +61,13 @@ $CK preflight > $W/preflight.txt 2> $W/preflight.err; echo "preflight rc=$?" >> 
 $CK --json preflight > $W/preflight.json 2>> $W/preflight.err; echo "preflight json rc=$?" >> $W/rc.txt
 $CK nccl-check > $W/nccl-check.txt 2> $W/nccl-check.err; echo "nccl rc=$?" >> $W/rc.txt
 $CK --json nccl-check > $W/nccl-check.json 2>> $W/nccl-check.err; echo "nccl json rc=$?" >> $W/rc.txt
+# NCCL forced onto sockets (P2P and SHM off, the interface the route to the
+# head gives, here lo), with NCCL's own log.
+$CK nccl-check -e NCCL_P2P_DISABLE=1 -e NCCL_SHM_DISABLE=1 -e NCCL_DEBUG=INFO > $W/nccl-socket.txt 2>&1; echo "nccl socket rc=$?" >> $W/rc.txt
+# The interface deliberately wrong: the check must fail and name the fix.
+$CK nccl-check --no-ifname -e NCCL_SOCKET_IFNAME=nosuch0 -e GLOO_SOCKET_IFNAME=nosuch0 > $W/nccl-wrong-ifname.txt 2>&1; echo "nccl wrong ifname rc=$?" >> $W/rc.txt
+$CK --json nccl-check --no-ifname -e NCCL_SOCKET_IFNAME=nosuch0 -e GLOO_SOCKET_IFNAME=nosuch0 > $W/nccl-wrong-ifname.json 2>&1; echo "nccl wrong ifname json rc=$?" >> $W/rc.txt
+$CK nccl-check --no-ifname -e NCCL_SOCKET_IFNAME=nosuch0 > $W/nccl-wrong-nccl-ifname.txt 2>&1; echo "nccl wrong nccl ifname rc=$?" >> $W/rc.txt
 nvidia-smi > $W/nvidia-smi.txt 2>&1; nvidia-smi -L > $W/list.txt 2>&1
 nvidia-smi --query-gpu=index,uuid,name,memory.total,memory.used,driver_version,compute_cap,pci.bus_id --format=csv,noheader,nounits > $W/query.csv 2>&1
 nvidia-smi -q -x > $W/q.xml 2>&1; nvidia-smi topo -m > $W/topo.txt 2>&1

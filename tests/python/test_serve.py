@@ -19,6 +19,7 @@ import glob
 import json
 import os
 import shutil
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -494,9 +495,29 @@ def test_failures_raise_clusterkit_error(inventory: ck.Inventory) -> None:
     with pytest.raises(Stop) as stopped:
         good.up(on_progress=refuse)
     assert str(stopped.value) == "probe"
-    # Ctrl-C (from the callback, so that it lands inside up()): KeyboardInterrupt, nothing started.
-    with pytest.raises(KeyboardInterrupt):
-        good.up(on_progress=lambda p: _thread.interrupt_main())
+    # Ctrl-C (from the callback, so that it lands inside up()): KeyboardInterrupt,
+    # nothing started, and no callback after it. The callback holds up() until
+    # the main thread has taken the interrupt, so that it lands in the probe.
+    taken = threading.Event()
+
+    def on_sigint(signum: int, frame: object) -> None:
+        taken.set()
+        raise KeyboardInterrupt
+
+    calls: list[str] = []
+
+    def ctrl_c(p: ck.RayProgress) -> None:
+        calls.append(p.phase)
+        _thread.interrupt_main()
+        assert taken.wait(30)
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            good.up(on_progress=ctrl_c)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert calls == ["probe"]
     assert ray_processes(inventory.host("h1")) == [] and ray_processes(inventory.host("h2")) == []
     assert_nothing_removed(good.down())
 
