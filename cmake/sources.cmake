@@ -47,6 +47,8 @@ set(CLUSTERKIT_SOURCES
   src/openai/prometheus.cpp
   src/openai/openai_chunk.cpp
   src/openai/openai_client_io.cpp
+  src/openai/bench.cpp
+  src/openai/bench_io.cpp
 
   src/serve/ray_cluster.cpp
   src/serve/ray_cluster_io.cpp
@@ -65,7 +67,6 @@ set(CLUSTERKIT_CLI_SOURCES
   src/cli/model_cmd.cpp
   src/cli/chat_cmd.cpp
   src/cli/bench_cmd.cpp
-  src/cli/bench_report.cpp
   src/cli/facts_cmd.cpp
   src/cli/preflight_cmd.cpp
   src/cli/nccl_check_cmd.cpp

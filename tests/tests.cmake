@@ -22,8 +22,7 @@ ck_add_test(test_models_lab SOURCES lab/test_models_lab.cpp LABELS lab)
 # OpenAI client: the pure parts (SSE, Prometheus text, URLs), then against
 # llm-d-inference-sim, a vLLM simulator (scripts/install-sim.sh installs it).
 ck_add_test(test_openai_unit SOURCES unit/test_sse.cpp unit/test_prometheus.cpp unit/test_openai_client.cpp
-  unit/test_bench_report.cpp ${PROJECT_SOURCE_DIR}/src/cli/bench_report.cpp)
-target_include_directories(test_openai_unit PRIVATE ${PROJECT_SOURCE_DIR}/src/cli)
+  unit/test_bench.cpp)
 ck_add_test(test_openai_sim SOURCES sim/test_openai_sim.cpp LABELS sim)
 target_compile_definitions(test_openai_sim PRIVATE CLUSTERKIT_SOURCE_DIR="${PROJECT_SOURCE_DIR}")
 # The serving layer's pure halves: Ray and vLLM output parsers on real

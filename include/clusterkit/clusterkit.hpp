@@ -1,6 +1,7 @@
 // Everything clusterkit offers, in one include.
 #pragma once
 
+#include "clusterkit/bench.hpp"
 #include "clusterkit/deployment.hpp"
 #include "clusterkit/error.hpp"
 #include "clusterkit/facts.hpp"

@@ -507,6 +507,33 @@ __all__ += [
     "VllmGauges",
 ]
 
+# --- Benchmark ---
+# The load generator of `clusterkit bench` (TTFT, TPOT, ITL, throughput, as
+# `vllm bench serve` defines them), on a thread of its own; Ctrl-C stops it.
+from ._core import (  # noqa: E402
+    BenchProgress,
+    BenchResult,
+    BenchSample,
+    BenchSpec,
+    BenchSummary,
+    Distribution,
+    read_prompts_file,
+    run_bench,
+    synthetic_prompts,
+)
+
+__all__ += [
+    "BenchProgress",
+    "BenchResult",
+    "BenchSample",
+    "BenchSpec",
+    "BenchSummary",
+    "Distribution",
+    "read_prompts_file",
+    "run_bench",
+    "synthetic_prompts",
+]
+
 _Messages = Sequence[Mapping[str, Any]]
 _Prompt = Union[str, Sequence[str], Sequence[int]]
 

@@ -21,6 +21,7 @@ PYBIND11_MODULE(_core, m) {
   ckpy::register_model(m);
   ckpy::register_facts(m);
   ckpy::register_openai(m);
+  ckpy::register_bench(m);
   ckpy::register_store(m);
   ckpy::register_serve(m);
   ckpy::register_deploy(m);

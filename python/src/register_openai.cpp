@@ -16,6 +16,7 @@
 
 #include <pybind11/eval.h>
 
+#include "clusterkit/bench.hpp"
 #include "clusterkit/openai_client.hpp"
 #include "json_support.hpp"
 #include "support.hpp"
@@ -757,6 +758,200 @@ void register_openai(py::module_& m) {
         });
       },
       completion_args(py::arg("notify")), "complete_stream() for an event loop (see start_chat_stream).");
+}
+
+// ---------------------------------------------------------------------------
+// The benchmark (include/clusterkit/bench.hpp)
+
+namespace {
+
+std::string bench_spec_repr(ck::BenchSpec const& s) {
+  // Never the API key.
+  return "BenchSpec(" + quoted(s.url) + (s.model.empty() ? std::string() : ", model=" + quoted(s.model)) + ", " +
+         s.mode() + (s.api_key.empty() ? std::string() : ", api_key='***'") + ")";
+}
+
+}  // namespace
+
+void register_bench(py::module_& m) {
+  using S = ck::BenchSpec;
+  py::class_<S>(m, "BenchSpec",
+                "What clusterkit.run_bench runs: `clusterkit bench`'s settings. Unset (None) numbers take the "
+                "defaults: concurrency 1 without a rate, 100 requests unless a duration.")
+      .def(py::init([](std::string url, std::string model, std::optional<std::string> api_key, std::string endpoint,
+                       std::optional<std::size_t> concurrency, std::optional<double> rate,
+                       std::optional<std::size_t> requests, std::optional<double> duration, std::size_t prompt_tokens,
+                       std::vector<std::string> prompts, std::int64_t max_tokens, bool ignore_eos, std::uint64_t seed,
+                       double timeout, std::string ca_file, bool insecure, bool warmup, double poll_interval_us,
+                       double progress_interval) {
+             S s;
+             s.url = std::move(url);
+             s.model = std::move(model);
+             s.api_key = api_key.value_or("");
+             s.endpoint = std::move(endpoint);
+             s.concurrency = concurrency;
+             s.rate = rate;
+             s.requests = requests;
+             s.duration = duration;
+             s.prompt_tokens = prompt_tokens;
+             s.prompts = std::move(prompts);
+             s.max_tokens = max_tokens;
+             s.ignore_eos = ignore_eos;
+             s.seed = seed;
+             s.timeout = timeout;
+             s.ca_file = std::move(ca_file);
+             s.insecure = insecure;
+             s.warmup = warmup;
+             s.poll_interval_us = poll_interval_us;
+             s.progress_interval = progress_interval;
+             return s;
+           }),
+           py::arg("url"), py::kw_only(), py::arg("model") = "", py::arg("api_key") = py::none(),
+           py::arg("endpoint") = "chat", py::arg("concurrency") = py::none(), py::arg("rate") = py::none(),
+           py::arg("requests") = py::none(), py::arg("duration") = py::none(), py::arg("prompt_tokens") = 128,
+           py::arg("prompts") = std::vector<std::string>{}, py::arg("max_tokens") = 128, py::arg("ignore_eos") = true,
+           py::arg("seed") = 0, py::arg("timeout") = 600.0, py::arg("ca_file") = "", py::arg("insecure") = false,
+           py::arg("warmup") = true, py::arg("poll_interval_us") = 50.0, py::arg("progress_interval") = 0.1)
+      .def_readwrite("url", &S::url)
+      .def_readwrite("model", &S::model, "'' : the first model the server lists.")
+      .def_property(
+          "api_key", [](S const& s) { return s.api_key.empty() ? py::object(py::none()) : py::object(py::str("***")); },
+          [](S& s, std::optional<std::string> k) { s.api_key = k.value_or(""); },
+          "Write-only in effect: reads give '***' (or None), never the key.")
+      .def_readwrite("endpoint", &S::endpoint, "'chat' or 'completions'.")
+      .def_readwrite("concurrency", &S::concurrency)
+      .def_readwrite("rate", &S::rate, "Requests per second, Poisson arrivals.")
+      .def_readwrite("requests", &S::requests)
+      .def_readwrite("duration", &S::duration, "Seconds to keep sending.")
+      .def_readwrite("prompt_tokens", &S::prompt_tokens)
+      .def_readwrite("prompts", &S::prompts, "Prompts sent in turn; [] : synthetic ones.")
+      .def_readwrite("max_tokens", &S::max_tokens)
+      .def_readwrite("ignore_eos", &S::ignore_eos)
+      .def_readwrite("seed", &S::seed)
+      .def_readwrite("timeout", &S::timeout, "Seconds one request may take.")
+      .def_readwrite("ca_file", &S::ca_file)
+      .def_readwrite("insecure", &S::insecure)
+      .def_readwrite("warmup", &S::warmup)
+      .def_readwrite("poll_interval_us", &S::poll_interval_us)
+      .def_readwrite("progress_interval", &S::progress_interval)
+      .def("problems", &S::problems, "Every setting out of range, named with its range; [] when it can run.")
+      .def("mode", &S::mode)
+      .def("__repr__", &bench_spec_repr);
+
+  using D = ck::Distribution;
+  py::class_<D>(m, "Distribution", "Seconds: count, mean, stddev, min, max, p50, p90, p99.")
+      .def_readonly("count", &D::count)
+      .def_readonly("mean", &D::mean)
+      .def_readonly("stddev", &D::stddev)
+      .def_readonly("min", &D::min)
+      .def_readonly("max", &D::max)
+      .def_readonly("p50", &D::p50)
+      .def_readonly("p90", &D::p90)
+      .def_readonly("p99", &D::p99)
+      .def("to_json", [](D const& d) { return json_to_python(d.to_json()); }, "In milliseconds, as the CLI's JSON.")
+      .def("__repr__", [](D const& d) {
+        char b[160];
+        std::snprintf(b, sizeof b, "Distribution(count=%zu, mean=%.6g, p50=%.6g, p99=%.6g)", d.count, d.mean, d.p50, d.p99);
+        return std::string(b);
+      });
+
+  using Sum = ck::BenchSummary;
+  py::class_<Sum>(m, "BenchSummary")
+      .def_readonly("completed", &Sum::completed)
+      .def_readonly("failed", &Sum::failed)
+      .def_readonly("duration", &Sum::duration)
+      .def_readonly("request_throughput", &Sum::request_throughput)
+      .def_readonly("output_token_throughput", &Sum::output_token_throughput)
+      .def_readonly("total_token_throughput", &Sum::total_token_throughput)
+      .def_readonly("output_tokens", &Sum::output_tokens)
+      .def_readonly("prompt_tokens", &Sum::prompt_tokens)
+      .def_readonly("ttft", &Sum::ttft)
+      .def_readonly("tpot", &Sum::tpot)
+      .def_readonly("itl", &Sum::itl)
+      .def_readonly("e2e", &Sum::e2e)
+      .def_readonly("send_delay", &Sum::send_delay)
+      .def_readonly("errors", &Sum::errors, "Failures by reason, with their counts.")
+      .def("to_text", &Sum::to_text)
+      .def("to_json", [](Sum const& s) { return json_to_python(s.to_json()); });
+
+  using Sample = ck::BenchSample;
+  py::class_<Sample>(m, "BenchSample", "One request; seconds from the run's start, latencies from its scheduled send.")
+      .def_readonly("scheduled", &Sample::scheduled)
+      .def_readonly("ttft", &Sample::ttft, "-1 when no token arrived.")
+      .def_readonly("e2e", &Sample::e2e)
+      .def_readonly("prompt_tokens", &Sample::prompt_tokens)
+      .def_readonly("output_tokens", &Sample::output_tokens)
+      .def_readonly("ok", &Sample::ok)
+      .def_readonly("error", &Sample::error)
+      .def_readonly("send_delay", &Sample::send_delay);
+
+  using P = ck::BenchProgress;
+  py::class_<P>(m, "BenchProgress")
+      .def_readonly("launched", &P::launched)
+      .def_readonly("completed", &P::completed)
+      .def_readonly("failed", &P::failed)
+      .def_readonly("in_flight", &P::in_flight)
+      .def_readonly("elapsed", &P::elapsed)
+      .def_readonly("fraction", &P::fraction)
+      .def_readonly("first_errors", &P::first_errors)
+      .def("__repr__", [](P const& p) {
+        char b[160];
+        std::snprintf(b, sizeof b, "BenchProgress(completed=%zu, failed=%zu, in_flight=%zu, elapsed=%.3f)", p.completed,
+                      p.failed, p.in_flight, p.elapsed);
+        return std::string(b);
+      });
+
+  using R = ck::BenchResult;
+  py::class_<R>(m, "BenchResult")
+      .def_readonly("spec", &R::spec, "As run: defaults applied, the model resolved, no API key.")
+      .def_readonly("date", &R::date)
+      .def_readonly("samples", &R::samples)
+      .def_readonly("itl", &R::itl)
+      .def_readonly("summary", &R::summary)
+      .def_readonly("warmed_connections", &R::warmed_connections)
+      .def_readonly("cancelled", &R::cancelled)
+      .def_readonly("message", &R::message)
+      .def("title", &R::title)
+      .def("to_text", &R::to_text)
+      .def("to_json", [](R const& r) { return json_to_python(r.to_json()); }, "The report `clusterkit bench --json` writes.")
+      .def("latency_svg", &R::latency_svg)
+      .def("__repr__", [](R const& r) {
+        char b[200];
+        std::snprintf(b, sizeof b, "BenchResult(completed=%zu, failed=%zu, %.2f req/s, TTFT p50 %.3f ms%s)",
+                      r.summary.completed, r.summary.failed, r.summary.request_throughput, r.summary.ttft.p50 * 1e3,
+                      r.cancelled ? ", cancelled" : "");
+        return std::string(b);
+      });
+
+  m.def("synthetic_prompts", &ck::synthetic_prompts, py::arg("words"), py::arg("seed") = 0, py::arg("count") = 256);
+  m.def("read_prompts_file", &ck::read_prompts_file, py::arg("path"),
+        "One prompt per line, or JSON lines with 'prompt'. Raises clusterkit.Error naming the file.");
+  m.def(
+      "run_bench",
+      [](S spec, py::object on_progress) {
+        refuse_blocking_on_runtime_thread("run_bench()");
+        if (auto problems = spec.problems(); !problems.empty()) {
+          std::string text;
+          for (auto const& p : problems) text += (text.empty() ? "" : "; ") + p;
+          raise_error(ck::errc::invalid_argument, text);
+        }
+        auto op = Operation::create(runtime().executor());
+        ck::BenchProgressCallback progress;
+        if (!on_progress.is_none())
+          progress = [op, f = share(std::move(on_progress))](ck::BenchProgress const& p) {
+            invoke_callback(*op, [&] { (*f)(py::cast(p)); });
+          };
+        auto [ec, result] = run_blocking<ck::BenchResult>(op, [&](auto handler) {
+          ck::async_run_bench(runtime().executor(), std::move(spec), std::move(progress), std::move(handler));
+        });
+        if (ec && ec != ck::errc::cancelled) raise_error(ec, result.message.empty() ? ec.message() : result.message, py::cast(result));
+        return result;
+      },
+      py::arg("spec"), py::arg("on_progress") = py::none(),
+      "Load the server as `clusterkit bench` does, on a thread of its own (the GIL released), and return a "
+      "BenchResult; failed requests are counted in it, not raised. Raises clusterkit.Error for settings out of "
+      "range (every one named) or a model that cannot be looked up. on_progress(BenchProgress) is called every "
+      "progress_interval seconds on the bench's thread. Ctrl-C stops the run (KeyboardInterrupt).");
 }
 
 }  // namespace ckpy

@@ -40,6 +40,7 @@ void register_lab(py::module_& m);
 void register_model(py::module_& m);
 void register_facts(py::module_& m);
 void register_openai(py::module_& m);
+void register_bench(py::module_& m);
 void register_store(py::module_& m);
 void register_serve(py::module_& m);
 

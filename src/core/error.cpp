@@ -11,7 +11,7 @@ public:
     switch (static_cast<errc>(value)) {
       case errc::ok: return "success";
       case errc::ssh_not_found: return "the ssh client could not be started";
-      case errc::connection_refused: return "connection refused (no sshd listening)";
+      case errc::connection_refused: return "connection refused (nothing listens on that port)";
       case errc::host_unreachable: return "host unreachable or not answering";
       case errc::name_resolution_failed: return "host name did not resolve";
       case errc::authentication_failed: return "ssh authentication failed";

@@ -36,5 +36,22 @@ expect "timeout too small" 2 "-t/--timeout must be 0 (none) or between" -- "$ck"
 expect "no hosts at once" 2 "-f/--concurrency must be at least 1" -- "$ck" -i "$tmp/inv.yaml" exec -g me -f 0 -- true
 # Invalid UTF-8 in a result: replaced (U+FFFD), the other results kept.
 expect "invalid UTF-8 in --json" 1 "$(printf 'a\357\277\275b')" -- "$ck" -i "$tmp/inv.yaml" --json exec -- sh -c 'printf "a\377b"; [ "$(hostname)" = x ]'
+# bench: every setting out of range is named, before anything is sent
+# (nothing listens on 127.0.0.1:1).
+u=http://127.0.0.1:1
+expect "bench --requests 0" 2 "--requests: 0 is not in 1..10000000" -- "$ck" bench --url $u --requests 0
+expect "bench --concurrency 0" 2 "--concurrency: 0 is not in 1..1000000" -- "$ck" bench --url $u --concurrency 0
+expect "bench --duration -5" 2 "--duration: -5 is not a number of seconds in (0, 10000000]" -- "$ck" bench --url $u --duration -5
+expect "bench --rate nan" 2 "--rate: nan is not a number of requests per second" -- "$ck" bench --url $u --rate nan
+expect "bench --rate 0" 2 "--rate: 0 is not a number of requests per second" -- "$ck" bench --url $u --rate 0
+expect "bench --rate -1" 2 "--rate: -1 is not" -- "$ck" bench --url $u --rate -1
+expect "bench all at once" 2 "bad settings:" -- "$ck" bench --url $u --rate -1 --requests 0
+expect "bench --json into a missing folder" 2 "--json $tmp/nowhere/r.json: the folder $tmp/nowhere does not exist" -- \
+  "$ck" bench --url $u --json "$tmp/nowhere/r.json"
+expect "bench --plot a folder" 2 "--plot $tmp is a folder" -- "$ck" bench --url $u --plot "$tmp"
+expect "bench --prompts /dev/zero" 2 "the prompts file /dev/zero is not a regular file" -- "$ck" bench --url $u --prompts /dev/zero
+# An HTTP port with nothing behind it is not an sshd.
+expect "bench refused" 1 "127.0.0.1:1 refused the connection: nothing listens on that port" -- \
+  "$ck" bench --url $u --model m --requests 2 --no-progress
 echo "test_cli: $((checks - failures))/$checks checks passed"
 [ "$failures" -eq 0 ]

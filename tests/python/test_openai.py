@@ -742,3 +742,95 @@ def test_control_characters_from_a_server_never_reach_the_terminal() -> None:
     finally:
         server.shutdown()
         server.server_close()
+
+
+# ---------------------------------------------------------------------------
+# The benchmark (clusterkit.run_bench, the load generator of `clusterkit bench`)
+
+
+def test_run_bench_counts_every_request_and_keeps_the_key_out(start_sim: Callable[..., Simulator]) -> None:
+    echo_sim = start_sim()  # random mode: ignore_eos gives exactly max_tokens
+    progress: list[ck.BenchProgress] = []
+    spec = ck.BenchSpec(echo_sim.url, api_key="sk-secret-123", concurrency=4, requests=20, max_tokens=8,
+                        prompt_tokens=16, progress_interval=0.01)
+    assert spec.problems() == [] and spec.api_key == "***" and "sk-secret" not in repr(spec)
+    result = ck.run_bench(spec, on_progress=progress.append)
+    s = result.summary
+    assert (s.completed, s.failed, s.errors) == (20, 0, {})
+    assert len(result.samples) == 20 and all(x.ok and x.ttft > 0 and x.e2e >= x.ttft for x in result.samples)
+    assert s.output_tokens == 20 * 8  # ignore_eos: exactly max_tokens each
+    assert s.prompt_tokens > 0 and s.ttft.count == 20 and s.request_throughput > 0
+    assert result.spec.model == MODEL  # looked up, as `clusterkit bench` does
+    assert result.warmed_connections == 4  # min(concurrency, requests)
+    assert not result.cancelled and result.message == ""
+    report = result.to_json()
+    assert len(report["requests"]) == 20 and report["completed"] == 20
+    assert "sk-secret" not in json.dumps(report) and "sk-secret" not in repr(result.spec)
+    assert result.title() == f"clusterkit bench: {MODEL} @ {echo_sim.url}, concurrency 4"
+    assert "20 ok, 0 failed" in result.to_text() and result.latency_svg().startswith("<svg")
+    assert progress and progress[-1].completed == 20 and progress[-1].fraction == 1.0
+
+
+def test_run_bench_settings_out_of_range_name_the_flag() -> None:
+    spec = ck.BenchSpec("http://127.0.0.1:1", concurrency=0, rate=float("nan"), requests=0, duration=-5.0)
+    assert len(spec.problems()) == 4
+    with pytest.raises(ck.Error) as e:
+        ck.run_bench(spec)
+    assert e.value.code == "invalid_argument"
+    for text in ("--concurrency: 0 is not in 1..1000000", "--rate: nan", "--requests: 0", "--duration: -5"):
+        assert text in str(e.value)
+
+
+def test_run_bench_failures_are_counted_with_their_reason() -> None:
+    port = free_port()  # nothing listens there
+    result = ck.run_bench(ck.BenchSpec(f"http://127.0.0.1:{port}", model="m", requests=3, warmup=False))
+    assert (result.summary.completed, result.summary.failed) == (0, 3)
+    [(reason, count)] = result.summary.errors.items()
+    assert count == 3 and "refused the connection: nothing listens on that port" in reason
+    assert all(not x.ok and x.ttft == -1 for x in result.samples)
+    # Without a model, the lookup itself fails: an error naming the server.
+    with pytest.raises(ck.Error) as e:
+        ck.run_bench(ck.BenchSpec(f"http://127.0.0.1:{port}", requests=1))
+    assert e.value.code == "connection_refused" and str(port) in str(e.value)
+
+
+def test_run_bench_ctrl_c_stops_the_run(start_sim: Callable[..., Simulator]) -> None:
+    sim = start_sim("--time-to-first-token", "5s")
+    # Ctrl-C once both requests are in flight (the simulator holds the first token for 5 s).
+    timer = threading.Thread(target=lambda: wait_until(lambda: established_to(sim.port) >= 2) and _thread.interrupt_main())
+    timer.start()
+    t0 = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        ck.run_bench(ck.BenchSpec(sim.url, model=MODEL, concurrency=2, requests=4, max_tokens=4, warmup=False))
+    timer.join()
+    assert time.monotonic() - t0 < 4.0
+    assert wait_until(lambda: established_to(sim.port) == 0, 5)  # the requests in flight were closed
+
+
+def test_run_bench_progress_callback_that_raises_stops_the_run(start_sim: Callable[..., Simulator]) -> None:
+    sim = start_sim("--time-to-first-token", "5s")
+
+    class Stop(Exception):
+        pass
+
+    def on_progress(p: ck.BenchProgress) -> None:
+        if p.in_flight:
+            raise Stop(p.in_flight)
+
+    t0 = time.monotonic()
+    with pytest.raises(Stop):
+        ck.run_bench(ck.BenchSpec(sim.url, model=MODEL, concurrency=2, requests=4, warmup=False, progress_interval=0.05),
+                     on_progress=on_progress)
+    assert time.monotonic() - t0 < 4.0
+
+
+def test_read_prompts_file_refuses_what_is_not_a_file(tmp_path: Path) -> None:
+    f = tmp_path / "prompts.jsonl"
+    f.write_text('{"prompt": "one"}\ntwo\n\n{"text": "three"}\n')
+    assert ck.read_prompts_file(str(f)) == ["one", "two", "three"]
+    for path, text in ((tmp_path, "is not a regular file"), ("/dev/zero", "is not a regular file"),
+                       (tmp_path / "none", "no such file")):
+        with pytest.raises(ck.Error) as e:
+            ck.read_prompts_file(str(path))
+        assert text in str(e.value) and str(path) in str(e.value)
+    assert len(ck.synthetic_prompts(8, seed=1, count=3)) == 3

@@ -13,6 +13,7 @@
 #include <future>
 #include <sstream>
 
+#include "clusterkit/bench.hpp"
 #include "clusterkit/runtime.hpp"
 #include "sim/sim_server.hpp"
 #include "support/wait.hpp"
@@ -660,4 +661,99 @@ TEST_CASE("sim: the OpenAI Python client sees the same content and usage", "[sim
   CHECK(ks.text == py["completion_stream"]["text"]);
   CHECK(usage_json(ks.usage) == py["completion_stream"]["usage"]);
   CHECK(ks.chunks == py["completion_stream"]["chunks"].get<std::size_t>());
+}
+
+// ---------------------------------------------------------------------------
+// The benchmark's load generator (include/clusterkit/bench.hpp)
+
+TEST_CASE("sim: run_bench at a fixed concurrency counts every request and token", "[sim][bench]") {
+  REQUIRE_SIMULATOR();
+  Simulator sim(std::vector<std::string>{});
+  BenchSpec spec;
+  spec.url = sim.url();
+  spec.concurrency = 3;
+  spec.requests = 12;
+  spec.max_tokens = 5;
+  spec.prompt_tokens = 10;
+  std::vector<BenchProgress> progress;
+  spec.progress_interval = 0.01;
+  auto r = run_bench(spec, [&](BenchProgress const& p) { progress.push_back(p); });
+  CHECK(r.spec.model == Simulator::kModel);  // looked up
+  CHECK(r.summary.completed == 12);
+  CHECK(r.summary.failed == 0);
+  CHECK(r.summary.output_tokens == 12 * 5);  // ignore_eos: exactly max_tokens
+  CHECK(r.samples.size() == 12);
+  CHECK(r.warmed_connections == 3);
+  CHECK(r.itl.size() == 12 * 4);  // 5 tokens: 4 gaps each
+  for (auto const& x : r.samples) {
+    CHECK(x.ok);
+    CHECK(x.ttft > 0);
+    CHECK(x.e2e >= x.ttft);
+  }
+  REQUIRE(!progress.empty());
+  CHECK(progress.back().completed == 12);
+  CHECK(progress.back().fraction == 1.0);
+}
+
+TEST_CASE("sim: run_bench at a rate sends the planned arrivals, over a cap they wait", "[sim][bench]") {
+  REQUIRE_SIMULATOR();
+  Simulator sim({"--time-to-first-token", "100ms"});
+  BenchSpec spec;
+  spec.url = sim.url();
+  spec.model = Simulator::kModel;
+  spec.rate = 200;  // far faster than one request in flight can go
+  spec.concurrency = 1;
+  spec.requests = 5;
+  spec.max_tokens = 2;
+  auto r = run_bench(spec);
+  CHECK(r.summary.completed == 5);
+  // One at a time, each ~100 ms: the last waited its turn, and that wait is in its TTFT.
+  CHECK(r.samples.back().ttft > 0.3);
+  CHECK(r.summary.duration > 0.45);
+}
+
+TEST_CASE("sim: async_run_bench stops on cancellation with what it measured", "[sim][bench]") {
+  REQUIRE_SIMULATOR();
+  Simulator sim({"--time-to-first-token", "5s"});
+  Runtime rt;
+  BenchSpec spec;
+  spec.url = sim.url();
+  spec.model = Simulator::kModel;
+  spec.concurrency = 2;
+  spec.requests = 6;
+  spec.warmup = false;
+  asio::cancellation_signal signal;
+  std::promise<std::pair<std::error_code, BenchResult>> done;
+  auto t0 = std::chrono::steady_clock::now();
+  async_run_bench(rt.executor(), spec, {},
+                  asio::bind_cancellation_slot(signal.slot(), [&](std::error_code ec, BenchResult r) {
+                    done.set_value({ec, std::move(r)});
+                  }));
+  REQUIRE(cktest::wait_until([&] { return cktest::established_to(sim.port()) == 2; }, 5s));
+  asio::post(rt.executor(), [&] { signal.emit(asio::cancellation_type::terminal); });
+  auto f = done.get_future();
+  REQUIRE(f.wait_for(3s) == std::future_status::ready);
+  auto [ec, r] = f.get();
+  CHECK(ec == errc::cancelled);
+  CHECK(r.cancelled);
+  CHECK(r.samples.size() == 2);  // the two in flight, never the four not sent
+  CHECK(r.summary.failed == 2);
+  CHECK(r.summary.errors.count("cancelled (the run was stopped)") == 1);
+  CHECK(std::chrono::steady_clock::now() - t0 < 4s);
+  CHECK(cktest::wait_until([&] { return cktest::established_to(sim.port()) == 0; }, 3s));
+}
+
+TEST_CASE("sim: run_bench refuses settings out of range before any request", "[sim][bench]") {
+  BenchSpec spec;
+  spec.url = "http://127.0.0.1:1";
+  spec.requests = 0;
+  spec.rate = -1;
+  try {
+    run_bench(spec);
+    FAIL("no error");
+  } catch (Error const& e) {
+    CHECK(e.code() == errc::invalid_argument);
+    CHECK(std::string(e.what()).find("--requests: 0 is not in 1..10000000") != std::string::npos);
+    CHECK(std::string(e.what()).find("--rate: -1") != std::string::npos);
+  }
 }

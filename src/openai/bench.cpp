@@ -1,12 +1,18 @@
-#include "bench_report.hpp"
+// The pure half of the benchmark (include/clusterkit/bench.hpp): the spec's
+// checks, synthetic prompts, statistics, the report and the plot. No clock,
+// no sockets.
+#include "clusterkit/bench.hpp"
 
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <numeric>
+#include <ctime>
+#include <limits>
+#include <random>
 #include <sstream>
 
-namespace clusterkit::cli {
+namespace clusterkit {
 
 double percentile(std::vector<double> const& sorted, double p) {
   if (sorted.empty()) return 0;
@@ -76,7 +82,8 @@ BenchSummary summarize(std::vector<BenchSample> const& samples, std::vector<doub
   return s;
 }
 
-std::string format_summary(BenchSummary const& s) {
+std::string BenchSummary::to_text() const {
+  auto const& s = *this;
   std::ostringstream out;
   char line[256];
   std::snprintf(line, sizeof line, "requests:   %zu ok, %zu failed in %.3f s\n", s.completed, s.failed, s.duration);
@@ -102,7 +109,8 @@ std::string format_summary(BenchSummary const& s) {
   return out.str();
 }
 
-nlohmann::json summary_to_json(BenchSummary const& s) {
+nlohmann::json BenchSummary::to_json() const {
+  auto const& s = *this;
   nlohmann::json errors = nlohmann::json::object();
   for (auto const& [what, n] : s.errors) errors[what] = n;
   return {{"completed", s.completed},
@@ -247,4 +255,129 @@ std::string latency_svg(std::vector<BenchSample> const& samples, std::string con
   return svg.str();
 }
 
-}  // namespace clusterkit::cli
+// ---------------------------------------------------------------------------
+// The spec
+
+namespace {
+
+std::string number(double v) {
+  if (std::isnan(v)) return "nan";  // not "-nan"
+  char b[32];
+  std::snprintf(b, sizeof b, "%g", v);
+  return b;
+}
+
+// The most requests one run plans (each keeps a sample: about 100 bytes).
+constexpr std::size_t max_requests = 10'000'000;
+// Longest synthetic prompt, in words.
+constexpr std::size_t max_prompt_words = 131'072;
+
+}  // namespace
+
+std::vector<std::string> BenchSpec::problems() const {
+  std::vector<std::string> p;
+  auto positive_seconds = [&](char const* flag, double v, double most, char const* most_text) {
+    if (!std::isfinite(v) || v <= 0 || v > most)
+      p.push_back(std::string(flag) + ": " + number(v) + " is not a number of seconds in (0, " + most_text + "]");
+  };
+  if (url.empty()) p.push_back("--url: missing; give the server's URL, e.g. http://10.0.0.1:8000");
+  else if (url.rfind("http://", 0) != 0 && url.rfind("https://", 0) != 0)
+    p.push_back("--url: '" + url + "' is not an http:// or https:// URL");
+  if (endpoint != "chat" && endpoint != "completions")
+    p.push_back("--endpoint: '" + endpoint + "' is neither chat nor completions");
+  if (concurrency && (*concurrency == 0 || *concurrency > 1'000'000))
+    p.push_back("--concurrency: " + std::to_string(*concurrency) + " is not in 1..1000000");
+  if (rate && (!std::isfinite(*rate) || *rate <= 0 || *rate > 1e6))
+    p.push_back("--rate: " + number(*rate) + " is not a number of requests per second in (0, 1000000]");
+  if (requests && (*requests == 0 || *requests > max_requests))
+    p.push_back("--requests: " + std::to_string(*requests) + " is not in 1.." + std::to_string(max_requests));
+  if (duration) positive_seconds("--duration", *duration, 1e7, "10000000");
+  if (rate && duration && !requests && std::isfinite(*rate) && std::isfinite(*duration) && *rate > 0 &&
+      *duration > 0 && *rate * *duration > static_cast<double>(max_requests))
+    p.push_back("--rate " + number(*rate) + " for --duration " + number(*duration) + " plans about " +
+                number(*rate * *duration) + " requests; at most " + std::to_string(max_requests) +
+                " in one run (set --requests, or a shorter --duration)");
+  if (prompts.empty() && (prompt_tokens == 0 || prompt_tokens > max_prompt_words))
+    p.push_back("--prompt-tokens: " + std::to_string(prompt_tokens) + " is not in 1.." + std::to_string(max_prompt_words));
+  if (max_tokens < 1 || max_tokens > 10'000'000)
+    p.push_back("--max-tokens: " + std::to_string(max_tokens) + " is not in 1..10000000");
+  positive_seconds("--timeout", timeout, 1e6, "1000000");
+  if (!std::isfinite(poll_interval_us) || poll_interval_us < 0 || poll_interval_us > 1e6)
+    p.push_back("--poll-interval: " + number(poll_interval_us) + " is not a number of microseconds in [0, 1000000]");
+  if (!std::isfinite(progress_interval) || progress_interval <= 0 || progress_interval > 3600)
+    p.push_back("progress_interval: " + number(progress_interval) + " is not a number of seconds in (0, 3600]");
+  return p;
+}
+
+std::string BenchSpec::mode() const {
+  if (rate)
+    return "rate " + number(*rate) + " req/s (Poisson, seed " + std::to_string(seed) + ")" +
+           (concurrency ? ", at most " + std::to_string(*concurrency) + " in flight" : "");
+  return "concurrency " + std::to_string(concurrency.value_or(1));
+}
+
+std::vector<std::string> synthetic_prompts(std::size_t words, std::uint64_t seed, std::size_t count) {
+  // About `words` words (a word is about a token for most tokenizers,
+  // exactly one for the simulator's), each with its own prefix so a
+  // server's prefix cache cannot serve it.
+  static char const* const vocabulary[] = {
+      "time", "person", "year",  "way",    "day",   "thing", "man",    "world", "life",  "hand",  "part",
+      "child", "eye",   "woman", "place",  "work",  "week",  "case",   "point", "number", "group", "fact",
+      "system", "water", "room", "mother", "area",  "money", "story",  "month", "lot",   "right"};
+  std::mt19937_64 rng(seed ^ 0x9e3779b97f4a7c15ull);
+  std::vector<std::string> prompts;
+  prompts.reserve(count);
+  for (std::size_t i = 0; i < count; ++i) {
+    std::string p = std::to_string(i);
+    for (std::size_t w = 1; w < words; ++w) {
+      p += ' ';
+      p += vocabulary[rng() % std::size(vocabulary)];
+    }
+    prompts.push_back(std::move(p));
+  }
+  return prompts;
+}
+
+// ---------------------------------------------------------------------------
+// The result
+
+std::string BenchResult::title() const { return "clusterkit bench: " + spec.model + " @ " + spec.url + ", " + spec.mode(); }
+
+std::string BenchResult::to_text() const {
+  return title() + (cancelled ? " (stopped early)" : "") + "\n" + summary.to_text();
+}
+
+std::string BenchResult::latency_svg() const { return clusterkit::latency_svg(samples, title()); }
+
+nlohmann::json BenchResult::to_json() const {
+  using nlohmann::json;
+  json report = summary.to_json();
+  report["date"] = date;
+  report["config"] = {{"url", spec.url},
+                      {"model", spec.model},
+                      {"endpoint", spec.endpoint},
+                      {"concurrency", spec.concurrency.value_or(0)},
+                      {"rate", spec.rate.value_or(0)},
+                      {"requests", spec.requests.value_or(0)},
+                      {"duration", spec.duration.value_or(0)},
+                      {"prompt_tokens", spec.prompts.empty() ? json(spec.prompt_tokens) : json()},
+                      {"max_tokens", spec.max_tokens},
+                      {"ignore_eos", spec.ignore_eos},
+                      {"seed", spec.seed},
+                      {"poll_interval_us", spec.poll_interval_us}};
+  report["latency_reference"] = "scheduled send time";
+  report["warmed_connections"] = warmed_connections;
+  report["cancelled"] = cancelled;
+  json rows = json::array();
+  for (auto const& s : samples)
+    rows.push_back({{"scheduled_ms", s.scheduled * 1e3},
+                    {"ttft_ms", s.ttft >= 0 ? json(s.ttft * 1e3) : json()},
+                    {"e2e_ms", s.e2e * 1e3},
+                    {"prompt_tokens", s.prompt_tokens},
+                    {"output_tokens", s.output_tokens},
+                    {"error", s.ok ? json() : json(s.error)}});
+  report["requests"] = std::move(rows);
+  return report;
+}
+
+}  // namespace clusterkit
