@@ -17,6 +17,7 @@ set(CLUSTERKIT_SOURCES
   src/core/error.cpp
   src/core/format.cpp
   src/core/shell.cpp
+  src/core/yaml_limits.cpp
 
   src/remote/host.cpp
   src/remote/host_io.cpp

@@ -1,5 +1,6 @@
 // `clusterkit chat`: one question to an OpenAI-compatible server, the answer
 // streamed to the terminal as it is generated.
+#include <cmath>
 #include <unistd.h>
 
 #include <cstdio>
@@ -29,7 +30,20 @@ struct ChatArgs {
 
 int run_chat(GlobalOptions const& g, ChatArgs const& a) {
   std::string prompt = a.prompt;
-  if (prompt.empty() || prompt == "-") prompt.assign(std::istreambuf_iterator<char>(std::cin), {});
+  if (prompt.empty() || prompt == "-") {
+    // Bounded: `chat - < /dev/zero` must not read until memory runs out.
+    constexpr std::size_t most = 16u << 20;
+    prompt.clear();
+    char buffer[65536];
+    while (std::cin.read(buffer, sizeof buffer) || std::cin.gcount() > 0) {
+      prompt.append(buffer, static_cast<std::size_t>(std::cin.gcount()));
+      if (prompt.size() > most)
+        throw Error(make_error_code(errc::invalid_argument),
+                    "the prompt on stdin is larger than 16 MiB; a prompt that long is more than any model's context");
+    }
+  }
+  if (!std::isfinite(a.timeout) || a.timeout <= 0 || a.timeout > 1e6)
+    throw Error(make_error_code(errc::invalid_argument), "--timeout must be a number of seconds in (0, 1000000]");
   if (prompt.empty()) throw Error(make_error_code(errc::invalid_argument), "no prompt given (argument, or on stdin)");
   Runtime rt;
   ClientOptions o;

@@ -11,6 +11,7 @@
 
 #include "clusterkit/inventory.hpp"
 #include "core/text.hpp"
+#include "core/yaml_limits.hpp"
 
 #include <yaml-cpp/yaml.h>
 
@@ -108,7 +109,9 @@ struct Context {
     if (!mark.is_null()) text += ":" + std::to_string(mark.line + 1) + ":" + std::to_string(mark.column + 1);
     text += ": ";
     if (!path.empty()) {
-      text += path;
+      // A path through deep nesting can run to kilobytes: its ends say enough.
+      if (path.size() > 120) text += std::string(path.substr(0, 60)) + "..." + std::string(path.substr(path.size() - 40));
+      else text += path;
       text += ": ";
     }
     text += message;
@@ -433,38 +436,26 @@ nlohmann::ordered_json host_to_json(InventoryHost const& h) {
 // ---------------------------------------------------------------------------
 
 Inventory Inventory::load(std::filesystem::path const& path) {
-  auto cannot_read = [&](int error) -> Error {
-    return Error(make_error_code(errc::inventory_invalid),
-                 "cannot read inventory " + path.string() + ": " + std::generic_category().message(error) +
-                     ". Pass -i with an existing file, or run `clusterkit lab up` to make one.");
-  };
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) throw cannot_read(errno);
   std::string text;
-  char buffer[16384];
-  for (;;) {
-    ssize_t n = ::read(fd, buffer, sizeof buffer);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      int error = errno;
-      ::close(fd);
-      throw cannot_read(error);
-    }
-    if (n == 0) break;
-    text.append(buffer, static_cast<std::size_t>(n));
+  try {
+    text = detail::read_yaml_file(path, "inventory", make_error_code(errc::inventory_invalid));
+  } catch (Error const& e) {
+    throw Error(e.code(), std::string(e.what()) +
+                              ". Pass -i with an inventory file, or run `clusterkit lab up` to make one.");
   }
-  ::close(fd);
   return parse(text, path.string());
 }
 
 Inventory Inventory::parse(std::string_view text, std::string source) {
   Context const ctx{source};
+  if (auto problem = detail::yaml_text_problem(text)) ctx.fail(problem->mark, "", problem->message);
   YAML::Node root;
   try {
     root = YAML::Load(std::string(text));
   } catch (YAML::Exception const& e) {
     ctx.fail(e.mark, "", "invalid YAML: " + e.msg);
   }
+  if (auto problem = detail::yaml_tree_problem(root)) ctx.fail(YAML::Mark::null_mark(), "", *problem);
 
   std::string const example = "e.g.\n  hosts:\n    gpu1: {address: 10.0.0.11, roles: [head, gpu]}";
   if (!root.IsDefined() || root.IsNull())

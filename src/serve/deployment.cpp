@@ -19,6 +19,7 @@
 #include "clusterkit/shell.hpp"
 #include "core/digest.hpp"
 #include "core/text.hpp"
+#include "core/yaml_limits.hpp"
 
 namespace clusterkit {
 
@@ -196,16 +197,13 @@ std::string DeploymentSpec::engine_model_path() const {
 }
 
 DeploymentSpec load_deployment_spec(fs::path const& path) {
-  std::error_code ec;
-  if (!fs::is_regular_file(path, ec))
-    throw Error(make_error_code(errc::inventory_invalid),
-                "cannot read deployment spec " + path.string() + ": " +
-                    (fs::exists(path, ec) ? "not a regular file" : "no such file") + "; examples are in examples/deployments/");
-  if (fs::file_size(path, ec) > kMaxSpecBytes)
-    throw Error(make_error_code(errc::inventory_invalid),
-                path.string() + " is larger than " + std::to_string(kMaxSpecBytes >> 10) + " KiB; a deployment spec is a page of YAML");
-  std::ifstream in(path, std::ios::binary);
-  std::string text((std::istreambuf_iterator<char>(in)), {});
+  std::string text;
+  try {
+    text = detail::read_yaml_file(path, "deployment spec", make_error_code(errc::inventory_invalid),
+                                  {kMaxSpecBytes, 100'000, 64});
+  } catch (Error const& e) {
+    throw Error(e.code(), std::string(e.what()) + "; examples are in examples/deployments/");
+  }
   return parse_deployment_spec(text, path.string(), fs::absolute(path).parent_path());
 }
 
@@ -215,11 +213,19 @@ DeploymentSpec parse_deployment_spec(std::string_view text, std::string source, 
   spec.source = source;
   if (text.size() > kMaxSpecBytes)
     throw Error(make_error_code(errc::inventory_invalid), source + " is larger than 1 MiB; a deployment spec is a page of YAML");
+  if (auto problem = detail::yaml_text_problem(text)) {
+    p.add(problem->mark, "", problem->message);
+    throw Error(make_error_code(errc::inventory_invalid), p.list.front());
+  }
   YAML::Node root;
   try {
     root = YAML::Load(std::string(text));
   } catch (YAML::Exception const& e) {
     p.add(e.mark, "", "invalid YAML: " + e.msg);
+    throw Error(make_error_code(errc::inventory_invalid), p.list.front());
+  }
+  if (auto problem = detail::yaml_tree_problem(root)) {
+    p.add(YAML::Mark::null_mark(), "", *problem);
     throw Error(make_error_code(errc::inventory_invalid), p.list.front());
   }
   if (!root.IsMap())

@@ -53,5 +53,19 @@ expect "bench --prompts /dev/zero" 2 "the prompts file /dev/zero is not a regula
 # An HTTP port with nothing behind it is not an sshd.
 expect "bench refused" 1 "127.0.0.1:1 refused the connection: nothing listens on that port" -- \
   "$ck" bench --url $u --model m --requests 2 --no-progress
+# Bounded input: devices, FIFOs, alias chains and endless stdin fail at once.
+expect "-i /dev/zero" 2 "cannot read inventory /dev/zero: it is a device, not a regular file" -- "$ck" -i /dev/zero inventory
+mkfifo "$tmp/fifo.yaml"
+expect "-i FIFO" 2 "it is a FIFO, not a regular file" -- timeout 10 "$ck" -i "$tmp/fifo.yaml" inventory
+{
+  printf 'defaults:\n  vars:\n    a: &a [x, x, x, x, x, x, x, x, x]\n'
+  prev=a
+  for c in b c d e f g h; do printf '    %s: &%s [*%s, *%s, *%s, *%s, *%s, *%s, *%s, *%s, *%s]\n' $c $c $prev $prev $prev $prev $prev $prev $prev $prev $prev; prev=$c; done
+  printf 'hosts:\n  h1: {address: 10.0.0.1, vars: {boom: *h}}\n'
+} >"$tmp/laughs.yaml"
+expect "billion laughs" 2 "more than 100000 values once its aliases (*name) are expanded" -- timeout 10 "$ck" -i "$tmp/laughs.yaml" inventory
+cp "$tmp/laughs.yaml" "$tmp/spec.yaml"
+expect "billion laughs in a deployment spec" 2 "more than 100000 values once its aliases" -- timeout 10 "$ck" plan "$tmp/spec.yaml"
+expect "chat - < /dev/zero" 2 "the prompt on stdin is larger than 16 MiB" -- sh -c "timeout 20 '$ck' chat --url $u - < /dev/zero"
 echo "test_cli: $((checks - failures))/$checks checks passed"
 [ "$failures" -eq 0 ]

@@ -1,6 +1,9 @@
 // Inventory parsing, selection and errors. Pure code: no processes, no ssh.
 
 #include <catch2/catch.hpp>
+#include <sys/stat.h>
+
+#include <chrono>
 
 #include <cstdlib>
 #include <filesystem>
@@ -424,7 +427,7 @@ TEST_CASE("inventory: load reads a file and names it in errors", "[inventory]") 
   } catch (Error const& e) {
     CHECK(e.code() == make_error_code(errc::inventory_invalid));
     CHECK_THAT(e.what(), Contains("cannot read inventory " + missing.string() + ": No such file or directory"));
-    CHECK_THAT(e.what(), Contains("Pass -i with an existing file, or run `clusterkit lab up` to make one."));
+    CHECK_THAT(e.what(), Contains("Pass -i with an inventory file, or run `clusterkit lab up` to make one."));
   }
 
   try {
@@ -432,9 +435,66 @@ TEST_CASE("inventory: load reads a file and names it in errors", "[inventory]") 
     FAIL("directory accepted");
   } catch (Error const& e) {
     CHECK(e.code() == make_error_code(errc::inventory_invalid));
-    CHECK_THAT(e.what(), Contains("cannot read inventory " + dir.string()));
+    CHECK_THAT(e.what(), Contains("cannot read inventory " + dir.string() + ": it is a folder, not a regular file"));
+  }
+  // A device is never read (`-i /dev/zero` used to read until std::bad_alloc).
+  try {
+    Inventory::load("/dev/zero");
+    FAIL("/dev/zero accepted");
+  } catch (Error const& e) {
+    CHECK_THAT(e.what(), Contains("cannot read inventory /dev/zero: it is a device, not a regular file"));
+  }
+  // Nor a FIFO (the open would block).
+  auto fifo = dir / "fifo.yaml";
+  REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+  try {
+    Inventory::load(fifo);
+    FAIL("FIFO accepted");
+  } catch (Error const& e) {
+    CHECK_THAT(e.what(), Contains("it is a FIFO, not a regular file"));
+  }
+  // Nor more than 4 MiB.
+  auto big = dir / "big.yaml";
+  std::ofstream(big) << "hosts:\n  a: 10.0.0.1\n" << std::string(5u << 20, '#') << "\n";
+  try {
+    Inventory::load(big);
+    FAIL("5 MiB accepted");
+  } catch (Error const& e) {
+    CHECK_THAT(e.what(), Contains(" bytes, over the limit of 4 MiB"));
   }
   std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("inventory errors: a chain of aliases and deep nesting fail at once, naming the limit", "[inventory][errors]") {
+  // Billion laughs: 9^8 strings through eight aliases, a few hundred bytes of text.
+  std::string laughs = "defaults:\n  vars:\n    a: &a [x, x, x, x, x, x, x, x, x]\n";
+  char prev = 'a';
+  for (char c = 'b'; c <= 'h'; ++c, ++prev) {
+    laughs += std::string("    ") + c + ": &" + c + " [";
+    for (int k = 0; k < 9; ++k) laughs += std::string(k ? ", " : "") + "*" + prev;
+    laughs += "]\n";
+  }
+  laughs += "hosts:\n  h1: {address: 10.0.0.1, vars: {boom: *h}}\n";
+  auto t0 = std::chrono::steady_clock::now();
+  auto e = parse_error(laughs);
+  CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(2));
+  CHECK(e.code == make_error_code(errc::inventory_invalid));
+  CHECK_THAT(e.message, Contains("more than 100000 values once its aliases (*name) are expanded"));
+
+  // Flow nesting 3000 deep (yaml-cpp's parser said only "bad file").
+  std::string deep = "hosts:\n  h1: {address: x, vars: {a: " + std::string(3000, '[') + std::string(3000, ']') + "}}\n";
+  e = parse_error(deep);
+  CHECK_THAT(e.message, Contains(":2:") && Contains("nesting deeper than 64 levels"));
+  // Block nesting, 80 levels of indentation.
+  std::string block = "hosts:\n  h1:\n    address: x\n    vars:\n";
+  std::string indent = "      ";
+  for (int i = 0; i < 80; ++i, indent += "  ") block += indent + "k" + std::to_string(i) + ":\n";
+  block += indent + "v\n";
+  e = parse_error(block);
+  CHECK_THAT(e.message, Contains("nesting deeper than 64 levels"));
+  // 60 levels are within the limits.
+  std::string sixty = "hosts:\n  h1: {address: x, vars: {a: " + std::string(60, '[') + "1" + std::string(60, ']') + "}}\n";
+  CHECK(Inventory::parse(sixty, "inv.yaml").hosts().size() == 1);
 }
 
 // ---------------------------------------------------------------------------
