@@ -5,6 +5,7 @@
 
 #include <cmath>
 
+#include "clusterkit/shell.hpp"
 #include "common.hpp"
 
 namespace clusterkit::cli {
@@ -38,20 +39,25 @@ void register_exec(CLI::App& app, GlobalOptions& g, Action& action) {
         throw Error(make_error_code(errc::invalid_argument),
                     "-t/--timeout must be 0 (none) or between 0.001 and 604800 seconds, not " + std::to_string(o->timeout));
       if (o->concurrency < 1) throw Error(make_error_code(errc::invalid_argument), "-f/--concurrency must be at least 1");
+      FanoutOptions f;
+      // Every argument is checked before the inventory is read or a host contacted.
+      for (auto const& kv : o->env) {
+        auto eq = kv.find('=');
+        if (eq == std::string::npos)
+          throw Error(make_error_code(errc::invalid_argument), "-e/--env '" + kv + "' is not KEY=VALUE");
+        auto name = kv.substr(0, eq);
+        if (!shell::is_valid_variable_name(name))
+          throw Error(make_error_code(errc::invalid_argument),
+                      "-e/--env '" + kv + "': '" + name + "' is not a variable name (letters, digits and _, not starting with a digit)");
+        f.run.env[name] = kv.substr(eq + 1);
+      }
       auto inventory = load_inventory(g);
       Runtime rt;
       auto hosts = make_hosts(rt, inventory, o->group);
-      FanoutOptions f;
       f.concurrency = o->concurrency;
       f.fail_fast = o->fail_fast;
       f.run.timeout = std::chrono::milliseconds(static_cast<long long>(o->timeout * 1000));
       f.run.working_directory = o->cwd;
-      for (auto const& kv : o->env) {
-        auto eq = kv.find('=');
-        if (eq == std::string::npos)
-          throw Error(make_error_code(errc::invalid_argument), "--env '" + kv + "' is not KEY=VALUE");
-        f.run.env[kv.substr(0, eq)] = kv.substr(eq + 1);
-      }
       std::size_t width = 0;
       for (auto const& h : hosts) width = std::max(width, h.name().size());
       std::mutex out_mutex;
@@ -59,8 +65,14 @@ void register_exec(CLI::App& app, GlobalOptions& g, Action& action) {
         f.on_line = [&](std::string_view host, OutputLine const& line) {
           std::lock_guard lock(out_mutex);
           auto* stream = line.stream == Stream::out ? stdout : stderr;
-          std::fprintf(stream, "%-*.*s: %.*s\n", static_cast<int>(width), static_cast<int>(host.size()), host.data(),
-                       static_cast<int>(line.text.size()), line.text.data());
+          // fwrite, not printf's %s: the line's bytes pass through as they
+          // are, NUL bytes included.
+          std::string text(host);
+          text.resize(std::max(width, host.size()), ' ');
+          text += ": ";
+          text += line.text;
+          text += '\n';
+          std::fwrite(text.data(), 1, text.size(), stream);
         };
       }
       Command cmd;
@@ -76,6 +88,13 @@ void register_exec(CLI::App& app, GlobalOptions& g, Action& action) {
         auto arr = nlohmann::json::array();
         for (auto const& out : outcomes) arr.push_back(outcome_to_json(out));
         std::cout << arr.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << std::endl;
+        for (auto const& out : outcomes)
+          for (auto [cut, name] : {std::pair{out.result.stdout_truncated, "stdout"}, std::pair{out.result.stderr_truncated, "stderr"}})
+            if (cut)
+              std::fprintf(stderr,
+                           "%s: warning: %s was cut at %zu MiB in the JSON (\"%s_truncated\": true); write large output "
+                           "to a file on the host instead\n",
+                           out.host.c_str(), name, f.run.max_captured_bytes >> 20, name);
       }
       return summarize(outcomes, g.json);
     };

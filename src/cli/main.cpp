@@ -43,6 +43,10 @@ nlohmann::json outcome_to_json(HostOutcome const& o) {
   j["signal"] = o.result.signal;
   j["stdout"] = o.result.stdout_text;
   j["stderr"] = o.result.stderr_text;
+  // Captured output is capped (RunOptions::max_captured_bytes, 64 MiB):
+  // say so rather than pass a cut stream off as the whole of it.
+  j["stdout_truncated"] = o.result.stdout_truncated;
+  j["stderr_truncated"] = o.result.stderr_truncated;
   j["duration_ms"] = std::chrono::duration<double, std::milli>(o.result.duration).count();
   if (o.error) {
     j["error"] = o.error.message();

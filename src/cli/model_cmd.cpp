@@ -142,8 +142,8 @@ void register_plan(CLI::App& app, GlobalOptions& g, Action& action) {
       if (gpus->empty())
         throw Error(make_error_code(errc::invalid_argument),
                     "plan needs --gpus (e.g. --gpus \"2 nodes x 2 L20 48GB\"), or a deployment spec (*.yaml) instead of a model");
+      auto inventory = parse_gpu_inventory(*gpus);  // before the model is read: the cheaper mistake first
       auto facts = facts_for(*args);
-      auto inventory = parse_gpu_inventory(*gpus);
       if (*max_len) options->max_model_len = *max_len;
       auto p = plan_deployment(facts, inventory, *options);
       if (g.json)

@@ -1,5 +1,6 @@
 // `clusterkit upload` / `clusterkit download`: files through the shared
 // connection, placed atomically, with progress.
+#include <optional>
 #include <cstdio>
 #include <iostream>
 #include <map>
@@ -33,13 +34,24 @@ void register_transfer(CLI::App& app, GlobalOptions& g, Action& action) {
   u->add_option("remote", up->to, "Path on the hosts")->required();
   u->callback([&g, &action, up] {
     action = [&g, up] {
+      // Octal permission bits, 0 to 07777, and nothing else: checked before
+      // the inventory is read ("9999" used to fail in stoi, "0755;x" to pass as 0755).
+      std::optional<unsigned> mode;
+      if (!up->mode.empty()) {
+        bool octal = up->mode.size() <= 5 && up->mode.find_first_not_of("01234567") == std::string::npos;
+        unsigned value = octal ? static_cast<unsigned>(std::stoul(up->mode, nullptr, 8)) : 0;
+        if (!octal || value > 07777)
+          throw Error(make_error_code(errc::invalid_argument),
+                      "--mode '" + up->mode + "' is not octal permission bits (0 to 7777, e.g. 0644 or 755)");
+        mode = value;
+      }
       auto inventory = load_inventory(g);
       Runtime rt;
       auto hosts = make_hosts(rt, inventory, up->group);
       UploadFanoutOptions options;
       options.concurrency = up->concurrency;
       options.fail_fast = up->fail_fast;
-      if (!up->mode.empty()) options.transfer.mode = std::stoi(up->mode, nullptr, 8);
+      if (mode) options.transfer.mode = *mode;
       if (!up->quiet && !g.json) {
         // A line per host every 8 MiB and at the end; callbacks come from
         // the runtime's one thread, so the map needs no lock.

@@ -827,6 +827,9 @@ struct TransferOp : std::enable_shared_from_this<TransferOp> {
 
   void start() {
     started_at = steady_clock::now();
+    if (options.mode < -1 || options.mode > 07777)
+      return fail(make_error_code(errc::invalid_argument),
+                  "TransferOptions::mode " + std::to_string(options.mode) + " is not permission bits (0 to 07777, or -1)");
     if (upload) {
       file = ::open(local_path.c_str(), O_RDONLY | O_CLOEXEC);
       struct stat st {};

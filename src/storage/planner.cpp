@@ -250,6 +250,8 @@ void parse_group(std::string_view group, std::string_view whole, GpuInventory& i
     }
   }
   if (rest.empty()) bad("no GPU model named");
+  if (rest[0] == '-' || rest[0] == '+')
+    bad("'" + rest.substr(0, rest.find(' ')) + "' is not a count (counts are whole numbers from 1)");
 
   // Memory at the end: "48GB", "48 GB", "-48G", "46068MiB", "0.5TB".
   std::optional<std::uint64_t> memory;
@@ -267,6 +269,9 @@ void parse_group(std::string_view group, std::string_view whole, GpuInventory& i
     bool unit_ok = unit == "gb" || unit == "g" || unit == "gib" || unit == "gi" || unit == "mib" || unit == "mb" ||
                    unit == "m" || unit == "tb" || unit == "tib";
     bool boundary = v == 0 || rest[v - 1] == ' ' || rest[v - 1] == '-' || rest[v - 1] == '_' || rest[v - 1] == ',';
+    // "L20-48GB" names a variant; "L20 -5GB" is a negative size.
+    if (unit_ok && num_end > v && v > 1 && rest[v - 1] == '-' && rest[v - 2] == ' ')
+      bad("memory '" + rest.substr(v - 1) + "' is negative");
     if (unit_ok && num_end > v && boundary) {
       auto number = rest.substr(v, num_end - v);
       char* endp = nullptr;
@@ -295,6 +300,17 @@ void parse_group(std::string_view group, std::string_view whole, GpuInventory& i
         nominal_gb = unit == "tb" ? value * 1000 : value;
       }
     } else {
+      // A last word that tries to be a size and is not one ("nanGB",
+      // "1e300GB", "-5GB"): refuse it rather than read it as part of the name.
+      auto space = rest.rfind(' ');
+      auto last = lower(std::string_view(rest).substr(space == std::string::npos ? 0 : space + 1));
+      bool size_unit = false;
+      for (std::string_view u : {"gib", "gb", "mib", "mb", "tib", "tb"})
+        if (last.size() > u.size() && last.ends_with(u)) size_unit = true;
+      bool const looks_numeric = std::any_of(last.begin(), last.end(), [](char c) { return std::isdigit(static_cast<unsigned char>(c)); }) ||
+                                 last.starts_with("nan") || last.starts_with("inf") || last.starts_with("-");
+      if (size_unit && looks_numeric && space != std::string::npos)
+        bad("memory '" + rest.substr(space + 1) + "' is not a size (a number > 0 with GB, GiB or MiB)");
       // A bare number at the end ("L20 48") has no unit: say so.
       std::size_t d = rest.size();
       while (d > 0 && std::isdigit(static_cast<unsigned char>(rest[d - 1]))) --d;

@@ -67,5 +67,26 @@ expect "billion laughs" 2 "more than 100000 values once its aliases (*name) are 
 cp "$tmp/laughs.yaml" "$tmp/spec.yaml"
 expect "billion laughs in a deployment spec" 2 "more than 100000 values once its aliases" -- timeout 10 "$ck" plan "$tmp/spec.yaml"
 expect "chat - < /dev/zero" 2 "the prompt on stdin is larger than 16 MiB" -- sh -c "timeout 20 '$ck' chat --url $u - < /dev/zero"
+# Results never lost silently: NUL bytes pass through plain exec, a cut
+# capture is flagged in --json and on stderr, -e is checked before connecting.
+checks=$((checks + 1))
+"$ck" -i "$tmp/inv.yaml" exec -g me -- sh -c 'printf "a\000b\n"; printf "x\000y\n" >&2' >"$tmp/nul.out" 2>"$tmp/nul.err"
+if [ "$(od -An -c "$tmp/nul.out" | tr -s ' ')" != " m e : a \0 b \n" ] || ! od -An -c "$tmp/nul.err" | grep -q 'x  *\\0  *y'; then
+  failures=$((failures + 1)); echo "FAILED: NUL bytes in plain exec:"; od -c "$tmp/nul.out"; od -c "$tmp/nul.err"
+fi
+expect "--json exec cut at 64 MiB" 0 "me: warning: stdout was cut at 64 MiB in the JSON (\"stdout_truncated\": true)" -- \
+  sh -c "'$ck' -i '$tmp/inv.yaml' --json exec -g me -- sh -c 'head -c 70000000 /dev/zero | tr \"\\\\0\" a' >'$tmp/big.json'"
+checks=$((checks + 1))
+if ! grep -q '"stdout_truncated": true' "$tmp/big.json"; then failures=$((failures + 1)); echo "FAILED: no stdout_truncated in the JSON"; fi
+rm -f "$tmp/big.json"
+expect "-e with a space in the name, before reading the inventory" 2 "-e/--env 'A B=1': 'A B' is not a variable name" -- \
+  "$ck" -i /nonexistent.yaml exec -e 'A B=1' -- true
+expect "-e without =" 2 "-e/--env 'FOO' is not KEY=VALUE" -- "$ck" -i /nonexistent.yaml exec -e FOO -- true
+# Numbers and ranges, checked before the inventory is read.
+expect "upload --mode 9999" 2 "--mode '9999' is not octal permission bits (0 to 7777" -- "$ck" -i /nonexistent.yaml upload --mode 9999 /etc/hostname /tmp/x
+expect "upload --mode with a command" 2 "--mode '0755;rm' is not octal permission bits" -- "$ck" -i /nonexistent.yaml upload --mode '0755;rm' /etc/hostname /tmp/x
+expect "plan --gpus negative size" 2 "memory '-5GB' is negative" -- "$ck" plan /nonexistent --gpus "2 nodes x 2 L20 -5GB"
+expect "plan --gpus NaN size" 2 "memory 'nanGB' is not a size" -- "$ck" plan /nonexistent --gpus "2 nodes x 2 L20 nanGB"
+expect "plan --gpus negative count" 2 "'-2' is not a count" -- "$ck" plan /nonexistent --gpus "2 nodes x -2 L20 48GB"
 echo "test_cli: $((checks - failures))/$checks checks passed"
 [ "$failures" -eq 0 ]

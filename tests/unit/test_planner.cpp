@@ -499,6 +499,27 @@ TEST_CASE("Qwen2.5-72B on 2 nodes x 2 A10: nothing fits, and what would", "[plan
   CHECK(j["shortfall"]["nodes_needed"] == 5);
 }
 
+TEST_CASE("GPU inventories with negative, non-finite or absurd numbers are refused, naming them", "[planner][inventory]") {
+  auto error_of = [](std::string const& text) {
+    try {
+      clusterkit::parse_gpu_inventory(text);
+    } catch (Error const& e) {
+      return std::string(e.what());
+    }
+    return std::string("accepted");
+  };
+  CHECK_THAT(error_of("2 nodes x 2 L20 -5GB"), Catch::Matchers::Contains("memory '-5GB' is negative"));
+  CHECK_THAT(error_of("2 nodes x 2 L20 nanGB"), Catch::Matchers::Contains("memory 'nanGB' is not a size"));
+  CHECK_THAT(error_of("2 nodes x 2 L20 infGB"), Catch::Matchers::Contains("memory 'infGB' is not a size"));
+  CHECK_THAT(error_of("2 nodes x 2 L20 1e300GB"), Catch::Matchers::Contains("memory '1e300GB' is not a size"));
+  CHECK_THAT(error_of("2 nodes x -2 L20 48GB"), Catch::Matchers::Contains("'-2' is not a count"));
+  CHECK_THAT(error_of("99999999999 nodes x 2 L20 48GB"), Catch::Matchers::Contains("count 99999999999 is too large"));
+  CHECK_THAT(error_of("2x L20 0GB"), Catch::Matchers::Contains("memory '0GB' is not a size"));
+  CHECK_THAT(error_of("0x L20 48GB"), Catch::Matchers::Contains("a count of 0"));
+  // Variants with a dash are still names with a size.
+  CHECK(clusterkit::parse_gpu_inventory("2x A100-80GB").nodes[0].gpu_model == "A100");
+}
+
 TEST_CASE("planner input errors", "[planner]") {
   auto const& f = qwen();
   auto gpus = clusterkit::parse_gpu_inventory("2x2 L20 48GB");
