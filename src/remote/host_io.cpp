@@ -130,8 +130,14 @@ std::string duration_text(std::chrono::milliseconds ms) {
 // HostImpl
 
 std::string control_path_for(HostSpec const& spec) {
+  // Every setting that changes what ssh would accept is part of the key:
+  // a host entry with strict checking must never run through a connection
+  // another entry opened with accept-new, another known_hosts file or other
+  // -o options (and disconnecting one must not close the other's).
   auto key = spec.user + "@" + spec.address + ":" + std::to_string(spec.port) + "|" + spec.jump_host + "|" +
-             spec.ssh_config_file + "|" + spec.identity_file;
+             spec.ssh_config_file + "|" + spec.identity_file + "|" + spec.known_hosts_file + "|" +
+             (spec.host_key_policy == HostKeyPolicy::accept_new ? "accept-new" : "strict");
+  for (auto const& o : spec.ssh_options) key += "|" + o;
   return control_directory() + "/cm-" + fnv1a_hex(key);
 }
 

@@ -64,6 +64,14 @@ SshDiagnosis diagnose_ssh_failure(HostSpec const& host, std::string_view err) {
     return make(errc::host_key_unknown,
                 "the host key is not in known_hosts and strict checking is on. Verify the key and add it "
                 "(ssh-keyscan), or choose host_key_policy: accept-new for first contact with fresh machines.");
+  // ssh warns and carries on with other keys when the identity file is
+  // missing, then the server refuses those: the file is the thing to fix.
+  if (!host.identity_file.empty() && contains(err, "Identity file") && contains(err, "not accessible") &&
+      contains(err, "Permission denied"))
+    return make(errc::authentication_failed,
+                "identity_file " + host.identity_file +
+                    " does not exist or cannot be read on this machine, and the server refused the other keys. "
+                    "Fix the path in the inventory (it is a path on the machine running clusterkit).");
   if (contains(err, "Permission denied"))
     return make(errc::authentication_failed,
                 "the server refused our key. Check the user name and identity_file (" +
@@ -82,6 +90,16 @@ SshDiagnosis diagnose_ssh_failure(HostSpec const& host, std::string_view err) {
     return make(errc::host_unreachable,
                 "the host does not answer. Check that it is up, the address is right, and no firewall drops port " +
                     std::to_string(host.port ? host.port : 22) + ".");
+  // Through a jump host, a connection closed before the target's ssh spoke
+  // ("port 65535" is the proxy's pipe) is the jump failing; ssh hides the
+  // jump's own reason when connections are shared (ControlPersist sends the
+  // proxy's stderr to /dev/null), so say what to run to see it.
+  if (!host.jump_host.empty() && (contains(err, "UNKNOWN port 65535") || contains(err, "kex_exchange_identification")))
+    return make(errc::host_unreachable,
+                "the jump host " + host.jump_host + " did not connect us to " + host.address + " port " +
+                    std::to_string(host.port ? host.port : 22) +
+                    ": it does not resolve or answer, refuses our key, or cannot reach the host. `ssh -o BatchMode=yes " +
+                    host.jump_host + " true` shows the jump host's own answer.");
   if (contains(err, "Connection reset") || contains(err, "Broken pipe") || contains(err, "closed by remote host") ||
       contains(err, "Timeout, server") || contains(err, "not responding"))
     return make(errc::connection_lost, "the connection dropped. The host may have rebooted or been cut off.");

@@ -355,6 +355,30 @@ TEST_CASE("wrong key, unknown and changed host keys are refused with a fix", "[s
     CHECK(sh("ssh-keygen -F " + spec.address + " -f " + spec.known_hosts_file + " | grep -vc '^#'") == "1\n");
     host.disconnect();
   }
+  SECTION("strict checking is never bypassed through another entry's open connection") {
+    // Issue 15: the shared connection was keyed without known_hosts_file,
+    // host_key_policy and ssh_options, so this strict entry ran through the
+    // lab entry's connection to the same address.
+    auto open_spec = lab.spec("h1");
+    auto open_host = rt.host(open_spec);
+    REQUIRE(run(open_host, Command::args({"true"})).exit_code == 0);  // its connection is up and persists
+    auto strict = open_spec;
+    strict.known_hosts_file = (dir.path / "empty_known_hosts").string();
+    std::ofstream(strict.known_hosts_file).close();
+    strict.host_key_policy = HostKeyPolicy::strict;
+    REQUIRE(control_path_for(strict) != control_path_for(open_spec));
+    auto strict_host = rt.host(strict);
+    try {
+      run(strict_host, Command::args({"true"}));
+      FAIL("the strict entry ran through the other entry's connection");
+    } catch (Error const& e) {
+      CHECK(e.code() == errc::host_key_unknown);
+    }
+    // Disconnecting one entry leaves the other's connection alone.
+    strict_host.disconnect();
+    CHECK(fs::exists(control_path_for(open_spec)));
+    CHECK(run(open_host, Command::args({"true"})).exit_code == 0);
+  }
   SECTION("a changed host key") {
     auto spec = lab.spec("h1");
     sh("ssh-keygen -q -t ed25519 -N '' -f " + (dir.path / "impostor").string());

@@ -1,4 +1,5 @@
 #include "clusterkit/detail/ssh_diagnosis.hpp"
+#include "clusterkit/host.hpp"
 
 #include <catch2/catch.hpp>
 
@@ -57,6 +58,45 @@ TEST_CASE("ssh failures are classified with a fix", "[ssh]") {
   d = diagnose_ssh_failure(h, "something odd\n");
   CHECK(d.code == errc::ssh_failed);
   CHECK(d.message.find("something odd") != std::string::npos);
+}
+
+// Captured with OpenSSH 9.2 on this machine (issue 15: both were misleading).
+TEST_CASE("a missing identity file and a failing jump host are named as such", "[ssh]") {
+  auto h = gpu1();
+  h.identity_file = "/nonexistent/id";
+  auto d = diagnose_ssh_failure(h,
+                                "Warning: Identity file /nonexistent/id not accessible: No such file or directory.\n"
+                                "root@10.88.0.11: Permission denied (publickey).\n");
+  CHECK(d.code == errc::authentication_failed);
+  CHECK(d.message.find("identity_file /nonexistent/id does not exist or cannot be read") != std::string::npos);
+
+  h = gpu1();
+  h.jump_host = "root@x2";
+  d = diagnose_ssh_failure(h,
+                           "kex_exchange_identification: Connection closed by remote host\n"
+                           "Connection closed by UNKNOWN port 65535\n");
+  CHECK(d.code == errc::host_unreachable);
+  CHECK(d.message.find("the jump host root@x2 did not connect us to 10.88.0.11 port 22") != std::string::npos);
+  CHECK(d.message.find("ssh -o BatchMode=yes root@x2 true") != std::string::npos);
+  CHECK(d.message.find("rebooted") == std::string::npos);
+}
+
+TEST_CASE("the shared connection is keyed on every setting that changes what ssh accepts", "[ssh]") {
+  auto base = gpu1();
+  auto path = control_path_for(base);
+  auto differs = [&](auto change) {
+    auto h = base;
+    change(h);
+    return control_path_for(h) != path;
+  };
+  CHECK(control_path_for(base) == path);  // stable
+  CHECK(differs([](HostSpec& h) { h.known_hosts_file = "/other/known_hosts"; }));
+  CHECK(differs([](HostSpec& h) { h.host_key_policy = HostKeyPolicy::accept_new; }));
+  CHECK(differs([](HostSpec& h) { h.ssh_options = {"Ciphers=aes128-ctr"}; }));
+  CHECK(differs([](HostSpec& h) { h.identity_file = "/other/id"; }));
+  CHECK(differs([](HostSpec& h) { h.jump_host = "bastion"; }));
+  CHECK(differs([](HostSpec& h) { h.user = "ubuntu"; }));
+  CHECK(!differs([](HostSpec& h) { h.name = "another-name"; }));  // a name alone changes nothing ssh does
 }
 
 TEST_CASE("non-default ports appear in the known_hosts hint", "[ssh]") {
