@@ -844,6 +844,19 @@ struct TransferOp : std::enable_shared_from_this<TransferOp> {
                     "cannot upload '" + local_path + "': " + (file < 0 ? std::strerror(errno) : "not a regular file"));
       total = static_cast<std::uint64_t>(st.st_size);
     } else {
+      // Into a folder, as cp and scp do: under the remote file's name. Decided
+      // before anything moves (a folder target used to fail after the copy).
+      std::error_code dir_ec;
+      bool const names_folder = !local_path.empty() && local_path.back() == '/';
+      if (fs::is_directory(local_path, dir_ec)) {
+        auto name = fs::path(remote_path).filename();
+        if (name.empty())
+          return fail(make_error_code(errc::invalid_argument), "cannot download '" + remote_path + "': it names a folder, not a file");
+        local_path = (fs::path(local_path) / name).string();
+      } else if (names_folder) {
+        return fail(make_error_code(errc::local_file_error),
+                    "cannot download into '" + local_path + "': the folder does not exist (create it first)");
+      }
       temp_path = local_path + ".ck-part." + std::to_string(::getpid());
       file = ::open(temp_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
                     options.mode >= 0 ? options.mode : 0666);

@@ -875,6 +875,32 @@ std::vector<std::string> list_safetensors(fs::path const& dir) {
   return out;
 }
 
+// *.safetensors entries that are not regular files, each with what it is
+// instead: said when no usable shard is left, rather than "no files".
+std::vector<std::string> unusable_safetensors(fs::path const& dir) {
+  std::vector<std::string> out;
+  std::error_code ec;
+  for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+    auto name = it->path().filename().string();
+    if (!name.ends_with(".safetensors")) continue;
+    std::error_code e1, e2;
+    auto target = fs::status(it->path(), e1);
+    auto self = fs::symlink_status(it->path(), e2);
+    if (fs::is_regular_file(target)) continue;
+    std::string what;
+    if (fs::is_symlink(self) && e1 == std::errc::too_many_symbolic_link_levels) what = "a symlink that loops";
+    else if (fs::is_symlink(self) && !fs::exists(target)) what = "a symlink to nothing";
+    else if (fs::is_fifo(target)) what = "a FIFO";
+    else if (fs::is_directory(target)) what = "a folder";
+    else if (fs::is_block_file(target) || fs::is_character_file(target)) what = "a device";
+    else if (fs::is_socket(target)) what = "a socket";
+    else what = "not a regular file";
+    out.push_back(name + " is " + what);
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
 bool config_states_tie(json const& config) {
   auto const& text = *text_config_of(config);
   return text.contains("tie_word_embeddings") || config.contains("tie_word_embeddings");
@@ -1063,9 +1089,16 @@ ModelFacts inspect_model(fs::path const& dir) {
   } else {
     shard_names = list_safetensors(dir);
   }
-  if (shard_names.empty())
+  if (shard_names.empty()) {
+    if (auto unusable = unusable_safetensors(dir); !unusable.empty()) {
+      std::string list;
+      for (auto const& u : unusable) list += (list.empty() ? "" : "; ") + u;
+      fail(errc::local_file_error, dir.string() + " has no usable *.safetensors file: " + list +
+                                       " (a shard must be a regular file, or a symlink to one)");
+    }
     fail(errc::local_file_error,
          dir.string() + " has no *.safetensors files (a .bin-only checkpoint? vLLM and clusterkit need safetensors)");
+  }
   std::vector<InspectedShard> shards;
   for (auto const& name : shard_names) {
     auto path = dir / name;

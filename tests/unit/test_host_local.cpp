@@ -308,6 +308,22 @@ TEST_CASE("files move atomically with progress", "[host][local][transfer]") {
       CHECK(std::string(e.what()).find("is not a directory") != std::string::npos);
     }
   }
+  SECTION("download into a directory: under the remote file's name; a missing folder fails before the copy") {
+    fs::create_directory(dir.path / "down-into");
+    CHECK(download(host, src.string(), (dir.path / "down-into").string()).bytes == 3u * 1024 * 1024);
+    CHECK(fs::file_size(dir.path / "down-into" / "src.bin") == 3u * 1024 * 1024);
+    CHECK(download(host, src.string(), (dir.path / "down-into").string() + "/").bytes == 3u * 1024 * 1024);
+    for (auto const& entry : fs::directory_iterator(dir.path / "down-into"))
+      CHECK(entry.path().filename() == "src.bin");
+    try {
+      download(host, src.string(), (dir.path / "no-such-dir").string() + "/");
+      FAIL("expected an error");
+    } catch (Error const& e) {
+      CHECK(e.code() == errc::local_file_error);
+      CHECK(std::string(e.what()).find("the folder does not exist") != std::string::npos);
+    }
+    CHECK_FALSE(fs::exists(dir.path / "no-such-dir"));
+  }
   SECTION("a missing local file names it") {
     try {
       upload(host, (dir.path / "nope").string(), (dir.path / "x").string());

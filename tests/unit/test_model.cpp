@@ -545,6 +545,27 @@ TEST_CASE("inspect_model errors name the missing piece", "[model]") {
   }
 }
 
+TEST_CASE("shards that are not files are named as what they are", "[model]") {
+  // Issue 15: a looping symlink and a FIFO named *.safetensors were reported
+  // as "no *.safetensors files (a .bin-only checkpoint?)".
+  TempDir tmp;
+  write_text(tmp.path / "config.json", R"({"hidden_size": 8})");
+  fs::create_symlink("loop.safetensors", tmp.path / "loop.safetensors");
+  REQUIRE(::mkfifo((tmp.path / "model.safetensors").c_str(), 0600) == 0);
+  fs::create_symlink("gone", tmp.path / "dangling.safetensors");
+  try {
+    clusterkit::inspect_model(tmp.path);
+    FAIL("expected an error");
+  } catch (Error const& e) {
+    std::string what = e.what();
+    CHECK(what.find("has no usable *.safetensors file") != std::string::npos);
+    CHECK(what.find("loop.safetensors is a symlink that loops") != std::string::npos);
+    CHECK(what.find("model.safetensors is a FIFO") != std::string::npos);
+    CHECK(what.find("dangling.safetensors is a symlink to nothing") != std::string::npos);
+    CHECK(what.find(".bin-only") == std::string::npos);
+  }
+}
+
 TEST_CASE("verify_model passes a complete model and reports every problem of a broken one", "[model][verify]") {
   TempDir tmp;
   auto const dir = tmp.path;
