@@ -1106,17 +1106,32 @@ bool pidfd_exited(int fd) {
 // lock file lives outside the state folder, which lab_down deletes.
 class NameLock {
 public:
-  explicit NameLock(std::string const& name) {
+  explicit NameLock(std::string const& name) : path_("/run/clusterkit/lab-" + name + ".lock") {
     std::error_code ec;
     fs::create_directories("/run/clusterkit", ec);
-    std::string path = "/run/clusterkit/lab-" + name + ".lock";
-    fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-    if (fd_ < 0) {
-      spdlog::debug("lab: no lock {} ({}); going on without", path, std::strerror(errno));
-      return;
+    // The file may be removed by the lab_down holding it while we wait: then
+    // the lock we got is on a file no longer at the path, and the next comer
+    // would lock a new one. Retry until the locked file is the one there.
+    for (int attempt = 0; attempt < 100; ++attempt) {
+      fd_ = ::open(path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+      if (fd_ < 0) {
+        spdlog::debug("lab: no lock {} ({}); going on without", path_, std::strerror(errno));
+        return;
+      }
+      while (::flock(fd_, LOCK_EX) != 0 && errno == EINTR) {
+      }
+      struct stat held {}, there {};
+      if (::fstat(fd_, &held) == 0 && ::stat(path_.c_str(), &there) == 0 && held.st_ino == there.st_ino &&
+          held.st_dev == there.st_dev)
+        return;
+      ::close(fd_);
+      fd_ = -1;
     }
-    while (::flock(fd_, LOCK_EX) != 0 && errno == EINTR) {
-    }
+  }
+  /// lab_down, once the lab is gone: remove the file while still holding it
+  /// (nothing of the lab is left behind, its lock file included).
+  void remove_file() {
+    if (fd_ >= 0) ::unlink(path_.c_str());
   }
   ~NameLock() {
     if (fd_ >= 0) ::close(fd_);  // releases the flock
@@ -1125,6 +1140,7 @@ public:
   NameLock& operator=(NameLock const&) = delete;
 
 private:
+  std::string path_;
   int fd_ = -1;
 };
 
@@ -1943,6 +1959,7 @@ void lab_down(std::string const& name, std::string const& state_dir) {
     return;  // nothing there
   NameLock lock(name);
   down_impl(name, paths);
+  lock.remove_file();
 }
 
 }  // namespace clusterkit

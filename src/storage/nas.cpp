@@ -240,11 +240,19 @@ std::string nas_mount_script(NasSpec const& spec) {
   auto mp = shell::quote(strip_trailing_slashes(spec.mount_point));
   auto argv = nas_mount_argv(spec);
   std::ostringstream s;
+  // A failed mount leaves nothing behind: the folders mkdir made for it (and
+  // only those) are removed again.
   s << "set -e\n"
-    << "mkdir -p -- " << mp << "\n"
-    << shell::join(argv) << "\n";
+    << "mp=" << mp << "\n"
+    << "created=\n"
+    << "if [ ! -e \"$mp\" ]; then created=$mp; while [ ! -e \"$(dirname -- \"$created\")\" ]; do "
+       "created=$(dirname -- \"$created\"); done; fi\n"
+    << "unmade() { [ -n \"$created\" ] || return 0; d=$mp; while rmdir -- \"$d\" 2>/dev/null && "
+       "[ \"$d\" != \"$created\" ]; do d=$(dirname -- \"$d\"); done; }\n"
+    << "mkdir -p -- \"$mp\"\n"
+    << shell::join(argv) << " || { rc=$?; unmade; exit $rc; }\n";
   if (spec.kind == NasKind::bind && spec.read_only)
-    s << "mount -o remount,bind,ro " << mp << "\n";  // a bind mount takes ro only on a remount
+    s << "mount -o remount,bind,ro \"$mp\"\n";  // a bind mount takes ro only on a remount
   s << "echo @@ck-mountinfo\ncat /proc/self/mountinfo\necho @@ck-mountinfo-end\n";
   return s.str();
 }

@@ -307,6 +307,7 @@ TEST_CASE("lab: hosts are separate machines reachable over ssh", "[lab]") {
   auto down_ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t2).count();
   WARN("lab_down with 3 hosts + nas took " << down_ms << " ms");
   require_nothing_left({pids.begin(), pids.end()});
+  CHECK_FALSE(fs::exists(std::string("/run/clusterkit/lab-") + kName + ".lock"));  // nothing left, the lock neither
   CHECK(mountinfo_of_machine() == machine_mounts);
 }
 

@@ -5,10 +5,15 @@
 
 #include <catch2/catch.hpp>
 
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
 #include "clusterkit/preflight.hpp"
+#include "clusterkit/shell.hpp"
 
 using namespace clusterkit;
 
@@ -98,8 +103,38 @@ TEST_CASE("mount command lines for each kind", "[nas]") {
   b.read_only = true;
   CHECK(join(nas_mount_argv(b)) == "mount --bind /data/models /mnt");
   auto script = nas_mount_script(b);
-  CHECK(script.find("mount -o remount,bind,ro '/mnt'") != std::string::npos);
-  CHECK(script.find("mkdir -p -- '/mnt'") != std::string::npos);
+  CHECK(script.find("mp='/mnt'") != std::string::npos);
+  CHECK(script.find("mount -o remount,bind,ro \"$mp\"") != std::string::npos);
+  CHECK(script.find("mkdir -p -- \"$mp\"") != std::string::npos);
+}
+
+// The script itself, run by /bin/sh in a temp folder with its mount command
+// swapped for `false` (nothing is mounted in this machine's namespace).
+TEST_CASE("a failed mount removes the folders it made, and only those", "[nas]") {
+  auto dir = std::filesystem::temp_directory_path() / ("ck-nas-test-" + std::to_string(::getpid()));
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir / "kept");
+  NasSpec b;
+  b.kind = NasKind::bind;
+  b.source = "/data/models";
+  auto run_failing = [&](std::filesystem::path const& mount_point) {
+    b.mount_point = mount_point.string();
+    auto script = nas_mount_script(b);
+    auto mount = clusterkit::shell::join(nas_mount_argv(b));
+    auto at = script.find(mount);
+    REQUIRE(at != std::string::npos);
+    script.replace(at, mount.size(), "false");
+    auto file = dir / "script.sh";
+    std::ofstream(file) << script;
+    return std::system(("/bin/sh " + file.string() + " >/dev/null 2>&1").c_str());
+  };
+  CHECK(run_failing(dir / "kept" / "a" / "b" / "c") != 0);
+  CHECK(std::filesystem::exists(dir / "kept"));  // was there before
+  CHECK_FALSE(std::filesystem::exists(dir / "kept" / "a"));  // made for the mount, removed again
+  std::filesystem::create_directories(dir / "existing");
+  CHECK(run_failing(dir / "existing") != 0);
+  CHECK(std::filesystem::exists(dir / "existing"));  // not ours to remove
+  std::filesystem::remove_all(dir);
 }
 
 TEST_CASE("specs that cannot work are refused with the field named", "[nas]") {
