@@ -61,9 +61,24 @@ int run_chat(GlobalOptions const& g, ChatArgs const& a) {
       throw Error(make_error_code(errc::protocol_error), a.url + " serves no model; pass --model");
     model = models.models.front().id;
   }
+  // A model name the server does not serve answers 404: say which it does.
+  auto with_served_models = [&](Error const& e) -> Error {
+    std::string what = e.what();
+    if (what.find("answered 404") == std::string::npos || a.model.empty()) return e;
+    try {
+      auto served = list_models(client);
+      std::string ids;
+      for (auto const& m : served.models) ids += (ids.empty() ? "" : ", ") + m.id;
+      return Error(e.code(), what + "; " + a.url + " serves " + (ids.empty() ? "no model" : ids) +
+                                 " (pass one with --model, or leave --model out for the first)");
+    } catch (Error const&) {
+      return e;
+    }
+  };
   auto req = ChatRequest::simple(model, prompt, a.system);
   if (a.max_tokens > 0) req.max_tokens = a.max_tokens;
   if (a.temperature >= 0) req.temperature = a.temperature;
+  try {
   if (a.no_stream || g.json) {
     auto r = chat(client, req);
     if (g.json)
@@ -89,6 +104,9 @@ int run_chat(GlobalOptions const& g, ChatArgs const& a) {
                    r.finish_reason.empty() ? "-" : r.finish_reason.c_str());
   }
   return 0;
+  } catch (Error const& e) {
+    throw with_served_models(e);
+  }
 }
 
 }  // namespace

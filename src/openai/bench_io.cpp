@@ -105,7 +105,7 @@ public:
     try {
       ensure_descriptors(connections_used());
       client_.emplace(io_.get_executor(), client_options());
-      if (spec_.model.empty()) resolve_model();
+      resolve_model();
     } catch (Error const& e) {
       return {e.code(), fail_result(result, e.what())};
     }
@@ -173,7 +173,10 @@ private:
     return o;
   }
 
-  // Ask the server, as `chat` does.
+  // No model given: the first the server lists, as `chat` does. A model
+  // given that the server lists otherwise would fail every request with a
+  // 404: refuse it up front, naming the served ones. (A server that cannot
+  // list its models is left to answer the requests, which are counted.)
   void resolve_model() {
     std::error_code ec;
     ModelList models;
@@ -183,6 +186,16 @@ private:
     });
     io_.run();
     io_.restart();
+    if (!spec_.model.empty()) {
+      if (ec || models.models.empty()) return;
+      std::string ids;
+      for (auto const& m : models.models) {
+        if (m.id == spec_.model) return;
+        ids += (ids.empty() ? "" : ", ") + m.id;
+      }
+      throw Error(make_error_code(errc::invalid_argument), "--model '" + spec_.model + "' is not served by " + spec_.url +
+                                                                 "; it serves " + ids);
+    }
     if (ec) throw Error(ec, models.meta.diagnostic.empty() ? ec.message() : models.meta.diagnostic);
     if (models.models.empty()) throw Error(make_error_code(errc::protocol_error), spec_.url + " serves no model");
     spec_.model = models.models.front().id;

@@ -88,5 +88,24 @@ expect "upload --mode with a command" 2 "--mode '0755;rm' is not octal permissio
 expect "plan --gpus negative size" 2 "memory '-5GB' is negative" -- "$ck" plan /nonexistent --gpus "2 nodes x 2 L20 -5GB"
 expect "plan --gpus NaN size" 2 "memory 'nanGB' is not a size" -- "$ck" plan /nonexistent --gpus "2 nodes x 2 L20 nanGB"
 expect "plan --gpus negative count" 2 "'-2' is not a count" -- "$ck" plan /nonexistent --gpus "2 nodes x -2 L20 48GB"
+# Against llm-d-inference-sim (a vLLM SIMULATOR): a model name the server
+# does not serve is answered with the names it does serve.
+sim=$(command -v llm-d-inference-sim || true)
+checks=$((checks + 1))
+if [ -z "$sim" ]; then
+  failures=$((failures + 1)); echo "FAILED: llm-d-inference-sim (a vLLM simulator) not found: run scripts/install-sim.sh"
+else
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  "$sim" --model tiny --port "$port" --force-dummy-tokenizer >"$tmp/sim.log" 2>&1 &
+  sim_pid=$!
+  i=0; while [ $i -lt 100 ] && ! python3 -c "import socket; socket.create_connection(('127.0.0.1', $port), 0.2)" 2>/dev/null; do sleep 0.1; i=$((i + 1)); done
+  expect "chat with a model not served" 2 "http://127.0.0.1:$port serves tiny (pass one with --model" -- \
+    "$ck" chat --url "http://127.0.0.1:$port" --model wrong hi
+  expect "bench with a model not served" 2 "--model 'wrong' is not served by http://127.0.0.1:$port; it serves tiny" -- \
+    "$ck" bench --url "http://127.0.0.1:$port" --model wrong --requests 3
+  expect "bench with warm-up bounded by the requests" 0 "3 ok, 0 failed" -- \
+    "$ck" bench --url "http://127.0.0.1:$port" --requests 3 --concurrency 100000 --max-tokens 2 --no-progress
+  kill "$sim_pid"; wait "$sim_pid" 2>/dev/null
+fi
 echo "test_cli: $((checks - failures))/$checks checks passed"
 [ "$failures" -eq 0 ]

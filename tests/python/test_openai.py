@@ -834,3 +834,10 @@ def test_read_prompts_file_refuses_what_is_not_a_file(tmp_path: Path) -> None:
             ck.read_prompts_file(str(path))
         assert text in str(e.value) and str(path) in str(e.value)
     assert len(ck.synthetic_prompts(8, seed=1, count=3)) == 3
+
+
+def test_run_bench_refuses_a_model_the_server_does_not_serve(echo_sim: Simulator) -> None:
+    with pytest.raises(ck.Error) as e:
+        ck.run_bench(ck.BenchSpec(echo_sim.url, model="wrong", requests=3))
+    assert e.value.code == "invalid_argument"
+    assert f"--model 'wrong' is not served by {echo_sim.url}; it serves {MODEL}" in str(e.value)
