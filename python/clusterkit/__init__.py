@@ -99,12 +99,19 @@ from ._core import (
 
 __version__: str = _core.__version__
 
+# Error's subclasses by code, each also the builtin exception Python code
+# already catches (`except TimeoutError` works on clusterkit calls). Not in
+# __all__: `from clusterkit import *` must not shadow the builtins.
+from ._core import Cancelled, ConnectionError, FileNotFoundError, InvalidArgument, TimeoutError  # noqa: E402,A004
+
 __all__ = [
     "ERROR_CODES",
     "CheckReport",
     "CheckResult",
+    "Cancelled",
     "Error",
     "FactIssue",
+    "InvalidArgument",
     "FileDigest",
     "GpuInfo",
     "GpuInventory",

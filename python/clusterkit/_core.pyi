@@ -1,6 +1,7 @@
 # Type stubs for clusterkit._core (python/src/register_*.cpp). Keep in step
 # with the bindings: tests/python/test_stubs.py compares the two.
 
+import builtins
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, ClassVar, Literal, Union, overload
@@ -21,6 +22,15 @@ class Error(Exception):
     #: (RayUpResult, RayClusterStatus, list[RayDownOutcome], VllmReady, ...), else None.
     result: Any
     def __init__(self, message: str, code: str = "invalid_argument", result: Any = None) -> None: ...
+
+class _OSErrorMixin:
+    def __new__(cls, message: str = "", code: str = "invalid_argument", result: Any = None) -> Any: ...
+
+class TimeoutError(_OSErrorMixin, Error, builtins.TimeoutError): ...
+class ConnectionError(_OSErrorMixin, Error, builtins.ConnectionError): ...
+class FileNotFoundError(_OSErrorMixin, Error, builtins.FileNotFoundError): ...
+class InvalidArgument(Error, ValueError): ...
+class Cancelled(Error): ...
 
 class HostSpec:
     name: str

@@ -104,12 +104,76 @@ class Error(Exception):
         return (type(self), (self.message, self.code))
 
     def __repr__(self):
-        return "clusterkit.Error(%r, code=%r)" % (self.message, self.code)
+        return "%s(%r, code=%r)" % (_public_name(type(self)), self.message, self.code)
+
+
+def _public_name(cls):
+    return "clusterkit." + cls.__name__
+
+
+# Subclasses that are also the builtin exceptions Python code already
+# catches: `except TimeoutError` or `except ConnectionError` works on a
+# clusterkit call as on a socket's, and `except clusterkit.Error` still
+# catches everything. The class follows from `code`.
+class _OSErrorMixin:
+    # OSError's constructor reads (errno, strerror, filename) from its
+    # arguments: give it the message alone, and print the message.
+    def __new__(cls, message="", code="invalid_argument", result=None):
+        return super().__new__(cls, message)
+
+    def __str__(self):
+        return self.message
+
+
+class TimeoutError(_OSErrorMixin, Error, __builtins__.TimeoutError):
+    """A command, a connection or a request ran past its time (code "timed_out")."""
+
+
+class ConnectionError(_OSErrorMixin, Error, __builtins__.ConnectionError):
+    """A host or server could not be reached, or the connection dropped (codes connection_refused,
+    host_unreachable, name_resolution_failed, connection_lost, tls_error)."""
+
+
+class FileNotFoundError(_OSErrorMixin, Error, __builtins__.FileNotFoundError):
+    """A program, file or model that must exist does not (codes program_missing, ssh_not_found)."""
+
+
+class InvalidArgument(Error, ValueError):
+    """A setting, inventory or spec that cannot work, found before anything ran (codes invalid_argument,
+    inventory_invalid, unknown_host_or_group, bad_environment_name, parse_error)."""
+
+
+class Cancelled(Error):
+    """The operation was cancelled (code "cancelled")."""
+
+
+_ERROR_CLASSES = {
+    "timed_out": TimeoutError,
+    "connection_refused": ConnectionError,
+    "host_unreachable": ConnectionError,
+    "name_resolution_failed": ConnectionError,
+    "connection_lost": ConnectionError,
+    "tls_error": ConnectionError,
+    "program_missing": FileNotFoundError,
+    "ssh_not_found": FileNotFoundError,
+    "invalid_argument": InvalidArgument,
+    "inventory_invalid": InvalidArgument,
+    "unknown_host_or_group": InvalidArgument,
+    "bad_environment_name": InvalidArgument,
+    "parse_error": InvalidArgument,
+    "cancelled": Cancelled,
+}
+
+
+def _error_for(message, code, result=None):
+    return _ERROR_CLASSES.get(code, Error)(message, code, result)
 )PY",
            ns);
   py::object type = ns["Error"];
-  error_type() = type;
+  error_type() = ns["_error_for"];
   m.attr("Error") = type;
+  for (char const* name : {"TimeoutError", "ConnectionError", "FileNotFoundError", "InvalidArgument", "Cancelled", "_OSErrorMixin"})
+    m.attr(name) = ns[name];
 
   // errc values are contiguous from ok = 0.
   py::list codes;

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import threading
 import time
 from pathlib import Path
@@ -492,6 +493,39 @@ def test_error_class() -> None:
     back = pickle.loads(pickle.dumps(e))
     assert type(back) is ck.Error and back.code == "timed_out" and back.message == "it broke"
     assert ck.Error.__module__ == "clusterkit"
+
+
+def test_errors_are_also_the_builtin_exceptions_python_code_catches(local: ck.Host) -> None:
+    import builtins
+    import pickle
+
+    # A timeout is a TimeoutError, raised from the real run.
+    with pytest.raises(builtins.TimeoutError) as timed_out:
+        local.run(["sleep", "5"], timeout=0.2)
+    e = timed_out.value
+    assert isinstance(e, ck.Error) and isinstance(e, ck.TimeoutError) and e.code == "timed_out"
+    assert str(e) == e.message and "timed out" in str(e)
+    back = pickle.loads(pickle.dumps(e))
+    assert type(back) is ck.TimeoutError and back.code == "timed_out" and str(back) == e.message
+    # Nothing listening: a ConnectionError; settings out of range: a ValueError.
+    port = socket.socket()
+    port.bind(("127.0.0.1", 0))
+    with pytest.raises(builtins.ConnectionError) as refused:
+        ck.run_bench(ck.BenchSpec(f"http://127.0.0.1:{port.getsockname()[1]}", requests=1))
+    port.close()
+    assert refused.value.code == "connection_refused" and isinstance(refused.value, ck.Error)
+    with pytest.raises(ValueError) as bad:
+        ck.run_bench(ck.BenchSpec("http://127.0.0.1:1", requests=0))
+    assert type(bad.value) is ck.InvalidArgument and bad.value.code == "invalid_argument"
+    # Every class keeps clusterkit.Error's contract.
+    for cls, code in ((ck.TimeoutError, "timed_out"), (ck.ConnectionError, "connection_lost"),
+                      (ck.FileNotFoundError, "program_missing"), (ck.InvalidArgument, "inventory_invalid"),
+                      (ck.Cancelled, "cancelled")):
+        x = cls("m", code)
+        assert isinstance(x, ck.Error) and (x.message, x.code, str(x)) == ("m", code, "m")
+        assert repr(x) == f"clusterkit.{cls.__name__}('m', code='{code}')"
+    # `from clusterkit import *` does not shadow the builtins.
+    assert "TimeoutError" not in ck.__all__ and "ConnectionError" not in ck.__all__
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
