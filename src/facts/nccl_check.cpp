@@ -177,7 +177,9 @@ std::vector<NcclNodeLaunch> plan_nccl_check(std::vector<NcclNodeInput> const& no
   if (nproc == 0) {
     nproc = UINT32_MAX;
     for (auto const& n : nodes) {
-      if (n.gpus == 0) bad(n.host + " has no GPU (nvidia-smi lists none); leave it out or set nproc_per_node");
+      if (n.gpus == 0)
+        bad(n.host + " has no GPU (nvidia-smi lists none); leave it out, or give the GPUs per host (--nproc N; "
+                     "nproc_per_node in the API)");
       nproc = std::min(nproc, n.gpus);
     }
   }

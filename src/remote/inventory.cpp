@@ -407,7 +407,7 @@ void check_group_name(Context const& ctx, YAML::Mark const& mark, std::string co
 nlohmann::ordered_json host_to_json(InventoryHost const& h) {
   HostSpec const& s = h.spec;
   nlohmann::ordered_json out = nlohmann::ordered_json::object();
-  out["address"] = s.address;
+  if (!s.address.empty()) out["address"] = s.address;  // a local host may have none
   if (s.local) out["local"] = true;
   if (!s.user.empty()) out["user"] = s.user;
   if (s.port != 0) out["port"] = s.port;
@@ -523,6 +523,10 @@ Inventory Inventory::parse(std::string_view text, std::string source) {
       d.spec.address = a;
     } else if (v.IsMap()) {
       apply_fields(ctx, v, d, path, "host " + squote(name), false);
+      // A local host needs no address, and its name is not one: where an
+      // address is needed (port checks, a rendezvous) this machine is
+      // 127.0.0.1 unless the inventory says otherwise.
+      if (d.spec.local && !v["address"]) d.spec.address.clear();
     } else {
       ctx.fail(v.Mark(), path,
                "expected a map of host fields or an address such as 10.0.0.11, got " + describe(v));

@@ -754,3 +754,18 @@ TEST_CASE("Command::display", "[inventory][host]") {
   CHECK(Command::shell("\n  uname -a  \n").display() == "uname -a");
   CHECK(Command::shell("").display().empty());
 }
+
+TEST_CASE("inventory: a local host without an address has none (its name is not one)", "[inventory]") {
+  // Issue 14: on a real H200 machine, `h200: {local: true}` made preflight's
+  // port checks and nccl-check's rendezvous resolve "h200".
+  auto inv = Inventory::parse("hosts:\n  h200: {local: true, roles: [head, gpu]}\n  gpu2: {address: 10.0.0.2}\n"
+                              "  me: {local: true, address: 10.0.0.1}\n",
+                              "inv.yaml");
+  CHECK(inv.find("h200")->spec.address.empty());
+  CHECK(inv.find("h200")->spec.local);
+  CHECK(inv.find("me")->spec.address == "10.0.0.1");  // given: kept
+  CHECK(inv.find("gpu2")->spec.address == "10.0.0.2");
+  // And it round-trips through the JSON form.
+  auto again = Inventory::parse(inv.to_json().dump(), "roundtrip.json");
+  CHECK(again.find("h200")->spec.address.empty());
+}
