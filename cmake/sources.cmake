@@ -31,6 +31,7 @@ set(CLUSTERKIT_SOURCES
   src/remote/lab_io.cpp
 
   src/storage/nas.cpp
+  src/storage/known_models.cpp
   src/storage/nas_io.cpp
   src/storage/model.cpp
   src/storage/model_store.cpp

@@ -258,6 +258,13 @@ ModelFacts model_facts_from_config(nlohmann::json const& config, std::string_vie
 /// configs it cannot describe (MoE, MLA, missing sizes).
 void estimate_tensors_from_config(ModelFacts& facts);
 
+/// config.json of a model clusterkit ships (examples/models/), for planning
+/// before anything is downloaded: by id ("Qwen/Qwen2.5-72B-Instruct"), in
+/// any case, or by folder name (ModelScope's "Qwen2___5-72B-Instruct" too).
+std::optional<nlohmann::json> known_model_config(std::string_view id);
+/// The ids known_model_config answers.
+std::vector<std::string> known_model_ids();
+
 /// Read config.json and the header of every safetensors file (following
 /// model.safetensors.index.json when present), never the weights.
 /// Throws Error(errc::local_file_error) for a missing config, missing shard

@@ -217,6 +217,16 @@ void register_facts_class(py::module_& m) {
       py::arg("facts"), py::return_value_policy::reference_internal,
       "Fill `facts` (in place, and return it) with the tensors a dense decoder-only model of its config has. "
       "Raises clusterkit.Error('invalid_argument') for configs it cannot describe (MoE, MLA, missing sizes).");
+  m.def(
+      "known_model_config",
+      [](std::string const& id) -> py::object {
+        auto c = ck::known_model_config(id);
+        return c ? json_to_python(*c) : py::object(py::none());
+      },
+      py::arg("id"),
+      "config.json (a dict) of a model clusterkit ships (examples/models/), by id ('Qwen/Qwen2.5-72B-Instruct'), in "
+      "any case, or by folder name; None for others. For planning before anything is downloaded.");
+  m.def("known_model_ids", &ck::known_model_ids, "The ids known_model_config answers.");
   m.def("safetensors_dtype_size", &ck::safetensors_dtype_size, py::arg("dtype"),
         "Bytes per element of a safetensors dtype ('BF16' -> 2); 0 when unknown.");
 }

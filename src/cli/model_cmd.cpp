@@ -27,14 +27,45 @@ void add_model_args(CLI::App* sub, ModelArgs& a) {
 }
 
 ModelFacts facts_for(ModelArgs const& a) {
-  auto where = resolve_model(a.model, a.root, a.revision);
+  ModelLocation where;
+  try {
+    where = resolve_model(a.model, a.root, a.revision);
+  } catch (Error const& e) {
+    // Not on this machine: a model clusterkit ships the config of is planned
+    // from that config (an estimate, said so); otherwise say what would help.
+    if (auto config = known_model_config(a.model)) {
+      std::fprintf(stderr,
+                   "%s is not on this machine; planning from its config.json shipped with clusterkit "
+                   "(examples/models/): tensor sizes are estimated from the config, not read from weights\n",
+                   a.model.c_str());
+      auto facts = model_facts_from_config(*config, a.model + " (config shipped with clusterkit)");
+      estimate_tensors_from_config(facts);
+      return facts;
+    }
+    std::string hint;
+    if (a.root.empty() && a.model.find('/') != std::string::npos && a.model.front() != '/' && a.model.front() != '.')
+      hint += "\na model id is looked up under --root (the folder the models were downloaded to, e.g. --root /mnt)";
+    std::string ids;
+    for (auto const& id : known_model_ids()) ids += (ids.empty() ? "" : ", ") + id;
+    hint += "\nplanned offline without weights: " + ids;
+    throw Error(e.code(), std::string(e.what()) + hint);
+  }
   if (a.from_config) {
     std::ifstream in(where.dir / "config.json");
     auto facts = model_facts_from_config(nlohmann::json::parse(in), (where.dir / "config.json").string());
     estimate_tensors_from_config(facts);
     return facts;
   }
-  return inspect_model(where.dir);
+  try {
+    return inspect_model(where.dir);
+  } catch (Error const& e) {
+    std::error_code ec;
+    if (std::string(e.what()).find("has no *.safetensors files") != std::string::npos &&
+        std::filesystem::exists(where.dir / "config.json", ec))
+      throw Error(e.code(), std::string(e.what()) +
+                                "; to plan from config.json alone (before the weights are downloaded), add --from-config");
+    throw;
+  }
 }
 
 /// sha256sums for every file of a model folder (the library's one list of

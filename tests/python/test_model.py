@@ -400,3 +400,14 @@ def test_plan_tiny_model_fits_one_gpu(tiny_model: Path) -> None:
     rec = plan.recommended
     assert rec is not None and (rec.tp, rec.pp) == (1, 1) and rec.fits
     assert plan.parameter_count == PARAMETERS
+
+
+def test_known_model_configs_plan_the_seed_offline() -> None:
+    assert "Qwen/Qwen2.5-72B-Instruct" in ck.known_model_ids()
+    config = ck.known_model_config("qwen2.5-72b-instruct")
+    assert config is not None and config["num_hidden_layers"] == 80 and config["intermediate_size"] == 29568
+    assert ck.known_model_config("Qwen2___5-72B-Instruct") == config  # ModelScope's folder name
+    assert ck.known_model_config("nobody/nothing") is None
+    facts = ck.estimate_tensors_from_config(ck.model_facts_from_config(config))
+    plan = ck.plan_deployment(facts, ck.parse_gpu_inventory("2 nodes x 2 L20 48GB"))
+    assert (plan.recommended.tp, plan.recommended.pp) == (2, 2)  # the seed's layout

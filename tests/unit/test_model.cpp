@@ -12,6 +12,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <fstream>
+#include <map>
 #include <random>
 
 namespace fs = std::filesystem;
@@ -742,4 +743,33 @@ TEST_CASE("estimate_tensors_from_config matches a written model", "[model]") {
   moe["num_experts"] = 8;
   auto g = clusterkit::model_facts_from_config(moe);
   CHECK_THROWS_AS(clusterkit::estimate_tensors_from_config(g), Error);
+}
+
+TEST_CASE("known model configs: compiled in, equal to examples/models, found by id or folder", "[model][known]") {
+  auto const root = fs::path(CK_SOURCE_DIR) / "examples" / "models";
+  std::map<std::string, std::string> folder_of{{"Qwen/Qwen2.5-72B-Instruct", "Qwen2.5-72B-Instruct"},
+                                               {"Qwen/Qwen2.5-7B-Instruct", "Qwen2.5-7B-Instruct"},
+                                               {"meta-llama/Llama-3.1-8B-Instruct", "Llama-3.1-8B-Instruct"}};
+  auto ids = clusterkit::known_model_ids();
+  REQUIRE(ids.size() == folder_of.size());
+  for (auto const& id : ids) {
+    INFO(id);
+    REQUIRE(folder_of.count(id));
+    std::ifstream in(root / folder_of[id] / "config.json");
+    REQUIRE(in);
+    CHECK(*clusterkit::known_model_config(id) == nlohmann::json::parse(in));  // the shipped file, exactly
+  }
+  // Any case, the folder name, ModelScope's folder name.
+  CHECK(clusterkit::known_model_config("qwen2.5-72b-instruct"));
+  CHECK(clusterkit::known_model_config("Qwen2___5-72B-Instruct"));
+  CHECK_FALSE(clusterkit::known_model_config("Qwen/Qwen2.5-72B"));
+  CHECK_FALSE(clusterkit::known_model_config("other/Qwen2.5-72B-Instruct"));
+  // The seed's model, sized from its config alone: REFERENCES.md's facts.
+  auto facts = clusterkit::model_facts_from_config(*clusterkit::known_model_config("Qwen/Qwen2.5-72B-Instruct"));
+  clusterkit::estimate_tensors_from_config(facts);
+  CHECK(facts.num_hidden_layers == 80);
+  CHECK(facts.num_key_value_heads == 8);
+  CHECK(facts.kv_bytes_per_token() == 320 * 1024);
+  CHECK(facts.parameter_count > 72600000000ull);
+  CHECK(facts.parameter_count < 72800000000ull);
 }

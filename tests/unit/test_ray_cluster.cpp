@@ -298,8 +298,11 @@ TEST_CASE("the stop script kills only this cluster's processes, by pid", "[ray][
     pid_t pid = ::fork();
     if (pid == 0) {
       ::setsid();  // as the start script does: never this test's own session
+      // `wait`, not a loop of `sleep 0.1`: each sleep is forked from this
+      // shell, and a fork that has not exec'd yet carries this command line
+      // (the temp dir) too, which the probe rightly counts as the cluster's.
       std::string loop = "sleep 300 & echo $! > '" + child_file + ".' ; mv '" + child_file + ".' '" + child_file +
-                         "'; trap 'exit 0' TERM; while :; do sleep 0.1; done";
+                         "'; trap 'exit 0' TERM; wait";
       if (arg.find(other) != std::string::npos) loop = "trap 'exit 0' TERM; while :; do sleep 0.1; done";
       ::execl("/bin/sh", "sh", "-c", loop.c_str(), arg.c_str(), static_cast<char*>(nullptr));
       ::_exit(127);
