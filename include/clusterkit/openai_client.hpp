@@ -66,7 +66,8 @@ struct ClientOptions {
   /// One attempt from start to end (zero: no limit). Non-streamed requests
   /// rely on this one.
   std::chrono::milliseconds request_timeout{600000};
-  /// Retries on 429, 503 and connections reset before an answer.
+  /// Retries on 429, 502-504, a connection refused or timed out, and a
+  /// connection reset before any answer; never after part of a stream.
   int max_retries = 2;
   /// First backoff; doubled each retry up to `max_backoff`, with jitter.
   /// A Retry-After header (seconds) is honoured up to `max_backoff`.

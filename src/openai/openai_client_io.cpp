@@ -610,6 +610,9 @@ awaitable<std::error_code> open_connection(ImplPtr impl, CallState& st, Call& ca
   if (cec) {
     st.cancel_current = nullptr;
     impl->resolved.reset();
+    // Nothing was sent: retried like a reset before any answer, as the
+    // openai package does (a server restarting refuses for a moment).
+    call.retryable = true;
     if (cec == beast::error::timeout)
       co_return fail(call, errc::timed_out,
                      "could not connect to " + where + " within " + ms_text(o.connect_timeout) +

@@ -349,6 +349,13 @@ def test_connection_refused_and_bad_url() -> None:
         client.list_models()
     assert e.value.code == "connection_refused"
     assert e.value.status == 0
+    # Nothing was sent: retried like the openai package does (max_retries=2 by default).
+    assert e.value.meta.attempts == 3 and "(after 3 attempts)" in str(e.value)
+    assert client.stats()["retries"] == 2
+    once = ck.OpenAIClient(f"http://127.0.0.1:{free_port()}", proxy_from_environment=False, max_retries=0)
+    with pytest.raises(ck.OpenAIError) as e:
+        once.list_models()
+    assert e.value.meta.attempts == 1
     with pytest.raises(ck.Error) as bad:
         ck.OpenAIClient("not a url")
     assert bad.value.code == "invalid_argument"
