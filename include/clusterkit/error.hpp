@@ -87,6 +87,9 @@ enum class errc {
   engine_failed,
   /// A deployment step failed; the record names the step and the host.
   deployment_failed,
+  /// A command ran to its end and exited non-zero (or by a signal), where the
+  /// caller asked for success (Python's check=True / RunResult.check()).
+  command_failed,
 };
 
 std::error_category const& error_category() noexcept;

@@ -99,6 +99,7 @@ class HostSpec:
     def __deepcopy__(self, memo: dict[int, Any]) -> HostSpec: ...
 
 class RunResult:
+    def check(self) -> RunResult: ...
     @property
     def exit_code(self) -> int: ...
     @property
@@ -189,6 +190,7 @@ class Host:
         kill_grace: float = 2.0,
         max_captured_bytes: int = 67108864,
         on_line: Callable[[str, str], object] | None = None,
+        check: bool = False,
     ) -> RunResult: ...
     def start_run(
         self,

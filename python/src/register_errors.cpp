@@ -50,6 +50,7 @@ char const* errc_name(ck::errc e) {
     case ck::errc::ray_failed: return "ray_failed";
     case ck::errc::engine_failed: return "engine_failed";
     case ck::errc::deployment_failed: return "deployment_failed";
+    case ck::errc::command_failed: return "command_failed";
   }
   return nullptr;
 }

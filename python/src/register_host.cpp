@@ -1,5 +1,6 @@
 // HostSpec, Host (blocking calls and start_* for asyncio), RunResult,
 // TransferResult, Operation, and the fan-out (run_on_hosts).
+#include "clusterkit/detail/ssh_diagnosis.hpp"
 #include "support.hpp"
 
 #include <boost/asio/bind_cancellation_slot.hpp>
@@ -9,6 +10,8 @@
 
 namespace ckpy {
 namespace {
+
+[[noreturn]] void raise_command_failed(std::string const& what, ck::RunResult const& r);
 
 constexpr std::size_t kDefaultCapture = 64u << 20;
 
@@ -161,6 +164,15 @@ py::bytes as_bytes(std::string const& s) { return py::bytes(s.data(), s.size());
 void register_results(py::module_& m) {
   using R = ck::RunResult;
   py::class_<R>(m, "RunResult", "What a command did. A non-zero exit is a result, not an error.")
+      .def(
+          "check",
+          [](R const& r) -> R const& {
+            if (!r.success()) raise_command_failed("the command", r);
+            return r;
+          },
+          py::return_value_policy::reference_internal,
+          "Return self when the command exited 0; else raise clusterkit.Error('command_failed') with this result "
+          "as .result.")
       .def_readonly("exit_code", &R::exit_code, "Exit status; -1 when the command never ran or was stopped.")
       .def_readonly("signal", &R::signal, "Signal that ended the command (0 if none).")
       .def_property_readonly(
@@ -302,19 +314,31 @@ using RunOutcome = std::pair<std::error_code, ck::RunResult>;
 using TransferOutcome = std::pair<std::error_code, ck::TransferResult>;
 
 
+// check=True / RunResult.check(): a command that ran to its end but failed,
+// raised with the result attached (asyncssh's and Fabric's check).
+[[noreturn]] void raise_command_failed(std::string const& what, ck::RunResult const& r) {
+  std::string message = what + " exited with " + std::to_string(r.exit_code);
+  if (r.signal) message += " (signal " + std::to_string(r.signal) + ")";
+  auto err = ck::detail::tail_lines(r.stderr_text, 3);
+  if (!err.empty()) message += ": " + err;
+  raise_error(ck::make_error_code(ck::errc::command_failed), message, py::cast(r));
+}
+
 ck::RunResult host_run(ck::Host& host, py::object const& argv, py::object const& script, py::object const& env,
                        py::object const& cwd, py::object const& stdin_data, py::object const& timeout,
-                       double kill_grace, std::size_t max_captured_bytes, py::object on_line) {
+                       double kill_grace, std::size_t max_captured_bytes, py::object on_line, bool check) {
   refuse_blocking_on_runtime_thread("Host.run()");
   auto command = make_command(argv, script);
   auto options = make_run_options(env, cwd, stdin_data, timeout, kill_grace, max_captured_bytes);
   check_same_runtime(host);
   auto op = Operation::create(host.get_executor());
   options.on_line = line_callback(op, std::move(on_line));
+  auto const shown = command.display();
   auto [ec, result] = run_blocking<ck::RunResult>(op, [&](auto handler) {
     host.async_run(std::move(command), std::move(options), std::move(handler));
   });
   if (ec) raise_error(ec, result.diagnostic, py::cast(result));
+  if (check && !result.success()) raise_command_failed(host.spec().name + ": `" + shown + "`", result);
   return std::move(result);
 }
 
@@ -413,9 +437,10 @@ void register_host_class(py::module_& m) {
       .def("run", &host_run, py::arg("argv") = py::none(), py::kw_only(), py::arg("script") = py::none(),
            py::arg("env") = py::none(), py::arg("cwd") = py::none(), py::arg("stdin") = py::none(),
            py::arg("timeout") = py::none(), py::arg("kill_grace") = 2.0,
-           py::arg("max_captured_bytes") = kDefaultCapture, py::arg("on_line") = py::none(),
+           py::arg("max_captured_bytes") = kDefaultCapture, py::arg("on_line") = py::none(), py::arg("check") = false,
            "Run a command (argv list, or script= for /bin/sh) and wait for it. Raises clusterkit.Error when it could "
-           "not run to its end (connection, timeout, cancellation); a non-zero exit is a result.\n\n"
+           "not run to its end (connection, timeout, cancellation); a non-zero exit is a result, unless check=True: "
+           "then it raises clusterkit.Error('command_failed') with the RunResult as .result.\n\n"
            "on_line(stream, line) is called for every line as it arrives ('stdout' or 'stderr'), on clusterkit's "
            "I/O thread with the GIL held: keep it short. If it raises, the command is stopped and the exception "
            "is raised from run(). Ctrl-C stops the command (SIGKILL to its process group) before run() raises "

@@ -44,6 +44,7 @@ public:
       case errc::ray_failed: return "a Ray node did not start or join";
       case errc::engine_failed: return "the vLLM engine died or did not become ready";
       case errc::deployment_failed: return "a deployment step failed";
+      case errc::command_failed: return "the command failed";
     }
     return "unknown clusterkit error";
   }

@@ -495,6 +495,22 @@ def test_error_class() -> None:
     assert ck.Error.__module__ == "clusterkit"
 
 
+def test_check_raises_with_the_result_attached(local: ck.Host) -> None:
+    # As asyncssh's and Fabric's check: a non-zero exit raises only when asked to.
+    r = local.run(["sh", "-c", "echo out; echo bad >&2; exit 3"])
+    assert r.exit_code == 3  # a result by default
+    with pytest.raises(ck.Error) as e:
+        r.check()
+    assert e.value.code == "command_failed" and e.value.result.exit_code == 3
+    assert "exited with 3: bad" in str(e.value)
+    with pytest.raises(ck.Error) as e:
+        local.run(["sh", "-c", "echo bad >&2; exit 4"], check=True)
+    assert e.value.code == "command_failed" and e.value.result.stderr == "bad\n"
+    assert str(e.value).startswith(f"{local.name}: `sh -c") and "exited with 4: bad" in str(e.value)
+    ok = local.run(["true"], check=True)
+    assert ok.check() is not None and ok.exit_code == 0
+
+
 def test_errors_are_also_the_builtin_exceptions_python_code_catches(local: ck.Host) -> None:
     import builtins
     import pickle
