@@ -391,6 +391,25 @@ std::string CheckReport::table() const {
       if (!r.fix.empty()) s << "     fix: " << r.fix << "\n";
     }
   }
+  // Every skip says why, grouped by reason so that twenty hosts skipping
+  // the same check for the same reason make one line.
+  std::vector<std::pair<std::string, std::vector<std::string>>> skips;  // reason -> "check on host" items, in order
+  for (auto const& r : results) {
+    if (r.status != CheckStatus::skip) continue;
+    auto reason = r.message.empty() ? std::string("no reason recorded") : r.message;
+    auto it = std::find_if(skips.begin(), skips.end(), [&](auto const& p) { return p.first == reason; });
+    if (it == skips.end()) it = skips.insert(skips.end(), {reason, {}});
+    it->second.push_back(r.check + " on " + r.host);
+  }
+  if (!skips.empty()) {
+    s << "\nskipped (-):\n";
+    for (auto const& [reason, items] : skips) {
+      s << "  ";
+      for (std::size_t i = 0; i < items.size() && i < 8; ++i) s << (i ? ", " : "") << items[i];
+      if (items.size() > 8) s << " and " << items.size() - 8 << " more";
+      s << ": " << reason << "\n";
+    }
+  }
   if (!recommended_env.empty()) {
     s << "\nStart each node with (set when the node or container starts, not in a later shell):\n";
     for (auto const& [host, env] : recommended_env) {

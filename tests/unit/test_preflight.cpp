@@ -187,6 +187,15 @@ TEST_CASE("the seed cluster, healthy: every check passes", "[preflight]") {
   CHECK_THAT(table, Contains("gpu1"));
   CHECK_THAT(table, Contains("VLLM_HOST_IP=172.18.190.26"));
   CHECK_THAT(table, Contains("0 failed"));
+  // Every skip says why (issue 14: 39 checks were "skipped" with no reason).
+  REQUIRE(r.count(CheckStatus::skip) > 0);
+  CHECK_THAT(table, Contains("skipped (-):"));
+  for (auto const& x : r.results)
+    if (x.status == CheckStatus::skip) {
+      CHECK_FALSE(x.message.empty());
+      CHECK_THAT(table, Contains(x.message));
+    }
+  CHECK_THAT(table, Contains("gpus on cpu1"));
 }
 
 TEST_CASE("preflight gathers what it checks", "[preflight]") {
