@@ -949,9 +949,29 @@ struct Evaluator {
     if (probes.nas)
       for (auto const& r : probes.nas->reads)
         if (r.host == h) read = &r;
-    auto mount_fix = "mount the NAS at " + path + " on " + h +
-                     " (e.g. `mount -t nfs NAS:/export " + path + "` and an /etc/fstab line so it survives a reboot)";
     auto const& ih = *inv.at(h);
+    // The NAS as the inventory describes it (vars nas_type, nas_export), so
+    // that the fix names the right kind of mount, sshfs or NFS.
+    std::string nas_type, nas_export;
+    if (ih.extra.is_object())
+      if (auto v = ih.extra.find("vars"); v != ih.extra.end() && v->is_object()) {
+        if (auto t = v->find("nas_type"); t != v->end() && t->is_string()) nas_type = t->get<std::string>();
+        if (auto e = v->find("nas_export"); e != v->end() && e->is_string()) nas_export = e->get<std::string>();
+      }
+    auto mount_fix = "mount the NAS at " + path + " on " + h + ": `clusterkit nas mount -g " + h + "`" +
+                     (nas_type.empty() && nas_export.empty()
+                          ? std::string(" (it reads the NAS from the inventory's vars nas_type and nas_export; add them, "
+                                        "e.g. nas_type: nfs, nas_export: NAS:/export)")
+                          : " (" + (nas_type.empty() ? std::string("nfs") : nas_type) +
+                                (nas_export.empty() ? std::string() : " from " + nas_export) + ", as the inventory says)");
+    // What a NAS can be mounted as (the names `stat -f -c %T` and
+    // /proc/mounts give; sshfs and other FUSE clients show as fuse or
+    // fuseblk); anything else at the path is this host's own disk (a tmpfs
+    // /mnt, the root filesystem), which nobody else sees.
+    static constexpr std::string_view shared_types[] = {
+        "nfs",  "nfs4", "fuse",   "fuseblk", "fuse.sshfs", "sshfs", "cifs", "smb2", "smb3", "ceph", "fuse.ceph-fuse",
+        "glusterfs", "fuse.glusterfs", "lustre", "beegfs", "gpfs", "9p", "v9fs", "virtiofs", "fuse.juicefs", "fuse.s3fs"};
+    bool const bind_nas = nas_type == "bind";
     bool writes = has_role(ih, "download");
     auto where = [&](NasRead const& r) {
       return r.filesystem_type + (r.mount_point ? ", mounted" : ", not a mount point");
@@ -972,6 +992,17 @@ struct Evaluator {
         add(h, "nas", writes ? CheckStatus::fail : CheckStatus::warn,
             path + " (" + where(*read) + ") could not be compared: no host could write a file under it",
             "make " + path + " writable from the download host");
+      } else if (read->seen == ref && !bind_nas && !is_storage(h) &&
+                 std::find(std::begin(shared_types), std::end(shared_types), read->filesystem_type) ==
+                     std::end(shared_types)) {
+        // Agreeing with the majority is not enough: alone (or with hosts
+        // that all write to their own disks) a tmpfs /mnt agrees with itself.
+        add(h, "nas", CheckStatus::fail,
+            path + " on " + h + " is " +
+                (read->filesystem_type.empty() ? std::string("a local folder") : read->filesystem_type) +
+                (read->mount_point ? "" : ", not a mount point") +
+                ": no NAS is mounted there, so what is written there stays on " + h,
+            mount_fix);
       } else if (read->seen == ref) {
         add(h, "nas", CheckStatus::pass,
             path + " (" + where(*read) + ") shows the files written on " + join(ref, ", ") + ro);

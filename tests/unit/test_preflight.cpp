@@ -428,6 +428,29 @@ TEST_CASE("ports: Ray port closed, busy, or an ephemeral port blocked", "[prefli
   CHECK(status(nolisten.evaluate(), "gpu2", "nccl-ports") == CheckStatus::fail);
 }
 
+TEST_CASE("NAS: a local filesystem at the NAS path fails even when every host agrees with itself", "[preflight][nas]") {
+  // Issue 14: a tmpfs /mnt on the reference host passed, and the fix said
+  // `mount -t nfs` for an sshfs NAS.
+  Cluster c;
+  c.inventory = seed_inventory(", nas_type: sshfs, nas_export: 'root@nas:/srv/nas'");
+  for (auto& r : c.probes.nas->reads) {
+    r.filesystem_type = "tmpfs";
+    r.seen = {r.host};
+  }
+  c.probes.nas->reads[1].seen = c.probes.nas->reads[2].seen = {"gpu1"};  // the majority view: only gpu1's file
+  auto r = c.evaluate();
+  auto x = row(r, "gpu1", "nas");
+  CHECK(x.status == CheckStatus::fail);
+  CHECK_THAT(x.message, Contains("/mnt on gpu1 is tmpfs: no NAS is mounted there"));
+  CHECK_THAT(x.fix, Contains("`clusterkit nas mount -g gpu1` (sshfs from root@nas:/srv/nas"));
+  CHECK_THAT(x.fix, !Contains("mount -t nfs"));
+  // A bind "NAS" (one machine's own folder) is a local filesystem by design.
+  Cluster bind;
+  bind.inventory = seed_inventory(", nas_type: bind");
+  for (auto& rd : bind.probes.nas->reads) rd.filesystem_type = "ext4";
+  CHECK(status(bind.evaluate(), "gpu1", "nas") == CheckStatus::pass);
+}
+
 TEST_CASE("NAS: the host that does not share the others' files fails (REFERENCES #9)", "[preflight][nas]") {
   Cluster c;
   // cpu1 (the writer in the real probe) has its own /mnt: it sees only its
