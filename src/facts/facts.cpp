@@ -14,6 +14,7 @@
 #include <cstdio>
 #include <sstream>
 
+#include "clusterkit/planner.hpp"
 #include "clusterkit/shell.hpp"
 #include "core/text.hpp"
 
@@ -925,7 +926,11 @@ void apply_declared_gpus(HostFacts& facts, DeclaredGpus const& declared) {
     g.index = i;
     g.uuid = "SIMULATED-" + facts.host + "-" + std::to_string(i);
     g.name = declared.model.empty() ? "simulated GPU" : declared.model;
+    // One source of truth with the planner: a known model's declared size is
+    // its nominal one ("L20 48": 48 GB), and the memory the planner uses is
+    // what nvidia-smi reports for it (46068 MiB); unknown models as declared.
     double bytes = declared.memory_gib * double(1ull << 30);
+    if (auto known = known_gpu_memory_bytes(g.name, declared.memory_gib)) bytes = static_cast<double>(*known);
     g.memory_total_bytes = bytes > 0 && bytes < 1e18 ? static_cast<std::uint64_t>(bytes) : 0;
     g.simulated = true;
     facts.gpus.push_back(std::move(g));

@@ -594,7 +594,12 @@ struct Evaluator {
     auto const& g0 = f.gpus.front();
     std::string desc = std::to_string(f.gpus.size()) + "x " + g0.name + " " + format_bytes(g0.memory_total_bytes);
     if (f.gpus_simulated) {
-      add(h, "gpus", CheckStatus::simulated, desc + " (simulated: declared in the inventory, no nvidia-smi on the host)");
+      std::string size_note;
+      if (decl && decl->memory_gib > 0 && std::fabs(double(g0.memory_total_bytes) / double(1ull << 30) - decl->memory_gib) > 0.05)
+        size_note = "; memory_gib " + fmt("%g", decl->memory_gib) + " read as the " + g0.name + "'s nvidia-smi total of " +
+                    std::to_string(g0.memory_total_bytes >> 20) + " MiB, as `plan` does";
+      add(h, "gpus", CheckStatus::simulated,
+          desc + " (simulated: declared in the inventory, no nvidia-smi on the host" + size_note + ")");
       return;
     }
     std::vector<std::string> problems, warnings;

@@ -141,7 +141,8 @@ TEST_CASE("preflight passes on the lab, GPU checks simulated", "[preflight][lab]
   for (auto const* h : {"h1", "h2"}) {
     // GPUs: simulated, from the inventory.
     CHECK(row(r, h, "gpus").status == CheckStatus::simulated);
-    CHECK_THAT(row(r, h, "gpus").message, Contains("2x L20 48.0 GiB (simulated"));
+    CHECK_THAT(row(r, h, "gpus").message, Contains("2x L20 45.0 GiB (simulated"));
+    CHECK_THAT(row(r, h, "gpus").message, Contains("memory_gib 48 read as the L20's nvidia-smi total of 46068 MiB"));
     CHECK(row(r, h, "driver").status == CheckStatus::simulated);
     CHECK(row(r, h, "cuda").status == CheckStatus::simulated);
     // Everything else: real, and passing.

@@ -252,7 +252,7 @@ def test_preflight_passes_on_the_lab_with_simulated_gpus(inventory: ck.Inventory
     for h in ("h1", "h2"):
         gpus = r.find(h, "gpus")
         assert isinstance(gpus, ck.CheckResult)
-        assert gpus.status == "simulated" and "2x L20 48.0 GiB (simulated" in gpus.message
+        assert gpus.status == "simulated" and "2x L20 45.0 GiB (simulated" in gpus.message
         assert r.find(h, "driver").status == "simulated"
         assert r.find(h, "cuda").status == "simulated"
         for check in ("ssh", "role", "python", "shm", "disk", "network", "ray-port", "nccl-ports", "clock"):

@@ -3,6 +3,7 @@
 // script and its sections, simulated GPUs, and fuzzing: thousands of random
 // mutations and truncations of every fixture give an Error, never a crash.
 #include "clusterkit/facts.hpp"
+#include "clusterkit/planner.hpp"
 
 #include <catch2/catch.hpp>
 
@@ -403,7 +404,14 @@ hosts:
   CHECK(lab.gpus_simulated);
   CHECK(lab.gpus[0].simulated);
   CHECK(lab.gpus[0].name == "L20");
-  CHECK(lab.gpus[0].memory_total_bytes == 48ull << 30);
+  // One source of truth with the planner (issue 14): "L20, 48" is the L20's
+  // nvidia-smi total, 46068 MiB, as `plan --gpus "2x L20 48GB"` reads it.
+  CHECK(lab.gpus[0].memory_total_bytes == 46068ull << 20);
+  CHECK(lab.gpus[0].memory_total_bytes == parse_gpu_inventory("2x L20 48GB").nodes[0].memory_bytes);
+  DeclaredGpus unknown = declared["h1"];
+  unknown.model = "FancyGPU";
+  apply_declared_gpus(lab, unknown);
+  CHECK(lab.gpus[0].memory_total_bytes == 48ull << 30);  // an unknown model: as declared
   CHECK(lab.to_json()["gpus"][0]["simulated"] == true);
   HostFactsOutcome o;
   o.host = "h1";
