@@ -159,6 +159,7 @@ __all__ = [
     "known_model_ids",
     "format_bytes",
     "gather_facts",
+    "gather_facts_async",
     "gpu_query_fields",
     "huggingface_cache_folder_name",
     "inspect_model",
@@ -169,6 +170,7 @@ __all__ = [
     "model_facts_from_config",
     "modelscope_folder_name",
     "nccl_check",
+    "nccl_check_async",
     "nccl_check_hosts",
     "nccl_check_script",
     "parse_gpu_inventory",
@@ -182,6 +184,7 @@ __all__ = [
     "upload_to_hosts",
     "run_on_hosts_async",
     "run_preflight",
+    "run_preflight_async",
     "safetensors_dtype_size",
     "sha256_file",
     "sha256_files",
@@ -426,6 +429,40 @@ class Inventory(_core.Inventory):
     def preflight(self, selector: str = "all", **options: Any) -> PreflightRun:
         """``run_preflight`` on the selected hosts; ``options`` are run_preflight's keyword arguments."""
         return run_preflight(self, selector, **options)
+
+    async def gather_facts_async(self, selector: str = "all", **options: Any) -> list[HostFactsOutcome]:
+        """``gather_facts`` without blocking the event loop."""
+        options.setdefault("inventory", self)
+        return await gather_facts_async(self.hosts_for(selector), **options)
+
+    async def preflight_async(self, selector: str = "all", **options: Any) -> PreflightRun:
+        """``preflight`` without blocking the event loop."""
+        return await run_preflight_async(self, selector, **options)
+
+
+# The asyncio forms of facts, preflight and the NCCL check: the same keyword
+# arguments; cancelling the awaiting task stops the commands on the hosts.
+
+
+async def gather_facts_async(hosts: Sequence[_core.Host], **options: Any) -> list[HostFactsOutcome]:
+    """``gather_facts`` without blocking the event loop."""
+    call = _AsyncCall()
+    outcomes: list[HostFactsOutcome] = await call.wait(gather_facts(hosts, _done=call.done, **options))
+    return outcomes
+
+
+async def run_preflight_async(hosts: Any, selector: str = "all", **options: Any) -> PreflightRun:
+    """``run_preflight`` without blocking the event loop."""
+    call = _AsyncCall()
+    run: PreflightRun = await call.wait(run_preflight(hosts, selector, _done=call.done, **options))
+    return run
+
+
+async def nccl_check_async(hosts: Sequence[_core.Host], **options: Any) -> NcclCheckResult:
+    """``nccl_check`` without blocking the event loop."""
+    call = _AsyncCall()
+    result: NcclCheckResult = await call.wait(nccl_check(hosts, _done=call.done, **options))
+    return result
 
 
 class LabStatus(_core.LabStatus):

@@ -912,6 +912,7 @@ def gather_facts(
     concurrency: int = 64,
     declared_gpus: Mapping[str, Mapping[str, Any]] | None = None,
     inventory: Inventory | None = None,
+    _done: Callable[[Any], object] | None = None,
 ) -> list[HostFactsOutcome]: ...
 def parse_gpu_query(text: str) -> list[GpuInfo]: ...
 def gpu_query_fields() -> str: ...
@@ -983,6 +984,7 @@ def run_preflight(
     container_runtime: Literal["docker", "none"] = "docker",
     python: str = "python3",
     facts_timeout: float = 90.0,
+    _done: Callable[[Any], object] | None = None,
 ) -> PreflightRun: ...
 
 class NcclRankReport:
@@ -1106,6 +1108,7 @@ def nccl_check(
     timeout: float = 600.0,
     failure_grace: float = 15.0,
     python: str = "python3",
+    _done: Callable[[Any], object] | None = None,
 ) -> NcclCheckResult: ...
 def nccl_check_script() -> str: ...
 def default_nccl_sizes() -> list[int]: ...

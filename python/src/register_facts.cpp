@@ -50,6 +50,22 @@ Value run_and_wait(asio::any_io_executor executor, Initiate&& initiate) {
   return wait_interruptible(*op, future);
 }
 
+/// Blocking (GIL released, Ctrl-C aware) when `done` is None; else started,
+/// done(Value) called on the I/O thread, and the Operation returned: what
+/// the asyncio forms (gather_facts_async, ...) await.
+template <class Value, class Initiate>
+py::object run_or_start(asio::any_io_executor executor, py::object done, char const* what, Initiate&& initiate) {
+  if (done.is_none()) {
+    refuse_blocking_on_runtime_thread(what);
+    return py::cast(run_and_wait<Value>(std::move(executor), std::forward<Initiate>(initiate)));
+  }
+  auto op = Operation::create(std::move(executor));
+  initiate(asio::bind_cancellation_slot(op->slot(), [op, d = share(std::move(done))](Value v) {
+    deliver(*op, d, [&] { return py::cast(std::move(v)); });
+  }));
+  return py::cast(op);
+}
+
 // ---------------------------------------------------------------------------
 // Facts
 
@@ -164,8 +180,7 @@ void register_facts_types(py::module_& m) {
       "gather_facts",
       [](py::object const& hosts_in, py::object const& disk_paths, py::object const& peers,
          py::object const& docker_images, std::string python, double command_timeout, double timeout,
-         std::size_t concurrency, py::object const& declared_gpus, py::object const& inventory) {
-        refuse_blocking_on_runtime_thread("gather_facts()");
+         std::size_t concurrency, py::object const& declared_gpus, py::object const& inventory, py::object done) -> py::object {
         auto hosts = host_list(hosts_in);
         if (concurrency < 1) throw py::value_error("concurrency must be >= 1");
         ck::FactsOptions o;
@@ -188,9 +203,8 @@ void register_facts_types(py::module_& m) {
             o.declared_gpus[item.first.cast<std::string>()] = d;
           }
         }
-        if (hosts.empty()) return std::vector<ck::HostFactsOutcome>{};
-        auto executor = hosts.front().get_executor();
-        return run_and_wait<std::vector<ck::HostFactsOutcome>>(executor, [&](auto handler) {
+        auto executor = hosts.empty() ? runtime().executor() : hosts.front().get_executor();
+        return run_or_start<std::vector<ck::HostFactsOutcome>>(executor, std::move(done), "gather_facts()", [&](auto handler) {
           ck::async_gather_facts(std::move(hosts), std::move(o), std::move(handler));
         });
       },
@@ -198,6 +212,7 @@ void register_facts_types(py::module_& m) {
       py::arg("peers") = std::vector<std::string>{}, py::arg("docker_images") = std::vector<std::string>{},
       py::arg("python") = "python3", py::arg("command_timeout") = 20.0, py::arg("timeout") = 90.0,
       py::arg("concurrency") = 64, py::arg("declared_gpus") = py::none(), py::arg("inventory") = py::none(),
+      py::arg("_done") = py::none(),
       "Gather facts on every host at once: one remote command each. One HostFactsOutcome per host, in order; "
       "never raises for a host's failure (see .error). `inventory` (or `declared_gpus`, {host: {count, model, "
       "memory_gib, simulated}}) supplies simulated GPUs for hosts without nvidia-smi.");
@@ -281,8 +296,8 @@ void register_preflight(py::module_& m) {
          double disk_min_free_gib, py::object const& nas_path, py::object const& model_path, py::object const& model,
          double gpu_memory_utilization, py::object const& max_model_len, std::string kv_cache_dtype, int ray_port,
          int rdzv_port, unsigned ephemeral_ports, bool probe_ports, bool probe_nas, double max_clock_offset_seconds,
-         py::object const& docker_images, std::string container_runtime, std::string python, double facts_timeout) {
-        refuse_blocking_on_runtime_thread("run_preflight()");
+         py::object const& docker_images, std::string container_runtime, std::string python, double facts_timeout,
+         py::object done) -> py::object {
         std::vector<ck::InventoryHost> hosts;
         if (py::isinstance<ck::Inventory>(hosts_in)) {
           hosts = hosts_in.cast<ck::Inventory const&>().select(selector);
@@ -320,7 +335,7 @@ void register_preflight(py::module_& m) {
         o.python = std::move(python);
         o.facts_timeout = positive_ms(facts_timeout, "facts_timeout");
         auto executor = runtime().executor();
-        return run_and_wait<ck::PreflightRun>(executor, [&](auto handler) {
+        return run_or_start<ck::PreflightRun>(executor, std::move(done), "run_preflight()", [&](auto handler) {
           ck::async_preflight(executor, std::move(hosts), std::move(o), std::move(handler));
         });
       },
@@ -332,6 +347,7 @@ void register_preflight(py::module_& m) {
       py::arg("ephemeral_ports") = 2, py::arg("probe_ports") = true, py::arg("probe_nas") = true,
       py::arg("max_clock_offset_seconds") = 5.0, py::arg("docker_images") = std::vector<std::string>{},
       py::arg("container_runtime") = "docker", py::arg("python") = "python3", py::arg("facts_timeout") = 90.0,
+      py::arg("_done") = py::none(),
       "Check that an inventory's hosts can run a multi-node vLLM: facts on every host, port and NAS probes, then "
       "every check (see CheckReport.table()). `hosts`: an Inventory (with `selector`) or a list of InventoryHost. "
       "nas_path None: the hosts' vars.mount_point. `model` (ModelFacts) adds the model-fits check.");
@@ -438,8 +454,7 @@ void register_nccl(py::module_& m) {
          py::object const& sizes, unsigned warmup, unsigned iterations, std::string dtype, py::object const& launcher,
          py::object const& exec_prefix, std::string remote_dir, std::map<std::string, std::string> env,
          std::map<std::string, std::map<std::string, std::string>> host_env, bool socket_ifname_from_route,
-         double timeout, double failure_grace, std::string python) {
-        refuse_blocking_on_runtime_thread("nccl_check()");
+         double timeout, double failure_grace, std::string python, py::object done) -> py::object {
         auto hosts = host_list(hosts_in);
         if (hosts.empty()) throw py::value_error("nccl_check needs at least one host");
         if (rdzv_port < 1 || rdzv_port > 65535) throw py::value_error("rdzv_port must be 1-65535");
@@ -462,7 +477,7 @@ void register_nccl(py::module_& m) {
         o.failure_grace = whole_seconds(failure_grace, "failure_grace");
         o.python = std::move(python);
         auto executor = hosts.front().get_executor();
-        return run_and_wait<ck::NcclCheckResult>(executor, [&](auto handler) {
+        return run_or_start<ck::NcclCheckResult>(executor, std::move(done), "nccl_check()", [&](auto handler) {
           ck::async_nccl_check(std::move(hosts), std::move(o), std::move(handler));
         });
       },
@@ -473,7 +488,7 @@ void register_nccl(py::module_& m) {
       py::arg("remote_dir") = "/tmp", py::arg("env") = std::map<std::string, std::string>{},
       py::arg("host_env") = std::map<std::string, std::map<std::string, std::string>>{},
       py::arg("socket_ifname_from_route") = true, py::arg("timeout") = 600.0, py::arg("failure_grace") = 15.0,
-      py::arg("python") = "python3",
+      py::arg("python") = "python3", py::arg("_done") = py::none(),
       "The multi-node NCCL/Gloo check: one torchrun per host (the first is the head, node rank 0), an all_reduce "
       "checked over NCCL and over Gloo, then all-reduce bandwidth. Problems are in the result, never raised.");
   m.def("nccl_check_script", &ck::nccl_check_script, "The Python program the NCCL check runs on every host.");

@@ -119,7 +119,7 @@ def test_gather_facts_with_simulated_gpus(local: ck.Host) -> None:
     assert f.gpus_simulated
     assert len(f.gpus) == 2
     assert all(g.simulated and "L20" in g.name for g in f.gpus)
-    assert all(g.memory_total_bytes == 48 << 30 for g in f.gpus)
+    assert all(g.memory_total_bytes == 46068 << 20 for g in f.gpus)  # the L20's nvidia-smi total, as plan reads "L20 48GB"
     assert "simulated" in o.describe()
 
 
@@ -194,6 +194,48 @@ def test_nccl_check_on_a_host_without_gpus(local: ck.Host) -> None:
         ck.nccl_check([])
 
 
+def test_asyncio_forms_of_facts_preflight_and_the_nccl_check(local: ck.Host) -> None:
+    import asyncio
+
+    inv = ck.Inventory.parse("hosts:\n  me: {local: true, roles: [head, gpu]}\n", "local.yaml")
+
+    async def main() -> tuple[list[ck.HostFactsOutcome], ck.PreflightRun, ck.NcclCheckResult, int]:
+        beats = 0
+
+        async def heartbeat() -> None:  # the loop keeps running meanwhile
+            nonlocal beats
+            while True:
+                beats += 1
+                await asyncio.sleep(0.01)
+
+        hb = asyncio.create_task(heartbeat())
+        facts = await ck.gather_facts_async([local], timeout=60)
+        run = await inv.preflight_async(probe_ports=False, probe_nas=False, container_runtime="none")
+        nccl = await ck.nccl_check_async([local], timeout=60, failure_grace=2)
+        hb.cancel()
+        return facts, run, nccl, beats
+
+    facts, run, nccl, beats = asyncio.run(main())
+    assert [f.host for f in facts] == [local.name] and facts[0].ok
+    assert isinstance(run, ck.PreflightRun) and run.report.hosts == ["me"]
+    assert isinstance(nccl, ck.NcclCheckResult)
+    assert beats > 3
+    # Cancelling the task stops the commands on the host before it ends.
+
+    async def cancelled() -> float:
+        import time
+
+        task = asyncio.create_task(ck.gather_facts_async([local], timeout=60))
+        await asyncio.sleep(0.05)
+        t0 = time.monotonic()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return time.monotonic() - t0
+
+    assert asyncio.run(cancelled()) < 5.0
+
+
 # ---------------------------------------------------------------------------
 # Preflight on the lab (root)
 
@@ -230,7 +272,7 @@ def test_gather_facts_on_the_lab(inventory: ck.Inventory) -> None:
         f = o.facts
         assert f.hostname == o.host
         assert f.gpus_simulated and len(f.gpus) == 2
-        assert all(g.simulated and g.memory_total_bytes == 48 << 30 for g in f.gpus)
+        assert all(g.simulated and g.memory_total_bytes == 46068 << 20 for g in f.gpus)
         (route,) = f.routes
         assert route["interface"] == "eth0"
     assert outcomes[0].facts.routes[0]["local"]
