@@ -399,7 +399,11 @@ void register_nccl(py::module_& m) {
       .def_readonly("node_rank", &L::node_rank)
       .def_readonly("nproc", &L::nproc)
       .def_readonly("argv", &L::argv)
-      .def_readonly("env", &L::env);
+      .def_readonly("env", &L::env)
+      .def("__repr__", [](L const& l) {
+        return "NcclNodeLaunch(host=" + py_repr(py::cast(l.host)) + ", node_rank=" + std::to_string(l.node_rank) +
+               ", nproc=" + std::to_string(l.nproc) + ")";
+      });
 
   using HR = ck::NcclHostRun;
   py::class_<HR>(m, "NcclHostRun", "One host's run of the NCCL check.")
@@ -423,7 +427,11 @@ void register_nccl(py::module_& m) {
   py::class_<O>(m, "NcclCheckOutput", "What the check program printed (parse_nccl_check_output).")
       .def_readonly("ranks", &O::ranks)
       .def_readonly("bandwidth", &O::bandwidth)
-      .def_readonly("malformed", &O::malformed);
+      .def_readonly("malformed", &O::malformed)
+      .def("__repr__", [](O const& o) {
+        return "NcclCheckOutput(ranks=" + std::to_string(o.ranks.size()) + ", bandwidth=" + std::to_string(o.bandwidth.size()) +
+               ", malformed=" + std::to_string(o.malformed.size()) + ")";
+      });
 
   using NR = ck::NcclCheckResult;
   py::class_<NR>(m, "NcclCheckResult", "The verdict of the NCCL/Gloo check.")

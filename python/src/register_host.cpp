@@ -264,7 +264,10 @@ void register_operation(py::module_& m) {
           py::arg("kind") = "terminal",
           "Stop it: 'terminal' kills the command's process group (SIGKILL), 'partial' sends SIGTERM, 'total' "
           "SIGINT then SIGTERM after kill_grace. The done callback still runs, with clusterkit.Error('cancelled').")
-      .def("done", &Operation::finished, "True once the done callback has been called (or is being called).");
+      .def("done", &Operation::finished, "True once the done callback has been called (or is being called).")
+      .def("__repr__", [](Operation const& op) {
+        return std::string("Operation(") + (op.finished() ? "done" : op.cancel_requested() ? "cancelling" : "running") + ")";
+      });
 }
 
 // ---------------------------------------------------------------------------

@@ -518,7 +518,17 @@ void register_openai(py::module_& m) {
       .def_readonly("prompt_tokens_total", &ck::VllmGauges::prompt_tokens_total)
       .def_readonly("generation_tokens_total", &ck::VllmGauges::generation_tokens_total)
       .def_readonly("preemptions_total", &ck::VllmGauges::preemptions_total)
-      .def_readonly("models", &ck::VllmGauges::models, "Model names seen in the model_name label.");
+      .def_readonly("models", &ck::VllmGauges::models, "Model names seen in the model_name label.")
+      .def("__repr__", [](ck::VllmGauges const& g) {
+        auto num = [](std::optional<double> const& v) {
+          if (!v) return std::string("None");
+          char b[32];
+          std::snprintf(b, sizeof b, "%g", *v);
+          return std::string(b);
+        };
+        return "VllmGauges(requests_running=" + num(g.requests_running) + ", requests_waiting=" + num(g.requests_waiting) +
+               ", kv_cache_usage=" + num(g.kv_cache_usage) + ")";
+      });
 
   py::class_<ck::MetricsResult>(m, "MetricsResult", "GET /metrics, parsed.")
       .def_readonly("text", &ck::MetricsResult::text)
@@ -558,6 +568,7 @@ void register_openai(py::module_& m) {
            "The next chunk if one has arrived, else None, without waiting; at the end the stream's error "
            "(OpenAIError, once), then StopIteration.")
       .def("done", &Stream::done, "True once the request has ended (chunks may still be unread).")
+      .def("__repr__", [](Stream& s) { return std::string("ChatStream(") + (s.done() ? "ended" : "streaming") + ")"; })
       .def("cancel", &Stream::cancel, "Stop the stream (its connection is closed); any thread.")
       .def_property_readonly("result", &Stream::result, "The StreamResult once the stream ended, else None.")
       .def("collect", &Stream::collect, "Read to the end and return the StreamResult (raises OpenAIError).")
@@ -872,7 +883,13 @@ void register_bench(py::module_& m) {
       .def_readonly("send_delay", &Sum::send_delay)
       .def_readonly("errors", &Sum::errors, "Failures by reason, with their counts.")
       .def("to_text", &Sum::to_text)
-      .def("to_json", [](Sum const& s) { return json_to_python(s.to_json()); });
+      .def("to_json", [](Sum const& s) { return json_to_python(s.to_json()); })
+      .def("__repr__", [](Sum const& s) {
+        char b[200];
+        std::snprintf(b, sizeof b, "BenchSummary(completed=%zu, failed=%zu, request_throughput=%.3g, ttft_p50=%.3g)",
+                      s.completed, s.failed, s.request_throughput, s.ttft.p50);
+        return std::string(b);
+      });
 
   using Sample = ck::BenchSample;
   py::class_<Sample>(m, "BenchSample", "One request; seconds from the run's start, latencies from its scheduled send.")
@@ -883,7 +900,13 @@ void register_bench(py::module_& m) {
       .def_readonly("output_tokens", &Sample::output_tokens)
       .def_readonly("ok", &Sample::ok)
       .def_readonly("error", &Sample::error)
-      .def_readonly("send_delay", &Sample::send_delay);
+      .def_readonly("send_delay", &Sample::send_delay)
+      .def("__repr__", [](Sample const& x) {
+        char b[200];
+        std::snprintf(b, sizeof b, "BenchSample(scheduled=%.4f, ttft=%.4f, e2e=%.4f, ok=%s)", x.scheduled, x.ttft, x.e2e,
+                      x.ok ? "True" : "False");
+        return std::string(b) + (x.ok ? "" : " error=" + quoted(x.error));
+      });
 
   using P = ck::BenchProgress;
   py::class_<P>(m, "BenchProgress")

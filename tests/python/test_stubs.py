@@ -117,3 +117,17 @@ def test_the_signature_check_has_teeth() -> None:
     ]:
         assert before in stub, before
         assert stub_signatures.check(_core, stub.replace(before, after, 1)), after
+
+
+def test_every_class_has_a_repr_of_its_own() -> None:
+    # A default repr (<clusterkit._core.X object at 0x...>) says nothing in a
+    # log or a REPL (issue 14).
+    missing = [
+        name
+        for name in dir(_core)
+        if isinstance(getattr(_core, name), type)
+        and not issubclass(getattr(_core, name), BaseException)
+        and not name.startswith("_")
+        and "__repr__" not in getattr(_core, name).__dict__
+    ]
+    assert missing == []
