@@ -1382,3 +1382,70 @@ class Deployment(_core.Deployment):
 
 
 # --- end Deployment ---
+
+
+# --- Pickling ---
+# Specs travel to other processes (multiprocessing, Ray tasks) by their
+# writable fields; an Inventory by its JSON form. API keys are never
+# pickled: a BenchSpec arrives without its key (set it again there).
+
+import copyreg as _copyreg  # noqa: E402
+import json as _json  # noqa: E402
+
+_PICKLED_SPECS = (
+    "HostSpec",
+    "NasSpec",
+    "DownloadSpec",
+    "SyncSpec",
+    "ModelStoreSpec",
+    "RayClusterSpec",
+    "VllmServeSpec",
+    "DeploymentChecks",
+    "DeploymentModel",
+    "RemoteVerifyOptions",
+    "UnmountOptions",
+    "DeploymentDownOptions",
+    "BenchSpec",
+)
+_NOT_PICKLED = {"api_key"}
+
+
+def _writable_fields(cls: type) -> list[str]:
+    return [
+        name
+        for name in dir(cls)
+        if not name.startswith("_")
+        and name not in _NOT_PICKLED
+        and isinstance(getattr(cls, name, None), property)
+        and getattr(cls, name).fset is not None
+    ]
+
+
+def _rebuild_spec(cls: type, state: dict[str, Any]) -> Any:
+    obj = cls(state["url"]) if cls is _core.BenchSpec else cls()
+    for name, value in state.items():
+        setattr(obj, name, value)
+    return obj
+
+
+def _reduce_spec(obj: Any) -> tuple[Any, ...]:
+    cls = type(obj)
+    base = next(c for c in cls.__mro__ if c.__module__ == _core.__name__)
+    return (_rebuild_spec, (base, {name: getattr(obj, name) for name in _writable_fields(base)}))
+
+
+for _name in _PICKLED_SPECS:
+    _copyreg.pickle(getattr(_core, _name), _reduce_spec)
+_copyreg.pickle(_core.VolumeMount, lambda v: (_core.VolumeMount, (v.host_path, v.container_path, v.read_only)))
+
+
+def _inventory_from_json(text: str, source: str) -> Inventory:
+    return Inventory.parse(text, source)
+
+
+def _reduce_inventory(inv: Any) -> tuple[Any, ...]:
+    return (_inventory_from_json, (_json.dumps(inv.to_json()), inv.source))
+
+
+_copyreg.pickle(_core.Inventory, _reduce_inventory)
+_copyreg.pickle(Inventory, _reduce_inventory)

@@ -164,6 +164,24 @@ py::bytes as_bytes(std::string const& s) { return py::bytes(s.data(), s.size());
 void register_results(py::module_& m) {
   using R = ck::RunResult;
   py::class_<R>(m, "RunResult", "What a command did. A non-zero exit is a result, not an error.")
+      .def(py::pickle(
+          [](R const& r) {
+            return py::make_tuple(r.exit_code, r.signal, py::bytes(r.stdout_text), py::bytes(r.stderr_text),
+                                  r.stdout_truncated, r.stderr_truncated, r.duration.count(), r.diagnostic);
+          },
+          [](py::tuple const& t) {
+            if (t.size() != 8) throw py::value_error("not a pickled RunResult");
+            R r;
+            r.exit_code = t[0].cast<int>();
+            r.signal = t[1].cast<int>();
+            r.stdout_text = t[2].cast<std::string>();
+            r.stderr_text = t[3].cast<std::string>();
+            r.stdout_truncated = t[4].cast<bool>();
+            r.stderr_truncated = t[5].cast<bool>();
+            r.duration = std::chrono::nanoseconds(t[6].cast<std::int64_t>());
+            r.diagnostic = t[7].cast<std::string>();
+            return r;
+          }))
       .def(
           "check",
           [](R const& r) -> R const& {

@@ -571,3 +571,25 @@ def test_fork_child_gets_its_own_io_thread(local: ck.Host) -> None:
     os.waitpid(pid, 0)
     assert report == "child ok|invalid_argument"
     assert local.run(["echo", "parent"]).stdout == "parent\n"
+
+
+def test_specs_results_and_inventories_pickle(local: ck.Host) -> None:
+    # For multiprocessing and Ray tasks (issue 14). API keys never travel.
+    import pickle
+
+    r = local.run(["sh", "-c", "printf 'a\\377b'; echo err >&2; exit 2"])
+    back = pickle.loads(pickle.dumps(r))
+    assert (back.exit_code, back.stdout_bytes, back.stderr, back.duration) == (2, b"a\xffb", "err\n", r.duration)
+    inv = ck.Inventory.parse("hosts:\n  a: {address: 10.0.0.1, roles: [head, gpu], gpus: {count: 2, model: L20}}\n", "x.yaml")
+    inv2 = pickle.loads(pickle.dumps(inv))
+    assert inv2.source == "x.yaml" and inv2.find("a").spec.address == "10.0.0.1" and inv2.find("a").roles == ["head", "gpu"]
+    spec = ck.HostSpec("gpu1", "10.0.0.11", user="ubuntu", port=2222, ssh_options=["Ciphers=aes128-ctr"])
+    spec2 = pickle.loads(pickle.dumps(spec))
+    assert (spec2.name, spec2.address, spec2.user, spec2.port, spec2.ssh_options) == ("gpu1", "10.0.0.11", "ubuntu", 2222, ["Ciphers=aes128-ctr"])
+    bench = pickle.loads(pickle.dumps(ck.BenchSpec("http://h:8000", concurrency=8, api_key="sk-secret")))
+    assert bench.concurrency == 8 and bench.url == "http://h:8000" and bench.api_key is None
+    ray = ck.RayClusterSpec(name="seed", volumes=["/mnt:/models:ro"])
+    ray2 = pickle.loads(pickle.dumps(ray))
+    assert ray2.name == "seed" and ray2.volumes == ray.volumes
+    for spec_obj in (ck.NasSpec("sshfs", "root@nas:/srv/nas"), ck.VllmServeSpec("/models/x"), ck.DownloadSpec("Qwen/Qwen2.5-7B-Instruct")):
+        assert repr(pickle.loads(pickle.dumps(spec_obj))) == repr(spec_obj)
