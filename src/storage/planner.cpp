@@ -1033,9 +1033,21 @@ Plan plan_deployment(ModelFacts const& facts, GpuInventory const& gpus, PlanOpti
   if (!f.num_hidden_layers || !f.num_attention_heads || !f.hidden_size || !f.head_dim)
     fail(errc::invalid_argument,
          "the model's config lacks num_hidden_layers, num_attention_heads or hidden_size: cannot plan");
-  if (f.tensors.empty())
-    fail(errc::invalid_argument,
-         "the model facts have no tensors: inspect the model folder, or estimate the tensors from config.json");
+  if (f.tensors.empty()) {
+    // Facts from config.json alone (a model not downloaded yet): estimate
+    // the tensors here rather than refuse, and say so in the plan.
+    ModelFacts estimated = f;
+    try {
+      estimate_tensors_from_config(estimated);
+    } catch (Error const& e) {
+      fail(errc::invalid_argument, std::string("the model facts have no tensors, and config.json alone cannot describe "
+                                               "them (") + e.what() + "): inspect the downloaded model folder instead (inspect_model)");
+    }
+    auto plan = plan_deployment(estimated, gpus, options);
+    plan.notes.insert(plan.notes.begin(),
+                      "tensor sizes estimated from config.json (estimate_tensors_from_config): no weights were read");
+    return plan;
+  }
   if (gpus.nodes.empty() || gpus.total_gpus() == 0) fail(errc::invalid_argument, "the GPU inventory is empty");
   for (auto const& n : gpus.nodes)
     if (n.memory_bytes == 0) fail(errc::invalid_argument, "node " + n.name + " has no GPU memory size");

@@ -411,3 +411,13 @@ def test_known_model_configs_plan_the_seed_offline() -> None:
     facts = ck.estimate_tensors_from_config(ck.model_facts_from_config(config))
     plan = ck.plan_deployment(facts, ck.parse_gpu_inventory("2 nodes x 2 L20 48GB"))
     assert (plan.recommended.tp, plan.recommended.pp) == (2, 2)  # the seed's layout
+
+
+def test_plan_deployment_estimates_the_tensors_of_facts_from_a_config_alone() -> None:
+    # Issue 14: it failed ("no tensors") until estimate_tensors_from_config was called, which nothing said.
+    config = ck.known_model_config("Qwen/Qwen2.5-72B-Instruct")
+    assert config is not None
+    facts = ck.model_facts_from_config(config)
+    plan = ck.plan_deployment(facts, ck.parse_gpu_inventory("2 nodes x 2 L20 48GB"))
+    assert (plan.recommended.tp, plan.recommended.pp) == (2, 2)
+    assert any("estimated from config.json" in n for n in plan.notes)

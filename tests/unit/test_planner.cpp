@@ -527,11 +527,22 @@ TEST_CASE("planner input errors", "[planner]") {
   bad.gpu_memory_utilization = 1.5;
   CHECK_THROWS_AS(clusterkit::plan_deployment(f, gpus, bad), Error);
   CHECK_THROWS_AS(clusterkit::plan_deployment(f, clusterkit::GpuInventory{}), Error);
+  // Facts from config.json alone: the tensors are estimated, and the plan says so.
   auto no_tensors = clusterkit::model_facts_from_config(qwen_config());
+  auto from_config = clusterkit::plan_deployment(no_tensors, gpus);
+  REQUIRE(from_config.recommended_layout());
+  CHECK(from_config.recommended_layout()->tp == 2);
+  CHECK(from_config.recommended_layout()->pp == 2);
+  REQUIRE_FALSE(from_config.notes.empty());
+  CHECK(from_config.notes.front().find("estimated from config.json") != std::string::npos);
+  // A config the estimate cannot describe is refused, naming what to do instead.
+  auto mla = no_tensors;
+  mla.kv_lora_rank = 512;  // DeepSeek's latent attention: not estimated from a config
   try {
-    clusterkit::plan_deployment(no_tensors, gpus);
+    clusterkit::plan_deployment(mla, gpus);
     FAIL("expected an error");
   } catch (Error const& e) {
     CHECK(e.code() == errc::invalid_argument);
+    CHECK(std::string(e.what()).find("inspect the downloaded model folder") != std::string::npos);
   }
 }
