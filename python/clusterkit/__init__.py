@@ -95,6 +95,7 @@ from ._core import (
     safetensors_dtype_size,
     sha256_file,
     sha256_files,
+    write_sha256_manifest,
     tensor_parallel_refusal,
     verify_model,
 )
@@ -188,6 +189,7 @@ __all__ = [
     "safetensors_dtype_size",
     "sha256_file",
     "sha256_files",
+    "write_sha256_manifest",
     "tensor_parallel_refusal",
     "verify_model",
 ]

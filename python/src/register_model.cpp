@@ -331,6 +331,25 @@ void register_verify(py::module_& m) {
       },
       py::arg("paths"), py::kw_only(), py::arg("threads") = 0, py::arg("on_progress") = py::none(),
       "Hash files in parallel; one FileDigest per path, in order (an unreadable file has `error` set).");
+  m.def(
+      "write_sha256_manifest",
+      [](py::object const& dir, unsigned threads, py::object on_progress) {
+        ck::HashOptions o;
+        o.threads = threads;
+        ProgressBridge bridge;
+        if (!on_progress.is_none()) bridge.callback = share(std::move(on_progress));
+        bridge.attach(o);
+        fs::path d = path_string(dir);
+        auto entries = hash_work(bridge, [&] { return ck::write_sha256_manifest(d, o); });
+        bridge.raise_if_failed();
+        std::vector<std::pair<std::string, std::string>> out;
+        for (auto& e : entries) out.emplace_back(std::move(e.file), std::move(e.sha256));
+        return out;
+      },
+      py::arg("dir"), py::kw_only(), py::arg("threads") = 0, py::arg("on_progress") = py::none(),
+      "Hash every file of a model folder (hub bookkeeping left out) in parallel and write <dir>/sha256sums "
+      "atomically, as `clusterkit model verify --write-manifest` does; returns [(file, sha256)], sorted. verify_model and "
+      "ModelStore.verify then check every file against it. Raises clusterkit.Error naming an unreadable file.");
 }
 
 // ---------------------------------------------------------------------------

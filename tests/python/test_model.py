@@ -421,3 +421,25 @@ def test_plan_deployment_estimates_the_tensors_of_facts_from_a_config_alone() ->
     plan = ck.plan_deployment(facts, ck.parse_gpu_inventory("2 nodes x 2 L20 48GB"))
     assert (plan.recommended.tp, plan.recommended.pp) == (2, 2)
     assert any("estimated from config.json" in n for n in plan.notes)
+
+
+def test_write_sha256_manifest_from_python_then_verify_checks_it(tmp_path: Path) -> None:
+    # Issue 14: there was no Python way to write the manifest.
+    import hashlib
+
+    model = tmp_path / "m"
+    model.mkdir()
+    (model / "a.bin").write_bytes(b"hello")
+    (model / "sub").mkdir()
+    (model / "sub" / "b.txt").write_text("world")
+    (model / ".cache").mkdir()  # hub bookkeeping: never listed
+    (model / ".cache" / "x").write_text("skip")
+    seen: list[object] = []
+    entries = ck.write_sha256_manifest(model, on_progress=seen.append)
+    assert entries == [("a.bin", hashlib.sha256(b"hello").hexdigest()), ("sub/b.txt", hashlib.sha256(b"world").hexdigest())]
+    text = (model / "sha256sums").read_text()
+    assert f"{hashlib.sha256(b'hello').hexdigest()}  a.bin" in text and ".cache" not in text
+    assert seen  # progress was reported
+    with pytest.raises(ck.Error) as e:
+        ck.write_sha256_manifest(tmp_path / "missing")
+    assert str(tmp_path / "missing") in str(e.value)
