@@ -953,11 +953,6 @@ void register_bench(py::module_& m) {
       "run_bench",
       [](S spec, py::object on_progress) {
         refuse_blocking_on_runtime_thread("run_bench()");
-        if (auto problems = spec.problems(); !problems.empty()) {
-          std::string text;
-          for (auto const& p : problems) text += (text.empty() ? "" : "; ") + p;
-          raise_error(ck::errc::invalid_argument, text);
-        }
         auto op = Operation::create(runtime().executor());
         ck::BenchProgressCallback progress;
         if (!on_progress.is_none())

@@ -41,9 +41,13 @@ struct BenchArgs {
   bool no_warmup = false;
 };
 
-bool has_converter() {
-  return std::system("command -v rsvg-convert >/dev/null 2>&1") == 0 ||
-         std::system("command -v convert >/dev/null 2>&1") == 0;
+// The command that turns `svg` into `png`, or "" when neither rsvg-convert
+// nor ImageMagick is installed.
+std::string png_converter(std::string const& svg, std::string const& png) {
+  if (std::system("command -v rsvg-convert >/dev/null 2>&1") == 0)
+    return "rsvg-convert -o " + shell::quote(png) + " " + shell::quote(svg);
+  if (std::system("command -v convert >/dev/null 2>&1") == 0) return "convert " + shell::quote(svg) + " " + shell::quote(png);
+  return {};
 }
 
 // An output path must be writable now: its folder exists and takes files,
@@ -70,11 +74,7 @@ void write_plot(std::string const& path, std::string const& svg) {
     // PNG through a converter when one is installed; SVG needs none.
     auto tmp = fs::temp_directory_path() / ("ck-bench-" + std::to_string(::getpid()) + ".svg");
     std::ofstream(tmp) << svg;
-    std::string cmd;
-    if (std::system("command -v rsvg-convert >/dev/null 2>&1") == 0)
-      cmd = "rsvg-convert -o " + shell::quote(path) + " " + shell::quote(tmp.string());
-    else if (std::system("command -v convert >/dev/null 2>&1") == 0)
-      cmd = "convert " + shell::quote(tmp.string()) + " " + shell::quote(path);
+    auto cmd = png_converter(tmp.string(), path);
     int rc = cmd.empty() ? -1 : std::system(cmd.c_str());
     fs::remove(tmp);
     if (rc != 0)
@@ -133,7 +133,7 @@ int run_bench_cmd(GlobalOptions const& g, CLI::App const& sub, BenchArgs a) {
   if (!a.json_out.empty()) check_output_path("--json", a.json_out);
   if (!a.plot_out.empty()) {
     check_output_path("--plot", a.plot_out);
-    if (std::filesystem::path(a.plot_out).extension() == ".png" && !has_converter())
+    if (std::filesystem::path(a.plot_out).extension() == ".png" && png_converter("x.svg", "x.png").empty())
       throw Error(make_error_code(errc::program_missing),
                   "--plot " + a.plot_out + ": writing a PNG needs rsvg-convert (librsvg2-bin) or ImageMagick; or ask for an .svg plot");
   }

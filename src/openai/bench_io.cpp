@@ -28,6 +28,7 @@
 #include "clusterkit/bench.hpp"
 #include "clusterkit/error.hpp"
 #include "clusterkit/openai_client.hpp"
+#include "core/text.hpp"
 
 namespace clusterkit {
 namespace {
@@ -45,12 +46,6 @@ std::string iso_now() {
   return b;
 }
 
-std::string joined(std::vector<std::string> const& lines) {
-  std::string s;
-  for (auto const& l : lines) s += (s.empty() ? "" : "; ") + l;
-  return s;
-}
-
 // Every connection is a descriptor: a run that needs more than the process
 // may open would fail request by request with EMFILE. Raise the soft limit
 // to the hard one when that is enough, else say so before anything starts.
@@ -58,8 +53,7 @@ void ensure_descriptors(std::size_t connections) {
   rlimit lim{};
   if (::getrlimit(RLIMIT_NOFILE, &lim) != 0) return;
   auto const needed = static_cast<rlim_t>(connections) + 64;  // + what the process already holds
-  if (lim.rlim_cur != RLIM_INFINITY && lim.rlim_cur >= needed) return;
-  if (lim.rlim_cur == RLIM_INFINITY) return;
+  if (lim.rlim_cur == RLIM_INFINITY || lim.rlim_cur >= needed) return;
   if (lim.rlim_max == RLIM_INFINITY || lim.rlim_max >= needed) {
     rlimit raised = lim;
     raised.rlim_cur = needed;
@@ -97,7 +91,7 @@ public:
   std::pair<std::error_code, BenchResult> run() {
     BenchResult result;
     if (auto problems = spec_.problems(); !problems.empty())
-      return {make_error_code(errc::invalid_argument), fail_result(result, joined(problems))};
+      return {make_error_code(errc::invalid_argument), fail_result(result, detail::join(problems, "; "))};
     // Defaults, as documented on BenchSpec.
     if (!spec_.rate && !spec_.concurrency) spec_.concurrency = 1;
     if (!spec_.requests && !spec_.duration) spec_.requests = 100;

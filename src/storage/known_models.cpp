@@ -1,13 +1,13 @@
 // config.json of a few popular models, compiled in so that `plan` can size
 // them offline, before anything is downloaded. The same files are in
 // examples/models/ (tests/unit/test_model.cpp keeps the two equal).
-#include <algorithm>
-#include <cctype>
-
 #include "clusterkit/model.hpp"
+#include "core/text.hpp"
 
 namespace clusterkit {
 namespace {
+
+using detail::lower;
 
 struct KnownModel {
   char const* id;
@@ -22,12 +22,6 @@ KnownModel const known_models[] = {
     {"meta-llama/Llama-3.1-8B-Instruct", "Llama-3.1-8B-Instruct", R"JSON({"architectures":["LlamaForCausalLM"],"attention_bias":false,"attention_dropout":0.0,"bos_token_id":128000,"eos_token_id":[128001,128008,128009],"hidden_act":"silu","hidden_size":4096,"initializer_range":0.02,"intermediate_size":14336,"max_position_embeddings":131072,"mlp_bias":false,"model_type":"llama","num_attention_heads":32,"num_hidden_layers":32,"num_key_value_heads":8,"pretraining_tp":1,"rms_norm_eps":1e-05,"rope_scaling":{"factor":8.0,"low_freq_factor":1.0,"high_freq_factor":4.0,"original_max_position_embeddings":8192,"rope_type":"llama3"},"rope_theta":500000.0,"tie_word_embeddings":false,"torch_dtype":"bfloat16","transformers_version":"4.43.0.dev0","use_cache":true,"vocab_size":128256})JSON"},
 };
 // clang-format on
-
-std::string lower(std::string_view s) {
-  std::string out(s);
-  std::transform(out.begin(), out.end(), out.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  return out;
-}
 
 }  // namespace
 
