@@ -11,6 +11,7 @@
 // the --json / --plot files (checked before the run, so that a long run is
 // never lost to a path that cannot be written).
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -75,11 +76,17 @@ void write_plot(std::string const& path, std::string const& svg) {
     auto tmp = fs::temp_directory_path() / ("ck-bench-" + std::to_string(::getpid()) + ".svg");
     std::ofstream(tmp) << svg;
     auto cmd = png_converter(tmp.string(), path);
-    int rc = cmd.empty() ? -1 : std::system(cmd.c_str());
-    fs::remove(tmp);
-    if (rc != 0)
+    if (cmd.empty()) {
+      fs::remove(tmp);
       throw Error(make_error_code(errc::program_missing),
                   "writing a PNG needs rsvg-convert (librsvg2-bin) or ImageMagick; or ask for an .svg plot");
+    }
+    int rc = std::system(cmd.c_str());
+    fs::remove(tmp);
+    if (rc != 0)
+      throw Error(make_error_code(errc::local_file_error),
+                  "`" + cmd.substr(0, cmd.find(' ')) + "` could not write " + path + " (exit " +
+                      std::to_string(WIFEXITED(rc) ? WEXITSTATUS(rc) : rc) + "); ask for an .svg plot instead");
     return;
   }
   std::ofstream out(path);
