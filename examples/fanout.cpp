@@ -24,10 +24,10 @@ asio::awaitable<int> run_everywhere(std::vector<Host> hosts, Command command) {
   auto outcomes = co_await async_run_on_hosts(std::move(hosts), std::move(command), options, asio::use_awaitable);
   int failures = 0;
   for (auto const& o : outcomes) {
-    if (o.success()) continue;
+    if (o.ok()) continue;
     ++failures;
     if (o.error)
-      std::fprintf(stderr, "%s: %s\n", o.host.c_str(), o.result.diagnostic.c_str());
+      std::fprintf(stderr, "%s: %s\n", o.host.c_str(), o.result.message.c_str());
     else
       std::fprintf(stderr, "%s: exit %d\n", o.host.c_str(), o.result.exit_code);
   }

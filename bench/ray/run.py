@@ -444,10 +444,11 @@ def ck_breakdown(ray_start: dict, ck_nodes: dict, head: str, wall: float, ready:
         "ck_workers_started_s": workers_started,
         "ck_all_joined_s": max(v.get("joined_ms", 0) for v in ck_nodes.values()),
     }
-    # clusterkit moves on when a `ray start` command has returned, i.e. after
-    # the process exits, which is a while after its last line (Python's
-    # exit; under CPU contention up to ~2 s). Every worker's started_ms is
-    # the moment the slowest worker command returned.
+    # clusterkit moves on when a node's start command has returned: since
+    # 2026-12-05 13:00 that is when `ray start` printed "Ray runtime
+    # started" (before, when the process exited: up to ~2 s later under
+    # CPU contention). Each node's started_ms is its own command's return
+    # (before, every worker had the slowest one's).
     b["head_exit_and_return_s"] = head_started - hm
     b["last_worker_exit_and_return_s"] = workers_started - lm if workers else 0.0
     b["dispatch_to_last_worker_s"] = b["head_done_to_last_worker_start_s"] - b["head_exit_and_return_s"]

@@ -29,7 +29,7 @@ def main(argv: list[str]) -> int:
             hosts, command, timeout=60,
             on_line=lambda host, stream, line: print(f"{host}: {line}"),
         )
-        failed = [o for o in outcomes if not o.success]
+        failed = [o for o in outcomes if not o.ok]
         for o in failed:
             print(f"{o.host}: {o.error or f'exit {o.result.exit_code}'}", file=sys.stderr)
         print(f"{len(outcomes) - len(failed)}/{len(outcomes)} hosts succeeded")

@@ -103,9 +103,9 @@ struct BenchSample {
   double e2e = 0;
   std::int64_t prompt_tokens = 0;
   std::int64_t output_tokens = 0;
-  bool ok = false;
   /// Why it failed: "HTTP 429: slow down", "timed out after 600 s", ...
   std::string error;
+  bool ok() const { return error.empty(); }
   /// From the scheduled time to the request's first byte on the wire: time
   /// spent in the client (waiting for a connection, connecting). -1: unknown.
   double send_delay = -1;

@@ -398,7 +398,7 @@ struct HostFactsOutcome {
   /// are then empty.
   std::error_code error;
   /// What went wrong, for a person (host, cause, fix).
-  std::string diagnostic;
+  std::string message;
   HostFacts facts;
   std::chrono::nanoseconds duration{0};
   /// The script's output as it came (for `clusterkit facts --raw` and for

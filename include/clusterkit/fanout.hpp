@@ -31,7 +31,7 @@ struct HostOutcome {
   RunResult result;
 
   /// Ran to the end and exited 0.
-  bool success() const { return !error && result.exit_code == 0; }
+  bool ok() const { return !error && result.exit_code == 0; }
 };
 
 using FanoutSignature = void(std::vector<HostOutcome>);
@@ -61,7 +61,7 @@ struct TransferOutcome {
   std::error_code error;
   TransferResult result;
 
-  bool success() const { return !error; }
+  bool ok() const { return !error; }
 };
 
 using UploadFanoutSignature = void(std::vector<TransferOutcome>);

@@ -135,9 +135,10 @@ struct RunResult {
   bool stderr_truncated = false;
   std::chrono::nanoseconds duration{0};
   /// On error: what failed, on which host, and what to do about it.
-  std::string diagnostic;
+  std::string message;
 
-  bool success() const { return exit_code == 0; }
+  /// The command exited 0.
+  bool ok() const { return exit_code == 0; }
 };
 
 struct TransferOptions {
@@ -152,7 +153,8 @@ struct TransferOptions {
 struct TransferResult {
   std::uint64_t bytes = 0;
   std::chrono::nanoseconds duration{0};
-  std::string diagnostic;
+  /// On error: what failed and what to do about it.
+  std::string message;
 };
 
 using RunSignature = void(std::error_code, RunResult);

@@ -308,6 +308,10 @@ struct RemoteVerifyOptions {
   /// report; "" when the same as on the host).
   std::string container_path;
   std::chrono::seconds timeout{600};
+  /// Phase "verify", per host: after each shard read (read_all) and each
+  /// file hashed (checksums), with its name, and once when the host's check
+  /// is over (every host, whatever the options). On the hosts' executor.
+  ProgressCallback on_progress;
 };
 
 struct HostVerify {
@@ -414,10 +418,17 @@ private:
   ModelStoreSpec spec_;
 };
 
-/// Blocking forms (never from the thread that runs the hosts' executor).
-/// They throw nothing for host failures: see the result's message.
+/// Blocking forms (never from the thread that runs the hosts' executor),
+/// by the library's rule: a download or copy that failed throws
+/// clusterkit::Error with the result's message; the overloads taking
+/// `std::error_code&` set it instead and return the result (what was done,
+/// how long it took). Verifying is a report: one HostVerify per host, each
+/// with its ok() and message; it throws only for arguments that cannot work.
 DownloadResult download_model(ModelStore const& store, Host host, DownloadSpec spec, ProgressCallback progress = {});
+DownloadResult download_model(ModelStore const& store, Host host, DownloadSpec spec, ProgressCallback progress,
+                              std::error_code& ec);
 SyncResult sync_model(ModelStore const& store, Host host, SyncSpec spec, ProgressCallback progress = {});
+SyncResult sync_model(ModelStore const& store, Host host, SyncSpec spec, ProgressCallback progress, std::error_code& ec);
 std::vector<HostVerify> verify_model_on_hosts(ModelStore const& store, std::vector<Host> hosts, std::string dir,
                                               RemoteVerifyOptions options = {});
 

@@ -381,7 +381,7 @@ struct NasCheckReport {
   std::vector<NasHostView> hosts;
   /// Every host has the path mounted from the same source, and every host
   /// saw every other host's token file.
-  bool ok = false;
+  bool ok() const { return problems.empty() && !hosts.empty(); }
   /// Cluster-wide findings (sources differ, ...), sentences.
   std::vector<std::string> problems;
   nlohmann::json to_json() const;

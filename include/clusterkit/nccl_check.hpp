@@ -160,7 +160,8 @@ struct NcclHostRun {
   NcclNodeLaunch launch;
   std::error_code error;
   int exit_code = -1;
-  std::string diagnostic;
+  /// What went wrong on this host, for a person.
+  std::string message;
   /// The last lines of the host's output (stdout and stderr).
   std::string output_tail;
 };
@@ -168,7 +169,8 @@ struct NcclHostRun {
 struct NcclCheckResult {
   /// Every rank initialized, both all_reduce sums were right, every rank
   /// finished, and every host exited 0.
-  bool ok = false;
+  bool passed = false;
+  bool ok() const { return passed; }
   int world_size = 0;
   std::vector<NcclRankReport> ranks;
   std::vector<NcclBandwidth> bandwidth;

@@ -101,7 +101,7 @@ struct ResponseMeta {
   /// or the body's text).
   std::string server_message;
   /// On error: what failed, against which server, and what to do.
-  std::string diagnostic;
+  std::string message;
   std::chrono::nanoseconds duration{0};
 };
 
@@ -216,7 +216,7 @@ struct StreamResult {
 
 struct HealthResult {
   /// 200 from /health.
-  bool ok = false;
+  bool ok() const { return meta.status == 200 && meta.message.empty(); }
   std::string body;
   ResponseMeta meta;
 };

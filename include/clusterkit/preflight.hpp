@@ -170,7 +170,9 @@ struct PortProbe {
   int port = 0;
   /// "ray", "rdzv" or "ephemeral".
   std::string purpose;
-  bool ok = false;
+  /// Connected, and our listener answered.
+  bool reached = false;
+  bool ok() const { return reached; }
   /// The local address the connection came from (the prober's view).
   std::string source_address;
   std::string error;

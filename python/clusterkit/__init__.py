@@ -13,7 +13,7 @@ conveniences (``Inventory.host``, ``Inventory.preflight``, ``LabStatus.inventory
 
     inventory = ck.Inventory.load("cluster.yaml")
     for outcome in ck.run_on_hosts(inventory.hosts_for("gpu"), script="uptime"):
-        print(outcome.host, outcome.success, outcome.result.stdout.strip())
+        print(outcome.host, outcome.ok, outcome.result.stdout.strip())
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Optional, TypeVar, Union
+from typing import Any, NamedTuple, Optional, TypeVar, Union
 
 from . import _core
 from ._core import (
@@ -184,6 +184,9 @@ __all__ = [
     "run_on_hosts",
     "upload_to_hosts",
     "run_on_hosts_async",
+    "stream_lines",
+    "Line",
+    "LineStream",
     "run_preflight",
     "run_preflight_async",
     "safetensors_dtype_size",
@@ -277,6 +280,10 @@ class Host(_core.Host):
     ``*_async`` methods are their asyncio forms: cancelling the awaiting task
     stops the command (its whole process group) before the task ends.
     """
+
+    def stream_lines(self, argv: Optional[_Argv] = None, **options: Any) -> LineStream:
+        """The command's output as an async iterator of ``Line(host, stream, text)``: ``stream_lines([self], ...)``."""
+        return LineStream([self], argv, options)
 
     async def run_async(
         self,
@@ -387,6 +394,106 @@ async def run_on_hosts_async(
     )
     outcomes: list[HostOutcome] = await call.wait(op)
     return outcomes
+
+
+class Line(NamedTuple):
+    """One line of a command's output: ``(host, stream, text)``; stream is "stdout" or "stderr"."""
+
+    host: str
+    stream: str
+    text: str
+
+
+class LineStream:
+    """The output of a command on many hosts as ``Line`` tuples, as they come.
+
+    ``stream_lines(hosts, argv, ...)`` (or ``host.stream_lines(argv, ...)``)
+    returns one; iterate it with ``async for host, stream, text in lines``.
+    After the last line, ``outcomes`` holds one ``HostOutcome`` per host (as
+    ``run_on_hosts`` returns them). Leaving the loop early does not stop the
+    commands by itself: use ``async with stream_lines(...) as lines:`` (or
+    ``await lines.aclose()``), which stops whatever still runs, on every
+    host, before it returns. The callbacks (``on_line``) remain for code
+    that is not asyncio; this is the same data in the same order.
+    """
+
+    def __init__(self, hosts: Sequence[_core.Host], argv: Optional[_Argv], options: dict[str, Any]) -> None:
+        if "on_line" in options:
+            raise TypeError("stream_lines() yields the lines itself; it takes no on_line")
+        self._hosts = list(hosts)
+        self._argv = argv
+        self._options = options
+        self._queue: Optional[asyncio.Queue[Optional[Line]]] = None
+        self._task: Optional[asyncio.Future[list[HostOutcome]]] = None
+        #: One HostOutcome per host once the stream has ended; None before.
+        self.outcomes: Optional[list[HostOutcome]] = None
+
+    def _start(self) -> None:
+        queue: asyncio.Queue[Optional[Line]] = asyncio.Queue()
+        self._queue = queue
+        # on_line runs on the loop's thread (run_on_hosts_async hands it
+        # over), and the end is queued after the last line.
+        self._task = asyncio.ensure_future(
+            run_on_hosts_async(
+                self._hosts,
+                self._argv,
+                on_line=lambda host, stream, text: queue.put_nowait(Line(host, stream, text)),
+                **self._options,
+            )
+        )
+        self._task.add_done_callback(lambda _: queue.put_nowait(None))
+
+    def __aiter__(self) -> LineStream:
+        return self
+
+    async def __anext__(self) -> Line:
+        if self._task is None:
+            self._start()
+        assert self._queue is not None and self._task is not None
+        if self.outcomes is not None or (self._task.done() and self._queue.empty()):
+            self._finish()
+            raise StopAsyncIteration
+        item = await self._queue.get()
+        if item is None:
+            self._finish()
+            raise StopAsyncIteration
+        return item
+
+    def _finish(self) -> None:
+        assert self._task is not None
+        if self.outcomes is None:
+            self.outcomes = self._task.result()  # raises what the call raised (bad arguments)
+
+    async def aclose(self) -> None:
+        """Stop what still runs (every host's command) and wait until it has ended."""
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+
+    async def __aenter__(self) -> LineStream:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+def stream_lines(
+    hosts: Union[_core.Host, Sequence[_core.Host]], argv: Optional[_Argv] = None, **options: Any
+) -> LineStream:
+    """``run_on_hosts``'s output as an async iterator of ``Line(host, stream, text)``.
+
+    Takes run_on_hosts_async's keyword arguments (script, concurrency,
+    fail_fast, env, cwd, stdin, timeout, kill_grace, max_captured_bytes)::
+
+        async with ck.stream_lines(hosts, ["journalctl", "-f"], timeout=60) as lines:
+            async for host, stream, text in lines:
+                print(host, text)
+        print([o.ok for o in lines.outcomes or []])
+    """
+    return LineStream([hosts] if isinstance(hosts, _core.Host) else hosts, argv, options)
 
 
 class Inventory(_core.Inventory):
@@ -988,11 +1095,18 @@ class ModelStore(_core.ModelStore):
         return result
 
     async def verify_async(
-        self, hosts: Sequence[_core.Host], dir: _Path, options: Optional[RemoteVerifyOptions] = None
+        self,
+        hosts: Sequence[_core.Host],
+        dir: _Path,
+        options: Optional[RemoteVerifyOptions] = None,
+        *,
+        on_progress: _OnProgress = None,
     ) -> list[HostVerify]:
         """``verify`` without blocking the event loop."""
         call = _AsyncCall()
-        seen: list[HostVerify] = await call.wait(self.start_verify(hosts, dir, options, done=call.done))
+        seen: list[HostVerify] = await call.wait(
+            self.start_verify(hosts, dir, options, on_progress=call.wrap(on_progress), done=call.done)
+        )
         return seen
 
 

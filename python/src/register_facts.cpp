@@ -159,10 +159,10 @@ void register_facts_types(py::module_& m) {
           "error",
           [](O const& o) -> py::object {
             if (!o.error) return py::none();
-            return make_error(o.error, o.diagnostic.empty() ? o.error.message() : o.diagnostic);
+            return make_error(o.error, o.message.empty() ? o.error.message() : o.message);
           },
           "None, or a clusterkit.Error (connection, timeout).")
-      .def_readonly("diagnostic", &O::diagnostic)
+      .def_readonly("message", &O::message)
       .def_readonly("facts", &O::facts)
       .def_property_readonly("duration", [](O const& o) { return to_seconds(o.duration); }, "Seconds.")
       .def_property_readonly("raw_output", [](O const& o) { return decode(o.raw_output); },
@@ -413,11 +413,11 @@ void register_nccl(py::module_& m) {
           "error",
           [](HR const& h) -> py::object {
             if (!h.error) return py::none();
-            return make_error(h.error, h.diagnostic.empty() ? h.error.message() : h.diagnostic);
+            return make_error(h.error, h.message.empty() ? h.error.message() : h.message);
           },
           "None, or a clusterkit.Error.")
       .def_readonly("exit_code", &HR::exit_code)
-      .def_readonly("diagnostic", &HR::diagnostic)
+      .def_readonly("message", &HR::message)
       .def_readonly("output_tail", &HR::output_tail)
       .def("__repr__", [](HR const& h) {
         return "NcclHostRun(" + repr_str(h.host) + ", exit_code=" + std::to_string(h.exit_code) + ")";
@@ -435,7 +435,7 @@ void register_nccl(py::module_& m) {
 
   using NR = ck::NcclCheckResult;
   py::class_<NR>(m, "NcclCheckResult", "The verdict of the NCCL/Gloo check.")
-      .def_readonly("ok", &NR::ok,
+      .def_property_readonly("ok", &NR::ok,
                     "Every rank initialized, both all_reduce sums were right, every rank finished, every host exited 0.")
       .def_property_readonly("nccl_ok", &NR::nccl_ok)
       .def_property_readonly("gloo_ok", &NR::gloo_ok)
@@ -446,9 +446,9 @@ void register_nccl(py::module_& m) {
       .def_readonly("problems", &NR::problems, "What went wrong, with hints, for people.")
       .def("to_json", [](NR const& r) { return json_to_python(r.to_json()); })
       .def("summary", &NR::summary)
-      .def("__bool__", [](NR const& r) { return r.ok; })
+      .def("__bool__", [](NR const& r) { return r.ok(); })
       .def("__repr__", [](NR const& r) {
-        return "NcclCheckResult(ok=" + std::string(r.ok ? "True" : "False") +
+        return "NcclCheckResult(ok=" + std::string(r.ok() ? "True" : "False") +
                ", world_size=" + std::to_string(r.world_size) + ", problems=" + std::to_string(r.problems.size()) + ")";
       });
 

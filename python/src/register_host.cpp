@@ -167,7 +167,7 @@ void register_results(py::module_& m) {
       .def(py::pickle(
           [](R const& r) {
             return py::make_tuple(r.exit_code, r.signal, py::bytes(r.stdout_text), py::bytes(r.stderr_text),
-                                  r.stdout_truncated, r.stderr_truncated, r.duration.count(), r.diagnostic);
+                                  r.stdout_truncated, r.stderr_truncated, r.duration.count(), r.message);
           },
           [](py::tuple const& t) {
             if (t.size() != 8) throw py::value_error("not a pickled RunResult");
@@ -179,13 +179,13 @@ void register_results(py::module_& m) {
             r.stdout_truncated = t[4].cast<bool>();
             r.stderr_truncated = t[5].cast<bool>();
             r.duration = std::chrono::nanoseconds(t[6].cast<std::int64_t>());
-            r.diagnostic = t[7].cast<std::string>();
+            r.message = t[7].cast<std::string>();
             return r;
           }))
       .def(
           "check",
           [](R const& r) -> R const& {
-            if (!r.success()) raise_command_failed("the command", r);
+            if (!r.ok()) raise_command_failed("the command", r);
             return r;
           },
           py::return_value_policy::reference_internal,
@@ -203,8 +203,8 @@ void register_results(py::module_& m) {
       .def_readonly("stderr_truncated", &R::stderr_truncated)
       .def_property_readonly(
           "duration", [](R const& r) { return to_seconds(r.duration); }, "Seconds.")
-      .def_readonly("diagnostic", &R::diagnostic)
-      .def_property_readonly("success", &R::success, "exit_code == 0")
+      .def_readonly("message", &R::message)
+      .def_property_readonly("ok", &R::ok, "exit_code == 0")
       .def("__repr__", [](R const& r) {
         std::ostringstream out;
         out << "RunResult(exit_code=" << r.exit_code;
@@ -219,7 +219,7 @@ void register_results(py::module_& m) {
       .def_readonly("bytes", &T::bytes)
       .def_property_readonly(
           "duration", [](T const& t) { return to_seconds(t.duration); }, "Seconds.")
-      .def_readonly("diagnostic", &T::diagnostic)
+      .def_readonly("message", &T::message)
       .def("__repr__", [](T const& t) {
         return "TransferResult(bytes=" + std::to_string(t.bytes) + ", duration=" + std::to_string(to_seconds(t.duration)) +
                ")";
@@ -232,11 +232,11 @@ void register_results(py::module_& m) {
           "error",
           [](O const& o) -> py::object {
             if (!o.error) return py::none();
-            return make_error(o.error, o.result.diagnostic, py::cast(o.result));
+            return make_error(o.error, o.result.message, py::cast(o.result));
           },
           "None, or a clusterkit.Error (code 'skipped' for hosts not run after a fail-fast stop).")
       .def_readonly("result", &O::result)
-      .def_property_readonly("success", &O::success, "Ran to the end and exited 0.")
+      .def_property_readonly("ok", &O::ok, "Ran to the end and exited 0.")
       .def("__repr__", [](O const& o) {
         std::string s = "HostOutcome(host=" + py_repr(py::str(o.host));
         if (o.error) s += ", error=" + py_repr(py::str(error_code_name(o.error)));
@@ -251,11 +251,11 @@ void register_results(py::module_& m) {
           "error",
           [](TO const& o) -> py::object {
             if (!o.error) return py::none();
-            return make_error(o.error, o.result.diagnostic, py::cast(o.result));
+            return make_error(o.error, o.result.message, py::cast(o.result));
           },
           "None, or a clusterkit.Error (code 'skipped' for hosts not copied to after a fail-fast stop).")
       .def_readonly("result", &TO::result)
-      .def_property_readonly("success", &TO::success, "The file arrived whole.")
+      .def_property_readonly("ok", &TO::ok, "The file arrived whole.")
       .def("__repr__", [](TO const& o) {
         std::string s = "TransferOutcome(host=" + py_repr(py::str(o.host));
         if (o.error) s += ", error=" + py_repr(py::str(error_code_name(o.error)));
@@ -358,8 +358,8 @@ ck::RunResult host_run(ck::Host& host, py::object const& argv, py::object const&
   auto [ec, result] = run_blocking<ck::RunResult>(op, [&](auto handler) {
     host.async_run(std::move(command), std::move(options), std::move(handler));
   });
-  if (ec) raise_error(ec, result.diagnostic, py::cast(result));
-  if (check && !result.success()) raise_command_failed(host.spec().name + ": `" + shown + "`", result);
+  if (ec) raise_error(ec, result.message, py::cast(result));
+  if (check && !result.ok()) raise_command_failed(host.spec().name + ": `" + shown + "`", result);
   return std::move(result);
 }
 
@@ -376,7 +376,7 @@ std::shared_ptr<Operation> host_start_run(ck::Host& host, py::object const& argv
                  asio::bind_cancellation_slot(op->slot(), [op, d = share(std::move(done))](std::error_code ec,
                                                                                           ck::RunResult r) {
                    deliver(*op, d, [&]() -> py::object {
-                     if (ec) return make_error(ec, r.diagnostic, py::cast(r));
+                     if (ec) return make_error(ec, r.message, py::cast(r));
                      return py::cast(std::move(r));
                    });
                  }));
@@ -418,7 +418,7 @@ ck::TransferResult host_transfer(bool upload, ck::Host& host, py::object const& 
     else
       host.async_download(std::move(a), std::move(b), std::move(options), std::move(handler));
   });
-  if (ec) raise_error(ec, result.diagnostic);
+  if (ec) raise_error(ec, result.message);
   return result;
 }
 
@@ -432,7 +432,7 @@ std::shared_ptr<Operation> host_start_transfer(bool upload, ck::Host& host, py::
   auto handler = asio::bind_cancellation_slot(
       op->slot(), [op, d = share(std::move(done))](std::error_code ec, ck::TransferResult r) {
         deliver(*op, d, [&]() -> py::object {
-          if (ec) return make_error(ec, r.diagnostic);
+          if (ec) return make_error(ec, r.message);
           return py::cast(std::move(r));
         });
       });

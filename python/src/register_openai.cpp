@@ -158,7 +158,7 @@ class OpenAIError(Error):
 }
 
 py::object make_openai_error(std::error_code ec, ck::ResponseMeta const& meta) {
-  return openai_error_type()(meta.diagnostic.empty() ? ec.message() : meta.diagnostic, error_code_name(ec),
+  return openai_error_type()(meta.message.empty() ? ec.message() : meta.message, error_code_name(ec),
                              py::none(), meta.status, meta.server_message, py::cast(meta));
 }
 
@@ -394,7 +394,7 @@ void register_openai(py::module_& m) {
       .def_readonly("attempts", &ck::ResponseMeta::attempts, "1 + retries.")
       .def_readonly("server_message", &ck::ResponseMeta::server_message,
                     "On an HTTP error: the server's own message.")
-      .def_readonly("diagnostic", &ck::ResponseMeta::diagnostic,
+      .def_readonly("message", &ck::ResponseMeta::message,
                     "On error: what failed, against which server, and what to do.")
       .def_property_readonly(
           "duration", [](ck::ResponseMeta const& x) { return seconds_of(x.duration); }, "Seconds.")
@@ -500,12 +500,12 @@ void register_openai(py::module_& m) {
       });
 
   py::class_<ck::HealthResult>(m, "HealthResult", "GET /health: a non-200 answer is ok=False, not an error.")
-      .def_readonly("ok", &ck::HealthResult::ok)
+      .def_property_readonly("ok", &ck::HealthResult::ok)
       .def_readonly("body", &ck::HealthResult::body)
       .def_readonly("meta", &ck::HealthResult::meta)
-      .def("__bool__", [](ck::HealthResult const& x) { return x.ok; })
+      .def("__bool__", [](ck::HealthResult const& x) { return x.ok(); })
       .def("__repr__", [](ck::HealthResult const& x) {
-        return std::string("HealthResult(ok=") + (x.ok ? "True" : "False") +
+        return std::string("HealthResult(ok=") + (x.ok() ? "True" : "False") +
                ", status=" + std::to_string(x.meta.status) + ")";
       });
 
@@ -898,14 +898,14 @@ void register_bench(py::module_& m) {
       .def_readonly("e2e", &Sample::e2e)
       .def_readonly("prompt_tokens", &Sample::prompt_tokens)
       .def_readonly("output_tokens", &Sample::output_tokens)
-      .def_readonly("ok", &Sample::ok)
+      .def_property_readonly("ok", &Sample::ok)
       .def_readonly("error", &Sample::error)
       .def_readonly("send_delay", &Sample::send_delay)
       .def("__repr__", [](Sample const& x) {
         char b[200];
         std::snprintf(b, sizeof b, "BenchSample(scheduled=%.4f, ttft=%.4f, e2e=%.4f, ok=%s)", x.scheduled, x.ttft, x.e2e,
-                      x.ok ? "True" : "False");
-        return std::string(b) + (x.ok ? "" : " error=" + quoted(x.error));
+                      x.ok() ? "True" : "False");
+        return std::string(b) + (x.ok() ? "" : " error=" + quoted(x.error));
       });
 
   using P = ck::BenchProgress;

@@ -110,16 +110,14 @@ Value wait_one(std::shared_ptr<Operation> const& op, Initiate&& initiate) {
   return wait_for(*op, future);
 }
 
-/// The same for void(std::error_code, Value): the error is in the value.
+/// The same for void(std::error_code, Value): a failure is raised (the
+/// blocking-call rule: an operation that did not do its job raises), with
+/// the value attached as the exception's `.result`.
 template <class Value, class Initiate>
-Value wait_ec(std::shared_ptr<Operation> const& op, Initiate&& initiate) {
-  auto promise = std::make_shared<std::promise<Value>>();
-  auto future = promise->get_future();
-  initiate(asio::bind_cancellation_slot(op->slot(), [op, promise](std::error_code, Value v) {
-    op->mark_finished();
-    promise->set_value(std::move(v));
-  }));
-  return wait_for(*op, future);
+Value wait_or_raise(std::shared_ptr<Operation> const& op, Initiate&& initiate) {
+  auto [ec, v] = run_blocking<Value>(op, std::forward<Initiate>(initiate));
+  if (ec) raise_error(ec, v.message.empty() ? ec.message() : v.message, py::cast(v));
+  return std::move(v);
 }
 
 /// A handler of void(Value) that delivers the value to `done`.
@@ -131,8 +129,11 @@ auto deliver_one(std::shared_ptr<Operation> const& op, py::object done) {
 }
 template <class Value>
 auto deliver_ec(std::shared_ptr<Operation> const& op, py::object done) {
-  return asio::bind_cancellation_slot(op->slot(), [op, d = share(std::move(done))](std::error_code, Value v) {
-    deliver(*op, d, [&] { return py::cast(std::move(v)); });
+  return asio::bind_cancellation_slot(op->slot(), [op, d = share(std::move(done))](std::error_code ec, Value v) {
+    deliver(*op, d, [&]() -> py::object {
+      if (ec) return make_error(ec, v.message.empty() ? ec.message() : v.message, py::cast(v));
+      return py::cast(std::move(v));
+    });
   });
 }
 
@@ -447,13 +448,13 @@ void register_nas_mount(py::module_& m) {
   py::class_<R>(m, "NasCheckReport", "Does every host see the same folder at the path?")
       .def_readonly("path", &R::path)
       .def_readonly("hosts", &R::hosts)
-      .def_readonly("ok", &R::ok,
+      .def_property_readonly("ok", &R::ok,
                     "Every host has the path mounted from the same source and saw every other host's token file.")
       .def_readonly("problems", &R::problems, "Cluster-wide findings, sentences.")
       .def("to_json", [](R const& r) { return json_to_python(r.to_json()); })
-      .def("__bool__", [](R const& r) { return r.ok; })
+      .def("__bool__", [](R const& r) { return r.ok(); })
       .def("__repr__", [](R const& r) {
-        return "NasCheckReport(" + repr_str(r.path) + ", ok=" + (r.ok ? "True" : "False") +
+        return "NasCheckReport(" + repr_str(r.path) + ", ok=" + (r.ok() ? "True" : "False") +
                ", hosts=" + std::to_string(r.hosts.size()) + ", problems=" + std::to_string(r.problems.size()) + ")";
       });
 
@@ -1078,14 +1079,14 @@ void register_model_store(py::module_& m) {
             auto spec = download_spec_for(store, spec_in);
             auto op = Operation::create(host.get_executor());
             auto progress = progress_callback(op, std::move(on_progress));
-            return wait_ec<DR>(op, [&](auto handler) {
+            return wait_or_raise<DR>(op, [&](auto handler) {
               store.async_download(std::move(host), std::move(spec), std::move(progress), std::move(handler));
             });
           },
           py::arg("host"), py::arg("spec"), py::kw_only(), py::arg("on_progress") = py::none(),
           "Download on `host` through the hub's CLI (resumed on failure, up to spec.attempts), then check the "
-          "folder there. Returns a DownloadResult; a failure is in its .error. Raises clusterkit.Error"
-          "('invalid_argument') for a spec that cannot work.")
+          "folder there. Returns a DownloadResult; a failure raises clusterkit.Error (a subclass by cause: "
+          "clusterkit.InvalidArgument for a spec that cannot work) with the DownloadResult as its .result.")
       .def(
           "sync",
           [](MS const& store, py::object const& host_in, py::object const& spec_in, py::object on_progress) {
@@ -1094,30 +1095,34 @@ void register_model_store(py::module_& m) {
             auto spec = sync_spec_for(spec_in);
             auto op = Operation::create(host.get_executor());
             auto progress = progress_callback(op, std::move(on_progress));
-            return wait_ec<SR>(op, [&](auto handler) {
+            return wait_or_raise<SR>(op, [&](auto handler) {
               store.async_sync(std::move(host), std::move(spec), std::move(progress), std::move(handler));
             });
           },
           py::arg("host"), py::arg("spec"), py::kw_only(), py::arg("on_progress") = py::none(),
           "Copy spec.source into spec.destination on `host`, several rsync streams at once; files appear under "
           "their final names only when complete, and a second run copies only what changed. Returns a "
-          "SyncResult; a failure is in its .error.")
+          "SyncResult; a failure raises clusterkit.Error with the SyncResult as its .result.")
       .def(
           "verify",
-          [](MS const& store, py::object const& hosts_in, py::object const& dir, py::object const& options) {
+          [](MS const& store, py::object const& hosts_in, py::object const& dir, py::object const& options,
+             py::object on_progress) {
             refuse_blocking_on_runtime_thread("ModelStore.verify()");
             auto hosts = host_list(hosts_in);
             auto d = path_string(dir);
             auto o = verify_options(options);
             if (hosts.empty()) return std::vector<HV>{};
             auto op = Operation::create(hosts.front().get_executor());
+            o.on_progress = progress_callback(op, std::move(on_progress));
             return wait_one<std::vector<HV>>(op, [&](auto handler) {
               store.async_verify(std::move(hosts), std::move(d), std::move(o), std::move(handler));
             });
           },
-          py::arg("hosts"), py::arg("dir"), py::arg("options") = py::none(),
+          py::arg("hosts"), py::arg("dir"), py::arg("options") = py::none(), py::kw_only(),
+          py::arg("on_progress") = py::none(),
           "Check `dir` on every host at once (the structural check of verify_model, on what each host sees). One "
-          "HostVerify per host, in order; never raises for a host's failure.")
+          "HostVerify per host, in order; never raises for a host's failure. on_progress(TransferProgress) "
+          "(phase 'verify') follows each shard read and file hashed, and each host's end.")
       .def(
           "start_download",
           [](MS const& store, py::object const& host_in, py::object const& spec_in, py::object on_progress,
@@ -1148,16 +1153,18 @@ void register_model_store(py::module_& m) {
       .def(
           "start_verify",
           [](MS const& store, py::object const& hosts_in, py::object const& dir, py::object const& options,
-             py::object done) {
+             py::object on_progress, py::object done) {
             auto hosts = host_list(hosts_in);
             auto d = path_string(dir);
             auto o = verify_options(options);
             if (hosts.empty()) return completed(std::move(done), std::vector<HV>{});
             auto op = Operation::create(hosts.front().get_executor());
+            o.on_progress = progress_callback(op, std::move(on_progress));
             store.async_verify(std::move(hosts), std::move(d), std::move(o), deliver_one<std::vector<HV>>(op, std::move(done)));
             return op;
           },
-          py::arg("hosts"), py::arg("dir"), py::arg("options") = py::none(), py::kw_only(), py::arg("done"),
+          py::arg("hosts"), py::arg("dir"), py::arg("options") = py::none(), py::kw_only(),
+          py::arg("on_progress") = py::none(), py::arg("done"),
           "Start verify(); done(list[HostVerify]) is called on the I/O thread.")
       .def("__repr__", [](MS const& s) {
         auto const& spec = s.spec();

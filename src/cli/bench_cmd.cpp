@@ -21,6 +21,7 @@
 #include <fstream>
 
 #include "clusterkit/bench.hpp"
+#include "clusterkit/version.hpp"
 #include "clusterkit/shell.hpp"
 #include "common.hpp"
 
@@ -168,6 +169,7 @@ int run_bench_cmd(GlobalOptions const& g, CLI::App const& sub, BenchArgs a) {
   if (!a.json_out.empty() || g.json) {
     auto report = result.to_json();
     report["config"]["prompts_file"] = a.prompts_file;
+    report["clusterkit_version"] = version_string;
     auto text = report.dump(2, ' ', false, nlohmann::json::error_handler_t::replace);
     if (g.json) std::cout << text << std::endl;
     if (!a.json_out.empty()) {

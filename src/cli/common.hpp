@@ -30,6 +30,11 @@ std::vector<Host> make_hosts(Runtime& rt, Inventory const& inventory, std::strin
 
 nlohmann::json outcome_to_json(HostOutcome const& o);
 
+/// Prints a --json answer on stdout, with "clusterkit_version" in it (in
+/// the object; in each object of a per-host array), so that a result kept
+/// in a file says which clusterkit made it. Invalid UTF-8 is replaced.
+void print_json(nlohmann::json j);
+
 /// Print a human summary of fan-out outcomes to stderr; returns the exit
 /// status for the tool (0 when every host succeeded).
 int summarize(std::vector<HostOutcome> const& outcomes, bool quiet_success = false);

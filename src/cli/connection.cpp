@@ -24,15 +24,15 @@ void register_connection(CLI::App& app, GlobalOptions& g, Action& action) {
         hosts[i].async_connect([&, i](std::error_code ec) {
           outcomes[i].error = ec;
           outcomes[i].result.exit_code = ec ? -1 : 0;
-          if (ec) outcomes[i].result.diagnostic = hosts[i].last_diagnostic();
+          if (ec) outcomes[i].result.message = hosts[i].last_diagnostic();
           done[i].set_value();
         });
       }
       for (auto& d : done) d.get_future().wait();
       if (g.json) {
         auto arr = nlohmann::json::array();
-        for (auto const& o : outcomes) arr.push_back({{"host", o.host}, {"ok", !o.error}, {"diagnostic", o.result.diagnostic}});
-        std::cout << arr.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << std::endl;
+        for (auto const& o : outcomes) arr.push_back({{"host", o.host}, {"ok", !o.error}, {"message", o.result.message}});
+        print_json(arr);
       }
       return summarize(outcomes, g.json);
     };

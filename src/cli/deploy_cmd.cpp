@@ -66,7 +66,7 @@ int run_deployment_plan(GlobalOptions const& g, std::string const& spec_path) {
   auto [ec, plan] = detail::block_on<std::error_code, DeploymentPlanResult>(rt.executor(), "plan",
                                                                              [&](auto h) { d.async_plan(std::move(h)); });
   if (g.json)
-    std::cout << plan.to_json().dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << std::endl;
+    print_json(plan.to_json());
   else
     std::printf("%s", plan.text().c_str());
   return ec ? 1 : 0;
@@ -89,7 +89,7 @@ void register_deploy(CLI::App& app, GlobalOptions& g, Action& action) {
       if (g.json) {
         auto j = record.to_json();
         j["ok"] = !ec;
-        std::cout << j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << std::endl;
+        print_json(j);
       } else {
         std::printf("%s", record.summary().c_str());
         std::printf("record:    %s\n", deployment_record_path(d.spec()).c_str());
@@ -109,7 +109,7 @@ void register_deploy(CLI::App& app, GlobalOptions& g, Action& action) {
       auto [ec, st] = detail::block_on<std::error_code, DeploymentStatus>(rt.executor(), "status",
                                                                           [&](auto h) { d.async_status(std::move(h)); });
       if (g.json)
-        std::cout << st.to_json().dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << std::endl;
+        print_json(st.to_json());
       else
         std::printf("%s", st.summary().c_str());
       return !ec && st.state == "up" ? 0 : 1;

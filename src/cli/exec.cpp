@@ -87,7 +87,7 @@ void register_exec(CLI::App& app, GlobalOptions& g, Action& action) {
       if (g.json) {
         auto arr = nlohmann::json::array();
         for (auto const& out : outcomes) arr.push_back(outcome_to_json(out));
-        std::cout << arr.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << std::endl;
+        print_json(arr);
         for (auto const& out : outcomes)
           for (auto [cut, name] : {std::pair{out.result.stdout_truncated, "stdout"}, std::pair{out.result.stderr_truncated, "stderr"}})
             if (cut)

@@ -75,7 +75,7 @@ void register_facts(CLI::App& app, GlobalOptions& g, Action& action) {
           if (o->raw) j["raw_output"] = out.raw_output;
           arr.push_back(std::move(j));
         }
-        std::cout << arr.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << std::endl;
+        print_json(arr);
       } else {
         for (auto const& out : outcomes) {
           std::cout << describe_facts(out);

@@ -18,7 +18,7 @@ void register_inventory(CLI::App& app, GlobalOptions& g, Action& action) {
         auto j = inventory.to_json();
         j["selected"] = nlohmann::json::array();
         for (auto const& h : hosts) j["selected"].push_back(h.spec.name);
-        std::cout << j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << std::endl;
+        print_json(j);
         return 0;
       }
       std::printf("%s: %zu hosts selected by '%s'\n", inventory.source().c_str(), hosts.size(), group->c_str());

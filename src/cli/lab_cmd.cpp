@@ -91,7 +91,7 @@ void register_lab(CLI::App& app, GlobalOptions& g, Action& action) {
     action = [&g, opts] {
       auto s = lab_up(*opts);
       if (g.json)
-        std::cout << status_json(s).dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << std::endl;
+        print_json(status_json(s));
       else
         print_status(s);
       return 0;
@@ -106,7 +106,7 @@ void register_lab(CLI::App& app, GlobalOptions& g, Action& action) {
     action = [&g, name, state_dir] {
       auto s = lab_status(*name, *state_dir);
       if (g.json)
-        std::cout << status_json(s).dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << std::endl;
+        print_json(status_json(s));
       else
         print_status(s);
       bool all = s.exists;

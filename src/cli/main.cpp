@@ -35,10 +35,22 @@ std::vector<Host> make_hosts(Runtime& rt, Inventory const& inventory, std::strin
   return hosts;
 }
 
+void print_json(nlohmann::json j) {
+  auto stamp = [](nlohmann::json& o) {
+    if (o.is_object() && !o.contains("clusterkit_version")) o["clusterkit_version"] = version_string;
+  };
+  if (j.is_array()) {
+    for (auto& e : j) stamp(e);
+  } else {
+    stamp(j);
+  }
+  std::cout << j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << std::endl;
+}
+
 nlohmann::json outcome_to_json(HostOutcome const& o) {
   nlohmann::json j;
   j["host"] = o.host;
-  j["ok"] = o.success();
+  j["ok"] = o.ok();
   j["exit_code"] = o.result.exit_code;
   j["signal"] = o.result.signal;
   j["stdout"] = o.result.stdout_text;
@@ -51,7 +63,7 @@ nlohmann::json outcome_to_json(HostOutcome const& o) {
   if (o.error) {
     j["error"] = o.error.message();
     j["error_code"] = o.error.value();
-    j["diagnostic"] = o.result.diagnostic;
+    j["message"] = o.result.message;
   } else {
     j["error"] = nullptr;
   }
@@ -62,13 +74,13 @@ int summarize(std::vector<HostOutcome> const& outcomes, bool quiet_success) {
   std::fflush(stdout);  // the hosts' output first, then the verdict
   std::size_t ok = 0;
   for (auto const& o : outcomes) {
-    if (o.success()) {
+    if (o.ok()) {
       ++ok;
       continue;
     }
     if (o.error)
       std::fprintf(stderr, "%s: error: %s\n", o.host.c_str(),
-                   (o.result.diagnostic.empty() ? o.error.message() : o.result.diagnostic).c_str());
+                   (o.result.message.empty() ? o.error.message() : o.result.message).c_str());
     else if (o.result.signal)
       std::fprintf(stderr, "%s: exit %d (signal %d)\n", o.host.c_str(), o.result.exit_code, o.result.signal);
     else

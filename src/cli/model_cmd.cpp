@@ -93,7 +93,7 @@ void register_model(CLI::App& app, GlobalOptions& g, Action& action) {
       auto facts = facts_for(*inspect_args);
       auto j = facts.to_json();
       if (g.json) {
-        std::cout << j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << std::endl;
+        print_json(j);
         return 0;
       }
       std::printf("%s\n", j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
@@ -139,7 +139,7 @@ void register_model(CLI::App& app, GlobalOptions& g, Action& action) {
       o.skip_checksums = *no_checksums || remote->write_manifest;
       auto report = verify_model(where.dir, o);
       if (g.json) {
-        std::cout << report.to_json().dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << std::endl;
+        print_json(report.to_json());
       } else {
         for (auto const& w : report.warnings) std::fprintf(stderr, "warning: %s\n", w.c_str());
         for (auto const& p : report.problems) std::printf("problem: %s\n", p.message.c_str());
@@ -178,7 +178,7 @@ void register_plan(CLI::App& app, GlobalOptions& g, Action& action) {
       if (*max_len) options->max_model_len = *max_len;
       auto p = plan_deployment(facts, inventory, *options);
       if (g.json)
-        std::cout << p.to_json().dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << std::endl;
+        print_json(p.to_json());
       else
         std::printf("%s", p.summary().c_str());
       return p.shortfall ? 1 : 0;

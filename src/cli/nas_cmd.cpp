@@ -31,7 +31,7 @@ int print_outcomes(GlobalOptions const& g, std::vector<MountOutcome> const& outc
   if (g.json) {
     nlohmann::json j = nlohmann::json::array();
     for (auto const& o : outcomes) j.push_back(o.to_json());
-    std::cout << j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << std::endl;
+    print_json(j);
   } else {
     for (auto const& o : outcomes)
       std::printf("%-12s %-8s %s%s\n", o.host.c_str(), o.action.c_str(), o.ok() ? "" : "FAILED: ", o.message.c_str());
@@ -165,7 +165,7 @@ void register_nas(CLI::App& app, GlobalOptions& g, Action& action) {
       auto hosts = make_hosts(rt, load_inventory(g), c->group);
       auto report = check_nas(NasMount(c->spec), hosts);
       if (g.json) {
-        std::cout << report.to_json().dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << std::endl;
+        print_json(report.to_json());
       } else {
         for (auto const& h : report.hosts) {
           std::printf("%-12s %-8s %-30s sees %zu/%zu%s%s\n", h.host.c_str(), h.mounted ? h.fstype.c_str() : "-",
@@ -173,9 +173,9 @@ void register_nas(CLI::App& app, GlobalOptions& g, Action& action) {
                       h.problem.empty() ? "" : "  ", h.problem.c_str());
         }
         for (auto const& p : report.problems) std::printf("problem: %s\n", p.c_str());
-        std::printf("%s: %s\n", report.path.c_str(), report.ok ? "every host sees the same folder" : "NOT shared");
+        std::printf("%s: %s\n", report.path.c_str(), report.ok() ? "every host sees the same folder" : "NOT shared");
       }
-      return report.ok ? 0 : 1;
+      return report.ok() ? 0 : 1;
     };
   });
 }

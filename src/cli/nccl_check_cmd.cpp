@@ -99,7 +99,7 @@ void register_nccl_check(CLI::App& app, GlobalOptions& g, Action& action) {
         auto facts = gather_facts(hosts, f);
         std::vector<NcclNodeInput> nodes;
         for (auto const& fo : facts) {
-          if (!fo.ok()) throw Error(fo.error, fo.host + ": " + fo.diagnostic);
+          if (!fo.ok()) throw Error(fo.error, fo.host + ": " + fo.message);
           NcclNodeInput n{fo.host, static_cast<unsigned>(fo.facts.gpus.size()), ""};
           if (auto const* r = fo.facts.route_to(rdzv)) n.interface = r->interface;
           nodes.push_back(n);
@@ -113,9 +113,9 @@ void register_nccl_check(CLI::App& app, GlobalOptions& g, Action& action) {
         return 0;
       }
       auto result = nccl_check(hosts, options);
-      if (g.json) std::cout << result.to_json().dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << std::endl;
+      if (g.json) print_json(result.to_json());
       else std::cout << result.summary() << std::flush;
-      return result.ok ? 0 : 1;
+      return result.ok() ? 0 : 1;
     };
   });
 }

@@ -71,7 +71,7 @@ void register_preflight(CLI::App& app, GlobalOptions& g, Action& action) {
       }
       Runtime rt;
       auto run = run_preflight(rt, hosts, options);
-      if (g.json) std::cout << run.to_json().dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << std::endl;
+      if (g.json) print_json(run.to_json());
       else std::cout << run.report.table() << std::flush;
       return run.report.ok() ? 0 : 1;
     };

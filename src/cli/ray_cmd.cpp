@@ -18,7 +18,7 @@ int print_up(GlobalOptions const& g, RayUpResult const& r, std::error_code ec) {
   if (g.json) {
     auto j = r.to_json();
     j["ok"] = !ec;
-    std::cout << j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << std::endl;
+    print_json(j);
     return ec ? 1 : 0;
   }
   for (auto const& n : r.nodes)
@@ -71,7 +71,7 @@ void register_ray(CLI::App& app, GlobalOptions& g, Action& action) {
       auto [ec, st] = detail::block_on<std::error_code, RayClusterStatus>(rt.executor(), "ray status",
                                                                           [&](auto h) { cluster.async_status(std::move(h)); });
       if (g.json)
-        std::cout << st.to_json().dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << std::endl;
+        print_json(st.to_json());
       else
         std::printf("%s", st.summary().c_str());
       return st.healthy && !ec ? 0 : 1;
@@ -91,7 +91,7 @@ void register_ray(CLI::App& app, GlobalOptions& g, Action& action) {
         nlohmann::json j = nlohmann::json::array();
         for (auto const& o : outs)
           j.push_back({{"host", o.host}, {"removed", o.removed}, {"message", o.message}, {"ok", !o.error}});
-        std::cout << j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << std::endl;
+        print_json(j);
       } else {
         for (auto const& o : outs) std::printf("%-12s %s%s\n", o.host.c_str(), o.error ? "FAILED: " : "", o.message.c_str());
       }

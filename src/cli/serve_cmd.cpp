@@ -112,7 +112,7 @@ void register_serve(CLI::App& app, GlobalOptions& g, Action& action) {
         auto j = ready.to_json();
         j["ok"] = !wec;
         j["api_key_file"] = launched.api_key_file;
-        std::cout << j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << std::endl;
+        print_json(j);
       } else {
         std::printf("%s\n", ready.message.c_str());
         if (!wec) {
@@ -139,7 +139,7 @@ void register_serve(CLI::App& app, GlobalOptions& g, Action& action) {
       auto [ec, st] = detail::block_on<std::error_code, VllmStatus>(rt.executor(), "serve status",
                                                                     [&](auto h) { sv.async_status(std::move(h)); });
       if (g.json)
-        std::cout << st.to_json().dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << std::endl;
+        print_json(st.to_json());
       else
         std::printf("%s", st.summary().c_str());
       return !ec && st.state == "up" ? 0 : 1;

@@ -148,9 +148,10 @@ void register_store(CLI::App& app, GlobalOptions& g, Action& action) {
       Runtime rt;
       auto host = one_host(rt, g, d->host);
       ProgressLine line(d->quiet || g.json);
-      auto result = download_model(store, host, spec, line.callback());
+      std::error_code ec;  // the failure is printed from the result (JSON too)
+      auto result = download_model(store, host, spec, line.callback(), ec);
       line.done();
-      if (g.json) std::cout << result.to_json().dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << std::endl;
+      if (g.json) print_json(result.to_json());
       else if (result.ok()) std::printf("%s (%.1f s, %d attempt%s)\n", result.message.c_str(), result.seconds, result.attempts, result.attempts == 1 ? "" : "s");
       else std::fprintf(stderr, "clusterkit: %s\n", result.message.c_str());
       return result.ok() ? 0 : 1;
@@ -186,9 +187,10 @@ void register_store(CLI::App& app, GlobalOptions& g, Action& action) {
       Runtime rt;
       auto host = one_host(rt, g, s->host);
       ProgressLine line(s->quiet || g.json);
-      auto result = sync_model(ModelStore(), host, spec, line.callback());
+      std::error_code ec;  // the failure is printed from the result (JSON too)
+      auto result = sync_model(ModelStore(), host, spec, line.callback(), ec);
       line.done();
-      if (g.json) std::cout << result.to_json().dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << std::endl;
+      if (g.json) print_json(result.to_json());
       else if (result.ok()) std::printf("%s (%.1f s)\n", result.message.c_str(), result.seconds);
       else std::fprintf(stderr, "clusterkit: %s\n", result.message.c_str());
       return result.ok() ? 0 : 1;
@@ -211,7 +213,7 @@ int verify_on_hosts(GlobalOptions const& g, std::string const& selector, std::st
   if (g.json) {
     nlohmann::json j = nlohmann::json::array();
     for (auto const& v : seen) j.push_back(v.to_json());
-    std::cout << j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << std::endl;
+    print_json(j);
   } else {
     for (auto const& v : seen) {
       if (v.error && v.report.problems.empty()) {

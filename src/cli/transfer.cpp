@@ -71,7 +71,7 @@ void register_transfer(CLI::App& app, GlobalOptions& g, Action& action) {
         o.host = t.host;
         o.error = t.error;
         o.result.exit_code = t.error ? -1 : 0;
-        o.result.diagnostic = t.result.diagnostic;
+        o.result.message = t.result.message;
         o.result.duration = t.result.duration;
         outcomes.push_back(std::move(o));
       }
@@ -82,7 +82,7 @@ void register_transfer(CLI::App& app, GlobalOptions& g, Action& action) {
           j["bytes"] = transfers[i].result.bytes;
           arr.push_back(std::move(j));
         }
-        std::cout << arr.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << std::endl;
+        print_json(arr);
       }
       return summarize(outcomes, g.json);
     };
@@ -112,10 +112,8 @@ void register_transfer(CLI::App& app, GlobalOptions& g, Action& action) {
         };
       auto r = download(hosts[0], down->from, down->to, t);
       if (g.json)
-        std::cout << nlohmann::json{{"host", hosts[0].name()}, {"bytes", r.bytes},
-                                    {"duration_ms", std::chrono::duration<double, std::milli>(r.duration).count()}}
-                         .dump(2, ' ', false, nlohmann::json::error_handler_t::replace)
-                  << std::endl;
+        print_json({{"host", hosts[0].name()}, {"bytes", r.bytes},
+                    {"duration_ms", std::chrono::duration<double, std::milli>(r.duration).count()}});
       return 0;
     };
   });

@@ -882,7 +882,7 @@ json HostFactsOutcome::to_json() const {
   j["host"] = host;
   j["ok"] = ok();
   j["error"] = error ? json(error.message()) : json(nullptr);
-  j["diagnostic"] = diagnostic;
+  j["message"] = message;
   j["duration_ms"] = std::chrono::duration<double, std::milli>(duration).count();
   return j;
 }
@@ -1255,7 +1255,7 @@ std::string describe_facts(HostFactsOutcome const& o) {
   std::ostringstream s;
   auto const& f = o.facts;
   if (o.error) {
-    s << o.host << ": facts not gathered: " << (o.diagnostic.empty() ? o.error.message() : o.diagnostic) << "\n";
+    s << o.host << ": facts not gathered: " << (o.message.empty() ? o.error.message() : o.message) << "\n";
     return s.str();
   }
   s << o.host;

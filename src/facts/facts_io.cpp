@@ -70,7 +70,7 @@ struct GatherOp : std::enable_shared_from_this<GatherOp> {
     } catch (Error const& e) {
       for (auto& o : outcomes) {
         o.error = e.code();
-        o.diagnostic = e.what();
+        o.message = e.what();
       }
       return finish();
     }
@@ -91,8 +91,8 @@ struct GatherOp : std::enable_shared_from_this<GatherOp> {
     --connecting;
     if (ec) {
       outcomes[i].error = ec;
-      outcomes[i].diagnostic = valid_utf8(hosts[i].last_diagnostic());
-      if (outcomes[i].diagnostic.empty()) outcomes[i].diagnostic = hosts[i].name() + ": " + ec.message();
+      outcomes[i].message = valid_utf8(hosts[i].last_diagnostic());
+      if (outcomes[i].message.empty()) outcomes[i].message = hosts[i].name() + ": " + ec.message();
     } else {
       connected[i] = true;
       ++connected_count;
@@ -129,8 +129,8 @@ struct GatherOp : std::enable_shared_from_this<GatherOp> {
       out.duration = r.result.duration;
       if (r.error) {
         out.error = r.error;
-        out.diagnostic = valid_utf8(r.result.diagnostic.empty() ? hosts[index[k]].name() + ": " + r.error.message()
-                                                                 : r.result.diagnostic);
+        out.message = valid_utf8(r.result.message.empty() ? hosts[index[k]].name() + ": " + r.error.message()
+                                                                 : r.result.message);
         continue;
       }
       out.facts = parse_facts_output(r.result.stdout_text, options);

@@ -396,7 +396,7 @@ NcclCheckResult evaluate_nccl_check(std::vector<NcclHostRun> runs, std::vector<s
   for (auto& [k, x] : ranks)
     if (k >= 0 && k < expected_world_size) r.ranks.push_back(x);
   for (auto const& h : runs) {
-    if (h.error) r.problems.push_back(h.host + ": " + (h.diagnostic.empty() ? h.error.message() : h.diagnostic));
+    if (h.error) r.problems.push_back(h.host + ": " + (h.message.empty() ? h.error.message() : h.message));
     else if (h.exit_code != 0)
       r.problems.push_back(h.host + ": torchrun exited with status " + std::to_string(h.exit_code) +
                            (h.output_tail.empty() ? "" : "; last output:\n" + tail_lines(h.output_tail, 8)));
@@ -449,14 +449,14 @@ NcclCheckResult evaluate_nccl_check(std::vector<NcclHostRun> runs, std::vector<s
   bool runs_ok = std::all_of(runs.begin(), runs.end(), [](NcclHostRun const& h) { return !h.error && h.exit_code == 0; });
   bool ranks_done = !r.ranks.empty() && static_cast<int>(r.ranks.size()) == expected_world_size &&
                     std::all_of(r.ranks.begin(), r.ranks.end(), [](NcclRankReport const& x) { return x.done && x.error.empty(); });
-  r.ok = runs_ok && ranks_done && r.nccl_ok() && r.gloo_ok();
+  r.passed = runs_ok && ranks_done && r.nccl_ok() && r.gloo_ok();
   r.hosts = std::move(runs);
   return r;
 }
 
 json NcclCheckResult::to_json() const {
   json j;
-  j["ok"] = ok;
+  j["ok"] = ok();
   j["world_size"] = world_size;
   j["nccl_ok"] = nccl_ok();
   j["gloo_ok"] = gloo_ok();
@@ -491,7 +491,7 @@ json NcclCheckResult::to_json() const {
                           {"env", h.launch.env},
                           {"exit_code", h.exit_code},
                           {"error", h.error ? json(h.error.message()) : json(nullptr)},
-                          {"diagnostic", h.diagnostic},
+                          {"message", h.message},
                           {"output_tail", h.output_tail}});
   j["problems"] = problems;
   return j;
@@ -526,7 +526,7 @@ std::string NcclCheckResult::summary() const {
     }
   }
   for (auto const& p : problems) s << "problem: " << p << "\n";
-  s << (ok ? "nccl-check passed\n" : "nccl-check FAILED\n");
+  s << (ok() ? "nccl-check passed\n" : "nccl-check FAILED\n");
   return s.str();
 }
 

@@ -78,7 +78,7 @@ struct NcclCheckOp : std::enable_shared_from_this<NcclCheckOp> {
   void on_facts(std::vector<HostFactsOutcome> facts) {
     std::vector<NcclNodeInput> nodes;
     for (auto const& f : facts) {
-      if (!f.ok()) return fail_early(f.host + ": facts not gathered: " + f.diagnostic);
+      if (!f.ok()) return fail_early(f.host + ": facts not gathered: " + f.message);
       NcclNodeInput n;
       n.host = f.host;
       n.gpus = static_cast<unsigned>(f.facts.gpus.size());
@@ -108,7 +108,7 @@ struct NcclCheckOp : std::enable_shared_from_this<NcclCheckOp> {
                               if (ec)
                                 self->early_problems.push_back(
                                     self->hosts[i].name() + ": upload of the script failed: " +
-                                    valid_utf8(r.diagnostic.empty() ? ec.message() : r.diagnostic));
+                                    valid_utf8(r.message.empty() ? ec.message() : r.message));
                               if (--self->pending == 0) self->on_uploaded();
                             }));
     }
@@ -142,7 +142,7 @@ struct NcclCheckOp : std::enable_shared_from_this<NcclCheckOp> {
     auto& run = runs[i];
     run.error = ec;
     run.exit_code = r.exit_code;
-    run.diagnostic = valid_utf8(r.diagnostic);
+    run.message = valid_utf8(r.message);
     run.output_tail = valid_utf8(tail(r.stderr_text, 4000));
     if (!r.stdout_text.empty()) run.output_tail += (run.output_tail.empty() ? "" : "\n") + valid_utf8(tail(r.stdout_text, 2000));
     outputs[i] = std::move(r.stdout_text);
@@ -194,7 +194,7 @@ struct NcclCheckOp : std::enable_shared_from_this<NcclCheckOp> {
     } else {
       result = evaluate_nccl_check(runs, outputs, world);
       result.problems.insert(result.problems.begin(), early_problems.begin(), early_problems.end());
-      if (!early_problems.empty()) result.ok = false;
+      if (!early_problems.empty()) result.passed = false;
     }
     complete_on_associated(std::move(handler), strand, std::move(result));
   }

@@ -279,17 +279,17 @@ std::vector<PortProbe> parse_port_prober_output(std::string_view from, std::vect
     auto& p = out[static_cast<std::size_t>(*idx)];
     seen[static_cast<std::size_t>(*idx)] = true;
     if (w[2] == "ok" && w.size() >= 5) {
-      p.ok = true;
+      p.reached = true;
       p.source_address = w[3] == "-" ? std::string() : std::string(w[3]);
       p.milliseconds = to_double(w[4]).value_or(0);
       if (w.size() >= 6 && w[5] == "silent") {
         // Something answered that is not our listener.
-        p.ok = false;
+        p.reached = false;
         p.error = "connected, but the listener did not answer (another program holds the port?)";
       }
     } else if (w[2] == "fail") {
       auto rest = split_ws(line, 5);
-      p.ok = false;
+      p.reached = false;
       p.milliseconds = to_double(w[3]).value_or(0);
       p.error = rest.size() >= 5 ? std::string(rest[4]) : std::string("failed");
     }
@@ -316,7 +316,7 @@ json PortProbeReport::to_json() const {
                            {"address", p.address},
                            {"port", p.port},
                            {"purpose", p.purpose},
-                           {"ok", p.ok},
+                           {"ok", p.ok()},
                            {"source_address", p.source_address},
                            {"error", p.error},
                            {"milliseconds", p.milliseconds}});
@@ -502,7 +502,7 @@ struct Evaluator {
       }
       auto const& o = *it->second;
       if (!o.ok()) {
-        add(h, "ssh", CheckStatus::fail, o.diagnostic.empty() ? o.error.message() : o.diagnostic,
+        add(h, "ssh", CheckStatus::fail, o.message.empty() ? o.error.message() : o.message,
             "make `ssh " + display_of(h) + " true` work from this machine (key, known_hosts, address), then run again");
         continue;
       }
@@ -1164,7 +1164,7 @@ struct Evaluator {
         if (x.from == h && x.purpose == "ray") p = &x;
       if (!p) {
         add(h, "ray-port", CheckStatus::skip, "the Ray port could not be probed (busy on the head?)");
-      } else if (!p->ok) {
+      } else if (!p->ok()) {
         add(h, "ray-port", CheckStatus::fail,
             "cannot connect to the head " + p->address + ":" + std::to_string(p->port) + " (Ray): " + p->error,
             firewall_fix(std::to_string(p->port) + " (Ray) and the other Ray ports"));
@@ -1190,7 +1190,7 @@ struct Evaluator {
     std::set<std::string> peers;
     for (auto const& x : pr.probes) {
       if (x.from != h || x.purpose == "ray") continue;
-      if (x.ok) {
+      if (x.ok()) {
         ++ok;
         peers.insert(x.to);
       } else {

@@ -158,7 +158,7 @@ struct PortProbeOp : std::enable_shared_from_this<PortProbeOp> {
                            parse_port_prober_output(outs[k].host, targets[k], valid_utf8(outs[k].result.stdout_text));
                        if (outs[k].error)
                          for (auto& p : probes)
-                           if (!p.ok && p.error.rfind("no result", 0) == 0) p.error = "the prober failed: " + failure_of(outs[k]);
+                           if (!p.ok() && p.error.rfind("no result", 0) == 0) p.error = "the prober failed: " + failure_of(outs[k]);
                        for (auto& p : probes) self->report.probes.push_back(std::move(p));
                      }
                      self->probes_done = true;

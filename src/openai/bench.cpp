@@ -54,7 +54,7 @@ BenchSummary summarize(std::vector<BenchSample> const& samples, std::vector<doub
     if (!any || r.scheduled < first) first = r.scheduled;
     last = std::max(last, r.scheduled + r.e2e);
     any = true;
-    if (!r.ok) {
+    if (!r.ok()) {
       ++s.failed;
       ++s.errors[r.error.empty() ? "unknown error" : r.error];
       continue;
@@ -239,7 +239,7 @@ void panel(std::ostringstream& svg, double x0, double y0, double w, double h, st
 std::string latency_svg(std::vector<BenchSample> const& samples, std::string const& title) {
   std::vector<double> ttft, e2e;
   for (auto const& s : samples) {
-    if (!s.ok) continue;
+    if (!s.ok()) continue;
     if (s.ttft >= 0) ttft.push_back(s.ttft);
     e2e.push_back(s.e2e);
   }
@@ -375,7 +375,7 @@ nlohmann::json BenchResult::to_json() const {
                     {"e2e_ms", s.e2e * 1e3},
                     {"prompt_tokens", s.prompt_tokens},
                     {"output_tokens", s.output_tokens},
-                    {"error", s.ok ? json() : json(s.error)}});
+                    {"error", s.ok() ? json() : json(s.error)}});
   report["requests"] = std::move(rows);
   return report;
 }

@@ -73,7 +73,7 @@ std::string failure_reason(std::error_code ec, StreamResult const& r) {
   if (r.meta.status >= 400)
     return "HTTP " + std::to_string(r.meta.status) +
            (r.meta.server_message.empty() ? "" : ": " + r.meta.server_message.substr(0, 160));
-  if (!r.meta.diagnostic.empty()) return r.meta.diagnostic.substr(0, 240);
+  if (!r.meta.message.empty()) return r.meta.message.substr(0, 240);
   return ec.message();
 }
 
@@ -190,7 +190,7 @@ private:
       throw Error(make_error_code(errc::invalid_argument), "--model '" + spec_.model + "' is not served by " + spec_.url +
                                                                  "; it serves " + ids);
     }
-    if (ec) throw Error(ec, models.meta.diagnostic.empty() ? ec.message() : models.meta.diagnostic);
+    if (ec) throw Error(ec, models.meta.message.empty() ? ec.message() : models.meta.message);
     if (models.models.empty()) throw Error(make_error_code(errc::protocol_error), spec_.url + " serves no model");
     spec_.model = models.models.front().id;
   }
@@ -333,7 +333,6 @@ private:
     auto now = clock::now();
     auto& s = samples_[i];
     s.e2e = seconds(now - live_[i].scheduled);
-    s.ok = !ec;
     live_[i].cancel.reset();
     if (r.request_sent != clock::time_point{}) s.send_delay = seconds(r.request_sent - live_[i].scheduled);
     if (r.usage) {
@@ -345,7 +344,7 @@ private:
     if (ec) {
       ++failed_;
       s.error = stopped_ && ec == errc::cancelled ? "cancelled (the run was stopped)" : failure_reason(ec, r);
-      if (first_errors_.size() < 3) first_errors_.push_back(r.meta.diagnostic.empty() ? s.error : r.meta.diagnostic);
+      if (first_errors_.size() < 3) first_errors_.push_back(r.meta.message.empty() ? s.error : r.meta.message);
     }
     ++completed_;
     --in_flight_;

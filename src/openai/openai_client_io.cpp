@@ -544,7 +544,7 @@ struct Call {
 };
 
 std::error_code fail(Call& call, errc code, std::string diagnostic) {
-  call.meta.diagnostic = detail::without_control_characters(diagnostic);
+  call.meta.message = detail::without_control_characters(diagnostic);
   return make_error_code(code);
 }
 
@@ -1140,7 +1140,7 @@ awaitable<std::error_code> perform(ImplPtr impl, std::shared_ptr<CallState> st, 
     ec = co_await attempt(impl, *st, call);
     if (!ec || st->cancelled || call.delivered || !call.retryable || retry >= impl->options.max_retries) break;
     auto wait = impl->backoff(retry, call.retry_after);
-    spdlog::debug("{}; retrying in {} ms", call.meta.diagnostic, wait.count());
+    spdlog::debug("{}; retrying in {} ms", call.meta.message, wait.count());
     impl->count([](ClientStats& s) { ++s.retries; });
     asio::steady_timer timer(impl->strand, wait);
     st->cancel_current = [&timer] { timer.cancel(); };
@@ -1154,7 +1154,7 @@ awaitable<std::error_code> perform(ImplPtr impl, std::shared_ptr<CallState> st, 
   call.meta.duration = steady_clock::now() - start;
   call.meta.status = call.status;
   if (ec && call.meta.attempts > 1 && ec != make_error_code(errc::cancelled))
-    call.meta.diagnostic += " (after " + std::to_string(call.meta.attempts) + " attempts)";
+    call.meta.message += " (after " + std::to_string(call.meta.attempts) + " attempts)";
   co_return ec;
 }
 
@@ -1235,7 +1235,6 @@ awaitable<Outcome<HealthResult>> run_health(ImplPtr impl, std::shared_ptr<CallSt
   call.accept_any_status = true;
   auto ec = co_await perform(impl, st, call);
   HealthResult r;
-  r.ok = !ec && call.status == 200;
   r.body = std::move(call.response_body);
   r.meta = std::move(call.meta);
   co_return Outcome<HealthResult>{ec, std::move(r)};
@@ -1279,9 +1278,9 @@ void launch(ImplPtr const& impl, asio::any_completion_handler<Signature> handler
                      try {
                        std::rethrow_exception(ep);
                      } catch (std::exception const& e) {
-                       outcome.second.meta.diagnostic = std::string("request failed: ") + e.what();
+                       outcome.second.meta.message = std::string("request failed: ") + e.what();
                      } catch (...) {
-                       outcome.second.meta.diagnostic = "request failed with an unknown exception";
+                       outcome.second.meta.message = "request failed with an unknown exception";
                      }
                    }
                    detail::complete_on_associated(std::move(h), impl->executor, outcome.first,
@@ -1433,7 +1432,7 @@ Result wait_for(OpenAIClient& client, Start&& start) {
                 "a blocking OpenAIClient call was made on the client's own strand; use the async_ form there");
   auto [ec, result] = detail::block_on<std::error_code, Result>(client.get_executor(), "a blocking OpenAIClient call",
                                                                 std::forward<Start>(start));
-  if (ec) throw Error(ec, result.meta.diagnostic.empty() ? ec.message() : result.meta.diagnostic);
+  if (ec) throw Error(ec, result.meta.message.empty() ? ec.message() : result.meta.message);
   return std::move(result);
 }
 

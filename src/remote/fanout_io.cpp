@@ -83,7 +83,7 @@ struct FanoutOp : std::enable_shared_from_this<FanoutOp<Outcome, Result>> {
     --running;
     outcomes[i].error = ec;
     outcomes[i].result = std::move(r);
-    if (fail_fast && !outcomes[i].success() && !stopping) {
+    if (fail_fast && !outcomes[i].ok() && !stopping) {
       stop_reason = hosts[i].name() + " failed first (fail-fast)";
       stop_all(asio::cancellation_type::partial);
     }
@@ -105,7 +105,7 @@ struct FanoutOp : std::enable_shared_from_this<FanoutOp<Outcome, Result>> {
     for (std::size_t i = 0; i < hosts.size(); ++i) {
       if (!started[i]) {
         outcomes[i].error = make_error_code(errc::skipped);
-        outcomes[i].result.diagnostic = hosts[i].name() + ": " + skipped_what + ", because " + stop_reason;
+        outcomes[i].result.message = hosts[i].name() + ": " + skipped_what + ", because " + stop_reason;
       }
     }
     auto slot = asio::get_associated_cancellation_slot(handler);

@@ -735,7 +735,7 @@ struct RunOp : std::enable_shared_from_this<RunOp> {
     result.exit_code = code;
     if (code > 128 && code < 128 + 65) result.signal = code - 128;
     if (stop_reason) {
-      result.diagnostic = host->who() + ": " + describe_stop();
+      result.message = host->who() + ": " + describe_stop();
       return done(stop_reason);
     }
     if (!wrapper_exited) {
@@ -745,7 +745,7 @@ struct RunOp : std::enable_shared_from_this<RunOp> {
       host->link = HostImpl::Link::down;
       result.exit_code = -1;
       result.signal = 0;
-      result.diagnostic = host->who() + ": the connection was lost while `" + command.display() +
+      result.message = host->who() + ": the connection was lost while `" + command.display() +
                           "` was running; the host stopped answering or the connection was closed. "
                           "Check the host is up and reachable, then run the command again.";
       return done(make_error_code(errc::connection_lost));
@@ -754,7 +754,7 @@ struct RunOp : std::enable_shared_from_this<RunOp> {
   }
 
   void fail(std::error_code ec, std::string message) {
-    result.diagnostic = std::move(message);
+    result.message = std::move(message);
     result.duration = steady_clock::now() - started_at;
     done(ec);
   }
@@ -764,7 +764,7 @@ struct RunOp : std::enable_shared_from_this<RunOp> {
     finished = true;
     if (leading && !lead_resolved) {
       lead_resolved = true;
-      host->lead_failed(ec ? ec : make_error_code(errc::ssh_failed), result.diagnostic, failed_in_ssh);
+      host->lead_failed(ec ? ec : make_error_code(errc::ssh_failed), result.message, failed_in_ssh);
     }
     boost::system::error_code ignored;
     timeout_timer.cancel();
@@ -780,7 +780,7 @@ struct RunOp : std::enable_shared_from_this<RunOp> {
     err.close(ignored);
     if (cancel_slot.is_connected()) cancel_slot.clear();
     if (session_held) host->release_session();
-    if (ec) spdlog::debug("{}: {}", host->spec.name, result.diagnostic);
+    if (ec) spdlog::debug("{}: {}", host->spec.name, result.message);
     detail::complete_on_associated(std::move(handler), host->strand, ec, std::move(result));
   }
 };
@@ -1056,7 +1056,7 @@ struct TransferOp : std::enable_shared_from_this<TransferOp> {
     TransferResult r;
     r.bytes = moved;
     r.duration = steady_clock::now() - started_at;
-    r.diagnostic = std::move(message);
+    r.message = std::move(message);
     detail::complete_on_associated(std::move(handler), host->strand, ec, std::move(r));
   }
 

@@ -34,7 +34,7 @@ auto async_run_each(std::vector<RunEachItem> items, CompletionToken&& token) {
 /// the diagnostic when it could not run to its end, else its exit status and
 /// the first line it printed on stderr (or stdout).
 inline std::string failure_of(HostOutcome const& o) {
-  if (o.error) return valid_utf8(o.result.diagnostic.empty() ? o.error.message() : o.result.diagnostic);
+  if (o.error) return valid_utf8(o.result.message.empty() ? o.error.message() : o.result.message);
   std::string said = first_line(o.result.stderr_text);
   if (said.empty()) said = first_line(o.result.stdout_text);
   return valid_utf8("exit " + std::to_string(o.result.exit_code) + (said.empty() ? "" : ": " + said));

@@ -38,7 +38,7 @@ RunResult run(Host& host, Command command, RunOptions options) {
   auto [ec, result] = detail::block_on<std::error_code, RunResult>(host.get_executor(), "clusterkit::run", [&](auto cb) {
     host.async_run(std::move(command), std::move(options), std::move(cb));
   });
-  if (ec) throw Error(ec, result.diagnostic.empty() ? ec.message() : result.diagnostic);
+  if (ec) throw Error(ec, result.message.empty() ? ec.message() : result.message);
   return std::move(result);
 }
 
@@ -52,7 +52,7 @@ TransferResult upload(Host& host, std::string local_path, std::string remote_pat
   auto [ec, result] = detail::block_on<std::error_code, TransferResult>(host.get_executor(), "clusterkit::upload", [&](auto cb) {
     host.async_upload(std::move(local_path), std::move(remote_path), std::move(options), std::move(cb));
   });
-  if (ec) throw Error(ec, result.diagnostic.empty() ? ec.message() : result.diagnostic);
+  if (ec) throw Error(ec, result.message.empty() ? ec.message() : result.message);
   return result;
 }
 
@@ -60,7 +60,7 @@ TransferResult download(Host& host, std::string remote_path, std::string local_p
   auto [ec, result] = detail::block_on<std::error_code, TransferResult>(host.get_executor(), "clusterkit::download", [&](auto cb) {
     host.async_download(std::move(remote_path), std::move(local_path), std::move(options), std::move(cb));
   });
-  if (ec) throw Error(ec, result.diagnostic.empty() ? ec.message() : result.diagnostic);
+  if (ec) throw Error(ec, result.message.empty() ? ec.message() : result.message);
   return result;
 }
 

@@ -728,7 +728,7 @@ json DeploymentStatus::to_json() const {
 std::string DeploymentStatus::summary() const {
   std::ostringstream s;
   s << "deployment '" << name << "': " << state << "\n";
-  if (nas) s << "  nas " << nas->path << ": " << (nas->ok ? "shared by every host" : "NOT shared") << "\n";
+  if (nas) s << "  nas " << nas->path << ": " << (nas->ok() ? "shared by every host" : "NOT shared") << "\n";
   for (auto const& m : model) s << "  model on " << m.host << ": " << (m.ok() ? "complete" : m.message) << "\n";
   if (ray) s << ray->summary();
   if (engine) s << engine->summary();

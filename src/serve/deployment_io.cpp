@@ -243,7 +243,7 @@ awaitable<BenchFigures> short_bench(OpenAIClient client, std::string model, Depl
       auto [ec, r] = co_await client.async_chat_stream(req, ignore_chunks, asio::as_tuple(use_awaitable));
       if (ec) {
         ++b.failed;
-        if (b.first_error.empty()) b.first_error = r.meta.diagnostic.empty() ? ec.message() : r.meta.diagnostic;
+        if (b.first_error.empty()) b.first_error = r.meta.message.empty() ? ec.message() : r.meta.message;
         continue;
       }
       ++b.ok;
@@ -364,7 +364,7 @@ awaitable<std::pair<std::error_code, DeploymentRecord>> up(Deployment d, Deploym
     }
     if (!failed.empty()) co_return run.fail(s, make_error_code(errc::mount_failed), join(failed, "; "));
     auto check = co_await nas.async_check(handles(d, hosts), use_awaitable);
-    if (!check.ok) {
+    if (!check.ok()) {
       std::vector<std::string> why = check.problems;
       for (auto const& h : check.hosts)
         if (!h.problem.empty()) why.push_back(h.problem);
@@ -626,7 +626,7 @@ awaitable<std::pair<std::error_code, DeploymentRecord>> up(Deployment d, Deploym
       ChunkCallback ignore_chunks = [](StreamChunk const&) {};
       auto [ec, r] = co_await client.async_chat_stream(req, ignore_chunks, asio::as_tuple(use_awaitable));
       measured += seconds_between(t, clock_type::now());
-      if (ec || r.content_chunks == 0) co_return run.fail(s, ec, r.meta.diagnostic.empty() ? "no token came back" : r.meta.diagnostic);
+      if (ec || r.content_chunks == 0) co_return run.fail(s, ec, r.meta.message.empty() ? "no token came back" : r.meta.message);
       rec.smoke = {{"ok", true}, {"ttft_ms", std::chrono::duration<double, std::milli>(r.time_to_first_token).count()},
                    {"chunks", r.content_chunks}, {"text", r.text.substr(0, 200)},
                    {"completion_tokens", r.usage ? r.usage->completion_tokens : 0}};
@@ -674,7 +674,7 @@ awaitable<std::pair<std::error_code, DeploymentStatus>> status(Deployment d) {
   if (d.spec().nas) {
     NasMount nas(*d.spec().nas);
     st.nas = co_await nas.async_check(handles(d, hosts), use_awaitable);
-    if (!st.nas->ok) st.problems.push_back("the NAS is not shared by every host at " + d.spec().nas->mount_point);
+    if (!st.nas->ok()) st.problems.push_back("the NAS is not shared by every host at " + d.spec().nas->mount_point);
   }
   auto store = store_of(d.spec());
   RemoteVerifyOptions vo;
@@ -762,7 +762,7 @@ awaitable<std::pair<std::error_code, DeploymentPlanResult>> plan(Deployment d) {
     fo.run.timeout = std::chrono::seconds(30);
     auto tables = co_await async_run_on_hosts(handles(d, hosts), Command::shell("cat /proc/self/mountinfo"), fo, use_awaitable);
     for (auto const& t : tables)
-      if (t.success())
+      if (t.ok())
         if (auto m = mount_at(parse_mountinfo(t.result.stdout_text), spec.nas->mount_point); m && mount_matches(*spec.nas, *m))
           mounted.insert(t.host);
   }

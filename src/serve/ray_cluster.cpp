@@ -252,10 +252,24 @@ RayNodePlan plan_ray_node(RayClusterSpec const& spec, std::string const& host, b
     // Detached from our session (setsid) so Ray outlives this command; its
     // own output goes to a log in the temp dir, where `logs` finds it.
     s << "printf '%s\\n' " << shell::quote(p.fingerprint) << " > .clusterkit-fingerprint\n"
-      // The session id is recorded so that `down` stops all of it.
-      << "if setsid sh -c 'echo $$ >> .clusterkit-sessions; exec \"$@\"' ray-start " << shell::join_for_display(a)
-      << " > ray-start.log 2>&1 < /dev/null; then echo @@ck-ray-started; "
-      << "else ck_rc=$?; echo \"@@ck-ray-failed $ck_rc\"; tail -n 40 ray-start.log; exit 0; fi\n";
+      << "rm -f .clusterkit-start-rc\n"
+      // The session id is recorded so that `down` stops all of it; the
+      // session's shell writes `ray start`'s exit status to a file. Nothing
+      // of it holds this command's output, so the command may end first.
+      << "setsid sh -c 'echo $$ >> .clusterkit-sessions; \"$@\"; echo $? > .clusterkit-start-rc' ray-start "
+      << shell::join_for_display(a) << " > ray-start.log 2>&1 < /dev/null &\n"
+      // Done as soon as Ray says the node runs: `ray start` prints this once
+      // the node is registered, then takes 0.3 to 3 s more to exit (more
+      // with many nodes starting on few cores). Ray itself is asked next.
+      << "while :; do\n"
+      << "  if grep -q 'Ray runtime started' ray-start.log 2>/dev/null; then echo @@ck-ray-started; exit 0; fi\n"
+      << "  if [ -s .clusterkit-start-rc ]; then\n"
+      << "    ck_rc=$(cat .clusterkit-start-rc)\n"
+      << "    if [ \"$ck_rc\" = 0 ]; then echo @@ck-ray-started; exit 0; fi\n"
+      << "    echo \"@@ck-ray-failed $ck_rc\"; tail -n 40 ray-start.log; exit 0\n"
+      << "  fi\n"
+      << "  sleep 0.1\n"
+      << "done\n";
     p.bare_start_script = s.str();
   }
   return p;
@@ -419,7 +433,20 @@ std::string ray_probe_script(RayClusterSpec const& spec, std::string const& head
   } else {
     s << "ck_ray=$(command -v " << shell::quote(spec.ray_command) << " 2>/dev/null)\n"
       << "if [ -z \"$ck_ray\" ]; then echo '@@ck-ray ray-error " << spec.ray_command << " not found'; else echo \"@@ck-ray ray $ck_ray\"; "
-      << shell::quote(py) << " -c " << shell::quote(versions) << " 2>/dev/null; fi\n"
+      // A venv says both versions in files: pyvenv.cfg and Ray's
+      // dist-info folder. Reading them costs no Python start (~0.1 s of CPU
+      // per host, on the path before anything starts); without a venv,
+      // Python is asked. (pyvenv.cfg keeps the version the venv was made
+      // with; Ray's own check at join time still sees a later upgrade.)
+      << "ck_pv=; ck_rv=; ck_venv=" << (py.find('/') == std::string::npos ? std::string("/nonexistent") : shell::quote(program_dir(py) + "/..")) << "\n"
+      << "if [ -f \"$ck_venv/pyvenv.cfg\" ]; then\n"
+      << "  ck_pv=$(sed -n 's/^version\\(_info\\)\\{0,1\\} *= *\\([0-9][0-9]*\\.[0-9][0-9]*\\.[0-9][0-9]*\\).*/\\2/p' \"$ck_venv/pyvenv.cfg\" | head -n 1)\n"
+      << "  for ck_d in \"$ck_venv\"/lib/python*/site-packages/ray-*.dist-info; do\n"
+      << "    [ -d \"$ck_d\" ] && { ck_rv=${ck_d##*/ray-}; ck_rv=${ck_rv%.dist-info}; }\n"
+      << "  done\n"
+      << "fi\n"
+      << "if [ -n \"$ck_pv\" ] && [ -n \"$ck_rv\" ]; then echo \"@@ck-ray versions $ck_pv $ck_rv\"; else "
+      << shell::quote(py) << " -c " << shell::quote(versions) << " 2>/dev/null; fi; fi\n"
       // This cluster's processes: a cmdline naming our temp dir.
       << temp_dir_variable(spec) << kClusterPidsFunction
       << "for ck_p in $(ck_pids); do echo \"@@ck-ray pid $ck_p\"; done\n"

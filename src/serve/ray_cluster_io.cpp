@@ -105,7 +105,7 @@ awaitable<ProbeRound> probe_hosts(RayCluster const& c) {
     RayNodeProbe p;
     p.host = o.host;
     if (o.error) {
-      round.failures.push_back(o.result.diagnostic.empty() ? o.host + ": " + o.error.message() : o.result.diagnostic);
+      round.failures.push_back(o.result.message.empty() ? o.host + ": " + o.error.message() : o.result.message);
       if (!round.error) round.error = o.error;
     } else {
       try {
@@ -126,7 +126,7 @@ awaitable<RayReport> ask_head(RayCluster const& c, std::chrono::seconds timeout,
                                          asio::as_tuple(use_awaitable));
   RayReport report;
   if (ec) {
-    report.error = r.diagnostic.empty() ? ec.message() : r.diagnostic;
+    report.error = r.message.empty() ? ec.message() : r.message;
   } else {
     report = parse_ray_report(r.stdout_text);
     if (report.source.empty() && report.error == "Ray did not answer") {
@@ -206,25 +206,29 @@ awaitable<std::pair<std::error_code, RayUpResult>> up(RayCluster c, RayProgressC
       }
     auto stopped = co_await run_each(std::move(stops));
     for (std::size_t k = 0; k < stopped.size(); ++k)
-      if (!stopped[k].success()) failures.push_back(result.plans[stop_index[k]].host + ": could not stop the old node: " + failure_of(stopped[k]));
+      if (!stopped[k].ok()) failures.push_back(result.plans[stop_index[k]].host + ": could not stop the old node: " + failure_of(stopped[k]));
     if (!failures.empty()) co_return failures;
     std::vector<RunEachItem> items;
     for (auto i : which)
       items.push_back({c.hosts()[i].host,
                        Command::shell(ray_start_script(spec, result.plans[i], decisions[i].action == RayNodeAction::replace)),
                        run_options(std::chrono::seconds(120))});
+    auto const dispatched_ms = ms_since(t0);
     auto outs = co_await run_each(std::move(items));
     for (std::size_t k = 0; k < outs.size(); ++k) {
       auto i = which[k];
       auto& n = result.nodes[i];
-      n.started_ms = ms_since(t0);
+      // Each node's own moment, not the slowest one's.
+      n.started_ms = outs[k].result.duration.count() > 0
+                         ? dispatched_ms + std::chrono::duration<double, std::milli>(outs[k].result.duration).count()
+                         : ms_since(t0);
       auto const& o = outs[k];
       if (o.error) {
         n.error = o.error;
         n.message = o.error == errc::timed_out
                         ? n.host + ": Ray did not report its start within 120 s; " +
                               explain_ray_failure(n.host, o.result.stdout_text + o.result.stderr_text, spec)
-                        : (o.result.diagnostic.empty() ? n.host + ": " + o.error.message() : o.result.diagnostic);
+                        : (o.result.message.empty() ? n.host + ": " + o.error.message() : o.result.message);
         failures.push_back(n.message);
       } else if (o.result.stdout_text.find("@@ck-ray-started") == std::string::npos) {
         n.error = make_error_code(errc::program_missing);
@@ -368,7 +372,7 @@ awaitable<std::pair<std::error_code, RayClusterStatus>> status(RayCluster c) {
         if (cut == std::string::npos) report.error = "the status script did not run: " + failure_of(o);
       }
     } else if (c.hosts()[i].head) {
-      report.error = o.result.diagnostic.empty() ? o.error.message() : o.result.diagnostic;
+      report.error = o.result.message.empty() ? o.error.message() : o.result.message;
     }
     // A host that cannot be asked is expected at its inventory address.
     if (p.node_ip.empty()) p.node_ip = c.hosts()[i].host.spec().address;
@@ -406,7 +410,7 @@ awaitable<std::pair<std::error_code, std::vector<RayDownOutcome>>> down(RayClust
     auto removed = text_after(o.result.stdout_text, "@@ck-ray-removed ");
     if (o.error) {
       d.error = o.error;
-      d.message = o.result.diagnostic.empty() ? o.host + ": " + o.error.message() : o.result.diagnostic;
+      d.message = o.result.message.empty() ? o.host + ": " + o.error.message() : o.result.message;
     } else if (removed.empty()) {
       d.error = make_error_code(errc::program_missing);
       d.message = o.host + ": could not stop Ray: " + failure_of(o) + " " + first_line(text_after(o.result.stdout_text, "@@ck-ray-error "));
@@ -434,7 +438,7 @@ awaitable<std::pair<std::error_code, std::vector<RayHostLogs>>> logs(RayCluster 
     l.text = valid_utf8(o.result.stdout_text);
     if (o.error) {
       l.error = o.error;
-      l.message = o.result.diagnostic.empty() ? o.host + ": " + o.error.message() : o.result.diagnostic;
+      l.message = o.result.message.empty() ? o.host + ": " + o.error.message() : o.result.message;
       if (!first) first = o.error;
     }
     result.push_back(std::move(l));

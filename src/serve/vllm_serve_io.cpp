@@ -117,7 +117,7 @@ awaitable<void> sleep_for(std::chrono::milliseconds d) {
 double seconds_since(clock_type::time_point t0) { return std::chrono::duration<double>(clock_type::now() - t0).count(); }
 
 std::string failure_text(std::error_code ec, RunResult const& r, std::string const& host) {
-  return r.diagnostic.empty() ? host + ": " + ec.message() : r.diagnostic;
+  return r.message.empty() ? host + ": " + ec.message() : r.message;
 }
 
 /// The hosts the engine runs on: the head, or every host (multinode).
@@ -137,7 +137,7 @@ awaitable<std::vector<RayNodeProbe>> routes(VllmServe const& s, std::vector<RayH
   for (auto const& o : outs) {
     RayNodeProbe p;
     p.host = o.host;
-    if (o.success()) {
+    if (o.ok()) {
       try {
         p = parse_ray_probe(o.host, o.result.stdout_text);
       } catch (Error const&) {
@@ -367,7 +367,7 @@ awaitable<std::pair<std::error_code, VllmReady>> wait_ready(VllmServe s, VllmPro
       report("http", "the API is up; asking /health, /v1/models and for one token");
       if (!health_ok) {
         auto [hec, h] = co_await client.async_health(asio::as_tuple(use_awaitable));
-        if (!hec && h.ok) {
+        if (!hec && h.ok()) {
           health_ok = true;
           ready.health_seconds = seconds_since(t0);
         }

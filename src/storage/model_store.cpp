@@ -495,9 +495,10 @@ std::vector<std::string> rsync_stream_argv(SyncSpec const& spec) {
   // -a keeps times and modes (so a second sync skips what is there);
   // --partial-dir keeps a cut-off large shard for the next run to finish
   // instead of restarting it, out of sight of readers; --info=progress2
-  // reports the stream's bytes as one line redrawn with \r.
+  // reports the stream's bytes as one line redrawn with \r, and name1 the
+  // name of each file as its copy begins (for the progress's `file`).
   std::vector<std::string> argv{"rsync", "-a", "--files-from=-", "--from0", "--partial-dir=.rsync-partial",
-                                "--info=progress2,stats2", "--no-inc-recursive", "--outbuf=L"};
+                                "--info=progress2,stats2,name1", "--no-inc-recursive", "--outbuf=L"};
   if (spec.checksum) argv.push_back("--checksum");
   // Local to local (the NAS is a mounted folder): rsync already sends
   // whole files; say so for rsync builds that guess otherwise.

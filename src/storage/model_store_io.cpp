@@ -6,6 +6,7 @@
 #include <boost/asio/system_executor.hpp>
 
 #include <deque>
+#include <set>
 #include <future>
 
 #include "clusterkit/model_store.hpp"
@@ -22,6 +23,7 @@ namespace {
 using asio::awaitable;
 using clusterkit::detail::lines_of;
 using clusterkit::detail::trim;
+using clusterkit::detail::split_ws;
 using clock = std::chrono::steady_clock;
 constexpr auto use_awaitable = asio::use_awaitable;
 constexpr auto as_tuple_awaitable = asio::as_tuple(asio::use_awaitable);
@@ -118,20 +120,70 @@ void check_sums(std::string_view text, std::string const& host, std::string cons
 }
 
 /// Runs the snapshot script on each host and checks what it reports.
+/// A host's verify, as progress: totals and each file done, from the marker
+/// lines of the script (and sha256sum's own lines).
+struct VerifyWatch {
+  TransferProgress p;
+  clock::time_point started = clock::now();
+  bool in_sums = false;
+  ProgressCallback progress;
+
+  void on_line(OutputLine const& line) {
+    if (line.stream != Stream::out) return;
+    std::string_view t = line.text;
+    if (t.starts_with("@@ck-progress-total ")) {
+      auto w = split_ws(t.substr(20));
+      if (w.size() == 2) {
+        p.files_total += detail::to_u64(w[0]).value_or(0);
+        p.bytes_total += detail::to_u64(w[1]).value_or(0);
+      }
+      return;
+    }
+    if (t == "@@ck-sums") in_sums = true;
+    if (t == "@@ck-sums-end") in_sums = false;
+    if (t.starts_with("@@ck-progress-file ")) {
+      auto rest = t.substr(19);
+      auto space = rest.find(' ');
+      if (space == std::string_view::npos) return;
+      p.bytes_done += detail::to_u64(rest.substr(0, space)).value_or(0);
+      p.file = std::string(rest.substr(space + 1));
+    } else if (in_sums && t.size() > 66 && t[64] == ' ') {
+      p.file = std::string(t.substr(66));
+    } else {
+      return;
+    }
+    ++p.files_done;
+    p.elapsed = clock::now() - started;
+    progress(p);
+  }
+};
+
 awaitable<std::vector<HostVerify>> verify_on(std::vector<Host> hosts, std::string dir, RemoteVerifyOptions options) {
   std::vector<RunEachItem> items;
+  std::vector<std::shared_ptr<VerifyWatch>> watches;
   for (auto const& h : hosts) {
     RunOptions ro;
     ro.timeout = options.timeout;
     ro.max_captured_bytes = 512u << 20;
+    if (options.on_progress) {
+      auto w = std::make_shared<VerifyWatch>();
+      w->p.host = h.name();
+      w->p.phase = "verify";
+      w->progress = options.on_progress;
+      ro.on_line = [w](OutputLine const& line) { w->on_line(line); };
+      watches.push_back(std::move(w));
+    }
     std::string script = model_snapshot_script(dir);
     if (options.read_all)
       script = "cd -- " + shell::quote(dir) +
-               " 2>/dev/null && for f in *.safetensors; do [ -e \"$f\" ] || continue; cat -- \"$f\" >/dev/null || "
-               "echo \"@@ck-readfail $f\"; done\n" + script;
+               " 2>/dev/null && { set -- *.safetensors; [ -e \"$1\" ] && echo \"@@ck-progress-total $# $(stat -c %s -- \"$@\" | "
+               "awk '{s+=$1} END{printf \"%.0f\", s}')\"; "
+               "for f in *.safetensors; do [ -e \"$f\" ] || continue; cat -- \"$f\" >/dev/null || "
+               "echo \"@@ck-readfail $f\"; echo \"@@ck-progress-file $(stat -c %s -- \"$f\") $f\"; done; }\n" + script;
     if (options.checksums)
       script += "cd -- " + shell::quote(dir) +
-                " 2>/dev/null && if [ -f sha256sums ]; then echo @@ck-manifest; base64 -w0 sha256sums; echo; "
+                " 2>/dev/null && if [ -f sha256sums ]; then echo \"@@ck-progress-total $(grep -c . sha256sums) 0\"; "
+                "echo @@ck-manifest; base64 -w0 sha256sums; echo; "
                 "echo @@ck-sums; sed -n 's/^[0-9a-fA-F]\\{64\\} [ *]\\(.*\\)$/\\1/p' sha256sums | "
                 // Only files of the folder, only regular ones: no absolute
                 // path, no .., no device (the manifest's parser refuses the
@@ -150,12 +202,12 @@ awaitable<std::vector<HostVerify>> verify_on(std::vector<Host> hosts, std::strin
     v.dir = dir;
     v.container_path = options.container_path.empty() ? dir : options.container_path;
     v.report.dir = dir;
-    if (!o.success()) {
+    if (!o.ok()) {
       v.error = o.error ? o.error : make_error_code(errc::model_incomplete);
-      v.message = o.result.diagnostic.empty()
+      v.message = o.result.message.empty()
                       ? o.host + ": the check of " + dir + " failed (exit " + std::to_string(o.result.exit_code) + ")" +
                             (o.result.stderr_text.empty() ? "" : ": " + detail::last_line(o.result.stderr_text))
-                      : o.result.diagnostic;
+                      : o.result.message;
       out.push_back(std::move(v));
       continue;
     }
@@ -187,6 +239,18 @@ awaitable<std::vector<HostVerify>> verify_on(std::vector<Host> hosts, std::strin
     }
     out.push_back(std::move(v));
   }
+  // Once per host, at its end: done, whatever was counted on the way.
+  for (std::size_t i = 0; i < watches.size() && i < out.size(); ++i) {
+    auto& p = watches[i]->p;
+    auto const& r = out[i].report;
+    p.file.clear();
+    p.files_total = std::max<std::size_t>(p.files_total, r.shards_checked);
+    p.files_done = p.files_total;
+    p.bytes_total = std::max<std::uint64_t>(p.bytes_total, r.bytes_expected);
+    p.bytes_done = p.bytes_total;
+    p.elapsed = clock::now() - watches[i]->started;
+    watches[i]->progress(p);
+  }
   co_return out;
 }
 
@@ -200,7 +264,7 @@ awaitable<std::pair<std::error_code, std::vector<CopyItem>>> list_files(Host hos
   auto ec = std::get<0>(ran);
   auto const& r = std::get<1>(ran);
   if (ec) {
-    message = r.diagnostic.empty() ? host.name() + ": listing " + dir + ": " + ec.message() : r.diagnostic;
+    message = r.message.empty() ? host.name() + ": listing " + dir + ": " + ec.message() : r.message;
     co_return std::pair{std::error_code(ec), std::vector<CopyItem>{}};
   }
   if (r.exit_code == 66) {
@@ -325,7 +389,7 @@ awaitable<std::pair<std::error_code, DownloadResult>> download(Host host, Downlo
     if (ec == errc::timed_out)
       co_return fail(ec, host.name() + ": the download of " + spec.model_id + " did not finish within " +
                              std::to_string(spec.timeout.count()) + " s and was stopped; what arrived is kept and the next run resumes");
-    if (ec) co_return fail(ec, r.diagnostic.empty() ? host.name() + ": " + ec.message() : r.diagnostic);
+    if (ec) co_return fail(ec, r.message.empty() ? host.name() + ": " + ec.message() : r.message);
     if (!watch->cli.empty()) result.cli = watch->cli;
     if (r.exit_code == 0) break;
     auto why = explain_download_failure(spec, host.name(), r.exit_code, watch->err_tail.text());
@@ -432,6 +496,11 @@ awaitable<std::pair<std::error_code, SyncResult>> sync(Host host, SyncSpec spec,
   auto tails = std::make_shared<std::vector<LastLines>>(plan.size());
   auto meter = std::make_shared<RateMeter>();
   auto last_report = std::make_shared<clock::time_point>();
+  // rsync's name1 lines: a line that is one of the files to copy names the
+  // file whose copy begins (rsync also names folders; those are not files).
+  auto names = std::make_shared<std::set<std::string, std::less<>>>();
+  for (auto const& f : files) names->insert(f.path);
+  auto current = std::make_shared<std::string>();
   auto emit = [=, name = host.name()](bool force) {
     if (!progress) return;
     auto now = clock::now();
@@ -440,6 +509,7 @@ awaitable<std::pair<std::error_code, SyncResult>> sync(Host host, SyncSpec spec,
     TransferProgress p;
     p.host = name;
     p.phase = "copy";
+    p.file = *current;
     for (auto b : *stream_bytes) p.bytes_done += b;
     p.bytes_total = total;
     p.bytes_done = std::min(p.bytes_done, total);
@@ -471,6 +541,9 @@ awaitable<std::pair<std::error_code, SyncResult>> sync(Host host, SyncSpec spec,
         moved->first += *n;
       } else if (auto b = parse_rsync_stat(line.text, "Total transferred file size")) {
         moved->second += *b;
+      } else if (names->contains(line.text)) {
+        *current = line.text;
+        emit(false);
       }
     };
     auto script = "command -v rsync >/dev/null 2>&1 || { echo @@ck-norsync >&2; exit 127; }\n"
@@ -484,7 +557,7 @@ awaitable<std::pair<std::error_code, SyncResult>> sync(Host host, SyncSpec spec,
     if (o.error == errc::timed_out)
       co_return fail(o.error, host.name() + ": the copy into " + spec.destination + " did not finish within " +
                                   std::to_string(spec.timeout.count()) + " s; run it again to resume");
-    if (o.error) co_return fail(o.error, o.result.diagnostic.empty() ? host.name() + ": " + o.error.message() : o.result.diagnostic);
+    if (o.error) co_return fail(o.error, o.result.message.empty() ? host.name() + ": " + o.error.message() : o.result.message);
     if (o.result.exit_code == 73)
       co_return fail(make_error_code(errc::copy_failed), host.name() + ": cannot create " + spec.destination + " (is the NAS mounted read-write?)");
     if (o.result.exit_code != 0)
@@ -511,7 +584,7 @@ awaitable<std::pair<std::error_code, SyncResult>> sync(Host host, SyncSpec spec,
         co_return fail(make_error_code(errc::copy_failed),
                        host.name() + ": the copy is complete but removing " + std::to_string(extra.size()) +
                            " extra file(s) from " + spec.destination + " failed: " +
-                           detail::last_line(std::get<1>(removed).stderr_text + std::get<1>(removed).diagnostic));
+                           detail::last_line(std::get<1>(removed).stderr_text + std::get<1>(removed).message));
     }
     result.files_deleted = extra.size();
   }
@@ -605,18 +678,37 @@ void start_model_verify(std::vector<Host> hosts, std::string dir, RemoteVerifyOp
 
 }  // namespace detail
 
-DownloadResult download_model(ModelStore const& store, Host host, DownloadSpec spec, ProgressCallback progress) {
+DownloadResult download_model(ModelStore const& store, Host host, DownloadSpec spec, ProgressCallback progress,
+                              std::error_code& ec) {
   auto ex = host.get_executor();
-  return std::get<1>(detail::block_on<std::error_code, DownloadResult>(ex, "clusterkit::download_model", [&](auto h) {
+  auto [e, result] = detail::block_on<std::error_code, DownloadResult>(ex, "clusterkit::download_model", [&](auto h) {
     store.async_download(std::move(host), std::move(spec), std::move(progress), std::move(h));
-  }));
+  });
+  ec = e;
+  return std::move(result);
+}
+
+DownloadResult download_model(ModelStore const& store, Host host, DownloadSpec spec, ProgressCallback progress) {
+  std::error_code ec;
+  auto result = download_model(store, std::move(host), std::move(spec), std::move(progress), ec);
+  if (ec) throw Error(ec, result.message.empty() ? ec.message() : result.message);
+  return result;
+}
+
+SyncResult sync_model(ModelStore const& store, Host host, SyncSpec spec, ProgressCallback progress, std::error_code& ec) {
+  auto ex = host.get_executor();
+  auto [e, result] = detail::block_on<std::error_code, SyncResult>(ex, "clusterkit::sync_model", [&](auto h) {
+    store.async_sync(std::move(host), std::move(spec), std::move(progress), std::move(h));
+  });
+  ec = e;
+  return std::move(result);
 }
 
 SyncResult sync_model(ModelStore const& store, Host host, SyncSpec spec, ProgressCallback progress) {
-  auto ex = host.get_executor();
-  return std::get<1>(detail::block_on<std::error_code, SyncResult>(ex, "clusterkit::sync_model", [&](auto h) {
-    store.async_sync(std::move(host), std::move(spec), std::move(progress), std::move(h));
-  }));
+  std::error_code ec;
+  auto result = sync_model(store, std::move(host), std::move(spec), std::move(progress), ec);
+  if (ec) throw Error(ec, result.message.empty() ? ec.message() : result.message);
+  return result;
 }
 
 std::vector<HostVerify> verify_model_on_hosts(ModelStore const& store, std::vector<Host> hosts, std::string dir,

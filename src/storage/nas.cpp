@@ -824,7 +824,6 @@ NasCheckReport evaluate_nas_check(std::string const& path, std::vector<std::opti
     }
     r.problems.push_back("the hosts mount different sources at " + r.path + " (" + list + ")");
   }
-  r.ok = r.problems.empty() && !r.hosts.empty();
   return r;
 }
 
@@ -856,7 +855,7 @@ nlohmann::json NasCheckReport::to_json() const {
   for (auto const& h : hosts)
     hs.push_back({{"host", h.host}, {"mounted", h.mounted}, {"source", h.source}, {"fstype", h.fstype},
                   {"sees", h.sees}, {"misses", h.misses}, {"problem", h.problem}});
-  return {{"path", path}, {"ok", ok}, {"hosts", hs}, {"problems", problems}};
+  return {{"path", path}, {"ok", ok()}, {"hosts", hs}, {"problems", problems}};
 }
 
 NasMount::NasMount(NasSpec spec) : spec_(std::move(spec)) {

@@ -28,7 +28,7 @@ RunOptions probe_run() {
 }
 
 std::string failure_sentence(HostOutcome const& o, std::string_view what) {
-  if (o.error) return o.result.diagnostic.empty() ? o.host + ": " + std::string(what) + ": " + o.error.message() : o.result.diagnostic;
+  if (o.error) return o.result.message.empty() ? o.host + ": " + std::string(what) + ": " + o.error.message() : o.result.message;
   std::string err = o.result.stderr_text;
   while (!err.empty() && (err.back() == '\n' || err.back() == ' ')) err.pop_back();
   if (auto nl = err.rfind('\n'); nl != std::string::npos) err = err.substr(nl + 1);
@@ -88,7 +88,7 @@ awaitable<std::vector<MountOutcome>> mount_or_unmount(NasSpec spec, std::vector<
   std::vector<Step> steps;
   for (std::size_t i = 0; i < hosts.size(); ++i) {
     auto& o = out[i];
-    if (!probes[i].success()) {
+    if (!probes[i].ok()) {
       o.error = probes[i].error ? probes[i].error : make_error_code(errc::mount_failed);
       o.action = "refuse";
       o.message = failure_sentence(probes[i], "the mount probe");
@@ -154,7 +154,7 @@ awaitable<std::vector<MountOutcome>> mount_or_unmount(NasSpec spec, std::vector<
                   (spec.kind == NasKind::nfs && !unmount ? "; can " + o.host + " reach the NFS server (port 2049)?" : "");
     } else if (r.error) {
       o.error = r.error;
-      o.message = r.result.diagnostic.empty() ? o.host + ": " + r.error.message() : r.result.diagnostic;
+      o.message = r.result.message.empty() ? o.host + ": " + r.error.message() : r.result.message;
     } else if (r.result.exit_code != 0) {
       o.error = make_error_code(errc::mount_failed);
       o.message = explain_mount_failure(spec, o.host, r.result.stderr_text, unmount);
@@ -188,7 +188,7 @@ awaitable<std::vector<MountOutcome>> mount_or_unmount(NasSpec spec, std::vector<
   auto written = co_await run_each(std::move(writes));
   for (std::size_t k = 0; k < written.size(); ++k) {
     auto& o = out[write_index[k]];
-    if (written[k].success()) {
+    if (written[k].ok()) {
       o.fstab_changed = true;
       o.message += unmount ? "; its entry was removed from " + spec.fstab_path : "; " + spec.fstab_path + " has its entry";
     } else {
@@ -207,7 +207,7 @@ awaitable<NasCheckReport> check(NasSpec spec, std::vector<Host> hosts) {
       hosts, Command::shell("echo @@ck-mountinfo\ncat /proc/self/mountinfo\necho @@ck-mountinfo-end\n"), fo, use_awaitable);
   std::vector<std::optional<std::vector<MountEntry>>> mounts;
   for (auto const& t : tables) {
-    if (!t.success()) {
+    if (!t.ok()) {
       mounts.emplace_back();
       continue;
     }

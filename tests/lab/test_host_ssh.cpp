@@ -429,7 +429,7 @@ TEST_CASE("dead sshd, cut-off host: clear errors in time, others undisturbed", "
     auto [ec, r] = f.get();
     CHECK(std::chrono::steady_clock::now() - started < 10s);
     CHECK(ec == errc::connection_lost);
-    CHECK(r.diagnostic.find("h3") != std::string::npos);
+    CHECK(r.message.find("h3") != std::string::npos);
     sh("ip -n " + ns + " link set eth0 up");
   }
   SECTION("cut off before connecting: unreachable after the connect timeout, others fine") {
@@ -438,11 +438,11 @@ TEST_CASE("dead sshd, cut-off host: clear errors in time, others undisturbed", "
     auto started = std::chrono::steady_clock::now();
     auto outcomes = run_on_hosts(all, Command::args({"hostname"}));
     CHECK(std::chrono::steady_clock::now() - started < 8s);
-    CHECK(outcomes[0].success());
-    CHECK(outcomes[1].success());
+    CHECK(outcomes[0].ok());
+    CHECK(outcomes[1].ok());
     CHECK(outcomes[0].result.stdout_text == "h1\n");
     CHECK(outcomes[2].error == errc::host_unreachable);
-    CHECK(outcomes[2].result.diagnostic.find("h3") != std::string::npos);
+    CHECK(outcomes[2].result.message.find("h3") != std::string::npos);
     sh("ip -n " + ns + " link set eth0 up");
   }
   SECTION("sshd killed: connection refused, others fine") {
@@ -454,10 +454,10 @@ TEST_CASE("dead sshd, cut-off host: clear errors in time, others undisturbed", "
     ::kill(pid, SIGKILL);  // the host's pid 1: the whole host stops
     REQUIRE(cktest::gone_within(pid, 5s));
     auto outcomes = run_on_hosts(all, Command::args({"hostname"}));
-    CHECK(outcomes[0].success());
-    CHECK(outcomes[1].success());
+    CHECK(outcomes[0].ok());
+    CHECK(outcomes[1].ok());
     CHECK(outcomes[2].error == errc::connection_refused);
-    CHECK(outcomes[2].result.diagnostic.find("Is sshd running") != std::string::npos);
+    CHECK(outcomes[2].result.message.find("Is sshd running") != std::string::npos);
     lab.restart_h3();
   }
 }
@@ -492,7 +492,7 @@ TEST_CASE("one file to many hosts, a bounded number at once", "[ssh][lab][transf
     REQUIRE(outcomes.size() == 3);
     for (std::size_t i = 0; i < 3; ++i) {
       CHECK(outcomes[i].host == hosts[i].name());
-      CHECK(outcomes[i].success());
+      CHECK(outcomes[i].ok());
       CHECK(outcomes[i].result.bytes == 3000000u);
       RunOptions quick;
       quick.timeout = 30s;
@@ -508,10 +508,10 @@ TEST_CASE("one file to many hosts, a bounded number at once", "[ssh][lab][transf
     spec.port = 1;  // nothing listens there
     std::vector<Host> mixed{hosts[0], rt.host(spec), hosts[2]};
     auto outcomes = upload_to_hosts(mixed, src.string(), "/tmp/ck-fanout-mixed");
-    CHECK(outcomes[0].success());
+    CHECK(outcomes[0].ok());
     CHECK(outcomes[1].error == errc::connection_refused);
-    CHECK(outcomes[1].result.diagnostic.find("h2") != std::string::npos);
-    CHECK(outcomes[2].success());
+    CHECK(outcomes[1].result.message.find("h2") != std::string::npos);
+    CHECK(outcomes[2].ok());
 
     UploadFanoutOptions one_at_a_time;
     one_at_a_time.concurrency = 1;
@@ -520,15 +520,15 @@ TEST_CASE("one file to many hosts, a bounded number at once", "[ssh][lab][transf
     auto stopped = upload_to_hosts(bad_first, src.string(), "/tmp/ck-fanout-skipped", one_at_a_time);
     CHECK(stopped[0].error == errc::connection_refused);
     CHECK(stopped[1].error == errc::skipped);
-    CHECK(stopped[1].result.diagnostic.find("not copied") != std::string::npos);
+    CHECK(stopped[1].result.message.find("not copied") != std::string::npos);
     CHECK(run(hosts[0], Command::args({"test", "-e", "/tmp/ck-fanout-skipped"})).exit_code == 1);
   }
 
   SECTION("a missing local file is an error on every host, naming the file") {
     auto outcomes = upload_to_hosts(hosts, (dir.path / "nope").string(), "/tmp/ck-fanout-nope");
     for (auto const& o : outcomes) {
-      CHECK_FALSE(o.success());
-      CHECK(o.result.diagnostic.find("nope") != std::string::npos);
+      CHECK_FALSE(o.ok());
+      CHECK(o.result.message.find("nope") != std::string::npos);
     }
   }
 }

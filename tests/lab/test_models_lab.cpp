@@ -203,7 +203,7 @@ TEST_CASE("NasMount on the lab: mount, keep, refuse, check, persist, unmount", "
 
   auto report = check_nas(nas, all);
   INFO(report.to_json().dump(2));
-  CHECK(report.ok);
+  CHECK(report.ok());
   for (auto const& v : report.hosts) {
     CHECK(v.mounted);
     CHECK(v.sees.size() == 3);
@@ -241,7 +241,7 @@ TEST_CASE("NasMount on the lab: mount, keep, refuse, check, persist, unmount", "
 
   // One host without the NAS: the check says which and why.
   report = check_nas(nas, all);
-  CHECK_FALSE(report.ok);
+  CHECK_FALSE(report.ok());
   bool h3_named = false;
   for (auto const& v : report.hosts)
     if (v.host == "h3") h3_named = !v.mounted && !v.problem.empty();
@@ -253,7 +253,7 @@ TEST_CASE("NasMount on the lab: mount, keep, refuse, check, persist, unmount", "
 
   // Back for the next test case.
   CHECK(outcome(mount_nas(nas, all), "h3").action == "mount");
-  CHECK(check_nas(nas, all).ok);
+  CHECK(check_nas(nas, all).ok());
   CHECK(machine_mounts() == lab.mounts_before);
 }
 
@@ -310,7 +310,18 @@ TEST_CASE("download failures: unknown model, unreachable hub, stopped and resume
     spec.hub = Hub::huggingface;
     spec.endpoint = hub.endpoint();
     spec.local_dir = "/tmp/models/none";
-    auto r = download_model(store, lab.host("h3"), spec);
+    // The blocking rule: a failed download throws; with an error_code& it
+    // is set instead and the result says the rest.
+    try {
+      download_model(store, lab.host("h3"), spec);
+      FAIL("download_model did not throw");
+    } catch (Error const& e) {
+      CHECK(e.code() == errc::download_failed);
+      CHECK_THAT(e.what(), Contains("has no model 'Qwen/NoSuchModel'"));
+    }
+    std::error_code ec;
+    auto r = download_model(store, lab.host("h3"), spec, {}, ec);
+    CHECK(ec == errc::download_failed);
     CHECK(r.error == errc::download_failed);
     CHECK(r.attempts == 1);  // the hub said no: not worth repeating
     CHECK_THAT(r.message, Contains("h3") && Contains("has no model 'Qwen/NoSuchModel'"));
@@ -323,7 +334,8 @@ TEST_CASE("download failures: unknown model, unreachable hub, stopped and resume
     spec.local_dir = "/tmp/models/unreachable";
     spec.attempts = 2;
     spec.retry_delay = 1s;
-    auto r = download_model(store, lab.host("h3"), spec);
+    std::error_code ec;
+    auto r = download_model(store, lab.host("h3"), spec, {}, ec);
     CHECK(r.error == errc::download_failed);
     CHECK(r.attempts == 2);
     CHECK_THAT(r.message, Contains("cannot reach " + spec.endpoint) && Contains("after 2 attempts"));
@@ -339,7 +351,8 @@ TEST_CASE("download failures: unknown model, unreachable hub, stopped and resume
     spec.local_dir = "/tmp/models/resumed";
     spec.max_workers = 1;
     spec.timeout = 3s;
-    auto stopped = download_model(store, lab.host("h3"), spec);
+    std::error_code ec;
+    auto stopped = download_model(store, lab.host("h3"), spec, {}, ec);
     CHECK(stopped.error == errc::timed_out);
     CHECK_THAT(stopped.message, Contains("next run resumes"));
     CHECK(lab.sh("h3", "pgrep -f 'modelscope[ ]download' || true").stdout_text.empty());
@@ -466,7 +479,10 @@ TEST_CASE("copy into the NAS in streams, verify from every GPU host, repair", "[
 
   // Wrong paths are named.
   sync.source = "/tmp/models/absent";
-  auto missing = sync_model(store, lab.host("h3"), sync);
+  CHECK_THROWS_WITH(sync_model(store, lab.host("h3"), sync), Contains("h3: /tmp/models/absent does not exist"));
+  std::error_code ec;
+  auto missing = sync_model(store, lab.host("h3"), sync, {}, ec);
+  CHECK(ec == errc::copy_failed);
   CHECK(missing.error == errc::copy_failed);
   CHECK_THAT(missing.message, Contains("h3: /tmp/models/absent does not exist"));
   auto absent = verify_model_on_hosts(store, gpus, "/mnt/Qwen/NotCopied");

@@ -164,7 +164,7 @@ TEST_CASE("preflight passes on the lab, GPU checks simulated", "[preflight][lab]
   REQUIRE(run.probes.ports);
   bool ray_from_h2 = false;
   for (auto const& p : run.probes.ports->probes)
-    if (p.from == "h2" && p.purpose == "ray") ray_from_h2 = p.ok && p.source_address == "10.88.11.12" && p.port == 6379;
+    if (p.from == "h2" && p.purpose == "ray") ray_from_h2 = p.ok() && p.source_address == "10.88.11.12" && p.port == 6379;
   CHECK(ray_from_h2);
   REQUIRE(run.probes.nas);
   for (auto const& read : run.probes.nas->reads) {

@@ -35,7 +35,7 @@ def test_run_async_gather_runs_concurrently(local: ck.Host) -> None:
 
     results, elapsed, ticks = asyncio.run(main())
     assert [r.stdout for r in results] == [f"{i}\n" for i in range(5)]
-    assert all(r.success for r in results)
+    assert all(r.ok for r in results)
     assert elapsed < 1.5, elapsed  # not one after another
     assert ticks >= 20  # the loop kept running meanwhile
 
@@ -95,7 +95,7 @@ def test_on_line_runs_on_the_loop_thread_in_order(local: ck.Host) -> None:
             script="for i in 1 2 3; do echo o$i; echo e$i >&2; sleep 0.05; done",
             on_line=lambda s, line: seen.append((s, line, threading.get_ident())),
         )
-        assert r.success
+        assert r.ok
         # Each stream keeps its order; between the two pipes, order is up to
         # the scheduler.
         assert [line for s, line, _ in seen if s == "stdout"] == ["o1", "o2", "o3"]
@@ -146,7 +146,7 @@ def test_run_on_hosts_async() -> None:
             hosts, script="echo hi", on_line=lambda h, s, line: lines.append((h, s, line))
         )
         assert [o.host for o in outcomes] == ["a0", "a1", "a2", "a3"]
-        assert all(o.success for o in outcomes)
+        assert all(o.ok for o in outcomes)
         assert sorted(lines) == [(f"a{i}", "stdout", "hi") for i in range(4)]
         assert await ck.run_on_hosts_async([], ["true"]) == []
 
@@ -161,6 +161,42 @@ def test_run_on_hosts_async() -> None:
         with pytest.raises(asyncio.CancelledError):
             await task
         assert time.monotonic() - t0 < 5
+
+    asyncio.run(main())
+
+
+def test_stream_lines_yields_every_line_in_order_then_the_outcomes(tmp_path: Path) -> None:
+    hosts = [ck.Host(ck.HostSpec.local_machine(f"s{i}")) for i in range(3)]
+
+    async def main() -> None:
+        lines = ck.stream_lines(hosts, script="echo one; echo two >&2; echo three; [ $(hostname) != none ]")
+        seen = [line async for line in lines]
+        assert all(isinstance(x, ck.Line) for x in seen)
+        for h in ("s0", "s1", "s2"):  # per host, in the order written
+            assert [(x.stream, x.text) for x in seen if x.host == h and x.stream == "stdout"] == [
+                ("stdout", "one"), ("stdout", "three")]
+            assert [x.text for x in seen if x.host == h and x.stream == "stderr"] == ["two"]
+        assert lines.outcomes is not None and [o.host for o in lines.outcomes] == ["s0", "s1", "s2"]
+        assert all(o.ok for o in lines.outcomes)
+        # One host, the same shape.
+        one = [tuple(x) async for x in hosts[0].stream_lines(["echo", "solo"])]
+        assert one == [("s0", "stdout", "solo")]
+        # Leaving early inside `async with` stops every host's command.
+        marker = tmp_path / "still-running"
+        t0 = time.monotonic()
+        async with ck.stream_lines(hosts, script=f"echo up; sleep 30; touch {marker}") as lines:
+            async for host, stream, text in lines:
+                assert (stream, text) == ("stdout", "up")
+                break
+        assert time.monotonic() - t0 < 10
+        await asyncio.sleep(0.2)
+        assert not marker.exists()
+        # Bad arguments raise from the loop, as run_on_hosts_async raises them.
+        with pytest.raises(TypeError):
+            ck.stream_lines(hosts, ["true"], on_line=print)
+        with pytest.raises(ValueError):
+            async for _ in ck.stream_lines(hosts, ["true"], concurrency=0):
+                pass
 
     asyncio.run(main())
 

@@ -76,7 +76,7 @@ def test_gather_facts_on_this_machine(local: ck.Host) -> None:
     assert len(outcomes) == 1
     (o,) = outcomes
     assert isinstance(o, ck.HostFactsOutcome)
-    assert o.host == "me" and o.ok and o.error is None and o.diagnostic == ""
+    assert o.host == "me" and o.ok and o.error is None and o.message == ""
     assert o.duration > 0
     assert "@@ck-section" in o.raw_output
     f = o.facts
@@ -129,7 +129,7 @@ def test_gather_facts_unreachable_host_is_an_outcome() -> None:
     assert o.host == "nowhere" and not o.ok
     assert isinstance(o.error, ck.Error)
     assert o.error.code == "connection_refused"
-    assert o.diagnostic
+    assert o.message
     assert o.facts.gpus == [] and o.facts.cpus is None
     assert o.to_json()["ok"] is False
 
@@ -268,7 +268,7 @@ def test_gather_facts_on_the_lab(inventory: ck.Inventory) -> None:
     outcomes = inventory.gather_facts(peers=[f"{SUBNET}.11"])
     assert [o.host for o in outcomes] == ["h1", "h2"]
     for o in outcomes:
-        assert o.ok, o.diagnostic
+        assert o.ok, o.message
         f = o.facts
         assert f.hostname == o.host
         assert f.gpus_simulated and len(f.gpus) == 2

@@ -105,7 +105,7 @@ def test_local_machine_and_host_construction() -> None:
     assert host.spec == spec
     kw = ck.Host(name="kw", local=True)
     assert kw.name == "kw" and kw.spec.local
-    assert kw.run(["true"]).success
+    assert kw.run(["true"]).ok
     with pytest.raises(TypeError):
         ck.Host(spec, name="both")  # type: ignore[call-overload]
     with pytest.raises(TypeError):
@@ -157,22 +157,22 @@ TRICKY = [
 
 def test_argv_with_tricky_characters_round_trips(local: ck.Host) -> None:
     r = local.run(["printf", r"%s\0", *TRICKY])
-    assert r.exit_code == 0 and r.success
+    assert r.exit_code == 0 and r.ok
     assert r.stdout_bytes.split(b"\0")[:-1] == [a.encode() for a in TRICKY]
     assert r.stdout.split("\0")[:-1] == TRICKY
 
 
 def test_exit_codes_and_signals(local: ck.Host) -> None:
     r = local.run(["sh", "-c", "exit 3"])
-    assert (r.exit_code, r.signal, r.success) == (3, 0, False)
+    assert (r.exit_code, r.signal, r.ok) == (3, 0, False)
     assert local.run(["false"]).exit_code == 1
-    assert local.run(script="exit 0").success
+    assert local.run(script="exit 0").ok
     r = local.run(script="kill -TERM $$")
     assert r.signal == signal.SIGTERM
-    assert not r.success
+    assert not r.ok
     r = local.run(["sh", "-c", "echo out; echo err >&2; exit 7"])
     assert (r.stdout, r.stderr, r.exit_code) == ("out\n", "err\n", 7)
-    assert r.duration > 0 and r.diagnostic == ""
+    assert r.duration > 0 and r.message == ""
     missing = local.run(["/nonexistent/program"])
     assert missing.exit_code == 127
 
@@ -278,7 +278,7 @@ def test_blocking_call_inside_a_callback_is_refused(local: ck.Host) -> None:
         except ck.Error as e:
             errors.append(e)
 
-    assert local.run(["echo", "x"], on_line=on_line).success
+    assert local.run(["echo", "x"], on_line=on_line).ok
     assert len(errors) == 1 and errors[0].code == "invalid_argument"
     assert "callback" in errors[0].message
 
@@ -302,7 +302,7 @@ def test_gil_is_released_while_waiting(local: ck.Host) -> None:
     finally:
         stop.set()
         thread.join()
-    assert r.success and r.duration >= 0.45
+    assert r.ok and r.duration >= 0.45
     # With the GIL held for the wait the thread would be frozen.
     assert during > 10_000, during
 
@@ -315,7 +315,7 @@ def test_parallel_python_threads_run_commands_concurrently(local: ck.Host) -> No
         t.start()
     for t in threads:
         t.join()
-    assert len(results) == 6 and all(r.success for r in results)
+    assert len(results) == 6 and all(r.ok for r in results)
     assert time.monotonic() - t0 < 2.0  # one after another: 3 s
 
 
@@ -401,7 +401,7 @@ def test_run_on_hosts_collects_one_outcome_per_host_in_order() -> None:
         on_line=lambda h, s, line: lines.append((h, s, line)),
     )
     assert [o.host for o in outcomes] == ["h0", "h1", "h2", "h3", "h4"]
-    assert all(o.success and o.error is None for o in outcomes)
+    assert all(o.ok and o.error is None for o in outcomes)
     assert all(o.result.stdout == "hello\n" for o in outcomes)
     assert sorted(lines) == sorted([(f"h{i}", "stdout", "hello") for i in range(5)] + [(f"h{i}", "stderr", "warn") for i in range(5)])
     assert ck.run_on_hosts([], ["true"]) == []
@@ -411,7 +411,7 @@ def test_run_on_hosts_runs_in_parallel_up_to_concurrency() -> None:
     t0 = time.monotonic()
     outcomes = ck.run_on_hosts(local_hosts(6), ["sleep", "0.4"], concurrency=3)
     elapsed = time.monotonic() - t0
-    assert all(o.success for o in outcomes)
+    assert all(o.ok for o in outcomes)
     assert 0.75 < elapsed < 2.4  # two waves of three (all at once: 0.4 s, one by one: 2.4 s)
 
 
@@ -419,12 +419,12 @@ def test_run_on_hosts_fail_fast_skips_the_rest(tmp_path: Path) -> None:
     # Sequential: the first host succeeds, the second fails, the rest are skipped.
     script = f'n=$(cat {tmp_path}/n 2>/dev/null || echo 0); echo $((n+1)) > {tmp_path}/n; [ "$n" -lt 1 ]'
     outcomes = ck.run_on_hosts(local_hosts(4), script=script, concurrency=1, fail_fast=True)
-    assert outcomes[0].success
-    assert outcomes[1].error is None and outcomes[1].result.exit_code == 1 and not outcomes[1].success
+    assert outcomes[0].ok
+    assert outcomes[1].error is None and outcomes[1].result.exit_code == 1 and not outcomes[1].ok
     for o in outcomes[2:]:
         assert isinstance(o.error, ck.Error)
         assert o.error.code == "skipped"
-        assert not o.success
+        assert not o.ok
     assert (tmp_path / "n").read_text().strip() == "2"
 
     # Without fail_fast every host runs.
@@ -546,7 +546,7 @@ def test_errors_are_also_the_builtin_exceptions_python_code_catches(local: ck.Ho
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 def test_fork_child_gets_its_own_io_thread(local: ck.Host) -> None:
-    assert local.run(["true"]).success  # the parent's I/O thread is running
+    assert local.run(["true"]).ok  # the parent's I/O thread is running
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:  # child: report through the pipe, never return into pytest

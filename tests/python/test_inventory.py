@@ -133,7 +133,7 @@ def test_inventory_hosts_become_hosts(inv: ck.Inventory) -> None:
         inv.host("nope")
     assert e.value.code == "unknown_host_or_group"
     outcomes = ck.run_on_hosts(inv.hosts_for("role:download"), ["true"])
-    assert [o.host for o in outcomes] == ["me"] and outcomes[0].success
+    assert [o.host for o in outcomes] == ["me"] and outcomes[0].ok
 
 
 def test_empty_and_copied_inventories(inv: ck.Inventory) -> None:

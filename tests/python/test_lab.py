@@ -51,7 +51,7 @@ def test_hostname_on_each_lab_host_through_the_inventory(inventory: ck.Inventory
         host = inventory.host(name)
         assert not host.spec.local
         r = host.run(["hostname"], timeout=30)
-        assert r.success, r.stderr
+        assert r.ok, r.stderr
         assert r.stdout.strip() == name
         assert host.connection_alive()  # the shared connection stays up
 
@@ -66,7 +66,7 @@ def test_run_on_hosts_over_the_lab(inventory: ck.Inventory) -> None:
         on_line=lambda h, s, line: lines.append((h, s, line)),
     )
     assert [o.host for o in outcomes] == ["h1", "h2"]
-    assert all(o.success for o in outcomes), [o.result.diagnostic for o in outcomes]
+    assert all(o.ok for o in outcomes), [o.result.message for o in outcomes]
     assert [o.result.stdout for o in outcomes] == ["h1 py\n", "h2 py\n"]
     assert sorted(lines) == [("h1", "stdout", "h1 py"), ("h2", "stdout", "h2 py")]
 
@@ -120,7 +120,7 @@ def test_upload_to_hosts_bounded_with_progress(inventory: ck.Inventory, tmp_path
         on_progress=lambda host, done, total: seen.__setitem__(host, total),
     )
     assert [o.host for o in outcomes] == ["h1", "h2"]
-    assert all(isinstance(o, ck.TransferOutcome) and o.success and o.error is None for o in outcomes)
+    assert all(isinstance(o, ck.TransferOutcome) and o.ok and o.error is None for o in outcomes)
     assert [o.result.bytes for o in outcomes] == [500_000, 500_000]
     assert seen == {"h1": 500_000, "h2": 500_000}
     digest = hashlib.sha256(src.read_bytes()).hexdigest()
@@ -128,8 +128,8 @@ def test_upload_to_hosts_bounded_with_progress(inventory: ck.Inventory, tmp_path
         assert h.run(["sha256sum", "/tmp/ck-py-fanout"]).stdout.split()[0] == digest
 
     missing = ck.upload_to_hosts(inventory.hosts_for("all"), Path(tmp_path) / "nope", "/tmp/ck-py-nope", fail_fast=True)
-    assert not missing[0].success and isinstance(missing[0].error, ck.Error)
-    assert "nope" in missing[0].result.diagnostic
+    assert not missing[0].ok and isinstance(missing[0].error, ck.Error)
+    assert "nope" in missing[0].result.message
     with pytest.raises(ValueError, match="concurrency"):
         ck.upload_to_hosts(inventory.hosts_for("all"), src, "/tmp/x", concurrency=0)
 
@@ -188,16 +188,16 @@ def test_docker_over_ssh_is_the_hosts_own_engine(docker_lab: ck.LabStatus) -> No
     inv = docker_lab.inventory()
     h1, h2 = inv.host("h1"), inv.host("h2")
     version = h1.run(["docker", "version", "--format", "{{.Server.Version}}"], timeout=60)
-    assert version.success, version.stderr
+    assert version.ok, version.stderr
     assert version.stdout.startswith("20.10")
     r = h1.run(["docker", "run", "--rm", "--network", "host", IMAGE, "sh", "-c", "hostname; ip -o -4 addr"], timeout=60)
-    assert r.success, r.stderr
+    assert r.ok, r.stderr
     assert r.stdout.splitlines()[0] == "h1"
     assert f"inet {DOCKER_SUBNET}.11/24" in r.stdout
     ids = {h.run(["docker", "info", "--format", "{{.ID}}"], timeout=60).stdout for h in (h1, h2)}
     assert len(ids) == 2
     gpus = h2.run(["docker", "run", "--rm", "--gpus", "all", IMAGE, "true"], timeout=60)
-    assert not gpus.success
+    assert not gpus.ok
     assert 'could not select device driver "" with capabilities: [[gpu]]' in gpus.stderr
 
 

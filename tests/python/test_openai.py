@@ -298,7 +298,7 @@ def test_api_key_is_sent_as_bearer_and_never_shown(
         assert e.value.status == 401
         assert e.value.server_message == "Incorrect API key provided."
         assert e.value.meta is not None
-        texts += [str(e.value), repr(e.value), e.value.message, e.value.server_message, e.value.meta.diagnostic]
+        texts += [str(e.value), repr(e.value), e.value.message, e.value.server_message, e.value.meta.message]
     assert all("SECRET" not in t for t in texts), texts
     out, err = capfd.readouterr()
     assert "SECRET" not in out and "SECRET" not in err
@@ -743,7 +743,7 @@ def test_control_characters_from_a_server_never_reach_the_terminal() -> None:
                                  max_retries=0)
         with pytest.raises(ck.OpenAIError) as e:
             client.list_models()
-        texts = [str(e.value), e.value.server_message, e.value.meta.diagnostic if e.value.meta else ""]
+        texts = [str(e.value), e.value.server_message, e.value.meta.message if e.value.meta else ""]
         assert e.value.server_message == "?[2J?[31mboom?[0m?"
         assert all("\x1b" not in t and "\x9b" not in t for t in texts), texts
     finally:

@@ -328,14 +328,14 @@ def cluster(inventory: ck.Inventory, name: str, runtime: Literal["docker", "bare
 def ray_processes(host: ck.Host) -> list[str]:
     """The host's processes that are Ray's (or Python's: nothing else runs Python in a lab host)."""
     r = host.run(["ps", "-eo", "comm="], timeout=30)
-    assert r.success, r.stderr
+    assert r.ok, r.stderr
     words = ("ray", "gcs_server", "python", "dashboard", "plasma")
     return [c for c in r.stdout.split() if any(w in c for w in words)]
 
 
 def containers(host: ck.Host) -> list[str]:
     r = host.run(["docker", "ps", "-a", "--format", "{{.Names}} {{.Status}}"], timeout=60)
-    assert r.success, r.stderr
+    assert r.ok, r.stderr
     return r.stdout.splitlines()
 
 

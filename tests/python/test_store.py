@@ -139,7 +139,12 @@ def test_download_of_an_unknown_model_fails_with_download_failed(hub_name: str, 
                                                                  tmp_path: Path) -> None:
     spec = ck.DownloadSpec("Qwen/NoSuchModel", hub=hub_name, endpoint=hub.url, local_dir=tmp_path / "nope",
                            attempts=3, retry_delay=0)
-    result = ck.ModelStore("/mnt").download(local, spec)
+    # The blocking rule: a download that failed raises; the result rides along.
+    with pytest.raises(ck.Error) as raised:
+        ck.ModelStore("/mnt").download(local, spec)
+    result = raised.value.result
+    assert isinstance(result, ck.DownloadResult)
+    assert str(raised.value) == result.message
     assert not result.ok and not result
     assert isinstance(result.error, ck.Error) and result.error.code == "download_failed"
     assert "Qwen/NoSuchModel" in result.message and result.error.message == result.message
@@ -206,6 +211,9 @@ def test_sync_copies_resumes_and_repairs(local: ck.Host, model_dir: Path, tmp_pa
     assert _tree_sums(dest) == sums
     assert progress and {p.phase for p in progress} == {"copy"}
     assert (progress[-1].bytes_done, progress[-1].bytes_total, progress[-1].files_done) == (total, total, 6)
+    # rsync names each file as its copy begins: the progress carries it.
+    named = {p.file for p in progress if p.file}
+    assert named and named <= {str(f.relative_to(model_dir)) for f in model_dir.rglob("*") if f.is_file()}
 
     second = store.sync(local, spec)
     assert second.ok and (second.files_transferred, second.bytes_transferred) == (0, 0) and second.files == 6
@@ -225,15 +233,33 @@ def test_sync_copies_resumes_and_repairs(local: ck.Host, model_dir: Path, tmp_pa
     repaired = store.sync(local, spec)
     assert repaired.ok and repaired.files_transferred == 1 and repaired.bytes_transferred == size
     assert _tree_sums(dest) == sums
-    assert all(v.ok and v.error is None for v in store.verify([local], dest, ck.RemoteVerifyOptions(read_all=True)))
+    checked: list[ck.TransferProgress] = []
+    assert all(v.ok and v.error is None for v in store.verify([local], dest, ck.RemoteVerifyOptions(read_all=True),
+                                                             on_progress=checked.append))
+    # Each shard read is reported by name, then the host's end.
+    assert {p.phase for p in checked} == {"verify"} and {p.host for p in checked} == {"me"}
+    assert [p.file for p in checked[:-1]] == sorted(SHARDS)
+    assert checked[-1].files_done == checked[-1].files_total == len(SHARDS) and checked[-1].file == ""
+    shard_bytes = sum((dest / s).stat().st_size for s in SHARDS)
+    assert checked[-1].bytes_done == checked[-1].bytes_total == shard_bytes
+    # Without read_all, once per host, at its end.
+    quick: list[ck.TransferProgress] = []
+    store.verify([local, local], dest, on_progress=quick.append)
+    assert len(quick) == 2 and all(p.files_done == len(SHARDS) for p in quick)
 
 
-def test_sync_failures_are_results(local: ck.Host, model_dir: Path, tmp_path: Path) -> None:
+def test_sync_failures_raise_with_the_result(local: ck.Host, model_dir: Path, tmp_path: Path) -> None:
     store = ck.ModelStore("/mnt")
-    missing = store.sync(local, ck.SyncSpec(tmp_path / "nothing-here", tmp_path / "to"))
+    with pytest.raises(ck.Error) as raised:
+        store.sync(local, ck.SyncSpec(tmp_path / "nothing-here", tmp_path / "to"))
+    missing = raised.value.result
+    assert raised.value.code == "copy_failed"
     assert not missing.ok and missing.error is not None and missing.error.code == "copy_failed"
     assert str(tmp_path / "nothing-here") in missing.message
-    overlap = store.sync(local, ck.SyncSpec(model_dir, model_dir / "inside"))
+    with pytest.raises(ValueError) as bad:  # clusterkit.InvalidArgument is a ValueError
+        store.sync(local, ck.SyncSpec(model_dir, model_dir / "inside"))
+    overlap = bad.value.result
+    assert isinstance(bad.value, ck.InvalidArgument)
     assert overlap.error is not None and overlap.error.code == "invalid_argument" and "overlap" in overlap.message
     with pytest.raises(ValueError):
         ck.SyncSpec(model_dir, tmp_path, streams=0)

@@ -234,7 +234,7 @@ TEST_CASE("sim: /health and /metrics (parsed gauges)", "[sim]") {
   Runtime rt;
   OpenAIClient client(rt.executor(), options_for(sim));
   auto h = health(client);
-  CHECK(h.ok);
+  CHECK(h.ok());
   CHECK(h.meta.status == 200);
   for (int i = 0; i < 3; ++i) chat(client, echo_chat("count me", 4));
   auto m = metrics(client);
@@ -252,7 +252,7 @@ TEST_CASE("sim: /health and /metrics (parsed gauges)", "[sim]") {
   auto o = options_for(sim);
   o.base_url = sim.url() + "/v1";
   OpenAIClient with_v1(rt.executor(), o);
-  CHECK(health(with_v1).ok);
+  CHECK(health(with_v1).ok());
   CHECK(list_models(with_v1).models.size() == 1);
 }
 
@@ -594,11 +594,11 @@ TEST_CASE("sim: the API key is sent but never logged", "[sim]") {
       Pending<StreamResult> p;
       client.async_chat_stream(echo_chat("secret?"), {}, p.handler());
       auto [ec, r] = p.future.get();
-      diagnostics += r.meta.diagnostic;
+      diagnostics += r.meta.message;
       Pending<CompletionResult> q;
       client.async_chat(echo_chat("secret?"), q.handler());
       auto [ec2, r2] = q.future.get();
-      diagnostics += r2.meta.diagnostic;
+      diagnostics += r2.meta.message;
     }
   }
   spdlog::set_default_logger(previous);
@@ -686,7 +686,7 @@ TEST_CASE("sim: run_bench at a fixed concurrency counts every request and token"
   CHECK(r.warmed_connections == 3);
   CHECK(r.itl.size() == 12 * 4);  // 5 tokens: 4 gaps each
   for (auto const& x : r.samples) {
-    CHECK(x.ok);
+    CHECK(x.ok());
     CHECK(x.ttft > 0);
     CHECK(x.e2e >= x.ttft);
   }

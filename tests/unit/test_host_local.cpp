@@ -66,7 +66,7 @@ TEST_CASE("exit status, stderr and duration are reported", "[host][local]") {
   auto host = rt.host(HostSpec::local_machine());
   auto r = run(host, Command::shell("echo out; echo err >&2; exit 7"));
   CHECK(r.exit_code == 7);
-  CHECK_FALSE(r.success());
+  CHECK_FALSE(r.ok());
   CHECK(r.stdout_text == "out\n");
   CHECK(r.stderr_text == "err\n");
   CHECK(r.signal == 0);
@@ -353,7 +353,7 @@ TEST_CASE("fan-out runs on every host with a concurrency limit", "[fanout][local
   REQUIRE(outcomes.size() == 6);
   for (int i = 0; i < 6; ++i) {
     CHECK(outcomes[i].host == "local" + std::to_string(i));
-    CHECK(outcomes[i].success());
+    CHECK(outcomes[i].ok());
     CHECK(outcomes[i].result.stdout_text == "done\n");
   }
   CHECK(seen.size() == 6);
@@ -385,7 +385,7 @@ TEST_CASE("fail-fast: the first failure stops running commands and skips the res
     if (out.error == errc::cancelled) ++cancelled;
     if (out.error == errc::skipped) {
       ++skipped;
-      CHECK(out.result.diagnostic.find("fail-fast") != std::string::npos);
+      CHECK(out.result.message.find("fail-fast") != std::string::npos);
     }
   }
   CHECK(failed == 1);

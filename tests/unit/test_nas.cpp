@@ -372,7 +372,7 @@ TEST_CASE("the check report: same source everywhere and every token seen", "[nas
   auto sshfs_line = std::string("95 90 0:60 / /mnt rw - fuse.sshfs root@10.88.0.250:/srv/nas rw\n");
   std::vector<std::optional<std::vector<MountEntry>>> mounts(3, parse_mountinfo(table(sshfs_line)));
   auto ok = evaluate_nas_check("/mnt", mounts, probe);
-  CHECK(ok.ok);
+  CHECK(ok.ok());
   CHECK(ok.problems.empty());
   CHECK(ok.hosts[1].mounted);
   CHECK(ok.hosts[1].source == "root@10.88.0.250:/srv/nas");
@@ -383,7 +383,7 @@ TEST_CASE("the check report: same source everywhere and every token seen", "[nas
   probe.reads[1].seen = {"h1", "h2"};
   mounts[2] = parse_mountinfo(table());
   auto bad = evaluate_nas_check("/mnt", mounts, probe);
-  CHECK_FALSE(bad.ok);
+  CHECK_FALSE(bad.ok());
   CHECK_FALSE(bad.hosts[2].mounted);
   CHECK(bad.hosts[2].misses == std::vector<std::string>{"h1", "h2"});
   CHECK(bad.hosts[2].problem.find("h3 does not see the files h1, h2 wrote under /mnt") != std::string::npos);

@@ -102,7 +102,7 @@ TEST_CASE("the program against a stand-in torch: two ranks pass", "[nccl][local]
   std::vector<NcclHostRun> runs = {host_run("a", 0), host_run("b", 0)};
   auto result = evaluate_nccl_check(runs, {r0.out, r1.out}, 2);
   INFO(result.summary());
-  CHECK(result.ok);
+  CHECK(result.ok());
   CHECK(result.nccl_ok());
   CHECK(result.gloo_ok());
   REQUIRE(result.ranks.size() == 2);
@@ -127,7 +127,7 @@ TEST_CASE("the program against a stand-in torch: a wrong Gloo sum fails", "[nccl
   auto r1 = run_rank(f, 1, 2, "CK_FAKE_TORCH_BREAK=gloo", "--sizes=1048576");
   CHECK(r0.status == 2);
   auto result = evaluate_nccl_check({host_run("a", r0.status), host_run("b", r1.status)}, {r0.out, r1.out}, 2);
-  CHECK_FALSE(result.ok);
+  CHECK_FALSE(result.ok());
   CHECK(result.nccl_ok());
   CHECK_FALSE(result.gloo_ok());
   auto text = result.summary();
@@ -244,7 +244,7 @@ TEST_CASE("verdict: missing ranks, failed hosts, hints", "[nccl]") {
   auto r = evaluate_nccl_check({host_run("gpu1", 1, "RuntimeError: Gloo connectFullMesh failed with ...\n"),
                                 host_run("gpu2", 0)},
                                {rank0 + "Gloo connectFullMesh failed\n", ""}, 4);
-  CHECK_FALSE(r.ok);
+  CHECK_FALSE(r.ok());
   auto text = r.summary();
   CHECK_THAT(text, Contains("gpu1: torchrun exited with status 1"));
   CHECK_THAT(text, Contains("rank(s) 1, 2, 3 never reported"));

@@ -392,7 +392,7 @@ TEST_CASE("ports: Ray port closed, busy, or an ephemeral port blocked", "[prefli
   Cluster c;
   for (auto& p : c.probes.ports->probes)
     if (p.from == "gpu2" && p.purpose == "ray") {
-      p.ok = false;
+      p.reached = false;
       p.error = "timed out";
     }
   auto r = c.evaluate();
@@ -414,7 +414,7 @@ TEST_CASE("ports: Ray port closed, busy, or an ephemeral port blocked", "[prefli
   Cluster eph;
   for (auto& p : eph.probes.ports->probes)
     if (p.from == "gpu2" && p.purpose == "ephemeral") {
-      p.ok = false;
+      p.reached = false;
       p.error = "Connection refused";
     }
   auto e = eph.evaluate();
@@ -557,7 +557,7 @@ TEST_CASE("an unreachable host fails ssh with the diagnostic, and nothing else i
   c.facts[1] = HostFactsOutcome{};
   c.facts[1].host = "gpu2";
   c.facts[1].error = make_error_code(errc::host_unreachable);
-  c.facts[1].diagnostic = "gpu2 (root@172.18.190.26): no answer within 10 s; check the address and the firewall";
+  c.facts[1].message = "gpu2 (root@172.18.190.26): no answer within 10 s; check the address and the firewall";
   auto r = c.evaluate();
   auto x = row(r, "gpu2", "ssh");
   CHECK(x.status == CheckStatus::fail);
@@ -630,14 +630,14 @@ TEST_CASE("the port listener and prober: scripts and output", "[preflight][probe
                                     "@@ck-probe 2 ok 10.0.0.2 0.4 silent\n"
                                     "@@ck-probe 17 ok x 1 greeted\ngarbage\n");
   REQUIRE(p.size() == 4);
-  CHECK(p[0].ok);
+  CHECK(p[0].ok());
   CHECK(p[0].source_address == "10.0.0.2");
   CHECK(p[0].milliseconds == Approx(0.8));
-  CHECK_FALSE(p[1].ok);
+  CHECK_FALSE(p[1].ok());
   CHECK(p[1].error == "timed out");
-  CHECK_FALSE(p[2].ok);  // something else answered on that port
+  CHECK_FALSE(p[2].ok());  // something else answered on that port
   CHECK_THAT(p[2].error, Contains("another program"));
-  CHECK_FALSE(p[3].ok);
+  CHECK_FALSE(p[3].ok());
   CHECK_THAT(p[3].error, Contains("no result"));
 }
 

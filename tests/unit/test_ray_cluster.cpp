@@ -11,6 +11,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdio>
 #include <algorithm>
 #include <csignal>
@@ -18,6 +19,7 @@
 #include <fstream>
 #include <iterator>
 #include <sstream>
+#include <tuple>
 
 using namespace clusterkit;
 using Catch::Matchers::Contains;
@@ -356,6 +358,78 @@ TEST_CASE("the stop script kills only this cluster's processes, by pid", "[ray][
   CHECK_THAT(out, Contains("Ray processes and /tmp/ck-ray-unitstop"));
   CHECK_FALSE(std::filesystem::exists(mine));  // the temp dir went with them
   std::filesystem::remove(child_file);
+}
+
+namespace {
+/// A stand-in venv: bin/ray (the given script), bin/python3 that says
+/// versions of its own, pyvenv.cfg and Ray's dist-info folder.
+std::string fake_venv(std::string const& dir, std::string const& ray_body, bool with_dist_info) {
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir + "/bin");
+  auto script = [&](std::string const& name, std::string const& body) {
+    std::ofstream(dir + "/bin/" + name) << "#!/bin/sh\n" << body << "\n";
+    std::filesystem::permissions(dir + "/bin/" + name, std::filesystem::perms::owner_all);
+  };
+  script("ray", ray_body);
+  script("python3", "echo '@@ck-ray versions 3.0.1 python-was-started'");
+  std::ofstream(dir + "/pyvenv.cfg") << "home = /usr/bin\ninclude-system-site-packages = false\nversion = 3.11.7\n";
+  if (with_dist_info) std::filesystem::create_directories(dir + "/lib/python3.11/site-packages/ray-2.99.1.dist-info");
+  return dir + "/bin/ray";
+}
+}  // namespace
+
+TEST_CASE("the bare probe reads the versions from the venv's files, else asks its Python", "[ray][probe]") {
+  RayClusterSpec spec;
+  spec.name = "unitprobe";
+  spec.runtime = RayRuntimeKind::bare;
+  std::string dir = "/tmp/ck-unit-venv-probe";
+  spec.ray_command = fake_venv(dir, "exit 0", true);
+  auto p = parse_ray_probe("local", run_sh(ray_probe_script(spec, "127.0.0.1", false)));
+  CHECK(p.python_version == "3.11.7");
+  CHECK(p.ray_version == "2.99.1");
+  // No dist-info (not a pip-installed Ray): Python is asked.
+  spec.ray_command = fake_venv(dir, "exit 0", false);
+  p = parse_ray_probe("local", run_sh(ray_probe_script(spec, "127.0.0.1", false)));
+  CHECK(p.python_version == "3.0.1");
+  CHECK(p.ray_version == "python-was-started");
+  std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("the bare start returns once Ray says the node runs, not when `ray start` exits", "[ray][start]") {
+  RayClusterSpec spec;
+  spec.name = "unitstart";
+  spec.runtime = RayRuntimeKind::bare;
+  std::string dir = "/tmp/ck-unit-venv-start", tmp = "/tmp/ck-ray-unitstart";
+  std::filesystem::remove_all(tmp);
+  auto start = [&](std::string const& ray_body) {
+    spec.ray_command = fake_venv(dir, ray_body, true);
+    auto plan = plan_ray_node(spec, "h1", true, "127.0.0.1", "lo", 2u, false, "127.0.0.1");
+    auto t0 = std::chrono::steady_clock::now();
+    auto out = run_sh(ray_start_script(spec, plan, false));
+    return std::pair{out, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count()};
+  };
+  auto wait_for_rc = [&] {
+    for (int i = 0; i < 500 && !std::filesystem::exists(tmp + "/.clusterkit-start-rc"); ++i) ::usleep(10000);
+    std::string rc;
+    std::ifstream(tmp + "/.clusterkit-start-rc") >> rc;
+    return rc;
+  };
+  // Like `ray start`: the line, then seconds more before it exits. The
+  // command returns at the line (and holds no pipe of it: run_sh reads to
+  // the end of the script's output).
+  auto [out, seconds] = start("echo 'SUCC scripts.py:1085 -- Ray runtime started.'; sleep 2; exit 0");
+  CHECK_THAT(out, Contains("@@ck-ray-started"));
+  CHECK(seconds < 1.5);
+  CHECK(wait_for_rc() == "0");  // and it went on to exit by itself
+
+  // A start that fails: its status and its words.
+  std::tie(out, seconds) = start("echo 'ConnectionError: could not reach the GCS at 10.0.0.1:6379'; exit 3");
+  CHECK_THAT(out, Contains("@@ck-ray-failed 3") && Contains("could not reach the GCS"));
+  // A start that exits 0 without the line (an older Ray): started.
+  std::tie(out, seconds) = start("exit 0");
+  CHECK_THAT(out, Contains("@@ck-ray-started"));
+  std::filesystem::remove_all(dir);
+  std::filesystem::remove_all(tmp);
 }
 
 TEST_CASE("deciding per host: keep, start, replace, refuse with the fix", "[ray][decide]") {
