@@ -3,7 +3,11 @@
 
     python3 examples/python/fanout.py INVENTORY [SELECTOR] -- CMD...
     sudo python3 examples/python/fanout.py --lab -- uname -r    # makes a 3-host lab, runs, removes it
+
+The output is read with asyncio's `async for` over ck.stream_lines (the
+blocking run_on_hosts with an on_line callback gives the same lines).
 """
+import asyncio
 import sys
 
 import clusterkit as ck
@@ -25,10 +29,15 @@ def main(argv: list[str]) -> int:
         selector = opts[1] if len(opts) > 1 else "all"
     try:
         hosts = inventory.hosts_for(selector)
-        outcomes = ck.run_on_hosts(
-            hosts, command, timeout=60,
-            on_line=lambda host, stream, line: print(f"{host}: {line}"),
-        )
+
+        async def run() -> list[ck.HostOutcome]:
+            async with ck.stream_lines(hosts, command, timeout=60) as lines:
+                async for host, stream, text in lines:
+                    print(f"{host}: {text}", file=sys.stderr if stream == "stderr" else sys.stdout)
+            assert lines.outcomes is not None  # the loop ran to its end
+            return lines.outcomes
+
+        outcomes = asyncio.run(run())
         failed = [o for o in outcomes if not o.ok]
         for o in failed:
             print(f"{o.host}: {o.error or f'exit {o.result.exit_code}'}", file=sys.stderr)

@@ -26,6 +26,16 @@ from typing import Any, NamedTuple, Optional, TypeVar, Union
 from . import _core
 from ._core import (
     ERROR_CODES,
+    OsRelease,
+    KernelInfo,
+    MemoryInfo,
+    DiskUsage,
+    DockerFacts,
+    NetAddress,
+    NetInterface,
+    RouteToPeer,
+    ClockSample,
+    PythonFacts,
     CheckReport,
     CheckResult,
     Error,
@@ -109,6 +119,16 @@ from ._core import Cancelled, ConnectionError, FileNotFoundError, InvalidArgumen
 
 __all__ = [
     "ERROR_CODES",
+    "OsRelease",
+    "KernelInfo",
+    "MemoryInfo",
+    "DiskUsage",
+    "DockerFacts",
+    "NetAddress",
+    "NetInterface",
+    "RouteToPeer",
+    "ClockSample",
+    "PythonFacts",
     "CheckReport",
     "CheckResult",
     "Cancelled",

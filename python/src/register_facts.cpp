@@ -12,6 +12,7 @@
 #include <boost/asio/bind_cancellation_slot.hpp>
 
 #include <sstream>
+#include <type_traits>
 
 namespace ckpy {
 namespace {
@@ -110,13 +111,111 @@ void register_facts_types(py::module_& m) {
                ", " + repr_str(i.message) + ")";
       });
 
-  using F = ck::HostFacts;
-  auto field = [](char const* key) {
-    return [key = std::string(key)](F const& f) { return json_to_python(f.to_json()[key]); };
+  // The sections, typed. `section["field"]` still reads a field (the
+  // sections were dicts before): KeyError for a name that is not one.
+  auto record = [&m](auto* tag, char const* name, char const* doc) {
+    using R = std::remove_pointer_t<decltype(tag)>;
+    py::class_<R> c(m, name, doc);
+    c.def("__getitem__", [](py::object self, std::string const& key) -> py::object {
+      if (key.empty() || key.front() == '_' || !py::hasattr(self, key.c_str())) throw py::key_error(key);
+      py::object v = self.attr(key.c_str());
+      if (PyCallable_Check(v.ptr())) throw py::key_error(key);
+      return v;
+    });
+    return c;
   };
+  record(static_cast<ck::OsRelease*>(nullptr), "OsRelease", "/etc/os-release.")
+      .def_readonly("id", &ck::OsRelease::id)
+      .def_readonly("version_id", &ck::OsRelease::version_id)
+      .def_readonly("pretty_name", &ck::OsRelease::pretty_name)
+      .def_readonly("fields", &ck::OsRelease::fields, "Every KEY=value of the file.")
+      .def("__repr__", [](ck::OsRelease const& o) { return "OsRelease(" + repr_str(o.pretty_name) + ")"; });
+  record(static_cast<ck::KernelInfo*>(nullptr), "KernelInfo", "`uname -srm`.")
+      .def_readonly("system", &ck::KernelInfo::system)
+      .def_readonly("release", &ck::KernelInfo::release)
+      .def_readonly("machine", &ck::KernelInfo::machine)
+      .def("__repr__", [](ck::KernelInfo const& k) { return "KernelInfo(" + repr_str(k.release) + ", " + repr_str(k.machine) + ")"; });
+  record(static_cast<ck::MemoryInfo*>(nullptr), "MemoryInfo", "/proc/meminfo, in bytes.")
+      .def_readonly("total_bytes", &ck::MemoryInfo::total_bytes)
+      .def_readonly("available_bytes", &ck::MemoryInfo::available_bytes)
+      .def_readonly("free_bytes", &ck::MemoryInfo::free_bytes)
+      .def_readonly("swap_total_bytes", &ck::MemoryInfo::swap_total_bytes)
+      .def_readonly("swap_free_bytes", &ck::MemoryInfo::swap_free_bytes)
+      .def("__repr__", [](ck::MemoryInfo const& x) {
+        return "MemoryInfo(total_bytes=" + std::to_string(x.total_bytes) + ", available_bytes=" + std::to_string(x.available_bytes) + ")";
+      });
+  record(static_cast<ck::DiskUsage*>(nullptr), "DiskUsage", "One line of `df -P -B1`.")
+      .def_readonly("path", &ck::DiskUsage::path)
+      .def_readonly("filesystem", &ck::DiskUsage::filesystem)
+      .def_readonly("mount_point", &ck::DiskUsage::mount_point)
+      .def_readonly("total_bytes", &ck::DiskUsage::total_bytes)
+      .def_readonly("used_bytes", &ck::DiskUsage::used_bytes)
+      .def_readonly("available_bytes", &ck::DiskUsage::available_bytes)
+      .def("__repr__", [](ck::DiskUsage const& d) {
+        return "DiskUsage(" + repr_str(d.mount_point) + ", available_bytes=" + std::to_string(d.available_bytes) + ")";
+      });
+  record(static_cast<ck::DockerFacts*>(nullptr), "DockerFacts", "`docker version` and `docker info`.")
+      .def_readonly("client_version", &ck::DockerFacts::client_version)
+      .def_readonly("client_api_version", &ck::DockerFacts::client_api_version)
+      .def_readonly("daemon_reachable", &ck::DockerFacts::daemon_reachable)
+      .def_readonly("server_version", &ck::DockerFacts::server_version)
+      .def_readonly("daemon_error", &ck::DockerFacts::daemon_error)
+      .def_readonly("runtimes", &ck::DockerFacts::runtimes)
+      .def_readonly("nvidia_toolkit", &ck::DockerFacts::nvidia_toolkit)
+      .def_readonly("images", &ck::DockerFacts::images, "Image reference -> image ID ('' when absent).")
+      .def_property_readonly("nvidia_runtime_registered", &ck::DockerFacts::nvidia_runtime_registered)
+      .def_property_readonly("can_run_gpu_containers", &ck::DockerFacts::can_run_gpu_containers)
+      .def("__repr__", [](ck::DockerFacts const& d) {
+        return "DockerFacts(server_version=" + repr_str(d.server_version) + ", daemon_reachable=" +
+               (d.daemon_reachable ? "True" : "False") + ")";
+      });
+  record(static_cast<ck::NetAddress*>(nullptr), "NetAddress", "An address of an interface.")
+      .def_readonly("family", &ck::NetAddress::family)
+      .def_readonly("address", &ck::NetAddress::address)
+      .def_readonly("prefix_length", &ck::NetAddress::prefix_length)
+      .def_readonly("scope", &ck::NetAddress::scope)
+      .def("__repr__", [](ck::NetAddress const& a) { return "NetAddress(" + repr_str(a.address + "/" + std::to_string(a.prefix_length)) + ")"; });
+  record(static_cast<ck::NetInterface*>(nullptr), "NetInterface", "`ip -j addr`: one interface.")
+      .def_readonly("name", &ck::NetInterface::name)
+      .def_readonly("up", &ck::NetInterface::up)
+      .def_readonly("loopback", &ck::NetInterface::loopback)
+      .def_readonly("mtu", &ck::NetInterface::mtu)
+      .def_readonly("mac", &ck::NetInterface::mac)
+      .def_readonly("addresses", &ck::NetInterface::addresses)
+      .def_property_readonly("ipv4", &ck::NetInterface::ipv4, "The first global IPv4 address, or ''.")
+      .def("__repr__", [](ck::NetInterface const& i) { return "NetInterface(" + repr_str(i.name) + ", ipv4=" + repr_str(i.ipv4()) + ")"; });
+  record(static_cast<ck::RouteToPeer*>(nullptr), "RouteToPeer", "`ip -j route get PEER`: how this host reaches a peer.")
+      .def_readonly("peer", &ck::RouteToPeer::peer)
+      .def_readonly("peer_address", &ck::RouteToPeer::peer_address)
+      .def_readonly("interface", &ck::RouteToPeer::interface, "What NCCL_SOCKET_IFNAME and GLOO_SOCKET_IFNAME must name.")
+      .def_readonly("source_address", &ck::RouteToPeer::source_address, "What VLLM_HOST_IP must be.")
+      .def_readonly("gateway", &ck::RouteToPeer::gateway)
+      .def_readonly("local", &ck::RouteToPeer::local, "The peer is one of this host's own addresses.")
+      .def("__repr__", [](ck::RouteToPeer const& r) {
+        return "RouteToPeer(" + repr_str(r.peer) + ", interface=" + repr_str(r.interface) + ", source_address=" + repr_str(r.source_address) + ")";
+      });
+  record(static_cast<ck::ClockSample*>(nullptr), "ClockSample", "The host's clock against this machine's, from one round trip.")
+      .def_readonly("remote_epoch", &ck::ClockSample::remote_epoch)
+      .def_readonly("local_sent", &ck::ClockSample::local_sent)
+      .def_readonly("local_received", &ck::ClockSample::local_received)
+      .def_property_readonly("offset_seconds", &ck::ClockSample::offset_seconds, "Remote minus the local midpoint.")
+      .def_property_readonly("uncertainty_seconds", &ck::ClockSample::uncertainty_seconds, "Half the round trip.")
+      .def("__repr__", [](ck::ClockSample const& c) {
+        std::ostringstream o;
+        o << "ClockSample(offset_seconds=" << c.offset_seconds() << ", uncertainty_seconds=" << c.uncertainty_seconds() << ")";
+        return o.str();
+      });
+  record(static_cast<ck::PythonFacts*>(nullptr), "PythonFacts", "The Python on the host and the packages that must match across nodes.")
+      .def_readonly("executable", &ck::PythonFacts::executable)
+      .def_readonly("version", &ck::PythonFacts::version)
+      .def_readonly("packages", &ck::PythonFacts::packages, "Package -> version, for those installed.")
+      .def("package", &ck::PythonFacts::package, py::arg("name"), "The package's version, '' when not installed.")
+      .def("__repr__", [](ck::PythonFacts const& p) { return "PythonFacts(" + repr_str(p.version) + ", packages=" + std::to_string(p.packages.size()) + ")"; });
+
+  using F = ck::HostFacts;
   py::class_<F>(m, "HostFacts",
-                "What a machine is. GPUs, issues and the topology are typed; the other sections are dicts (None "
-                "when the host did not report them), as in to_json().")
+                "What a machine is, every section typed (None when the host did not report it; issue(section) says "
+                "why). to_json() gives the same as dicts.")
       .def_readonly("host", &F::host)
       .def_readonly("hostname", &F::hostname, "`uname -n` on the host.")
       .def_readonly("cpus", &F::cpus)
@@ -127,17 +226,17 @@ void register_facts_types(py::module_& m) {
       .def_property_readonly("driver_version", &F::driver_version, "'' when unknown.")
       .def_property_readonly("cuda_version", &F::cuda_version, "The highest CUDA the driver supports; '' when unknown.")
       .def_property_readonly("gpu_memory_total_bytes", &F::gpu_memory_total_bytes)
-      .def_property_readonly("os", field("os"))
-      .def_property_readonly("kernel", field("kernel"))
-      .def_property_readonly("memory", field("memory"))
-      .def_property_readonly("shm", field("shm"))
-      .def_property_readonly("disks", field("disks"))
-      .def_property_readonly("docker", field("docker"))
-      .def_property_readonly("interfaces", field("interfaces"))
-      .def_property_readonly("routes", field("routes"))
-      .def_property_readonly("clock", field("clock"))
-      .def_property_readonly("python", field("python"))
-      .def_property_readonly("ephemeral_ports", field("ephemeral_ports"))
+      .def_readonly("os", &F::os)
+      .def_readonly("kernel", &F::kernel)
+      .def_readonly("memory", &F::memory)
+      .def_readonly("shm", &F::shm)
+      .def_readonly("disks", &F::disks)
+      .def_readonly("docker", &F::docker)
+      .def_readonly("interfaces", &F::interfaces)
+      .def_readonly("routes", &F::routes)
+      .def_readonly("clock", &F::clock)
+      .def_readonly("python", &F::python)
+      .def_readonly("ephemeral_ports", &F::ephemeral_ports, "(low, high) of net.ipv4.ip_local_port_range, or None.")
       .def(
           "issue",
           [](F const& f, std::string_view section) -> std::optional<I> {

@@ -68,6 +68,12 @@ $CK nccl-check -e NCCL_P2P_DISABLE=1 -e NCCL_SHM_DISABLE=1 -e NCCL_DEBUG=INFO > 
 $CK nccl-check --no-ifname -e NCCL_SOCKET_IFNAME=nosuch0 -e GLOO_SOCKET_IFNAME=nosuch0 > $W/nccl-wrong-ifname.txt 2>&1; echo "nccl wrong ifname rc=$?" >> $W/rc.txt
 $CK --json nccl-check --no-ifname -e NCCL_SOCKET_IFNAME=nosuch0 -e GLOO_SOCKET_IFNAME=nosuch0 > $W/nccl-wrong-ifname.json 2>&1; echo "nccl wrong ifname json rc=$?" >> $W/rc.txt
 $CK nccl-check --no-ifname -e NCCL_SOCKET_IFNAME=nosuch0 > $W/nccl-wrong-nccl-ifname.txt 2>&1; echo "nccl wrong nccl ifname rc=$?" >> $W/rc.txt
+# The same machine as a local host with no address (issue 14: the ports
+# and the rendezvous must not try to resolve the label).
+printf 'hosts:\n  h200: {local: true, roles: [head, gpu], gpus: {count: 1, model: H200, memory_gib: 141}}\n' > $W/local.yaml
+$C/clusterkit -i $W/local.yaml preflight > $W/local-preflight.txt 2>&1; echo "local preflight rc=$?" >> $W/rc.txt
+$C/clusterkit -i $W/local.yaml nccl-check > $W/local-nccl-check.txt 2>&1; echo "local nccl rc=$?" >> $W/rc.txt
+$C/clusterkit -i $W/local.yaml --json exec -- nvidia-smi -L > $W/local-exec.json 2>&1; echo "local exec rc=$?" >> $W/rc.txt
 nvidia-smi > $W/nvidia-smi.txt 2>&1; nvidia-smi -L > $W/list.txt 2>&1
 nvidia-smi --query-gpu=index,uuid,name,memory.total,memory.used,driver_version,compute_cap,pci.bus_id --format=csv,noheader,nounits > $W/query.csv 2>&1
 nvidia-smi -q -x > $W/q.xml 2>&1; nvidia-smi topo -m > $W/topo.txt 2>&1

@@ -83,7 +83,10 @@ def test_gather_facts_on_this_machine(local: ck.Host) -> None:
     assert isinstance(f, ck.HostFacts)
     assert f.hostname == os.uname().nodename
     assert f.cpus == os.cpu_count()
-    assert f.os is not None and f.os["pretty_name"]
+    assert f.os is not None and f.os.pretty_name and f.os["pretty_name"] == f.os.pretty_name  # typed; reads as before
+    assert isinstance(f.memory, ck.MemoryInfo) and isinstance(f.kernel, ck.KernelInfo)
+    with pytest.raises(KeyError):
+        f.os["no_such_field"]
     assert f.kernel is not None and f.kernel["release"] == os.uname().release
     page = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     assert f.memory is not None and abs(f.memory["total_bytes"] - page) < page * 0.05
@@ -92,7 +95,7 @@ def test_gather_facts_on_this_machine(local: ck.Host) -> None:
     assert f.disks[0]["total_bytes"] == os.statvfs("/").f_blocks * os.statvfs("/").f_frsize
     (route,) = f.routes
     assert route["peer"] == "127.0.0.1" and route["local"]
-    assert f.clock is not None and abs(f.clock["offset_seconds"]) < 1.0
+    assert f.clock is not None and abs(f.clock.offset_seconds) < 1.0 and f.clock["offset_seconds"] == f.clock.offset_seconds
     if f.issue("gpus") is not None:  # no nvidia-smi on this machine
         assert f.gpus == [] and not f.gpus_simulated
         assert f.issue("gpus").kind == "absent"
