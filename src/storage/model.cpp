@@ -1687,6 +1687,12 @@ VerifyReport verify_model(fs::path const& dir, VerifyOptions const& options) {
       }
     }
   }
+  // Without checksums nothing was hashed: say once that the check is over
+  // (the shards whose headers were read), so a progress display always ends.
+  if (options.hashing.on_progress && r.files_hashed == 0 && r.bytes_hashed == 0) {
+    HashProgress done{r.shards_checked, r.shards_checked, r.bytes_expected, r.bytes_expected};
+    options.hashing.on_progress(done);
+  }
   return r;
 }
 

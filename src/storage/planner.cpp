@@ -1052,7 +1052,7 @@ Plan plan_deployment(ModelFacts const& facts, GpuInventory const& gpus, PlanOpti
   for (auto const& n : gpus.nodes)
     if (n.memory_bytes == 0) fail(errc::invalid_argument, "node " + n.name + " has no GPU memory size");
   if (!(options.gpu_memory_utilization > 0 && options.gpu_memory_utilization <= 1))
-    fail(errc::invalid_argument, "--gpu-memory-utilization must be in (0, 1], not " +
+    fail(errc::invalid_argument, "gpu_memory_utilization (--gpu-memory-utilization) must be in (0, 1], not " +
                                      format_fraction(options.gpu_memory_utilization));
   if (options.block_size == 0) fail(errc::invalid_argument, "block_size must be positive");
 
@@ -1060,7 +1060,7 @@ Plan plan_deployment(ModelFacts const& facts, GpuInventory const& gpus, PlanOpti
   r.util = options.gpu_memory_utilization;
   auto const positions = f.max_position_embeddings ? f.max_position_embeddings : 32768;
   r.max_model_len = options.max_model_len.value_or(std::min<std::uint64_t>(positions, 32768));
-  if (r.max_model_len == 0) fail(errc::invalid_argument, "--max-model-len must be positive");
+  if (r.max_model_len == 0) fail(errc::invalid_argument, "max_model_len (--max-model-len) must be positive");
   r.kv_dtype = options.kv_cache_dtype.empty() ? "auto" : options.kv_cache_dtype;
   r.kv_bytes = kv_cache_dtype_bytes(f, r.kv_dtype);
   r.seq_len = options.sequence_length.value_or(r.max_model_len);

@@ -234,8 +234,12 @@ def test_verify_checksums_from_manifest(tiny_model: Path) -> None:
     shard.write_bytes(bytes(blob))
     report = ck.verify_model(tiny_model)
     assert [(p.kind, p.file) for p in report.problems] == [("checksum_mismatch", files[0])]
-    skipped = ck.verify_model(tiny_model, skip_checksums=True)
+    structural: list[ck.HashProgress] = []
+    skipped = ck.verify_model(tiny_model, skip_checksums=True, on_progress=structural.append)
     assert skipped.ok and skipped.files_hashed == 0
+    # Nothing hashed: one call at the end all the same, with the shards checked.
+    assert [(p.files_done, p.files_total) for p in structural] == [(2, 2)]
+    assert structural[0].bytes_done == structural[0].bytes_total == skipped.bytes_expected
 
 
 def test_verify_progress_exception_propagates(tiny_model: Path) -> None:
@@ -376,6 +380,9 @@ def test_plan_options_and_gpu_inventory_object() -> None:
     assert short.recommended.kv_cache_tokens > full.recommended.kv_cache_tokens
     with pytest.raises(ck.Error):
         ck.plan_deployment(facts, gpus, kv_cache_dtype="int3")
+    # A bad argument is a ValueError that names the Python argument first.
+    with pytest.raises(ValueError, match=r"^gpu_memory_utilization \(--gpu-memory-utilization\) must be in \(0, 1\]"):
+        ck.plan_deployment(facts, gpus, gpu_memory_utilization=2)
     with pytest.raises(TypeError):
         ck.plan_deployment(facts, 4)  # type: ignore[arg-type]
     assert ck.pipeline_partition(80, 3) == [27, 27, 26]
