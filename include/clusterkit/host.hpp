@@ -180,7 +180,7 @@ public:
 
   /// Open the shared connection if it is not up. Completes with the error
   /// ssh reported, classified (errc::authentication_failed, ...); the
-  /// sentence for a person is `last_diagnostic()`.
+  /// sentence for a person is `last_message()`.
   template <class CompletionToken = asio::deferred_t>
   auto async_connect(CompletionToken&& token = {}) {
     return asio::async_initiate<CompletionToken, ConnectSignature>(
@@ -232,7 +232,7 @@ public:
   /// Path of the control socket of this host's shared connection.
   std::string const& control_path() const;
   /// The last connection failure, as a sentence naming the host and the fix.
-  std::string last_diagnostic() const;
+  std::string last_message() const;
   /// The ssh argv (without the remote command) every operation uses; for
   /// tools that want to reuse the connection (rsync -e, sshfs).
   std::vector<std::string> ssh_argv() const;

@@ -325,7 +325,7 @@ class Host(_core.Host):
         the command and is raised here.
         """
         call = _AsyncCall()
-        op = self.start_run(
+        op = self._start_run(
             argv,
             script=script,
             env=env,
@@ -343,7 +343,7 @@ class Host(_core.Host):
     async def connect_async(self) -> None:
         """Open the shared connection (raises clusterkit.Error)."""
         call = _AsyncCall()
-        await call.wait(self.start_connect(done=call.done))
+        await call.wait(self._start_connect(done=call.done))
 
     async def upload_async(
         self,
@@ -356,7 +356,7 @@ class Host(_core.Host):
     ) -> TransferResult:
         """``upload`` without blocking the event loop; on_progress(done, total) runs on the loop."""
         call = _AsyncCall()
-        op = self.start_upload(
+        op = self._start_upload(
             local, remote, mode=mode, timeout=timeout, on_progress=call.wrap(on_progress), done=call.done
         )
         result: TransferResult = await call.wait(op)
@@ -373,7 +373,7 @@ class Host(_core.Host):
     ) -> TransferResult:
         """``download`` without blocking the event loop."""
         call = _AsyncCall()
-        op = self.start_download(
+        op = self._start_download(
             remote, local, mode=mode, timeout=timeout, on_progress=call.wrap(on_progress), done=call.done
         )
         result: TransferResult = await call.wait(op)
@@ -397,7 +397,7 @@ async def run_on_hosts_async(
 ) -> list[HostOutcome]:
     """``run_on_hosts`` without blocking the event loop; on_line(host, stream, line) runs on the loop."""
     call = _AsyncCall()
-    op = _core.start_run_on_hosts(
+    op = _core._start_run_on_hosts(
         hosts,
         argv,
         script=script,
@@ -823,19 +823,19 @@ class OpenAIClient(_core.OpenAIClient):
     async def list_models_async(self) -> ModelList:
         """``list_models`` without blocking the event loop."""
         call = _AsyncCall()
-        result: ModelList = await call.wait(self.start_list_models(done=call.done))
+        result: ModelList = await call.wait(self._start_list_models(done=call.done))
         return result
 
     async def health_async(self) -> HealthResult:
         """``health`` without blocking the event loop."""
         call = _AsyncCall()
-        result: HealthResult = await call.wait(self.start_health(done=call.done))
+        result: HealthResult = await call.wait(self._start_health(done=call.done))
         return result
 
     async def metrics_async(self) -> MetricsResult:
         """``metrics`` without blocking the event loop."""
         call = _AsyncCall()
-        result: MetricsResult = await call.wait(self.start_metrics(done=call.done))
+        result: MetricsResult = await call.wait(self._start_metrics(done=call.done))
         return result
 
     async def chat_async(
@@ -852,7 +852,7 @@ class OpenAIClient(_core.OpenAIClient):
     ) -> CompletionResult:
         """``chat`` without blocking the event loop."""
         call = _AsyncCall()
-        op = self.start_chat(
+        op = self._start_chat(
             model,
             messages,
             prompt=prompt,
@@ -878,7 +878,7 @@ class OpenAIClient(_core.OpenAIClient):
     ) -> CompletionResult:
         """``complete`` without blocking the event loop."""
         call = _AsyncCall()
-        op = self.start_complete(
+        op = self._start_complete(
             model, prompt, max_tokens=max_tokens, temperature=temperature, top_p=top_p, extra=extra, done=call.done
         )
         result: CompletionResult = await call.wait(op)
@@ -901,7 +901,7 @@ class OpenAIClient(_core.OpenAIClient):
         Call it from a coroutine (it needs the running loop); the request starts at once.
         """
         return AsyncChatStream(
-            lambda notify: self.start_chat_stream(
+            lambda notify: self._start_chat_stream(
                 model,
                 messages,
                 prompt=prompt,
@@ -926,7 +926,7 @@ class OpenAIClient(_core.OpenAIClient):
     ) -> AsyncChatStream:
         """``complete_stream`` for asyncio: ``async for chunk in client.complete_stream_async(...)``."""
         return AsyncChatStream(
-            lambda notify: self.start_complete_stream(
+            lambda notify: self._start_complete_stream(
                 model, prompt, max_tokens=max_tokens, temperature=temperature, top_p=top_p, extra=extra, notify=notify
             )
         )
@@ -1064,7 +1064,7 @@ class NasMount(_core.NasMount):
     async def mount_async(self, hosts: Sequence[_core.Host]) -> list[MountOutcome]:
         """``mount`` without blocking the event loop."""
         call = _AsyncCall()
-        outcomes: list[MountOutcome] = await call.wait(self.start_mount(hosts, done=call.done))
+        outcomes: list[MountOutcome] = await call.wait(self._start_mount(hosts, done=call.done))
         return outcomes
 
     async def unmount_async(
@@ -1072,13 +1072,13 @@ class NasMount(_core.NasMount):
     ) -> list[MountOutcome]:
         """``unmount`` without blocking the event loop."""
         call = _AsyncCall()
-        outcomes: list[MountOutcome] = await call.wait(self.start_unmount(hosts, options, done=call.done))
+        outcomes: list[MountOutcome] = await call.wait(self._start_unmount(hosts, options, done=call.done))
         return outcomes
 
     async def check_async(self, hosts: Sequence[_core.Host]) -> NasCheckReport:
         """``check`` without blocking the event loop."""
         call = _AsyncCall()
-        report: NasCheckReport = await call.wait(self.start_check(hosts, done=call.done))
+        report: NasCheckReport = await call.wait(self._start_check(hosts, done=call.done))
         return report
 
 
@@ -1103,14 +1103,14 @@ class ModelStore(_core.ModelStore):
     ) -> DownloadResult:
         """``download`` without blocking the event loop; an exception from on_progress stops it and is raised here."""
         call = _AsyncCall()
-        op = self.start_download(host, spec, on_progress=call.wrap(on_progress), done=call.done)
+        op = self._start_download(host, spec, on_progress=call.wrap(on_progress), done=call.done)
         result: DownloadResult = await call.wait(op)
         return result
 
     async def sync_async(self, host: _core.Host, spec: SyncSpec, *, on_progress: _OnProgress = None) -> SyncResult:
         """``sync`` without blocking the event loop."""
         call = _AsyncCall()
-        op = self.start_sync(host, spec, on_progress=call.wrap(on_progress), done=call.done)
+        op = self._start_sync(host, spec, on_progress=call.wrap(on_progress), done=call.done)
         result: SyncResult = await call.wait(op)
         return result
 
@@ -1125,7 +1125,7 @@ class ModelStore(_core.ModelStore):
         """``verify`` without blocking the event loop."""
         call = _AsyncCall()
         seen: list[HostVerify] = await call.wait(
-            self.start_verify(hosts, dir, options, on_progress=call.wrap(on_progress), done=call.done)
+            self._start_verify(hosts, dir, options, on_progress=call.wrap(on_progress), done=call.done)
         )
         return seen
 
@@ -1324,25 +1324,25 @@ class RayCluster(_core.RayCluster):
     async def up_async(self, on_progress: Optional[Callable[[RayProgress], object]] = None) -> RayUpResult:
         """``up`` without blocking the event loop; an exception from on_progress stops it and is raised here."""
         call = _AsyncCall()
-        result: RayUpResult = await call.wait(self.start_up(call.wrap(on_progress), done=call.done))
+        result: RayUpResult = await call.wait(self._start_up(call.wrap(on_progress), done=call.done))
         return result
 
     async def status_async(self) -> RayClusterStatus:
         """``status`` without blocking the event loop."""
         call = _AsyncCall()
-        result: RayClusterStatus = await call.wait(self.start_status(done=call.done))
+        result: RayClusterStatus = await call.wait(self._start_status(done=call.done))
         return result
 
     async def down_async(self) -> list[RayDownOutcome]:
         """``down`` without blocking the event loop."""
         call = _AsyncCall()
-        result: list[RayDownOutcome] = await call.wait(self.start_down(done=call.done))
+        result: list[RayDownOutcome] = await call.wait(self._start_down(done=call.done))
         return result
 
     async def logs_async(self, tail: int = 200) -> list[RayHostLogs]:
         """``logs`` without blocking the event loop."""
         call = _AsyncCall()
-        result: list[RayHostLogs] = await call.wait(self.start_logs(tail, done=call.done))
+        result: list[RayHostLogs] = await call.wait(self._start_logs(tail, done=call.done))
         return result
 
 
@@ -1371,31 +1371,31 @@ class VllmServe(_core.VllmServe):
     async def up_async(self) -> VllmUpResult:
         """``up`` without blocking the event loop."""
         call = _AsyncCall()
-        result: VllmUpResult = await call.wait(self.start_up(done=call.done))
+        result: VllmUpResult = await call.wait(self._start_up(done=call.done))
         return result
 
     async def wait_ready_async(self, on_progress: Optional[Callable[[VllmProgress], object]] = None) -> VllmReady:
         """``wait_ready`` without blocking the event loop; on_progress(VllmProgress) runs on the loop."""
         call = _AsyncCall()
-        result: VllmReady = await call.wait(self.start_wait_ready(call.wrap(on_progress), done=call.done))
+        result: VllmReady = await call.wait(self._start_wait_ready(call.wrap(on_progress), done=call.done))
         return result
 
     async def status_async(self) -> VllmStatus:
         """``status`` without blocking the event loop."""
         call = _AsyncCall()
-        result: VllmStatus = await call.wait(self.start_status(done=call.done))
+        result: VllmStatus = await call.wait(self._start_status(done=call.done))
         return result
 
     async def down_async(self) -> VllmDownResult:
         """``down`` without blocking the event loop."""
         call = _AsyncCall()
-        result: VllmDownResult = await call.wait(self.start_down(done=call.done))
+        result: VllmDownResult = await call.wait(self._start_down(done=call.done))
         return result
 
     async def logs_async(self, tail: int = 200) -> str:
         """``logs`` without blocking the event loop."""
         call = _AsyncCall()
-        result: str = await call.wait(self.start_logs(tail, done=call.done))
+        result: str = await call.wait(self._start_logs(tail, done=call.done))
         return result
 
 
@@ -1489,31 +1489,31 @@ class Deployment(_core.Deployment):
     ) -> DeploymentRecord:
         """``up`` without blocking the event loop; an exception from on_progress stops it and is raised here."""
         call = _AsyncCall()
-        result: DeploymentRecord = await call.wait(self.start_up(call.wrap(on_progress), done=call.done))
+        result: DeploymentRecord = await call.wait(self._start_up(call.wrap(on_progress), done=call.done))
         return result
 
     async def plan_async(self) -> DeploymentPlanResult:
         """``plan`` without blocking the event loop."""
         call = _AsyncCall()
-        result: DeploymentPlanResult = await call.wait(self.start_plan(done=call.done))
+        result: DeploymentPlanResult = await call.wait(self._start_plan(done=call.done))
         return result
 
     async def status_async(self) -> DeploymentStatus:
         """``status`` without blocking the event loop."""
         call = _AsyncCall()
-        result: DeploymentStatus = await call.wait(self.start_status(done=call.done))
+        result: DeploymentStatus = await call.wait(self._start_status(done=call.done))
         return result
 
     async def down_async(self, unmount_nas: bool = False, remove_model: bool = False) -> DeploymentDownResult:
         """``down`` without blocking the event loop."""
         call = _AsyncCall()
-        result: DeploymentDownResult = await call.wait(self.start_down(unmount_nas, remove_model, done=call.done))
+        result: DeploymentDownResult = await call.wait(self._start_down(unmount_nas, remove_model, done=call.done))
         return result
 
     async def logs_async(self, host: str = "", tail: int = 200) -> str:
         """``logs`` without blocking the event loop."""
         call = _AsyncCall()
-        result: str = await call.wait(self.start_logs(host, tail, done=call.done))
+        result: str = await call.wait(self._start_logs(host, tail, done=call.done))
         return result
 
 

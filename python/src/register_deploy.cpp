@@ -586,7 +586,7 @@ void register_deployment(py::module_& m) {
           py::arg("host") = "", py::arg("tail") = 200u,
           "The engine's log (host '' or the head), or a host's Ray logs; last `tail` lines (0: all).")
       .def(
-          "start_up",
+          "_start_up",
           [](D const& d, py::object on_progress, py::object done) {
             auto op = deployment_operation(d);
             auto progress = progress_callback(op, std::move(on_progress));
@@ -596,7 +596,7 @@ void register_deployment(py::module_& m) {
           py::arg("on_progress") = py::none(), py::kw_only(), py::arg("done"),
           "Start up(); done(DeploymentRecord | clusterkit.Error) is called on the I/O thread.")
       .def(
-          "start_plan",
+          "_start_plan",
           [](D const& d, py::object done) {
             auto op = deployment_operation(d);
             d.async_plan(deliver_outcome<ck::DeploymentPlanResult>(op, std::move(done)));
@@ -604,7 +604,7 @@ void register_deployment(py::module_& m) {
           },
           py::kw_only(), py::arg("done"), "Start plan(); done(DeploymentPlanResult | clusterkit.Error).")
       .def(
-          "start_status",
+          "_start_status",
           [](D const& d, py::object done) {
             auto op = deployment_operation(d);
             d.async_status(deliver_outcome<ck::DeploymentStatus>(op, std::move(done)));
@@ -612,7 +612,7 @@ void register_deployment(py::module_& m) {
           },
           py::kw_only(), py::arg("done"), "Start status(); done(DeploymentStatus | clusterkit.Error).")
       .def(
-          "start_down",
+          "_start_down",
           [](D const& d, bool unmount_nas, bool remove_model, py::object done) {
             auto op = deployment_operation(d);
             d.async_down(down_options(unmount_nas, remove_model), deliver_outcome<ck::DeploymentDownResult>(op, std::move(done)));
@@ -621,7 +621,7 @@ void register_deployment(py::module_& m) {
           py::arg("unmount_nas") = false, py::arg("remove_model") = false, py::kw_only(), py::arg("done"),
           "Start down(); done(DeploymentDownResult | clusterkit.Error).")
       .def(
-          "start_logs",
+          "_start_logs",
           [](D const& d, std::string host, unsigned tail, py::object done) {
             auto op = deployment_operation(d);
             d.async_logs(std::move(host), tail, deliver_outcome<std::string>(op, std::move(done)));

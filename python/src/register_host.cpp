@@ -390,7 +390,7 @@ void host_connect(ck::Host& host) {
   auto [ec, ignored] = run_blocking<int>(op, [&](auto handler) {
     host.async_connect([h = std::move(handler)](std::error_code e) mutable { std::move(h)(e, 0); });
   });
-  if (ec) raise_error(ec, host.last_diagnostic());
+  if (ec) raise_error(ec, host.last_message());
 }
 
 std::shared_ptr<Operation> host_start_connect(ck::Host& host, py::object done) {
@@ -398,7 +398,7 @@ std::shared_ptr<Operation> host_start_connect(ck::Host& host, py::object done) {
   auto op = Operation::create(host.get_executor());
   host.async_connect([op, d = share(std::move(done)), host](std::error_code ec) {
     deliver(*op, d, [&]() -> py::object {
-      if (ec) return make_error(ec, host.last_diagnostic());
+      if (ec) return make_error(ec, host.last_message());
       return py::none();
     });
   });
@@ -453,7 +453,7 @@ void register_host_class(py::module_& m) {
       .def_property_readonly("name", [](H const& h) { return h.name(); })
       .def_property_readonly("spec", [](H const& h) { return h.spec(); }, "A copy of the host's HostSpec.")
       .def_property_readonly("control_path", [](H const& h) { return h.control_path(); })
-      .def_property_readonly("last_diagnostic", [](H const& h) { return h.last_diagnostic(); })
+      .def_property_readonly("last_message", [](H const& h) { return h.last_message(); })
       .def("ssh_argv", &H::ssh_argv, "The ssh argv (without a remote command) every operation uses.")
       .def("run", &host_run, py::arg("argv") = py::none(), py::kw_only(), py::arg("script") = py::none(),
            py::arg("env") = py::none(), py::arg("cwd") = py::none(), py::arg("stdin") = py::none(),
@@ -466,13 +466,13 @@ void register_host_class(py::module_& m) {
            "I/O thread with the GIL held: keep it short. If it raises, the command is stopped and the exception "
            "is raised from run(). Ctrl-C stops the command (SIGKILL to its process group) before run() raises "
            "KeyboardInterrupt.")
-      .def("start_run", &host_start_run, py::arg("argv") = py::none(), py::kw_only(), py::arg("script") = py::none(),
+      .def("_start_run", &host_start_run, py::arg("argv") = py::none(), py::kw_only(), py::arg("script") = py::none(),
            py::arg("env") = py::none(), py::arg("cwd") = py::none(), py::arg("stdin") = py::none(),
            py::arg("timeout") = py::none(), py::arg("kill_grace") = 2.0,
            py::arg("max_captured_bytes") = kDefaultCapture, py::arg("on_line") = py::none(), py::arg("done"),
            "Start a command; done(RunResult | clusterkit.Error) is called on the I/O thread when it ends.")
       .def("connect", &host_connect, "Open the shared connection now (raises clusterkit.Error).")
-      .def("start_connect", &host_start_connect, py::kw_only(), py::arg("done"))
+      .def("_start_connect", &host_start_connect, py::kw_only(), py::arg("done"))
       .def(
           "upload",
           [](H& h, py::object local, py::object remote, py::object mode, py::object timeout, py::object on_progress) {
@@ -490,7 +490,7 @@ void register_host_class(py::module_& m) {
           py::arg("timeout") = py::none(), py::arg("on_progress") = py::none(),
           "Copy a file from the host, placed atomically on this machine.")
       .def(
-          "start_upload",
+          "_start_upload",
           [](H& h, py::object local, py::object remote, py::object mode, py::object timeout, py::object on_progress,
              py::object done) {
             return host_start_transfer(true, h, local, remote, mode, timeout, std::move(on_progress), std::move(done));
@@ -498,7 +498,7 @@ void register_host_class(py::module_& m) {
           py::arg("local"), py::arg("remote"), py::kw_only(), py::arg("mode") = py::none(),
           py::arg("timeout") = py::none(), py::arg("on_progress") = py::none(), py::arg("done"))
       .def(
-          "start_download",
+          "_start_download",
           [](H& h, py::object remote, py::object local, py::object mode, py::object timeout, py::object on_progress,
              py::object done) {
             return host_start_transfer(false, h, remote, local, mode, timeout, std::move(on_progress),
@@ -633,7 +633,7 @@ void register_fanout(py::module_& m) {
         py::arg("max_captured_bytes") = kDefaultCapture, py::arg("on_line") = py::none(),
         "Run one command on every host, `concurrency` at once; one HostOutcome per host, in the order given. "
         "on_line(host, stream, line) is called for every line as it arrives.");
-  m.def("start_run_on_hosts", &start_run_on_hosts, py::arg("hosts"), py::arg("argv") = py::none(), py::kw_only(),
+  m.def("_start_run_on_hosts", &start_run_on_hosts, py::arg("hosts"), py::arg("argv") = py::none(), py::kw_only(),
         py::arg("script") = py::none(), py::arg("concurrency") = 64, py::arg("fail_fast") = false,
         py::arg("env") = py::none(), py::arg("cwd") = py::none(), py::arg("stdin") = py::none(),
         py::arg("timeout") = py::none(), py::arg("kill_grace") = 2.0,

@@ -666,20 +666,20 @@ void register_openai(py::module_& m) {
           [](C& c) { return call_blocking<ck::MetricsResult>(c, [&](auto h) { c.async_metrics(std::move(h)); }); },
           "GET /metrics, parsed (gauges: running and waiting requests, KV-cache usage).")
       .def(
-          "start_list_models",
+          "_start_list_models",
           [](C& c, py::object done) {
             return call_started<ck::ModelList>(c, std::move(done),
                                                [&](auto h) { c.async_list_models(std::move(h)); });
           },
           py::kw_only(), py::arg("done"))
       .def(
-          "start_health",
+          "_start_health",
           [](C& c, py::object done) {
             return call_started<ck::HealthResult>(c, std::move(done), [&](auto h) { c.async_health(std::move(h)); });
           },
           py::kw_only(), py::arg("done"))
       .def(
-          "start_metrics",
+          "_start_metrics",
           [](C& c, py::object done) {
             return call_started<ck::MetricsResult>(c, std::move(done),
                                                    [&](auto h) { c.async_metrics(std::move(h)); });
@@ -709,7 +709,7 @@ void register_openai(py::module_& m) {
       chat_args(),
       "POST /v1/chat/completions, streamed: a ChatStream of StreamChunk (usage in the last chunk).");
   def_with(
-      client, "start_chat",
+      client, "_start_chat",
       [](C& c, std::string model, py::object messages, py::object prompt, py::object system, py::object max_tokens,
          py::object temperature, py::object top_p, py::object extra, py::object done) {
         auto req = make_chat(std::move(model), messages, prompt, system, max_tokens, temperature, top_p, extra);
@@ -719,7 +719,7 @@ void register_openai(py::module_& m) {
       chat_args(py::arg("done")),
       "Start chat(); done(CompletionResult | OpenAIError) is called on the I/O thread. Returns the Operation.");
   def_with(
-      client, "start_chat_stream",
+      client, "_start_chat_stream",
       [](C& c, std::string model, py::object messages, py::object prompt, py::object system, py::object max_tokens,
          py::object temperature, py::object top_p, py::object extra, py::object notify) {
         auto req = make_chat(std::move(model), messages, prompt, system, max_tokens, temperature, top_p, extra);
@@ -751,7 +751,7 @@ void register_openai(py::module_& m) {
       },
       completion_args(), "POST /v1/completions, streamed: a ChatStream of StreamChunk.");
   def_with(
-      client, "start_complete",
+      client, "_start_complete",
       [](C& c, std::string model, py::object prompt, py::object max_tokens, py::object temperature, py::object top_p,
          py::object extra, py::object done) {
         auto req = make_completion(std::move(model), prompt, max_tokens, temperature, top_p, extra);
@@ -760,7 +760,7 @@ void register_openai(py::module_& m) {
       },
       completion_args(py::arg("done")), "Start complete(); done(CompletionResult | OpenAIError) on the I/O thread.");
   def_with(
-      client, "start_complete_stream",
+      client, "_start_complete_stream",
       [](C& c, std::string model, py::object prompt, py::object max_tokens, py::object temperature, py::object top_p,
          py::object extra, py::object notify) {
         auto req = make_completion(std::move(model), prompt, max_tokens, temperature, top_p, extra);

@@ -784,7 +784,7 @@ void register_ray_cluster(py::module_& m) {
           },
           py::arg("tail") = 200u, "Each host's node output and Ray logs, last `tail` lines of each (0: all).")
       .def(
-          "start_up",
+          "_start_up",
           [](C const& c, py::object on_progress, py::object done) {
             auto op = cluster_operation(c);
             auto progress = progress_callback<ck::RayProgress>(op, std::move(on_progress));
@@ -794,7 +794,7 @@ void register_ray_cluster(py::module_& m) {
           py::arg("on_progress") = py::none(), py::kw_only(), py::arg("done"),
           "Start up(); done(RayUpResult | clusterkit.Error) is called on the I/O thread.")
       .def(
-          "start_status",
+          "_start_status",
           [](C const& c, py::object done) {
             auto op = cluster_operation(c);
             c.async_status(deliver_outcome<ck::RayClusterStatus>(op, std::move(done)));
@@ -802,7 +802,7 @@ void register_ray_cluster(py::module_& m) {
           },
           py::kw_only(), py::arg("done"), "Start status(); done(RayClusterStatus | clusterkit.Error).")
       .def(
-          "start_down",
+          "_start_down",
           [](C const& c, py::object done) {
             auto op = cluster_operation(c);
             c.async_down(deliver_outcome<std::vector<ck::RayDownOutcome>>(op, std::move(done)));
@@ -810,7 +810,7 @@ void register_ray_cluster(py::module_& m) {
           },
           py::kw_only(), py::arg("done"), "Start down(); done(list[RayDownOutcome] | clusterkit.Error).")
       .def(
-          "start_logs",
+          "_start_logs",
           [](C const& c, unsigned tail, py::object done) {
             auto op = cluster_operation(c);
             ck::RayLogsOptions o;
@@ -1231,7 +1231,7 @@ void register_vllm_serve(py::module_& m) {
           },
           py::arg("tail") = 200u, "The engine's log on the head, last `tail` lines (0: all).")
       .def(
-          "start_up",
+          "_start_up",
           [](V& s, py::object done) {
             auto op = serve_operation(s);
             s.async_up(deliver_outcome<ck::VllmUpResult>(op, std::move(done)));
@@ -1239,7 +1239,7 @@ void register_vllm_serve(py::module_& m) {
           },
           py::kw_only(), py::arg("done"), "Start up(); done(VllmUpResult | clusterkit.Error).")
       .def(
-          "start_wait_ready",
+          "_start_wait_ready",
           [](V const& s, py::object on_progress, py::object done) {
             auto op = serve_operation(s);
             auto progress = progress_callback<ck::VllmProgress>(op, std::move(on_progress));
@@ -1249,7 +1249,7 @@ void register_vllm_serve(py::module_& m) {
           py::arg("on_progress") = py::none(), py::kw_only(), py::arg("done"),
           "Start wait_ready(); done(VllmReady | clusterkit.Error).")
       .def(
-          "start_status",
+          "_start_status",
           [](V const& s, py::object done) {
             auto op = serve_operation(s);
             s.async_status(deliver_outcome<ck::VllmStatus>(op, std::move(done)));
@@ -1257,7 +1257,7 @@ void register_vllm_serve(py::module_& m) {
           },
           py::kw_only(), py::arg("done"), "Start status(); done(VllmStatus | clusterkit.Error).")
       .def(
-          "start_down",
+          "_start_down",
           [](V const& s, py::object done) {
             auto op = serve_operation(s);
             s.async_down(deliver_outcome<ck::VllmDownResult>(op, std::move(done)));
@@ -1265,7 +1265,7 @@ void register_vllm_serve(py::module_& m) {
           },
           py::kw_only(), py::arg("done"), "Start down(); done(VllmDownResult | clusterkit.Error).")
       .def(
-          "start_logs",
+          "_start_logs",
           [](V const& s, unsigned tail, py::object done) {
             auto op = serve_operation(s);
             ck::VllmLogsOptions o;

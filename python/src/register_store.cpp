@@ -507,7 +507,7 @@ void register_nas_mount(py::module_& m) {
           "Does every host see the same folder at the mount point? Each host's mount table, then token files "
           "written by each host and read by all.")
       .def(
-          "start_mount",
+          "_start_mount",
           [](N const& n, py::object const& hosts_in, py::object done) {
             auto hosts = host_list(hosts_in);
             if (hosts.empty()) return completed(std::move(done), std::vector<ck::MountOutcome>{});
@@ -518,7 +518,7 @@ void register_nas_mount(py::module_& m) {
           py::arg("hosts"), py::kw_only(), py::arg("done"),
           "Start mount(); done(list[MountOutcome]) is called on the I/O thread.")
       .def(
-          "start_unmount",
+          "_start_unmount",
           [](N const& n, py::object const& hosts_in, py::object const& options, py::object done) {
             auto hosts = host_list(hosts_in);
             auto o = unmount_options(options);
@@ -530,7 +530,7 @@ void register_nas_mount(py::module_& m) {
           py::arg("hosts"), py::arg("options") = py::none(), py::kw_only(), py::arg("done"),
           "Start unmount(); done(list[MountOutcome]) is called on the I/O thread.")
       .def(
-          "start_check",
+          "_start_check",
           [](N const& n, py::object const& hosts_in, py::object done) {
             auto hosts = host_list(hosts_in);
             auto op = nas_operation(hosts);
@@ -1124,7 +1124,7 @@ void register_model_store(py::module_& m) {
           "HostVerify per host, in order; never raises for a host's failure. on_progress(TransferProgress) "
           "(phase 'verify') follows each shard read and file hashed, and each host's end.")
       .def(
-          "start_download",
+          "_start_download",
           [](MS const& store, py::object const& host_in, py::object const& spec_in, py::object on_progress,
              py::object done) {
             auto host = one_host(host_in);
@@ -1138,7 +1138,7 @@ void register_model_store(py::module_& m) {
           py::arg("host"), py::arg("spec"), py::kw_only(), py::arg("on_progress") = py::none(), py::arg("done"),
           "Start download(); done(DownloadResult) is called on the I/O thread.")
       .def(
-          "start_sync",
+          "_start_sync",
           [](MS const& store, py::object const& host_in, py::object const& spec_in, py::object on_progress,
              py::object done) {
             auto host = one_host(host_in);
@@ -1151,7 +1151,7 @@ void register_model_store(py::module_& m) {
           py::arg("host"), py::arg("spec"), py::kw_only(), py::arg("on_progress") = py::none(), py::arg("done"),
           "Start sync(); done(SyncResult) is called on the I/O thread.")
       .def(
-          "start_verify",
+          "_start_verify",
           [](MS const& store, py::object const& hosts_in, py::object const& dir, py::object const& options,
              py::object on_progress, py::object done) {
             auto hosts = host_list(hosts_in);

@@ -24,7 +24,7 @@ void register_connection(CLI::App& app, GlobalOptions& g, Action& action) {
         hosts[i].async_connect([&, i](std::error_code ec) {
           outcomes[i].error = ec;
           outcomes[i].result.exit_code = ec ? -1 : 0;
-          if (ec) outcomes[i].result.message = hosts[i].last_diagnostic();
+          if (ec) outcomes[i].result.message = hosts[i].last_message();
           done[i].set_value();
         });
       }

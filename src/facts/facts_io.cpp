@@ -91,7 +91,7 @@ struct GatherOp : std::enable_shared_from_this<GatherOp> {
     --connecting;
     if (ec) {
       outcomes[i].error = ec;
-      outcomes[i].message = valid_utf8(hosts[i].last_diagnostic());
+      outcomes[i].message = valid_utf8(hosts[i].last_message());
       if (outcomes[i].message.empty()) outcomes[i].message = hosts[i].name() + ": " + ec.message();
     } else {
       connected[i] = true;

@@ -1076,7 +1076,7 @@ std::string const& Host::name() const { return impl_->spec.name; }
 Host::executor_type Host::get_executor() const { return impl_->strand; }
 std::string const& Host::control_path() const { return impl_->control_path; }
 
-std::string Host::last_diagnostic() const {
+std::string Host::last_message() const {
   std::lock_guard lock(impl_->diagnostic_mutex);
   return impl_->diagnostic;
 }

@@ -45,7 +45,7 @@ RunResult run(Host& host, Command command, RunOptions options) {
 void connect(Host& host) {
   auto [ec] = detail::block_on<std::error_code>(host.get_executor(), "clusterkit::connect",
                                                 [&](auto cb) { host.async_connect(std::move(cb)); });
-  if (ec) throw Error(ec, host.last_diagnostic().empty() ? ec.message() : host.last_diagnostic());
+  if (ec) throw Error(ec, host.last_message().empty() ? ec.message() : host.last_message());
 }
 
 TransferResult upload(Host& host, std::string local_path, std::string remote_path, TransferOptions options) {

@@ -291,7 +291,11 @@ awaitable<std::pair<std::error_code, RayUpResult>> up(RayCluster c, RayProgressC
       if (*started > 0) {
         last = co_await ask_head(c, std::chrono::seconds(30), false);
         if (co_await was_cancelled()) co_return false;
-        if (judge(last)) {
+        bool const whole = judge(last);
+        report_progress({"wait", result.status.alive_nodes, expected_nodes, result.status.gpus_total, expected_gpus,
+                         "Ray lists " + std::to_string(result.status.alive_nodes) + " of " + std::to_string(expected_nodes) +
+                             " nodes while the workers start"});
+        if (whole) {
           ready_early = true;
           co_return true;
         }
@@ -304,6 +308,7 @@ awaitable<std::pair<std::error_code, RayUpResult>> up(RayCluster c, RayProgressC
     report_progress({"start-workers", 1, expected_nodes, 0, expected_gpus,
                      "starting " + std::to_string(workers.size()) + " Ray worker" + (workers.size() == 1 ? "" : "s")});
     using namespace asio::experimental::awaitable_operators;
+    *started = 0;  // the head's line does not count: a worker's must come first
     auto first = co_await (start_nodes(workers) || ready_before_every_start_returned());
     std::vector<std::string> failures;
     if (first.index() == 0) failures = std::get<0>(std::move(first));
@@ -360,6 +365,9 @@ awaitable<std::pair<std::error_code, RayUpResult>> up(RayCluster c, RayProgressC
     if (co_await was_cancelled()) co_return fail(make_error_code(errc::cancelled), "cancelled while waiting for the nodes to join");
     co_await sleep_for(std::chrono::milliseconds(250));
   }
+  // A node Ray listed before its start command returned was started by then.
+  for (auto& n : result.nodes)
+    if (n.joined_ms > 0 && n.started_ms > n.joined_ms) n.started_ms = n.joined_ms;
   report_progress({"ready", result.status.alive_nodes, expected_nodes, result.status.gpus_total, expected_gpus, "ready"});
   unsigned kept = 0;
   for (auto const& d : decisions) kept += d.action == RayNodeAction::keep;

@@ -1109,7 +1109,13 @@ ModelFacts inspect_model(fs::path const& dir) {
     auto file = read_safetensors_header(path);
     shards.push_back({name, std::move(file.header), file.file_size});
   }
-  return facts_from_headers(std::move(from_config), dir, std::move(shards), index_total, have_index);
+  auto facts = facts_from_headers(std::move(from_config), dir, std::move(shards), index_total, have_index);
+  // Without an index the shards are the folder's *.safetensors files: one
+  // that cannot be read (a looping symlink, a FIFO) is left out, not silently.
+  if (!have_index)
+    for (auto const& u : unusable_safetensors(dir))
+      facts.warnings.push_back(u + ": left out (a shard must be a regular file, or a symlink to one)");
+  return facts;
 }
 
 ModelFacts inspect_snapshot(ModelSnapshot const& snapshot) {

@@ -70,6 +70,33 @@ expect "billion laughs" 2 "more than 100000 values once its aliases (*name) are 
 cp "$tmp/laughs.yaml" "$tmp/spec.yaml"
 expect "billion laughs in a deployment spec" 2 "more than 100000 values once its aliases" -- timeout 10 "$ck" plan "$tmp/spec.yaml"
 expect "chat - < /dev/zero" 2 "the prompt on stdin is larger than 16 MiB" -- sh -c "timeout 20 '$ck' chat --url $u - < /dev/zero"
+# Paths from a model folder stay in the folder; what is not a file is named.
+m="$tmp/model"
+mkdir -p "$m"
+python3 - "$m" <<'PY'
+import json, struct, sys
+d = sys.argv[1]
+json.dump({"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "hidden_size": 8, "num_attention_heads": 2,
+           "num_key_value_heads": 1, "num_hidden_layers": 1, "intermediate_size": 16, "vocab_size": 16,
+           "torch_dtype": "bfloat16", "max_position_embeddings": 64}, open(f"{d}/config.json", "w"))
+header = json.dumps({"model.embed_tokens.weight": {"dtype": "BF16", "shape": [16, 8], "data_offsets": [0, 256]}}).encode()
+open(f"{d}/model.safetensors", "wb").write(struct.pack("<Q", len(header)) + header + bytes(256))
+PY
+printf '%064d  ../../../etc/shadow\n' 0 >"$m/sha256sums"
+expect "a manifest that points out of the folder" 1 "'../../../etc/shadow' is outside the model folder" -- "$ck" model verify "$m"
+printf '%064d  /dev/zero\n' 0 >"$m/sha256sums"
+expect "a manifest that names a device" 1 "'/dev/zero' is outside the model folder" -- "$ck" model verify "$m"
+rm -f "$m/sha256sums"
+ln -s loop.safetensors "$m/loop.safetensors"
+expect "a looping symlink named *.safetensors, beside a shard" 0 "loop.safetensors is a symlink that loops: left out" -- "$ck" model inspect "$m"
+rm -f "$m/loop.safetensors"
+mkfifo "$m/pipe.safetensors"
+expect "a FIFO named *.safetensors, beside a shard" 0 "pipe.safetensors is a FIFO: left out" -- "$ck" model inspect "$m"
+mv "$m/model.safetensors" "$m/shard.bin"
+expect "a FIFO named *.safetensors, alone" 1 "has no usable *.safetensors file: pipe.safetensors is a FIFO" -- "$ck" model inspect "$m"
+mv "$m/shard.bin" "$m/model.safetensors"
+rm -f "$m/pipe.safetensors"
+expect "the folder itself, after the mistakes" 0 "model.safetensors" -- "$ck" model inspect "$m"
 # Results never lost silently: NUL bytes pass through plain exec, a cut
 # capture is flagged in --json and on stderr, -e is checked before connecting.
 checks=$((checks + 1))

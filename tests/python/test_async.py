@@ -210,7 +210,7 @@ def test_start_run_low_level_handle(local: ck.Host) -> None:
         done.set()
 
     started = threading.Event()
-    op = local.start_run(script="echo up; exec sleep 30", on_line=lambda s, line: started.set(), done=on_done)
+    op = local._start_run(script="echo up; exec sleep 30", on_line=lambda s, line: started.set(), done=on_done)
     assert isinstance(op, ck.Operation)
     assert not op.done()
     assert started.wait(5)  # the command is running

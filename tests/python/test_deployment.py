@@ -392,7 +392,7 @@ def test_from_file_lists_every_mistake(tmp_path: Path) -> None:
 def test_callbacks_and_done_must_be_callable() -> None:
     d = ck.Deployment.from_file(SEED)
     with pytest.raises(TypeError):
-        d.start_plan(done=42)  # type: ignore[arg-type]
+        d._start_plan(done=42)  # type: ignore[arg-type]
     with pytest.raises(TypeError):
         d.up(on_progress=42)  # type: ignore[arg-type]
 
