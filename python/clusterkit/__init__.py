@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, NamedTuple, Optional, TypeVar, Union
+from typing import Any, NamedTuple, Optional, TypeVar, Union, cast
 
 from . import _core
 from ._core import (
@@ -218,7 +218,12 @@ __all__ = [
 ]
 
 _Path = Union[str, "os.PathLike[str]"]
-_Argv = Sequence[Union[str, bytes, "os.PathLike[str]"]]
+# A list or tuple, not any Sequence: a str is a Sequence of str, and
+# host.run("hostname") would type-check, then fail at run time. (A list is
+# list[Any]: list is invariant, and a literal mixing str and Path would not
+# match list[str | PathLike]; the items are checked at run time.)
+_ArgvItem = Union[str, bytes, "os.PathLike[str]"]
+_Argv = Union[list[Any], tuple[_ArgvItem, ...]]
 _T = TypeVar("_T")
 
 _DEFAULT_CAPTURE = 64 << 20
@@ -576,21 +581,21 @@ class Inventory(_core.Inventory):
 async def gather_facts_async(hosts: Sequence[_core.Host], **options: Any) -> list[HostFactsOutcome]:
     """``gather_facts`` without blocking the event loop."""
     call = _AsyncCall()
-    outcomes: list[HostFactsOutcome] = await call.wait(gather_facts(hosts, _done=call.done, **options))
+    outcomes: list[HostFactsOutcome] = await call.wait(cast(Operation, gather_facts(hosts, _done=call.done, **options)))
     return outcomes
 
 
 async def run_preflight_async(hosts: Any, selector: str = "all", **options: Any) -> PreflightRun:
     """``run_preflight`` without blocking the event loop."""
     call = _AsyncCall()
-    run: PreflightRun = await call.wait(run_preflight(hosts, selector, _done=call.done, **options))
+    run: PreflightRun = await call.wait(cast(Operation, run_preflight(hosts, selector, _done=call.done, **options)))
     return run
 
 
 async def nccl_check_async(hosts: Sequence[_core.Host], **options: Any) -> NcclCheckResult:
     """``nccl_check`` without blocking the event loop."""
     call = _AsyncCall()
-    result: NcclCheckResult = await call.wait(nccl_check(hosts, _done=call.done, **options))
+    result: NcclCheckResult = await call.wait(cast(Operation, nccl_check(hosts, _done=call.done, **options)))
     return result
 
 

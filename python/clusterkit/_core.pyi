@@ -7,7 +7,12 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, ClassVar, Literal, Union, overload
 
 _Path = Union[str, os.PathLike[str]]
-_Argv = Sequence[Union[str, bytes, os.PathLike[str]]]
+# A list or tuple, not any Sequence: a str is a Sequence of str, and
+# host.run("hostname") would type-check, then fail at run time. (A list is
+# list[Any]: list is invariant, and a literal mixing str and Path would not
+# match list[str | PathLike]; the items are checked at run time.)
+_ArgvItem = Union[str, bytes, os.PathLike[str]]
+_Argv = Union[list[Any], tuple[_ArgvItem, ...]]
 _CancelKind = Literal["terminal", "partial", "total"]
 
 __version__: str

@@ -96,6 +96,35 @@ def test_stubtest_finds_nothing_but_the_allowlisted_pybind11_differences(tmp_pat
         f"into {ALLOWLIST.name}, see its top):\n{p.stdout}{p.stderr}")
 
 
+def test_mypy_accepts_the_package_and_refuses_a_string_for_argv(tmp_path: Path) -> None:
+    """The package and its examples type-check; `host.run("hostname")` does
+    not (a str is a Sequence of str: the stubs take a list or a tuple)."""
+    if importlib.util.find_spec("mypy") is None:
+        pytest.fail("mypy is not installed for this python: run scripts/install-deps.sh", pytrace=False)
+    package_parent = Path(clusterkit.__file__).resolve().parent.parent
+    use = tmp_path / "use.py"
+    use.write_text(
+        "from pathlib import Path\n"
+        "import clusterkit as ck\n"
+        "h = ck.Host(ck.HostSpec.local_machine('me'))\n"
+        "cmd: list[str] = ['echo', 'x']\n"
+        "h.run(cmd)\n"
+        "h.run(['echo', Path('/tmp')])\n"
+        "h.run(('echo', 'y'))\n"
+        "ck.run_on_hosts([h], ['true'])\n"
+        "h.run('hostname')  # line 9: refused\n")
+    env = dict(os.environ, MYPYPATH=str(package_parent))
+    p = subprocess.run([sys.executable, "-m", "mypy", "--no-incremental", "--cache-dir", str(tmp_path / "cache"),
+                        str(use)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    errors = [line for line in p.stdout.splitlines() if ": error:" in line]
+    assert len(errors) == 1 and "use.py:9:" in errors[0] and '"str"' in errors[0], p.stdout + p.stderr
+    examples = sorted(str(f) for f in (Path(__file__).parents[2] / "examples" / "python").glob("*.py"))
+    p = subprocess.run([sys.executable, "-m", "mypy", "--no-incremental", "--cache-dir", str(tmp_path / "cache"),
+                        str(package_parent / "clusterkit"), *examples], cwd=tmp_path, env=env, capture_output=True,
+                       text=True, timeout=300)
+    assert p.returncode == 0, p.stdout + p.stderr
+
+
 def test_signatures_match_the_docstrings() -> None:
     stub = Path(clusterkit.__file__).with_name("_core.pyi").read_text()
     problems = stub_signatures.check(_core, stub)
