@@ -252,7 +252,10 @@ RayNodePlan plan_ray_node(RayClusterSpec const& spec, std::string const& host, b
     // Detached from our session (setsid) so Ray outlives this command; its
     // own output goes to a log in the temp dir, where `logs` finds it.
     s << "printf '%s\\n' " << shell::quote(p.fingerprint) << " > .clusterkit-fingerprint\n"
-      << "rm -f .clusterkit-start-rc\n"
+      // Emptied here, before the start: the loop below must not find an
+      // earlier start's line in it before `ray start`'s own redirection
+      // has truncated it.
+      << "rm -f .clusterkit-start-rc; : > ray-start.log\n"
       // The session id is recorded so that `down` stops all of it; the
       // session's shell writes `ray start`'s exit status to a file. Nothing
       // of it holds this command's output, so the command may end first.
