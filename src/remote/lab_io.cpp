@@ -1955,8 +1955,20 @@ void lab_down(std::string const& name, std::string const& state_dir) {
   Paths paths{normalize_state_dir(name, state_dir)};
   std::error_code ec;
   if (list_lab_netns(name).empty() && list_lab_veths(name).empty() && !link_exists(bridge_name(name)) &&
-      !fs::exists(paths.dir, ec))
-    return;  // nothing there
+      !fs::exists(paths.dir, ec)) {
+    // Nothing there; a lab_up that failed before making anything may have
+    // left its lock file, which goes too (under the lock: a lab_up running
+    // now finishes first).
+    if (!fs::exists("/run/clusterkit/lab-" + name + ".lock", ec)) return;
+    NameLock lock(name);
+    if (list_lab_netns(name).empty() && !fs::exists(paths.dir, ec)) {
+      lock.remove_file();
+      return;
+    }
+    down_impl(name, paths);
+    lock.remove_file();
+    return;
+  }
   NameLock lock(name);
   down_impl(name, paths);
   lock.remove_file();

@@ -194,6 +194,12 @@ PY
   ip netns list | grep -q "^ck-$lab-" && left="$left netns:$(ip netns list | grep "^ck-$lab-" | tr '\n' ' ')"
   [ -e "/run/clusterkit/lab-$lab.lock" ] && left="$left /run/clusterkit/lab-$lab.lock"
   [ -n "$left" ] && fail "left after lab down:$left"
+  # A lock file left by a lab up that failed before making anything goes
+  # with `lab down` too.
+  mkdir -p /run/clusterkit && : >"/run/clusterkit/lab-$lab.lock"
+  expect "lab down with only a lock file left" 0 "" -- "$ck" lab down --name "$lab" --state-dir "$st"
+  checks=$((checks + 1))
+  [ -e "/run/clusterkit/lab-$lab.lock" ] && fail "lab down left /run/clusterkit/lab-$lab.lock"
 fi
 echo "test_cli: $((checks - failures))/$checks checks passed"
 [ "$failures" -eq 0 ]
