@@ -10,6 +10,7 @@
 // pid; nothing is mounted in the machine's own mount namespace.
 #pragma once
 
+#include <stop_token>
 #include <string>
 #include <vector>
 
@@ -92,7 +93,12 @@ struct LabStatus {
 /// it is; a broken or different one is taken down and rebuilt. Throws
 /// Error(errc::lab_needs_root) when not root, Error(errc::lab_failed) naming
 /// the step that failed.
-LabStatus lab_up(LabOptions const& options);
+///
+/// `stop`: a stop request (Ctrl-C in the CLI and in Python) kills the step's
+/// running command, takes down what was made so far, and throws
+/// Error(errc::cancelled); nothing of the lab is left. Taking a lab down is
+/// never cut short: lab_down (and the clean-up here) run to their end, seconds.
+LabStatus lab_up(LabOptions const& options, std::stop_token stop = {});
 /// What is there now, from the state folder and the live namespaces.
 LabStatus lab_status(std::string const& name = "ck", std::string const& state_dir = "");
 /// Stop every process of the lab by pid, delete its namespaces, bridge,

@@ -4,7 +4,44 @@
 
 #include "clusterkit/lab.hpp"
 
+#include <chrono>
+#include <future>
+#include <stop_token>
+
 namespace ckpy {
+namespace {
+
+// lab_up on a thread of its own while this one runs Python's signal handlers
+// every 100 ms: Ctrl-C (KeyboardInterrupt) asks lab_up to stop, which kills
+// the step's command and takes down what was made; the KeyboardInterrupt is
+// raised once that is done.
+ck::LabStatus lab_up_interruptible(ck::LabOptions const& options) {
+  using namespace std::chrono_literals;
+  std::stop_source stop;
+  auto done = std::async(std::launch::async, [&options, token = stop.get_token()] { return ck::lab_up(options, token); });
+  for (;;) {
+    {
+      py::gil_scoped_release nogil;
+      if (done.wait_for(100ms) == std::future_status::ready) break;
+    }
+    if (PyErr_CheckSignals() != 0) {
+      py::error_already_set interrupt;
+      stop.request_stop();
+      {
+        py::gil_scoped_release nogil;
+        done.wait();
+      }
+      try {
+        done.get();  // Error(cancelled), or a lab that came up just then
+      } catch (...) {
+      }
+      throw interrupt;
+    }
+  }
+  return done.get();
+}
+
+}  // namespace
 
 void register_lab(py::module_& m) {
   using HS = ck::LabHostStatus;
@@ -64,8 +101,7 @@ void register_lab(py::module_& m) {
         if (!roles.is_none()) o.roles = string_list(roles, "roles");
         o.gpu_model = std::move(gpu_model);
         o.gpu_memory_gib = gpu_memory_gib;
-        py::gil_scoped_release nogil;
-        return ck::lab_up(o);
+        return lab_up_interruptible(o);
       },
       py::arg("hosts") = 2, py::arg("nas") = false, py::arg("name") = "ck", py::arg("subnet") = "10.88.0",
       py::arg("state_dir") = "", py::kw_only(), py::arg("docker") = false, py::arg("gpus") = 0,
@@ -73,7 +109,8 @@ void register_lab(py::module_& m) {
       "Bring a lab up (root only); idempotent. docker=True runs a real Docker engine in each host (needs "
       "scripts/install-serving.sh); gpus=N declares N SIMULATED GPUs per GPU host in the inventory; roles gives h1..hN "
       "their roles in order (head, worker, gpu, download). Raises clusterkit.Error ('lab_needs_root', 'lab_failed', "
-      "'invalid_argument', 'program_missing').");
+      "'invalid_argument', 'program_missing'). Ctrl-C stops it and takes down what it made, then raises "
+      "KeyboardInterrupt.");
   m.def(
       "lab_status",
       [](std::string name, py::object state_dir) {
@@ -90,7 +127,8 @@ void register_lab(py::module_& m) {
         ck::lab_down(name, dir);
       },
       py::arg("name") = "ck", py::arg("state_dir") = "",
-      "Stop every process of the lab and delete its namespaces, bridge and state. Safe when nothing is up.");
+      "Stop every process of the lab and delete its namespaces, bridge and state. Safe when nothing is up. Runs to "
+      "its end (seconds); a Ctrl-C meanwhile raises KeyboardInterrupt after.");
 }
 
 }  // namespace ckpy

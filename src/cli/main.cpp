@@ -143,7 +143,7 @@ int main(int argc, char** argv) {
     return action ? action() : 2;
   } catch (Error const& e) {
     std::fprintf(stderr, "clusterkit: %s\n", e.what());
-    return 2;
+    return e.code() == make_error_code(errc::cancelled) ? 130 : 2;
   } catch (std::exception const& e) {
     std::fprintf(stderr, "clusterkit: %s\n", e.what());
     return 2;

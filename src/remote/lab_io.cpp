@@ -59,7 +59,9 @@
 #include <sstream>
 #include <string>
 #include <string_view>
+#include <stop_token>
 #include <thread>
+#include <utility>
 #include <vector>
 
 extern char** environ;
@@ -82,6 +84,37 @@ long long elapsed_ms(clock_type::time_point since) {
 }
 
 [[noreturn]] void fail(errc code, std::string const& message) { throw Error(make_error_code(code), message); }
+
+// The stop request of the lab_up running on this thread (none elsewhere).
+// Thread-local rather than a parameter of every helper: run(), the waits and
+// parallel_for's workers all see it, and lab_down's clean-up after a stop
+// runs with it cleared.
+thread_local std::stop_token t_stop;
+
+bool stop_requested() { return t_stop.stop_requested(); }
+
+[[noreturn]] void fail_stopped(std::string const& what) {
+  fail(errc::cancelled, "lab up: stopped (interrupted) while " + what + ".");
+}
+
+void throw_if_stopped(std::string const& what) {
+  if (stop_requested()) fail_stopped(what);
+}
+
+// flock(LOCK_EX) that a stop request interrupts (another lab_up may hold the
+// lock for minutes while it builds the runtime image).
+void lock_exclusive(int fd, std::string const& what) {
+  if (!t_stop.stop_possible()) {
+    while (::flock(fd, LOCK_EX) != 0 && errno == EINTR) {
+    }
+    return;
+  }
+  while (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    if (errno != EWOULDBLOCK && errno != EINTR) return;  // as the blocking form would
+    if (stop_requested()) fail_stopped("waiting for " + what);
+    std::this_thread::sleep_for(50ms);
+  }
+}
 
 using detail::lines_of;
 using detail::split_ws;
@@ -224,7 +257,10 @@ Result run(std::vector<std::string> const& argv, std::string const& input = {},
   sigfillset(&all);
   posix_spawnattr_setsigmask(&attr, &none);
   posix_spawnattr_setsigdefault(&attr, &all);
-  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+  // Its own process group: Ctrl-C at the terminal reaches clusterkit (which
+  // stops the step and cleans up) rather than killing `ip` or `tar` half-way.
+  posix_spawnattr_setpgroup(&attr, 0);
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETPGROUP);
 
   std::vector<char*> cargv;
   for (auto const& a : argv) cargv.push_back(const_cast<char*>(a.c_str()));
@@ -263,7 +299,8 @@ Result run(std::vector<std::string> const& argv, std::string const& input = {},
   }
   int out_fd = out_pipe[0], err_fd = err_pipe[0];
   auto deadline = clock_type::now() + timeout;
-  bool timed_out = false;
+  bool timed_out = false, stopped = false;
+  int const poll_ms = t_stop.stop_possible() ? 100 : 1000;
   while (out_fd >= 0 || err_fd >= 0 || in_fd >= 0) {
     pollfd fds[3];
     int n = 0;
@@ -277,7 +314,12 @@ Result run(std::vector<std::string> const& argv, std::string const& input = {},
       ::kill(pid, SIGKILL);  // our own child, by pid
       break;
     }
-    int pr = ::poll(fds, n, static_cast<int>(std::min<long long>(left, 1000)));
+    if (stop_requested()) {
+      stopped = true;
+      ::kill(pid, SIGKILL);  // our own child, by pid
+      break;
+    }
+    int pr = ::poll(fds, n, static_cast<int>(std::min<long long>(left, poll_ms)));
     if (pr < 0 && errno != EINTR) break;
     if (pr <= 0) continue;
     char buf[8192];
@@ -318,6 +360,8 @@ Result run(std::vector<std::string> const& argv, std::string const& input = {},
     r.status = WEXITSTATUS(status);
   else if (WIFSIGNALED(status))
     r.status = 128 + WTERMSIG(status);
+  // A child that died of the stop's signal some other way counts as stopped.
+  if (stopped || stop_requested()) fail_stopped("running `" + shell::join_for_display(argv) + "`");
   if (timed_out) r.err += "\n(killed after " + std::to_string(timeout.count() / 1000) + " s without finishing)";
   return r;
 }
@@ -347,7 +391,9 @@ void parallel_for(size_t n, F const& fn) {
   std::atomic<size_t> next{0};
   std::exception_ptr first;
   std::mutex m;
+  std::stop_token const stop = t_stop;
   auto body = [&] {
+    t_stop = stop;
     for (;;) {
       size_t i = next++;
       if (i >= n) return;
@@ -514,6 +560,11 @@ std::vector<bool> probe_sshd(std::vector<std::string> const& addrs, clock_type::
   };
   auto next_dead_check = clock_type::now() + 100ms;
   for (;;) {
+    if (stop_requested()) {
+      for (auto& p : probes)
+        if (p.fd >= 0) ::close(p.fd);
+      fail_stopped("waiting for the hosts' sshd");
+    }
     auto now = clock_type::now();
     if (dead && now >= next_dead_check) {
       next_dead_check = now + 100ms;
@@ -1118,7 +1169,11 @@ public:
         spdlog::debug("lab: no lock {} ({}); going on without", path_, std::strerror(errno));
         return;
       }
-      while (::flock(fd_, LOCK_EX) != 0 && errno == EINTR) {
+      try {
+        lock_exclusive(fd_, "another clusterkit process working on lab \"" + name + "\" (" + path_ + ")");
+      } catch (...) {
+        ::close(fd_);  // no destructor runs for a constructor that throws
+        throw;
       }
       struct stat held {}, there {};
       if (::fstat(fd_, &held) == 0 && ::stat(path_.c_str(), &there) == 0 && held.st_ino == there.st_ino &&
@@ -1247,9 +1302,7 @@ RuntimeImage ensure_runtime_image() {
       if (fd >= 0) ::close(fd);
     }
   } unlock{lock};
-  if (lock >= 0)
-    while (::flock(lock, LOCK_EX) != 0 && errno == EINTR) {
-    }
+  if (lock >= 0) lock_exclusive(lock, "another lab up building the runtime image (" + dir + "/lab-runtime.lock)");
   if (fs::exists(img.tarball, ec) && read_file(stamp_path) == stamp) return img;
 
   std::string unshare = require(kUnshare);
@@ -1263,7 +1316,9 @@ RuntimeImage ensure_runtime_image() {
   // debootstrap mounts /proc and /sys inside the new root while it installs;
   // its own private mount namespace keeps those mounts off the machine (and
   // a pid namespace stops anything a package script started).
-  Result r = run({unshare, "--mount", "--propagation", "private", "--pid", "--fork", "--mount-proc", debootstrap,
+  // --kill-child: a timeout or a stop kills `unshare`; debootstrap (pid 1 of
+  // the new namespace) and everything it started go with it.
+  Result r = run({unshare, "--mount", "--propagation", "private", "--pid", "--fork", "--kill-child", "--mount-proc", debootstrap,
                   "--variant=minbase", std::string("--include=") + kImagePackages, kImageSuite, rootfs, mirror},
                  {}, 15min);
   if (r.status != 0) {
@@ -1324,6 +1379,7 @@ std::string wait_for_engines(std::vector<HostPlan> const& hosts, Paths const& pa
   std::map<size_t, std::string> dead;
   auto next_log_check = clock_type::now();
   while (!pending.empty() && clock_type::now() < deadline) {
+    throw_if_stopped("waiting for the hosts' Docker engines");
     std::vector<size_t> still;
     bool check_logs = clock_type::now() >= next_log_check;
     if (check_logs) next_log_check = clock_type::now() + 250ms;
@@ -1897,7 +1953,12 @@ LabStatus lab_status(std::string const& name, std::string const& state_dir) {
   return s;
 }
 
-LabStatus lab_up(LabOptions const& options) {
+LabStatus lab_up(LabOptions const& options, std::stop_token stop) {
+  // This thread's stop token for the helpers; cleared again on every way out.
+  struct StopScope {
+    explicit StopScope(std::stop_token s) { t_stop = std::move(s); }
+    ~StopScope() { t_stop = {}; }
+  } stop_scope{std::move(stop)};
   validate_name(options.name);
   validate_subnet(options.subnet);
   if (options.hosts < 1 || options.hosts > kMaxHosts)
@@ -1936,11 +1997,21 @@ LabStatus lab_up(LabOptions const& options) {
       }
     }
   }
-  down_impl(options.name, paths);
+  throw_if_stopped("starting");
+  {
+    // Taking down what is there runs to its end; a stop asked meanwhile is
+    // seen right after.
+    std::stop_token const keep = std::exchange(t_stop, {});
+    down_impl(options.name, paths);
+    t_stop = keep;
+  }
+  throw_if_stopped("taking down the previous lab");
   try {
     return up_impl(options, paths);
   } catch (...) {
-    // Leave nothing half-made behind; the error already carries the logs.
+    // Leave nothing half-made behind (after a stop request too: the clean-up
+    // runs to its end); the error already carries the logs.
+    t_stop = {};
     try {
       down_impl(options.name, paths);
     } catch (std::exception const& e) {

@@ -200,6 +200,32 @@ PY
   expect "lab down with only a lock file left" 0 "" -- "$ck" lab down --name "$lab" --state-dir "$st"
   checks=$((checks + 1))
   [ -e "/run/clusterkit/lab-$lab.lock" ] && fail "lab down left /run/clusterkit/lab-$lab.lock"
+  # A stop (SIGTERM here; Ctrl-C's SIGINT takes the same path, and a script's
+  # background job ignores SIGINT) while `lab up` waits for its hosts: exit
+  # 130 naming the step, and nothing of the lab is left. An `sshd` that never
+  # answers holds it there (outside /tmp: each host has a private /tmp).
+  fake=$(mktemp -d /run/ck-test-fake-sshd-XXXXXX)
+  printf '#!/bin/sh\nexec sleep 60\n' >"$fake/sshd" && chmod +x "$fake/sshd"
+  PATH="$fake:$PATH" "$ck" lab up --name "$lab" --hosts 2 --subnet $sub --state-dir "$st" >"$tmp/labstop.log" 2>&1 &
+  up=$!
+  for _ in $(seq 1 400); do ip netns list | grep -q "^ck-$lab-" && break; sleep 0.05; done
+  sleep 0.3
+  kill -TERM "$up"
+  rc=0; wait "$up" || rc=$?
+  checks=$((checks + 1))
+  if [ "$rc" != 130 ] || ! grep -qF "stopped (interrupted) while waiting for the hosts' sshd" "$tmp/labstop.log"; then
+    fail "lab up stopped by SIGTERM: rc $rc (expected 130)"; cat "$tmp/labstop.log"
+  fi
+  checks=$((checks + 1))
+  left=""
+  ip netns list | grep -q "^ck-$lab-" && left="$left netns:$(ip netns list | grep "^ck-$lab-" | tr '\n' ' ')"
+  [ -e "/sys/class/net/ckbr-$lab" ] && left="$left bridge ckbr-$lab"
+  [ -e "$st" ] && left="$left $st"
+  [ -n "$left" ] && fail "left after lab up was stopped:$left"
+  rm -rf "$fake"
+  "$ck" lab down --name "$lab" --state-dir "$st" >/dev/null 2>&1 || fail "lab down after the stop"
+  checks=$((checks + 1))
+  [ -e "/run/clusterkit/lab-$lab.lock" ] && fail "lab down left /run/clusterkit/lab-$lab.lock"
 fi
 echo "test_cli: $((checks - failures))/$checks checks passed"
 [ "$failures" -eq 0 ]

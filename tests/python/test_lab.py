@@ -209,3 +209,60 @@ def test_lab_roles_are_checked() -> None:
     with pytest.raises(TypeError):
         ck.lab_up(hosts=2, name="tlpyx", subnet="10.88.74", roles="head,worker")  # type: ignore[arg-type]
     assert not ck.lab_status("tlpyx").exists
+
+
+def test_lab_up_ctrl_c_stops_the_step_and_leaves_nothing() -> None:
+    """Ctrl-C while lab_up waits for the hosts: KeyboardInterrupt once what it
+    made (namespaces, bridge, veths, state folder) is gone again. An `sshd`
+    that never answers (first on PATH) holds lab_up in that wait."""
+    import signal
+    import subprocess
+    import sys
+    import tempfile
+
+    name, subnet = "tlpyc", "10.88.75"
+    # Not under /tmp: each lab host has a private /tmp and would not see it.
+    fake_bin = tempfile.mkdtemp(prefix="ck-test-fake-sshd-", dir="/run")
+    sshd = os.path.join(fake_bin, "sshd")
+    with open(sshd, "w") as f:
+        f.write("#!/bin/sh\nexec sleep 60\n")
+    os.chmod(sshd, 0o755)
+    env = dict(os.environ, PATH=fake_bin + ":" + os.environ.get("PATH", ""), PYTHONPATH=":".join(sys.path))
+    code = (
+        "import clusterkit as ck, time\n"
+        "t = time.monotonic()\n"
+        "try:\n"
+        f"    ck.lab_up(hosts=2, name={name!r}, subnet={subnet!r})\n"
+        "    print('came up')\n"
+        "except KeyboardInterrupt:\n"
+        "    print('KeyboardInterrupt')\n"
+    )
+
+    def ours() -> list[str]:
+        out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
+        return [line.split()[0] for line in out.splitlines() if line.startswith(f"ck-{name}-")]
+
+    proc = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not ours() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert ours(), f"lab_up never made its namespaces: {proc.communicate(timeout=30)}"
+        time.sleep(0.3)  # its hosts are starting; their sshd never answers
+        asked = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+        took = time.monotonic() - asked
+        assert out.strip() == "KeyboardInterrupt", (out, err)
+        assert took < 10, f"the stop took {took:.1f} s"
+        assert ours() == []
+        assert not os.path.exists(f"/sys/class/net/ckbr-{name}")
+        assert not os.path.exists(f"/run/clusterkit/lab-{name}")
+        status = ck.lab_status(name)
+        assert not status.exists and status.hosts == []
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        ck.lab_down(name)
+        shutil.rmtree(fake_bin, ignore_errors=True)
