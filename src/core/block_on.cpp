@@ -35,4 +35,8 @@ void refuse_blocking_here(boost::asio::any_io_executor const& executor, std::str
                     "from another thread");
 }
 
+void throw_if_failed(std::error_code ec, std::string const& message) {
+  if (ec) throw Error(ec, message.empty() ? ec.message() : message);
+}
+
 }  // namespace clusterkit::detail

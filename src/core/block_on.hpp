@@ -9,7 +9,9 @@
 #include <boost/asio/strand.hpp>
 
 #include <future>
+#include <string>
 #include <string_view>
+#include <system_error>
 #include <tuple>
 #include <type_traits>
 #include <utility>
@@ -38,6 +40,11 @@ bool running_in_this_thread(boost::asio::any_io_executor const& executor) noexce
 /// Throws Error(errc::invalid_argument) naming `what` when waiting here would
 /// deadlock (see running_in_this_thread).
 void refuse_blocking_here(boost::asio::any_io_executor const& executor, std::string_view what);
+
+/// The blocking forms' one rule (README, "Errors"): an operation that did not
+/// do its job throws Error(ec) with its result's sentence, or the code's own
+/// message when the result has none. Nothing when `ec` is clear.
+void throw_if_failed(std::error_code ec, std::string const& message);
 
 /// Starts an operation with `start(handler)` and waits for its handler,
 /// whose arguments come back as a tuple: block_on<std::error_code, RunResult>

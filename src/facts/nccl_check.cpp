@@ -439,6 +439,21 @@ NcclCheckResult evaluate_nccl_check(std::vector<NcclHostRun> runs, std::vector<s
   if (!r.problems.empty() && (contains(all, "connectFullMesh") || gloo_failed))
       r.problems.push_back("hint: Gloo failures usually mean the wrong interface: set GLOO_SOCKET_IFNAME (and "
                            "NCCL_SOCKET_IFNAME) to the interface each host reaches the head by (clusterkit preflight prints it)");
+  // NCCL's own words for an interface that does not exist name neither the
+  // variable nor the value (seen on an H100 with NCCL_SOCKET_IFNAME=nosuch0).
+  for (std::size_t i = 0; i < runs.size() && i < outputs.size(); ++i) {
+    if (!contains(outputs[i], "no socket interface found") && !contains(runs[i].output_tail, "no socket interface found"))
+      continue;
+    auto const& env = runs[i].launch.env;
+    auto it = env.find("NCCL_SOCKET_IFNAME");
+    std::string const setting =
+        it == env.end() ? std::string("no interface NCCL could use (NCCL_SOCKET_IFNAME is not set)")
+                        : "no interface matching NCCL_SOCKET_IFNAME=" + it->second;
+    r.problems.push_back("hint: NCCL found " + setting + " on " + runs[i].host +
+                         ": set NCCL_SOCKET_IFNAME (and GLOO_SOCKET_IFNAME) to the interface that host reaches the "
+                         "head by (`ip -o route get HEAD_ADDRESS` there; clusterkit preflight prints it), or let "
+                         "nccl-check set both from the route (drop --no-ifname and the -e for them)");
+  }
   if (!r.problems.empty() && (contains(all, "NCCL WARN") || contains(all, "ncclSystemError") || contains(all, "ncclRemoteError")))
     r.problems.push_back("hint: NCCL failed between hosts: check NCCL_SOCKET_IFNAME and that TCP between the GPU hosts is "
                          "open on all ports (clusterkit preflight's nccl-ports check); NCCL_DEBUG=INFO shows more");

@@ -56,7 +56,7 @@ BenchSummary summarize(std::vector<BenchSample> const& samples, std::vector<doub
     any = true;
     if (!r.ok()) {
       ++s.failed;
-      ++s.errors[r.error.empty() ? "unknown error" : r.error];
+      ++s.errors[r.error];  // not ok() means error is set
       continue;
     }
     ++s.completed;

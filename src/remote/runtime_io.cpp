@@ -38,21 +38,21 @@ RunResult run(Host& host, Command command, RunOptions options) {
   auto [ec, result] = detail::block_on<std::error_code, RunResult>(host.get_executor(), "clusterkit::run", [&](auto cb) {
     host.async_run(std::move(command), std::move(options), std::move(cb));
   });
-  if (ec) throw Error(ec, result.message.empty() ? ec.message() : result.message);
+  detail::throw_if_failed(ec, result.message);
   return std::move(result);
 }
 
 void connect(Host& host) {
   auto [ec] = detail::block_on<std::error_code>(host.get_executor(), "clusterkit::connect",
                                                 [&](auto cb) { host.async_connect(std::move(cb)); });
-  if (ec) throw Error(ec, host.last_message().empty() ? ec.message() : host.last_message());
+  detail::throw_if_failed(ec, host.last_message());
 }
 
 TransferResult upload(Host& host, std::string local_path, std::string remote_path, TransferOptions options) {
   auto [ec, result] = detail::block_on<std::error_code, TransferResult>(host.get_executor(), "clusterkit::upload", [&](auto cb) {
     host.async_upload(std::move(local_path), std::move(remote_path), std::move(options), std::move(cb));
   });
-  if (ec) throw Error(ec, result.message.empty() ? ec.message() : result.message);
+  detail::throw_if_failed(ec, result.message);
   return result;
 }
 
@@ -60,7 +60,7 @@ TransferResult download(Host& host, std::string remote_path, std::string local_p
   auto [ec, result] = detail::block_on<std::error_code, TransferResult>(host.get_executor(), "clusterkit::download", [&](auto cb) {
     host.async_download(std::move(remote_path), std::move(local_path), std::move(options), std::move(cb));
   });
-  if (ec) throw Error(ec, result.message.empty() ? ec.message() : result.message);
+  detail::throw_if_failed(ec, result.message);
   return result;
 }
 

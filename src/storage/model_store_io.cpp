@@ -691,7 +691,7 @@ DownloadResult download_model(ModelStore const& store, Host host, DownloadSpec s
 DownloadResult download_model(ModelStore const& store, Host host, DownloadSpec spec, ProgressCallback progress) {
   std::error_code ec;
   auto result = download_model(store, std::move(host), std::move(spec), std::move(progress), ec);
-  if (ec) throw Error(ec, result.message.empty() ? ec.message() : result.message);
+  detail::throw_if_failed(ec, result.message);
   return result;
 }
 
@@ -707,7 +707,7 @@ SyncResult sync_model(ModelStore const& store, Host host, SyncSpec spec, Progres
 SyncResult sync_model(ModelStore const& store, Host host, SyncSpec spec, ProgressCallback progress) {
   std::error_code ec;
   auto result = sync_model(store, std::move(host), std::move(spec), std::move(progress), ec);
-  if (ec) throw Error(ec, result.message.empty() ? ec.message() : result.message);
+  detail::throw_if_failed(ec, result.message);
   return result;
 }
 

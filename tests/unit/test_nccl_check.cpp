@@ -257,6 +257,29 @@ TEST_CASE("verdict: missing ranks, failed hosts, hints", "[nccl]") {
   CHECK_THAT(rendezvous.summary(), Contains("rendezvous"));
 }
 
+TEST_CASE("a wrong NCCL_SOCKET_IFNAME: the hint names the variable, its value and the host (seen on an H100)", "[nccl]") {
+  // The program's lines from the real capture; NCCL's message alone was
+  // "Bootstrap : no socket interface found".
+  std::ifstream in(fixtures / "nvidia-smi" / "h100x1" / "nccl-wrong-nccl-ifname.txt");
+  std::string line, program;
+  while (std::getline(in, line))
+    if (line.rfind("@@ck-nccl ", 0) == 0) program += line + "\n";
+  REQUIRE_THAT(program, Contains("no socket interface found"));
+  auto run = host_run("h200", 1);
+  run.launch.env["NCCL_SOCKET_IFNAME"] = "nosuch0";
+  auto r = evaluate_nccl_check({run}, {program}, 1);
+  CHECK_FALSE(r.ok());
+  auto text = r.summary();
+  CHECK_THAT(text, Contains("no interface matching NCCL_SOCKET_IFNAME=nosuch0 on h200"));
+  CHECK_THAT(text, Contains("ip -o route get"));
+  // Unset: says so rather than naming a value.
+  auto unset = evaluate_nccl_check({host_run("h200", 1)}, {program}, 1);
+  CHECK_THAT(unset.summary(), Contains("NCCL_SOCKET_IFNAME is not set"));
+  // Other failures get no such hint.
+  auto other = evaluate_nccl_check({run}, {"RuntimeError: CUDA out of memory\n"}, 1);
+  CHECK_THAT(other.summary(), !Contains("NCCL_SOCKET_IFNAME=nosuch0"));
+}
+
 TEST_CASE("one rank: no bandwidth to report (seen on one H200: 9,253 GB/s of nothing)", "[nccl]") {
   // What the one-GPU run on a real H200 printed (tests/fixtures/nvidia-smi/
   // h200x1/nccl.txt): the all_reduce of one rank moves no data, so its
