@@ -255,6 +255,10 @@ struct VllmReady {
   double ready_seconds = 0;
   /// The engine's own start time (its uptime when startup completed).
   double engine_start_seconds = 0;
+  /// Seconds spent waiting for the engine's answers to the readiness
+  /// requests (/health, /v1/models, the first token): the engine's own work,
+  /// as a benchmark's requests are (a deployment's own time leaves it out).
+  double answer_seconds = 0;
   std::string first_token;
   std::string message;
   nlohmann::json to_json() const;

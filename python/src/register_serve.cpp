@@ -1126,6 +1126,7 @@ void register_vllm_serve(py::module_& m) {
       .def_readonly("startup_complete_seconds", &R::startup_complete_seconds)
       .def_readonly("health_seconds", &R::health_seconds)
       .def_readonly("ready_seconds", &R::ready_seconds)
+      .def_readonly("answer_seconds", &R::answer_seconds)
       .def_readonly("engine_start_seconds", &R::engine_start_seconds, "The engine's uptime when startup completed.")
       .def_readonly("first_token", &R::first_token)
       .def_readonly("message", &R::message)

@@ -35,6 +35,10 @@ nlohmann::json outcome_to_json(HostOutcome const& o);
 /// in a file says which clusterkit made it. Invalid UTF-8 is replaced.
 void print_json(nlohmann::json j);
 
+/// How many hosts a verb works on at once (`-f`, `-j`), checked before
+/// anything connects: 1 to 100000, else Error(invalid_argument) naming the flag.
+std::size_t hosts_at_once(long long value, std::string const& flag);
+
 /// Print a human summary of fan-out outcomes to stderr; returns the exit
 /// status for the tool (0 when every host succeeded).
 int summarize(std::vector<HostOutcome> const& outcomes, bool quiet_success = false);

@@ -2,6 +2,7 @@
 #include <cstdio>
 #include <iostream>
 #include <mutex>
+#include <sstream>
 
 #include <cmath>
 
@@ -16,7 +17,7 @@ void register_exec(CLI::App& app, GlobalOptions& g, Action& action) {
     std::vector<std::string> command;
     bool shell = false;
     double timeout = 0;
-    std::size_t concurrency = 64;
+    long long concurrency = 64;
     bool fail_fast = false;
     std::vector<std::string> env;
     std::string cwd;
@@ -33,12 +34,17 @@ void register_exec(CLI::App& app, GlobalOptions& g, Action& action) {
   sub->add_option("command", o->command, "The command and its arguments (after --)")->required();
   sub->callback([&g, &action, o] {
     action = [&g, o] {
+      auto shortest = [](double v) {
+        std::ostringstream out;
+        out << v;  // -5, 1e+10, inf, nan
+        return out.str();
+      };
       // Checked before anything connects: NaN passes every range
       // comparison, and a tiny timeout would round to none.
       if (!std::isfinite(o->timeout) || o->timeout < 0 || o->timeout > 604800 || (o->timeout > 0 && o->timeout < 0.001))
         throw Error(make_error_code(errc::invalid_argument),
-                    "-t/--timeout must be 0 (none) or between 0.001 and 604800 seconds, not " + std::to_string(o->timeout));
-      if (o->concurrency < 1) throw Error(make_error_code(errc::invalid_argument), "-f/--concurrency must be at least 1");
+                    "-t/--timeout must be 0 (none) or between 0.001 and 604800 seconds, not " + shortest(o->timeout));
+      auto const at_once = hosts_at_once(o->concurrency, "-f/--concurrency");
       FanoutOptions f;
       // Every argument is checked before the inventory is read or a host contacted.
       for (auto const& kv : o->env) {
@@ -54,7 +60,7 @@ void register_exec(CLI::App& app, GlobalOptions& g, Action& action) {
       auto inventory = load_inventory(g);
       Runtime rt;
       auto hosts = make_hosts(rt, inventory, o->group);
-      f.concurrency = o->concurrency;
+      f.concurrency = at_once;
       f.fail_fast = o->fail_fast;
       f.run.timeout = std::chrono::milliseconds(static_cast<long long>(o->timeout * 1000));
       f.run.working_directory = o->cwd;

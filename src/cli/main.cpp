@@ -47,6 +47,13 @@ void print_json(nlohmann::json j) {
   std::cout << j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << std::endl;
 }
 
+std::size_t hosts_at_once(long long value, std::string const& flag) {
+  if (value < 1 || value > 100000)
+    throw Error(make_error_code(errc::invalid_argument),
+                flag + " must be between 1 and 100000, not " + std::to_string(value) + " (how many hosts are worked on at once)");
+  return static_cast<std::size_t>(value);
+}
+
 nlohmann::json outcome_to_json(HostOutcome const& o) {
   nlohmann::json j;
   j["host"] = o.host;

@@ -17,7 +17,7 @@ void register_transfer(CLI::App& app, GlobalOptions& g, Action& action) {
     std::string host;
     std::string from, to;
     std::string mode;
-    std::size_t concurrency = 4;
+    long long concurrency = 4;
     bool fail_fast = false;
     bool quiet = false;
   };
@@ -26,8 +26,7 @@ void register_transfer(CLI::App& app, GlobalOptions& g, Action& action) {
   u->add_option("-g,--group", up->group, "Hosts: all, a group, a host, role:NAME, or a comma list")->capture_default_str();
   u->add_option("--mode", up->mode, "Octal permissions for the placed file (e.g. 0755)");
   u->add_option("-j,--concurrency", up->concurrency, "Hosts copied to at once (they share this machine's uplink)")
-      ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->capture_default_str();
   u->add_flag("--fail-fast", up->fail_fast, "Stop at the first host that fails; the rest are skipped");
   u->add_flag("-q,--quiet", up->quiet, "No progress");
   u->add_option("local", up->from, "Local file")->required();
@@ -45,11 +44,12 @@ void register_transfer(CLI::App& app, GlobalOptions& g, Action& action) {
                       "--mode '" + up->mode + "' is not octal permission bits (0 to 7777, e.g. 0644 or 755)");
         mode = value;
       }
+      auto const at_once = hosts_at_once(up->concurrency, "-j/--concurrency");
       auto inventory = load_inventory(g);
       Runtime rt;
       auto hosts = make_hosts(rt, inventory, up->group);
       UploadFanoutOptions options;
-      options.concurrency = up->concurrency;
+      options.concurrency = at_once;
       options.fail_fast = up->fail_fast;
       if (mode) options.transfer.mode = *mode;
       if (!up->quiet && !g.json) {

@@ -57,6 +57,41 @@ std::string python_for(RayClusterSpec const& spec) {
 
 bool contains(std::string_view text, std::string_view what) { return text.find(what) != std::string_view::npos; }
 
+/// Shell lines that set $ck_pv and $ck_rv (Python's and Ray's versions) from
+/// a venv's files, pyvenv.cfg and Ray's dist-info folder, when `venv_dir`
+/// (quoted) is one: no Python starts (~0.1 s of CPU per host, on the path
+/// before anything starts). pyvenv.cfg keeps the version the venv was made
+/// with; Ray's own check at join time still sees a later upgrade.
+std::string venv_versions_script(std::string const& venv_dir) {
+  return "ck_pv=; ck_rv=; ck_venv=" + venv_dir + "\n"
+         "if [ -f \"$ck_venv/pyvenv.cfg\" ]; then\n"
+         "  ck_pv=$(sed -n 's/^version\\(_info\\)\\{0,1\\} *= *\\([0-9][0-9]*\\.[0-9][0-9]*\\.[0-9][0-9]*\\).*/\\2/p' \"$ck_venv/pyvenv.cfg\" | head -n 1)\n"
+         "  for ck_d in \"$ck_venv\"/lib/python*/site-packages/ray-*.dist-info; do\n"
+         "    [ -d \"$ck_d\" ] && { ck_rv=${ck_d##*/ray-}; ck_rv=${ck_rv%.dist-info}; }\n"
+         "  done\n"
+         "fi\n";
+}
+
+/// Where the venv of the container's Python lies on the host, when a volume
+/// mounts it there (the lab mounts the Ray/vLLM venv into a small image):
+/// its files then say the versions without starting a container. "" when
+/// the Python is the image's own (the seed's vllm/vllm-openai).
+std::string host_venv_of(RayClusterSpec const& spec, std::string const& python) {
+  auto const bin = program_dir(python);
+  if (bin.empty()) return {};
+  auto const venv = program_dir(bin);
+  if (venv.empty() || venv == "/") return {};
+  for (auto const& v : spec.volumes) {
+    auto const& c = v.container_path;
+    if (c.empty()) continue;
+    if (venv == c) return v.host_path;
+    auto const prefix = c.back() == '/' ? c : c + "/";
+    if (venv.compare(0, prefix.size(), prefix) == 0)
+      return (v.host_path.back() == '/' ? v.host_path : v.host_path + "/") + venv.substr(prefix.size());
+  }
+  return {};
+}
+
 /// Sets $ck_t to the cluster's temp dir without writing the path out whole:
 /// scripts find the cluster's processes by that path in /proc/PID/cmdline,
 /// and their own command line (the script text) must not match.
@@ -416,6 +451,7 @@ std::string ray_probe_script(RayClusterSpec const& spec, std::string const& head
   auto py = python_for(spec);
   std::string versions = "import sys\ntry:\n    import importlib.metadata as m\n    v = m.version('ray')\nexcept Exception:\n    v = '-'\nprint('@@ck-ray versions', sys.version.split()[0], v)\n";
   if (spec.runtime == RayRuntimeKind::docker) {
+    auto const host_venv = host_venv_of(spec, py);
     s << "if ! command -v docker >/dev/null 2>&1; then echo '@@ck-ray docker-error docker is not installed'; exit 0; fi\n"
       << "if ! ck_dv=$(docker version --format '{{.Server.Version}}' 2>&1); then printf '@@ck-ray docker-error %s\\n' \"$(printf '%s' \"$ck_dv\" | tail -n 1)\"; exit 0; fi\n"
       << "echo \"@@ck-ray docker $ck_dv\"\n"
@@ -425,7 +461,12 @@ std::string ray_probe_script(RayClusterSpec const& spec, std::string const& head
       << " 2>/dev/null) && echo \"@@ck-ray container $ck_state\"\n"
       // Versions inside the image, without starting Ray: importlib.metadata
       // reads the installed version without importing the package.
-      << "if [ \"${ck_state%% *}\" = running ]; then\n"
+      // With the venv mounted from the host, its files say the versions
+      // (starting a container or exec'ing Python in one costs ~0.5-1 s).
+      << venv_versions_script(host_venv.empty() ? std::string("/nonexistent") : shell::quote(host_venv))
+      << "if [ -n \"$ck_pv\" ] && [ -n \"$ck_rv\" ]; then\n"
+      << "  echo \"@@ck-ray versions $ck_pv $ck_rv\"\n"
+      << "elif [ \"${ck_state%% *}\" = running ]; then\n"
       << "  docker exec " << container << " " << shell::quote(py) << " -c " << shell::quote(versions) << " 2>/dev/null\n"
       << "elif docker image inspect " << shell::quote(spec.image) << " >/dev/null 2>&1; then\n"
       << "  docker run --rm --network none --entrypoint " << shell::quote(py);
@@ -436,18 +477,9 @@ std::string ray_probe_script(RayClusterSpec const& spec, std::string const& head
   } else {
     s << "ck_ray=$(command -v " << shell::quote(spec.ray_command) << " 2>/dev/null)\n"
       << "if [ -z \"$ck_ray\" ]; then echo '@@ck-ray ray-error " << spec.ray_command << " not found'; else echo \"@@ck-ray ray $ck_ray\"; "
-      // A venv says both versions in files: pyvenv.cfg and Ray's
-      // dist-info folder. Reading them costs no Python start (~0.1 s of CPU
-      // per host, on the path before anything starts); without a venv,
-      // Python is asked. (pyvenv.cfg keeps the version the venv was made
-      // with; Ray's own check at join time still sees a later upgrade.)
-      << "ck_pv=; ck_rv=; ck_venv=" << (py.find('/') == std::string::npos ? std::string("/nonexistent") : shell::quote(program_dir(py) + "/..")) << "\n"
-      << "if [ -f \"$ck_venv/pyvenv.cfg\" ]; then\n"
-      << "  ck_pv=$(sed -n 's/^version\\(_info\\)\\{0,1\\} *= *\\([0-9][0-9]*\\.[0-9][0-9]*\\.[0-9][0-9]*\\).*/\\2/p' \"$ck_venv/pyvenv.cfg\" | head -n 1)\n"
-      << "  for ck_d in \"$ck_venv\"/lib/python*/site-packages/ray-*.dist-info; do\n"
-      << "    [ -d \"$ck_d\" ] && { ck_rv=${ck_d##*/ray-}; ck_rv=${ck_rv%.dist-info}; }\n"
-      << "  done\n"
-      << "fi\n"
+      // A venv says both versions in files (see venv_versions_script);
+      // without one, Python is asked.
+      << venv_versions_script(py.find('/') == std::string::npos ? std::string("/nonexistent") : shell::quote(program_dir(py) + "/.."))
       << "if [ -n \"$ck_pv\" ] && [ -n \"$ck_rv\" ]; then echo \"@@ck-ray versions $ck_pv $ck_rv\"; else "
       << shell::quote(py) << " -c " << shell::quote(versions) << " 2>/dev/null; fi; fi\n"
       // This cluster's processes: a cmdline naming our temp dir.

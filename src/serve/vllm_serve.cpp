@@ -613,6 +613,7 @@ json VllmReady::to_json() const {
               {"startup_complete_seconds", startup_complete_seconds},
               {"health_seconds", health_seconds},
               {"ready_seconds", ready_seconds},
+              {"answer_seconds", answer_seconds},
               {"engine_start_seconds", engine_start_seconds},
               {"first_token", first_token},
               {"message", message}};

@@ -366,14 +366,18 @@ awaitable<std::pair<std::error_code, VllmReady>> wait_ready(VllmServe s, VllmPro
       }
       report("http", "the API is up; asking /health, /v1/models and for one token");
       if (!health_ok) {
+        auto const asked = clock_type::now();
         auto [hec, h] = co_await client.async_health(asio::as_tuple(use_awaitable));
+        ready.answer_seconds += seconds_since(asked);
         if (!hec && h.ok()) {
           health_ok = true;
           ready.health_seconds = seconds_since(t0);
         }
       }
       if (health_ok) {
+        auto asked = clock_type::now();
         auto [mec, models] = co_await client.async_list_models(asio::as_tuple(use_awaitable));
+        ready.answer_seconds += seconds_since(asked);
         if (mec) {
           if (mec == errc::http_error && models.meta.status == 401)
             co_return fail(make_error_code(errc::engine_failed),
@@ -392,11 +396,13 @@ awaitable<std::pair<std::error_code, VllmReady>> wait_ready(VllmServe s, VllmPro
           auto request = ChatRequest::simple(ready.served_model_name, "Say hello.");
           request.max_tokens = 4;
           std::string first;
+          asked = clock_type::now();
           auto [cec, streamed] = co_await client.async_chat_stream(
               request, [&first](StreamChunk const& c) {
                 if (first.empty()) first = c.delta;
               },
               asio::as_tuple(use_awaitable));
+          ready.answer_seconds += seconds_since(asked);
           if (!cec && (streamed.content_chunks > 0 || (streamed.usage && streamed.usage->completion_tokens > 0))) {
             ready.first_token = first;
             ready.ready_seconds = seconds_since(t0);

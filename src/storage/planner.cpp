@@ -277,7 +277,7 @@ void parse_group(std::string_view group, std::string_view whole, GpuInventory& i
       char* endp = nullptr;
       double value = std::strtod(number.c_str(), &endp);
       if (endp != number.c_str() + number.size() || !(value > 0) || value > 1e7)
-        bad("memory '" + rest.substr(v) + "' is not a size");
+        bad("memory '" + rest.substr(v) + "' is not a size (a number above 0 and at most 1e7 in its unit: GB, GiB, MiB or TB)");
       if (v > 0) {
         rest.erase(v);
         while (!rest.empty() && (rest.back() == ' ' || rest.back() == '-' || rest.back() == '_')) rest.pop_back();
@@ -310,7 +310,7 @@ void parse_group(std::string_view group, std::string_view whole, GpuInventory& i
       bool const looks_numeric = std::any_of(last.begin(), last.end(), [](char c) { return std::isdigit(static_cast<unsigned char>(c)); }) ||
                                  last.starts_with("nan") || last.starts_with("inf") || last.starts_with("-");
       if (size_unit && looks_numeric && space != std::string::npos)
-        bad("memory '" + rest.substr(space + 1) + "' is not a size (a number > 0 with GB, GiB or MiB)");
+        bad("memory '" + rest.substr(space + 1) + "' is not a size (a number above 0 and at most 1e7 in its unit: GB, GiB, MiB or TB)");
       // A bare number at the end ("L20 48") has no unit: say so.
       std::size_t d = rest.size();
       while (d > 0 && std::isdigit(static_cast<unsigned char>(rest[d - 1]))) --d;

@@ -36,7 +36,64 @@ expect "empty selection" 2 "'role:head' selects no host in $tmp/inv.yaml; roles 
 expect "timeout NaN" 2 "-t/--timeout must be 0 (none) or between 0.001 and 604800 seconds, not nan" -- \
   "$ck" -i "$tmp/inv.yaml" exec -g me -t nan -- true
 expect "timeout too small" 2 "-t/--timeout must be 0 (none) or between" -- "$ck" -i "$tmp/inv.yaml" exec -g me -t 0.0001 -- true
-expect "no hosts at once" 2 "-f/--concurrency must be at least 1" -- "$ck" -i "$tmp/inv.yaml" exec -g me -f 0 -- true
+expect "no hosts at once" 2 "-f/--concurrency must be between 1 and 100000, not 0" -- "$ck" -i "$tmp/inv.yaml" exec -g me -f 0 -- true
+expect "negative hosts at once" 2 "-f/--concurrency must be between 1 and 100000, not -1" -- "$ck" -i "$tmp/inv.yaml" exec -g me -f -1 -- true
+expect "upload -j -1" 2 "-j/--concurrency must be between 1 and 100000, not -1" -- "$ck" -i "$tmp/inv.yaml" upload -g me -j -1 /etc/hostname /tmp/x
+expect "timeout negative" 2 "-t/--timeout must be 0 (none) or between 0.001 and 604800 seconds, not -5" -- \
+  "$ck" -i "$tmp/inv.yaml" exec -g me -t -5 -- true
+expect "timeout absurd" 2 "-t/--timeout must be 0 (none) or between 0.001 and 604800 seconds, not 1e+10" -- \
+  "$ck" -i "$tmp/inv.yaml" exec -g me -t 1e10 -- true
+expect "timeout infinite" 2 "not inf" -- "$ck" -i "$tmp/inv.yaml" exec -g me -t inf -- true
+# Bytes pass through plain exec, NUL bytes included.
+checks=$((checks + 1))
+"$ck" -i "$tmp/inv.yaml" exec -g me -- printf 'a\000b\n' 2>/dev/null | od -An -c | tr -s ' ' | grep -qF 'a \0 b \n' ||
+  { failures=$((failures + 1)); echo "FAILED: a NUL byte in plain exec output did not come through"; }
+# upload into an existing folder, with and without its slash: the file lands
+# under its own name, as cp and scp put it.
+mkdir -p "$tmp/into"
+printf 'payload\n' >"$tmp/up.txt"
+expect "upload into an existing folder" 0 "1/1 hosts succeeded" -- "$ck" -i "$tmp/inv.yaml" upload -g me "$tmp/up.txt" "$tmp/into"
+expect "upload into folder/" 0 "1/1 hosts succeeded" -- "$ck" -i "$tmp/inv.yaml" upload -g me "$tmp/up.txt" "$tmp/into/"
+checks=$((checks + 1))
+if [ "$(ls -A "$tmp/into")" != "up.txt" ] || [ "$(cat "$tmp/into/up.txt")" != payload ]; then
+  failures=$((failures + 1)); echo "FAILED: upload into a folder left: $(ls -A "$tmp/into")"
+fi
+expect "download into a missing folder, before copying" 2 "cannot download into '$tmp/nosuch/': the folder does not exist" -- \
+  "$ck" -i "$tmp/inv.yaml" download me /etc/hostname "$tmp/nosuch/"
+# ssh's own reason reaches the user: a missing identity file is named, a
+# jump host that does not connect us says so (not "the host may have
+# rebooted").
+printf 'hosts:\n  k: {address: 127.0.0.1, port: 1, user: root, identity_file: /nonexistent/key}\n  j: {address: 127.0.0.1, port: 1, user: root, jump_host: "root@127.0.0.1:2"}\n' >"$tmp/ssh.yaml"
+expect "a missing identity file is named" 1 "Identity file /nonexistent/key not accessible" -- "$ck" -i "$tmp/ssh.yaml" exec -g k -t 20 -- true
+expect "a jump host that does not connect us" 1 "the jump host root@127.0.0.1:2 did not connect us to 127.0.0.1 port 1" -- \
+  "$ck" -i "$tmp/ssh.yaml" exec -g j -t 20 -- true
+# A server's error message with terminal escapes: printed with ? for them.
+cat >"$tmp/ansi_server.py" <<'PY'
+import http.server, json
+class H(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        body = json.dumps({"error": {"message": "bad \x1b[31mred\x1b[0m \x07 request"}}).encode()
+        self.send_response(400)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+s = http.server.HTTPServer(("127.0.0.1", 0), H)
+print(s.server_address[1], flush=True)
+s.serve_forever()
+PY
+python3 "$tmp/ansi_server.py" >"$tmp/ansi.port" &
+ansi_pid=$!
+for _ in $(seq 1 100); do [ -s "$tmp/ansi.port" ] && break; sleep 0.05; done
+expect "a server's escape sequences are not printed" 2 "bad ?[31mred?[0m ? request" -- \
+  "$ck" chat --url "http://127.0.0.1:$(cat "$tmp/ansi.port")" --model m hi
+checks=$((checks + 1))
+"$ck" chat --url "http://127.0.0.1:$(cat "$tmp/ansi.port")" --model m hi 2>&1 | od -c | grep -q '033' &&
+  { failures=$((failures + 1)); echo "FAILED: an ESC byte from the server reached the terminal"; }
+kill "$ansi_pid" 2>/dev/null; wait "$ansi_pid" 2>/dev/null
 # Invalid UTF-8 in a result: replaced (U+FFFD), the other results kept.
 expect "invalid UTF-8 in --json" 1 "$(printf 'a\357\277\275b')" -- "$ck" -i "$tmp/inv.yaml" --json exec -- sh -c 'printf "a\377b"; [ "$(hostname)" = x ]'
 # bench: every setting out of range is named, before anything is sent
@@ -57,6 +114,8 @@ expect "bench --prompts /dev/zero" 2 "the prompts file /dev/zero is not a regula
 expect "bench refused" 1 "127.0.0.1:1 refused the connection: nothing listens on that port" -- \
   "$ck" bench --url $u --model m --requests 2 --no-progress
 # Bounded input: devices, FIFOs, alias chains and endless stdin fail at once.
+python3 -c "print('hosts: ' + '[' * 100000)" >"$tmp/deep.yaml"
+expect "deep YAML" 2 "deep.yaml:1:71: nesting deeper than 64 levels" -- "$ck" -i "$tmp/deep.yaml" inventory
 expect "-i /dev/zero" 2 "cannot read inventory /dev/zero: it is a device, not a regular file" -- "$ck" -i /dev/zero inventory
 mkfifo "$tmp/fifo.yaml"
 expect "-i FIFO" 2 "it is a FIFO, not a regular file" -- timeout 10 "$ck" -i "$tmp/fifo.yaml" inventory
@@ -118,6 +177,9 @@ expect "upload --mode with a command" 2 "--mode '0755;rm' is not octal permissio
 expect "plan --gpus negative size" 2 "memory '-5GB' is negative" -- "$ck" plan /nonexistent --gpus "2 nodes x 2 L20 -5GB"
 expect "plan --gpus NaN size" 2 "memory 'nanGB' is not a size" -- "$ck" plan /nonexistent --gpus "2 nodes x 2 L20 nanGB"
 expect "plan --gpus negative count" 2 "'-2' is not a count" -- "$ck" plan /nonexistent --gpus "2 nodes x -2 L20 48GB"
+expect "plan --gpus infinite size" 2 "memory 'infGB' is not a size" -- "$ck" plan /nonexistent --gpus "2 nodes x 2 L20 infGB"
+expect "plan --gpus absurd size" 2 "memory '1e30GB' is not a size (a number above 0 and at most 1e7" -- "$ck" plan /nonexistent --gpus "2 nodes x 2 L20 1e30GB"
+expect "plan --gpus absurd count" 2 "count 100000000 is too large" -- "$ck" plan /nonexistent --gpus "100000000 nodes x 2 L20 48GB"
 # Against llm-d-inference-sim (a vLLM SIMULATOR): a model name the server
 # does not serve is answered with the names it does serve.
 sim=$(command -v llm-d-inference-sim || true)

@@ -395,6 +395,53 @@ TEST_CASE("the bare probe reads the versions from the venv's files, else asks it
   std::filesystem::remove_all(dir);
 }
 
+TEST_CASE("the docker probe reads the versions from a venv mounted from the host, else asks the image", "[ray][probe]") {
+  // A stand-in `docker` first on PATH: an engine with the image and no
+  // container; `docker run` says where the versions came from.
+  std::string const bin = "/tmp/ck-unit-docker-probe-bin";
+  std::filesystem::remove_all(bin);
+  std::filesystem::create_directories(bin);
+  std::ofstream(bin + "/docker") << "#!/bin/sh\n"
+                                    "case \"$1\" in\n"
+                                    "  version) echo 26.1.5 ;;\n"
+                                    "  info) echo '{}' ;;\n"
+                                    "  image) exit 0 ;;\n"
+                                    "  inspect) exit 1 ;;\n"
+                                    "  run) echo '@@ck-ray versions 3.0.1 container-was-started' ;;\n"
+                                    "esac\n";
+  std::filesystem::permissions(bin + "/docker", std::filesystem::perms::owner_all);
+  RayClusterSpec spec;
+  spec.name = "unitdprobe";
+  spec.runtime = RayRuntimeKind::docker;
+  spec.image = "clusterkit/lab-runtime:bookworm";
+  std::string const host_dir = "/tmp/ck-unit-venv-dprobe";
+  fake_venv(host_dir, "exit 0", true);
+  // The venv is at /opt/venv in the container, mounted from host_dir.
+  spec.ray_command = "/opt/venv/bin/ray";
+  spec.volumes.push_back({host_dir, "/opt/venv", true});
+  auto with_path = [&](std::string const& script) { return "PATH=" + bin + ":$PATH\n" + script; };
+  auto p = parse_ray_probe("local", run_sh(with_path(ray_probe_script(spec, "127.0.0.1", false))));
+  CHECK(p.docker);
+  CHECK(p.python_version == "3.11.7");
+  CHECK(p.ray_version == "2.99.1");
+  // Mounted one level up (/opt holds the venv): the same files.
+  std::string const parent = "/tmp/ck-unit-dprobe-opt";
+  std::filesystem::remove_all(parent);
+  std::filesystem::create_directories(parent);
+  std::filesystem::create_directory_symlink(host_dir, parent + "/venv");
+  spec.volumes = {{parent, "/opt", true}};
+  p = parse_ray_probe("local", run_sh(with_path(ray_probe_script(spec, "127.0.0.1", false))));
+  CHECK(p.ray_version == "2.99.1");
+  std::filesystem::remove_all(parent);
+  // The image's own Python (no volume holds it): a container is asked.
+  spec.volumes.clear();
+  p = parse_ray_probe("local", run_sh(with_path(ray_probe_script(spec, "127.0.0.1", false))));
+  CHECK(p.python_version == "3.0.1");
+  CHECK(p.ray_version == "container-was-started");
+  std::filesystem::remove_all(host_dir);
+  std::filesystem::remove_all(bin);
+}
+
 TEST_CASE("the bare start returns once Ray says the node runs, not when `ray start` exits", "[ray][start]") {
   RayClusterSpec spec;
   spec.name = "unitstart";
