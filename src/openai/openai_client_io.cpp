@@ -21,6 +21,7 @@
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
 #include <boost/asio/dispatch.hpp>
 #include <boost/asio/ip/address.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -570,15 +571,43 @@ std::error_code cancelled_error(Call& call, Impl const& impl) {
 // ---------------------------------------------------------------------------
 // Connecting
 
+// Asio's resolver looks names up on a thread of its own, which Boost.Process
+// stops around every fork (execution_context::notify_fork) and starts again
+// only for the next lookup: a lookup queued just before a host's command
+// starts would wait for good (seen: a health check started beside a Ray
+// status never completed). While a lookup is pending, this starts a
+// throwaway numeric one every 250 ms, which brings the thread back.
+awaitable<void> keep_resolver_thread_running(asio::strand<asio::any_io_executor> strand, std::shared_ptr<bool> pending) {
+  asio::steady_timer tick(strand);
+  while (*pending) {
+    tick.expires_after(250ms);
+    co_await tick.async_wait(use_tuple);
+    if (!*pending) break;
+    auto kick = std::make_shared<tcp::resolver>(strand);
+    kick->async_resolve("127.0.0.1", "0", tcp::resolver::numeric_host | tcp::resolver::numeric_service,
+                        [kick](boost::system::error_code, tcp::resolver::results_type) {});
+  }
+}
+
 awaitable<std::error_code> resolve(ImplPtr impl, CallState& st, Call& call, tcp::resolver::results_type& out) {
   if (impl->resolved && steady_clock::now() - impl->resolved_at < 60s) {
     out = *impl->resolved;
     co_return std::error_code{};
   }
   Url const& target = impl->connect_target();
+  // An address needs no lookup (nor the resolver's thread).
+  boost::system::error_code not_an_address;
+  auto const address = asio::ip::make_address(target.host, not_an_address);
+  if (!not_an_address) {
+    out = tcp::resolver::results_type::create(tcp::endpoint(address, target.port), target.host, std::to_string(target.port));
+    co_return std::error_code{};
+  }
   tcp::resolver resolver(impl->strand);
   st.cancel_current = [&resolver] { resolver.cancel(); };
+  auto pending = std::make_shared<bool>(true);
+  asio::co_spawn(impl->strand, keep_resolver_thread_running(impl->strand, pending), asio::detached);
   auto [ec, results] = co_await resolver.async_resolve(target.host, std::to_string(target.port), use_tuple);
+  *pending = false;
   st.cancel_current = nullptr;
   if (st.cancelled) co_return cancelled_error(call, *impl);
   if (ec)

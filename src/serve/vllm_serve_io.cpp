@@ -436,7 +436,51 @@ awaitable<std::pair<std::error_code, VllmStatus>> status(VllmServe s) {
   st.endpoint = s.endpoint();
   std::error_code ec;
   std::string failure;
+  // Three looks at once (a quick `up` on a running deployment is this
+  // call): the engine's process and log on the head, its HTTP API, and Ray.
+  // Ray is asked when the spec runs the engine over Ray; the running
+  // engine's own backend, known once the first look is back, decides.
+  std::string key = s.spec().no_api_key ? std::string() : read_key_file(vllm_api_key_path(s.spec()));
+  if (!s.spec().api_key.empty()) key = s.spec().api_key;
+  auto ex = co_await asio::this_coro::executor;
+  OpenAIClient client(ex, client_options(s, key));
+  std::vector<std::string> served;
+  auto look_at_api = [&]() -> awaitable<void> {
+    auto [hec, h] = co_await client.async_health(asio::as_tuple(use_awaitable));
+    st.health_status = h.meta.status;
+    if (st.health_status != 200) co_return;
+    auto [mec, models] = co_await client.async_list_models(asio::as_tuple(use_awaitable));
+    for (auto const& m : models.models) served.push_back(m.id);
+    auto [xec, metrics] = co_await client.async_metrics(asio::as_tuple(use_awaitable));
+    if (!xec) {
+      st.running_requests = metrics.gauges.requests_running;
+      st.waiting_requests = metrics.gauges.requests_waiting;
+      st.kv_cache_usage = metrics.gauges.kv_cache_usage;
+    }
+  };
+  std::optional<RayClusterStatus> ray_seen;
+  auto look_at_ray = [&]() -> awaitable<void> {
+    auto [rec, ray] = co_await s.cluster().async_status(asio::as_tuple(use_awaitable));
+    ray_seen = std::move(ray);
+  };
+  // The API and Ray looks run beside this coroutine's own look at the
+  // process; each reports its end through `all_done` (they use this frame's
+  // locals, so the frame waits for both before it goes on).
+  int running = 0;
+  asio::steady_timer all_done(ex, asio::steady_timer::time_point::max());
+  auto beside = [&](awaitable<void> look) {
+    ++running;
+    asio::co_spawn(ex, std::move(look), [&running, &all_done](std::exception_ptr) {
+      if (--running == 0) all_done.cancel();
+    });
+  };
+  beside(look_at_api());
+  if (s.spec().backend == ExecutorBackend::ray) beside(look_at_ray());
   auto w = co_await watch(s, ~std::uint64_t{0} >> 1, ec, failure);
+  while (running > 0) {
+    boost::system::error_code ignored;
+    co_await all_done.async_wait(asio::redirect_error(use_awaitable, ignored));
+  }
   if (ec) {
     st.problems.push_back(failure);
     st.state = "unknown";
@@ -445,33 +489,21 @@ awaitable<std::pair<std::error_code, VllmStatus>> status(VllmServe s) {
   st.process_alive = w.alive;
   st.pid = w.pid;
   st.uptime_seconds = w.uptime_seconds;
-  std::string key = s.spec().no_api_key ? std::string() : read_key_file(vllm_api_key_path(s.spec()));
-  if (!s.spec().api_key.empty()) key = s.spec().api_key;
-  auto ex = co_await asio::this_coro::executor;
-  OpenAIClient client(ex, client_options(s, key));
-  auto [hec, h] = co_await client.async_health(asio::as_tuple(use_awaitable));
-  st.health_status = h.meta.status;
-  bool listed = false;
   // The name the running engine was started with (status is often asked
   // without the spec that started it).
   auto const wanted = !w.served_model_name.empty() ? w.served_model_name : served_name(s.spec());
-  if (st.health_status == 200) {
-    auto [mec, models] = co_await client.async_list_models(asio::as_tuple(use_awaitable));
-    for (auto const& m : models.models) {
-      st.served_models.push_back(m.id);
-      listed = listed || m.id == wanted;
-    }
-    auto [xec, metrics] = co_await client.async_metrics(asio::as_tuple(use_awaitable));
-    if (!xec) {
-      st.running_requests = metrics.gauges.requests_running;
-      st.waiting_requests = metrics.gauges.requests_waiting;
-      st.kv_cache_usage = metrics.gauges.kv_cache_usage;
-    }
+  bool listed = false;
+  for (auto const& id : served) {
+    st.served_models.push_back(id);
+    listed = listed || id == wanted;
   }
   // The backend the running engine was launched with, when it is known.
   if (w.backend.value_or(s.spec().backend) == ExecutorBackend::ray) {
-    auto [rec, ray] = co_await s.cluster().async_status(asio::as_tuple(use_awaitable));
-    st.ray = std::move(ray);
+    if (!ray_seen) {
+      auto [rec, ray] = co_await s.cluster().async_status(asio::as_tuple(use_awaitable));
+      ray_seen = std::move(ray);
+    }
+    st.ray = std::move(ray_seen);
   }
   st.state = judge_vllm_state(st.process_alive, st.health_status, listed, st.ray, st.problems);
   if (!st.process_alive && w.state_dir) {

@@ -266,3 +266,39 @@ def test_lab_up_ctrl_c_stops_the_step_and_leaves_nothing() -> None:
             proc.wait()
         ck.lab_down(name)
         shutil.rmtree(fake_bin, ignore_errors=True)
+
+
+def test_http_request_beside_a_host_command_completes(inventory: ck.Inventory) -> None:
+    """An OpenAIClient request started beside a host's command must end.
+    Boost.Process stops Asio's resolver thread around every fork; a name
+    lookup queued just then waited for good (a deployment's status hung,
+    2026-12-05). Both an address and a name (localhost), 6 rounds each."""
+    import asyncio
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens there
+
+    async def rounds(url: str) -> list[float]:
+        took = []
+        for _ in range(6):
+            client = ck.OpenAIClient(url, max_retries=0, connect_timeout=3)
+            host = inventory.host("h1")
+            started = time.monotonic()
+
+            async def health() -> str:
+                try:
+                    await client.health_async()
+                    return "answered"
+                except ck.OpenAIError as e:
+                    return e.code
+
+            got, ran = await asyncio.wait_for(asyncio.gather(health(), host.run_async(["true"])), 20)
+            assert got == "connection_refused" and ran.ok
+            took.append(time.monotonic() - started)
+        return took
+
+    for url in (f"http://127.0.0.1:{port}", f"http://localhost:{port}"):
+        took = asyncio.run(rounds(url))
+        assert max(took) < 5, (url, took)
