@@ -9,7 +9,8 @@ NAS on each host, download the model on the CPU host with the modelscope CLI,
 rsync it into the NAS, `docker run` Ray's head and then its worker (vLLM's
 run_cluster.sh, with the same image, volumes and environment clusterkit
 uses, taken from `clusterkit --json plan`), `ray status` every POLL seconds
-until it counts the GPUs, `vllm serve` in the head's container, /v1/models
+until each node's log says "Ray runtime started" (what run_cluster.sh's
+terminal shows), `vllm serve` in the head's container, /v1/models
 every POLL seconds until it answers, and one streamed chat. Both start from
 the same state (nothing mounted, no model, no containers) and end at a
 streamed answer; clusterkit also runs its preflight, verify and smoke test
@@ -51,6 +52,7 @@ MODEL_ID = "Qwen/Tiny2.5-4M-Instruct"
 MODEL_DIR = "Qwen/Tiny2___5-4M-Instruct"
 HAND_DOWNLOAD = "/var/tmp/hand-download"
 HAND_CONTAINER = "node-hand"
+MODELSCOPE = "/opt/ck-hubcli/bin/modelscope"  # scripts/install-deps.sh puts the hub CLIs there
 
 
 def log(*a: object) -> None:
@@ -80,10 +82,13 @@ class Lab:
         sh([self.ck, "down", spec, "--remove-model", "--unmount-nas"], check=False)
         for h in ("h1", "h2"):
             self.ssh(h, f"docker rm -f {HAND_CONTAINER} >/dev/null 2>&1; true", check=False)
-        self.ssh("h3", f"rm -rf {HAND_DOWNLOAD} /var/tmp/ck-download; "
-                       f"if mountpoint -q /mnt; then rm -rf /mnt/Qwen; fi", check=False)
+        # Only the NAS (fuse.sshfs) is unmounted: under it, each lab host's
+        # /mnt is a private tmpfs that must stay (without it the host would
+        # see the machine's own /mnt).
+        nas_on_mnt = "[ \"$(findmnt -n -o FSTYPE /mnt | tail -n 1)\" = fuse.sshfs ]"
+        self.ssh("h3", f"rm -rf {HAND_DOWNLOAD} /var/tmp/ck-download; if {nas_on_mnt}; then rm -rf /mnt/Qwen; fi", check=False)
         for h in self.hosts:
-            self.ssh(h, "if mountpoint -q /mnt; then fusermount -u /mnt || umount -l /mnt; fi; true", check=False)
+            self.ssh(h, f"if {nas_on_mnt}; then fusermount -u /mnt || umount -l /mnt; fi; true", check=False)
         # Both downloads land on the NAS export: empty it for a true start.
         sh(["rm", "-rf", str(STATE / "nas-export" / "Qwen")], check=False)
 
@@ -102,24 +107,38 @@ def hand_procedure(lab: Lab, plan: dict, serve_env: dict[str, str], poll: float)
         lab.ssh(c["host"], "mkdir -p /mnt && " + c["command"])
     mark("NAS mounted on h1, h2, h3")
     # 2. the CPU host downloads, then copies into the NAS
-    lab.ssh("h3", f"MODELSCOPE_ENDPOINT=http://{HUB_HOST}:{HUB_PORT} modelscope download {MODEL_ID} "
+    lab.ssh("h3", f"MODELSCOPE_ENDPOINT=http://{HUB_HOST}:{HUB_PORT} {MODELSCOPE} download {MODEL_ID} "
                   f"--local-dir {HAND_DOWNLOAD}/{MODEL_DIR}")
     mark("downloaded on h3")
     lab.ssh("h3", f"mkdir -p /mnt/Qwen && rsync -a {HAND_DOWNLOAD}/{MODEL_DIR}/ /mnt/{MODEL_DIR}/")
     mark("copied into the NAS")
     # 3. Ray: run_cluster.sh's docker run on the head, then on the worker
-    ray = {c["host"]: shlex.split(c["command"]) for c in steps["ray"]["commands"]}
+    # The plan leaves what only a probe finds as placeholders; a person fills
+    # them in: the node's address and its interface on the lab's bridge.
+    values = {f"<{host}'s IP>": ip for host, ip in lab.hosts.items()}
+    values.update({"<head IP>": lab.hosts["h1"], "<its interface>": "eth0"})
+
+    def filled(word: str) -> str:
+        if word.startswith("exec "):  # the `ray start` line the container runs, quoted again
+            return "exec " + shlex.join(filled(w) for w in shlex.split(word[5:]))
+        for placeholder, value in values.items():
+            word = word.replace(placeholder, value)
+        return word
+
+    ray = {c["host"]: [filled(w) for w in shlex.split(c["command"])] for c in steps["ray"]["commands"]}
     for host in ("h1", "h2"):
         argv = ray[host]
         argv[argv.index("--name") + 1] = HAND_CONTAINER
         lab.ssh(host, shlex.join(argv) + " >/dev/null")
     mark("ray containers started")
-    while True:
-        out = lab.ssh("h1", f"docker exec {HAND_CONTAINER} /opt/ck-serve/bin/ray status --address {lab.hosts['h1']}:6379 2>/dev/null", check=False).stdout
-        if "4.0 GPU" in out or "0.0/4.0 GPU" in out:
-            break
-        time.sleep(poll)
-    mark("ray status shows 4 GPUs")
+    # What the seed's user watches: run_cluster.sh's terminal on each host
+    # saying "Ray runtime started". (`ray status` itself crashed here inside
+    # these containers, Ray 2.60.0 started with usage stats off:
+    # AttributeError in get_cluster_metadata.)
+    for host in ("h1", "h2"):
+        while "Ray runtime started" not in lab.ssh(host, f"docker logs {HAND_CONTAINER} 2>&1", check=False).stdout:
+            time.sleep(poll)
+    mark("both Ray nodes say they run")
     # 4. vllm serve in the head's container, its log in a file
     serve = steps["serve"]["commands"][0]["command"].split("  (key:")[0]
     argv = shlex.split(serve)
@@ -171,8 +190,8 @@ def main() -> int:
     ck = args.clusterkit
     if os.geteuid() != 0:
         raise SystemExit("needs root (the lab is network namespaces)")
-    for tool in ("ssh", "docker", "modelscope", "rsync", "sshfs"):
-        if tool != "docker" and not shutil.which(tool):
+    for tool in ("ssh", "rsync", "sshfs", MODELSCOPE, "/opt/ck-serve/bin/vllm"):
+        if not shutil.which(tool):
             raise SystemExit(f"{tool} is missing: run scripts/install-deps.sh and scripts/install-serving.sh")
     work = Path(tempfile.mkdtemp(prefix="ck-bench-deploy-"))
     hub = None
