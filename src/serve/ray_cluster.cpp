@@ -118,7 +118,10 @@ constexpr char const* kClusterPidsFunction =
     "ps -eo pid=,sid=,args= 2>/dev/null | ck_t=\"$ck_t\" ck_s=\"$ck_s\" awk '\n"
     "  BEGIN { t = ENVIRON[\"ck_t\"]; n = split(ENVIRON[\"ck_s\"], r, \" \"); for (i = 1; i <= n; i++) recorded[r[i]] = 1 }\n"
     "  { pid = $1; sid = $2; $1 = \"\"; $2 = \"\"; a = $0 \" \"; session[pid] = sid;\n"
-    "    if (index(a, t \"/\") || index(a, \"=\" t \" \")) { mine[pid] = 1; if (sid in recorded) ours[sid] = 1 } }\n"
+    "    if (index(a, t \"/\") || index(a, \"=\" t \" \")) { mine[pid] = 1; if (sid in recorded) ours[sid] = 1 }\n"
+    // Ray's own processes in a session our start made, even once nothing
+    // left names the temp dir (a straggler outlived `down` once in CI).
+    "    else if ((sid in recorded) && (index(a, \"/ray/\") || index(a, \"ray::\"))) mine[pid] = 1 }\n"
     "  END { for (p in session) if ((p in mine) || (session[p] in ours)) print p }'; }\n";
 
 std::string last_lines(std::string_view text, std::size_t n) {

@@ -268,6 +268,9 @@ TEST_CASE("RayCluster bare: Ray from the venv, and refusals before anything star
     CHECK_THAT(logs[0].text, Contains("Ray runtime started"));
     ray_down(ray);
     for (auto const& h : {"h1", "h2"}) {
+      // What is left, if anything, named in the failure (once in CI one
+      // Ray process outlived `down`).
+      INFO(h << ": " << lab.sh(h, "ps -eo pid,sid,args | grep '[/]ray/\\|ray::'").stdout_text);
       CHECK(ray_pids(h) == "0\n");
       CHECK(lab.sh(h, "test -e /tmp/ck-ray-bare && echo there || echo gone").stdout_text == "gone\n");
     }
