@@ -70,6 +70,7 @@ class Lab:
     def __init__(self, ck: str) -> None:
         self.ck = ck
         self.hosts = {"h1": "10.88.0.11", "h2": "10.88.0.12", "h3": "10.88.0.13"}
+        self.shm_before = set(os.listdir("/dev/shm"))  # what vLLM engines leave is removed against this
 
     def ssh(self, host: str, script: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
         """A new ssh connection per command, as a person's terminal."""
@@ -78,7 +79,10 @@ class Lab:
                   check=check, timeout=timeout)
 
     def clean(self, spec: str) -> None:
-        """Nothing of either side left: containers, mounts, the model."""
+        """Nothing of either side left: containers, mounts, the model, and
+        the shared-memory files of the hand procedure's vLLM (`docker rm -f`
+        kills it without its clean-up; the lab's hosts share this machine's
+        /dev/shm, the containers run with --ipc host)."""
         sh([self.ck, "down", spec, "--remove-model", "--unmount-nas"], check=False)
         for h in ("h1", "h2"):
             self.ssh(h, f"docker rm -f {HAND_CONTAINER} >/dev/null 2>&1; true", check=False)
@@ -91,6 +95,9 @@ class Lab:
             self.ssh(h, f"if {nas_on_mnt}; then fusermount -u /mnt || umount -l /mnt; fi; true", check=False)
         # Both downloads land on the NAS export: empty it for a true start.
         sh(["rm", "-rf", str(STATE / "nas-export" / "Qwen")], check=False)
+        for name in set(os.listdir("/dev/shm")) - self.shm_before:
+            if "-cpushm_" in name or name.startswith("psm_"):
+                Path("/dev/shm", name).unlink(missing_ok=True)
 
 
 def hand_procedure(lab: Lab, plan: dict, serve_env: dict[str, str], poll: float) -> dict:
