@@ -167,10 +167,8 @@ def hand_procedure(lab: Lab, plan: dict, serve_env: dict[str, str], poll: float)
                        "max_tokens": 32, "stream": True}).encode()
     req = urllib.request.Request(url + "/v1/chat/completions", data=body, headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(req, timeout=120) as r:
-        first = None
-        for line in r:
-            if line.startswith(b"data: {") and first is None:
-                first = time.monotonic()
+        if not any(line.startswith(b"data: {") for line in r):
+            raise SystemExit("the hand procedure's chat streamed no answer")
     mark("a streamed answer")
     return {"total_s": round(time.monotonic() - t0, 2), "marks": marks}
 
@@ -242,8 +240,7 @@ def main() -> int:
                             "ratio": round(ours["total_s"] / hand["total_s"], 3)})
     finally:
         try:
-            sh([ck, "down", str(work / "lab.yaml")], check=False) if (work / "lab.yaml").exists() else None
-            lab.clean(str(work / "lab.yaml"))
+            lab.clean(str(work / "lab.yaml"))  # `clusterkit down` first, then the rest
         except Exception as e:  # the lab goes down below in any case
             log(f"clean-up: {e}")
         if hub:
