@@ -65,6 +65,7 @@ set(CLUSTERKIT_CLI_SOURCES
   src/cli/transfer.cpp
   src/cli/inventory_cmd.cpp
   src/cli/lab_cmd.cpp
+  src/cli/signals.cpp
   src/cli/connection.cpp
   src/cli/model_cmd.cpp
   src/cli/chat_cmd.cpp

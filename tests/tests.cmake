@@ -36,3 +36,6 @@ set_tests_properties(test_serve_lab PROPERTIES TIMEOUT 1800)
 if(TARGET clusterkit_cli)
   add_test(NAME test_cli COMMAND sh ${CMAKE_CURRENT_SOURCE_DIR}/cli/test_cli.sh $<TARGET_FILE:clusterkit_cli>)
 endif()
+# The library's own coroutine helpers (src/core), on timers: no processes or sockets.
+ck_add_test(test_core SOURCES unit/test_task_group.cpp)
+target_include_directories(test_core PRIVATE ${PROJECT_SOURCE_DIR}/src)

@@ -90,6 +90,10 @@ enum class errc {
   /// A command ran to its end and exited non-zero (or by a signal), where the
   /// caller asked for success (Python's check=True / RunResult.check()).
   command_failed,
+  /// A local file or folder that must exist does not (a file to upload, a
+  /// model folder, a prompts file). Other local file problems (permissions,
+  /// not a regular file) are local_file_error.
+  file_not_found,
 };
 
 std::error_category const& error_category() noexcept;

@@ -27,6 +27,7 @@
 #include <nlohmann/json.hpp>
 
 #include "clusterkit/error.hpp"
+#include "clusterkit/facts.hpp"
 #include "clusterkit/host.hpp"
 #include "clusterkit/inventory.hpp"
 
@@ -70,6 +71,12 @@ struct NcclCheckOptions {
   std::chrono::seconds failure_grace{15};
   /// The Python used for facts (GPU count, route).
   std::string python = "python3";
+  /// GPUs the inventory declares, per host name (declared_gpus_of). A real
+  /// count is the processes for that host when nproc_per_node is 0 (a host
+  /// may be given fewer GPUs than it has); it may not exceed what
+  /// nvidia-smi lists. Simulated GPUs cannot run NCCL: the check refuses,
+  /// naming the host, instead of failing inside torchrun.
+  std::map<std::string, DeclaredGpus> declared_gpus;
 };
 
 /// One host's launch, as planned.
@@ -86,9 +93,12 @@ struct NcclNodeLaunch {
 /// What the planner needs per host.
 struct NcclNodeInput {
   std::string host;
+  /// GPUs nvidia-smi lists.
   unsigned gpus = 0;
   /// The interface of the route to the head ("" unknown).
   std::string interface;
+  /// What the inventory declares, if anything.
+  std::optional<DeclaredGpus> declared;
 };
 
 /// The Python program (self-contained; reads sizes etc. from its argv).

@@ -182,6 +182,10 @@ struct VllmLogProgress {
   bool startup_complete = false;
   /// The last interesting line, for a progress display.
   std::string last;
+  /// Every phase the log went through, in order: one look at the log may
+  /// read several (a small model loads between two looks), and a progress
+  /// display shows each.
+  std::vector<std::string> phases;
 };
 /// Reads `chunk` (the log's next bytes) into `progress`.
 void read_vllm_log(std::string_view chunk, VllmLogProgress& progress);

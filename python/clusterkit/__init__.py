@@ -322,12 +322,15 @@ class Host(_core.Host):
         kill_grace: float = 2.0,
         max_captured_bytes: int = _DEFAULT_CAPTURE,
         on_line: Optional[Callable[[str, str], object]] = None,
+        check: bool = False,
     ) -> RunResult:
         """Run a command without blocking the event loop.
 
         ``on_line(stream, line)`` runs on the loop's thread. Raises
         clusterkit.Error like ``run``; an exception from ``on_line`` stops
-        the command and is raised here.
+        the command and is raised here. ``check=True``: a non-zero exit
+        raises clusterkit.Error('command_failed') with the result as
+        ``.result``, as ``run(check=True)`` does.
         """
         call = _AsyncCall()
         op = self._start_run(
@@ -343,7 +346,7 @@ class Host(_core.Host):
             done=call.done,
         )
         result: RunResult = await call.wait(op)
-        return result
+        return result.check() if check else result
 
     async def connect_async(self) -> None:
         """Open the shared connection (raises clusterkit.Error)."""
@@ -663,7 +666,9 @@ from ._core import (  # noqa: E402
     MetricsResult,
     ModelInfo,
     ModelList,
+    OpenAIConnectionError,
     OpenAIError,
+    OpenAITimeoutError,
     ResponseMeta,
     StreamChunk,
     StreamResult,
@@ -681,7 +686,9 @@ __all__ += [
     "ModelInfo",
     "ModelList",
     "OpenAIClient",
+    "OpenAIConnectionError",
     "OpenAIError",
+    "OpenAITimeoutError",
     "ResponseMeta",
     "StreamChunk",
     "StreamResult",
@@ -1590,3 +1597,14 @@ def _reduce_inventory(inv: Any) -> tuple[Any, ...]:
 
 _copyreg.pickle(_core.Inventory, _reduce_inventory)
 _copyreg.pickle(Inventory, _reduce_inventory)
+
+
+# A Host travels as its HostSpec: in the other process it is a new handle
+# on that process's own runtime (connections are never shared across
+# processes; the first command there opens its own).
+def _reduce_host(host: Any) -> tuple[Any, ...]:
+    return (Host, (host.spec,))
+
+
+_copyreg.pickle(_core.Host, _reduce_host)
+_copyreg.pickle(Host, _reduce_host)

@@ -51,6 +51,7 @@ char const* errc_name(ck::errc e) {
     case ck::errc::engine_failed: return "engine_failed";
     case ck::errc::deployment_failed: return "deployment_failed";
     case ck::errc::command_failed: return "command_failed";
+    case ck::errc::file_not_found: return "file_not_found";
   }
   return nullptr;
 }
@@ -119,7 +120,7 @@ def _public_name(cls):
 class _OSErrorMixin:
     # OSError's constructor reads (errno, strerror, filename) from its
     # arguments: give it the message alone, and print the message.
-    def __new__(cls, message="", code="invalid_argument", result=None):
+    def __new__(cls, message="", *args, **kwargs):
         return super().__new__(cls, message)
 
     def __str__(self):
@@ -136,7 +137,7 @@ class ConnectionError(_OSErrorMixin, Error, __builtins__.ConnectionError):
 
 
 class FileNotFoundError(_OSErrorMixin, Error, __builtins__.FileNotFoundError):
-    """A program, file or model that must exist does not (codes program_missing, ssh_not_found)."""
+    """A program, file or model that must exist does not (codes file_not_found, program_missing, ssh_not_found)."""
 
 
 class InvalidArgument(Error, ValueError):
@@ -155,6 +156,7 @@ _ERROR_CLASSES = {
     "name_resolution_failed": ConnectionError,
     "connection_lost": ConnectionError,
     "tls_error": ConnectionError,
+    "file_not_found": FileNotFoundError,
     "program_missing": FileNotFoundError,
     "ssh_not_found": FileNotFoundError,
     "invalid_argument": InvalidArgument,

@@ -70,6 +70,25 @@ py::object run_or_start(asio::any_io_executor executor, py::object done, char co
 // ---------------------------------------------------------------------------
 // Facts
 
+/// `inventory=` (its hosts' `gpus:` entries) and/or `declared_gpus=`
+/// ({host: {count, model, memory_gib, simulated}}; wins per host).
+std::map<std::string, ck::DeclaredGpus> declared_gpus_arg(py::object const& declared_gpus, py::object const& inventory) {
+  std::map<std::string, ck::DeclaredGpus> out;
+  if (!inventory.is_none()) out = ck::declared_gpus_of(inventory.cast<ck::Inventory const&>().hosts());
+  if (!declared_gpus.is_none()) {
+    for (auto item : declared_gpus.cast<py::dict>()) {
+      auto spec = item.second.cast<py::dict>();
+      ck::DeclaredGpus d;
+      d.count = spec.contains("count") ? spec["count"].cast<unsigned>() : 0;
+      d.model = spec.contains("model") ? spec["model"].cast<std::string>() : "";
+      d.memory_gib = spec.contains("memory_gib") ? spec["memory_gib"].cast<double>() : 0;
+      d.simulated = spec.contains("simulated") ? spec["simulated"].cast<bool>() : false;
+      out[item.first.cast<std::string>()] = d;
+    }
+  }
+  return out;
+}
+
 void register_facts_types(py::module_& m) {
   using G = ck::GpuInfo;
   py::class_<G>(m, "GpuInfo", "One GPU, from nvidia-smi, or declared in the inventory as simulated.")
@@ -290,18 +309,7 @@ void register_facts_types(py::module_& m) {
         o.command_timeout = whole_seconds(command_timeout, "command_timeout");
         o.timeout = positive_ms(timeout, "timeout");
         o.concurrency = concurrency;
-        if (!inventory.is_none()) o.declared_gpus = ck::declared_gpus_of(inventory.cast<ck::Inventory const&>().hosts());
-        if (!declared_gpus.is_none()) {
-          for (auto item : declared_gpus.cast<py::dict>()) {
-            auto spec = item.second.cast<py::dict>();
-            ck::DeclaredGpus d;
-            d.count = spec.contains("count") ? spec["count"].cast<unsigned>() : 0;
-            d.model = spec.contains("model") ? spec["model"].cast<std::string>() : "";
-            d.memory_gib = spec.contains("memory_gib") ? spec["memory_gib"].cast<double>() : 0;
-            d.simulated = spec.contains("simulated") ? spec["simulated"].cast<bool>() : false;
-            o.declared_gpus[item.first.cast<std::string>()] = d;
-          }
-        }
+        o.declared_gpus = declared_gpus_arg(declared_gpus, inventory);
         auto executor = hosts.empty() ? runtime().executor() : hosts.front().get_executor();
         return run_or_start<std::vector<ck::HostFactsOutcome>>(executor, std::move(done), "gather_facts()", [&](auto handler) {
           ck::async_gather_facts(std::move(hosts), std::move(o), std::move(handler));
@@ -561,7 +569,8 @@ void register_nccl(py::module_& m) {
          py::object const& sizes, unsigned warmup, unsigned iterations, std::string dtype, py::object const& launcher,
          py::object const& exec_prefix, std::string remote_dir, std::map<std::string, std::string> env,
          std::map<std::string, std::map<std::string, std::string>> host_env, bool socket_ifname_from_route,
-         double timeout, double failure_grace, std::string python, py::object done) -> py::object {
+         double timeout, double failure_grace, std::string python, py::object const& declared_gpus,
+         py::object const& inventory, py::object done) -> py::object {
         auto hosts = host_list(hosts_in);
         if (hosts.empty()) throw py::value_error("nccl_check needs at least one host");
         if (rdzv_port < 1 || rdzv_port > 65535) throw py::value_error("rdzv_port must be 1-65535");
@@ -583,6 +592,7 @@ void register_nccl(py::module_& m) {
         o.timeout = whole_seconds(timeout, "timeout");
         o.failure_grace = whole_seconds(failure_grace, "failure_grace");
         o.python = std::move(python);
+        o.declared_gpus = declared_gpus_arg(declared_gpus, inventory);
         auto executor = hosts.front().get_executor();
         return run_or_start<ck::NcclCheckResult>(executor, std::move(done), "nccl_check()", [&](auto handler) {
           ck::async_nccl_check(std::move(hosts), std::move(o), std::move(handler));
@@ -595,9 +605,12 @@ void register_nccl(py::module_& m) {
       py::arg("remote_dir") = "/tmp", py::arg("env") = std::map<std::string, std::string>{},
       py::arg("host_env") = std::map<std::string, std::map<std::string, std::string>>{},
       py::arg("socket_ifname_from_route") = true, py::arg("timeout") = 600.0, py::arg("failure_grace") = 15.0,
-      py::arg("python") = "python3", py::arg("_done") = py::none(),
+      py::arg("python") = "python3", py::arg("declared_gpus") = py::none(), py::arg("inventory") = py::none(),
+      py::arg("_done") = py::none(),
       "The multi-node NCCL/Gloo check: one torchrun per host (the first is the head, node rank 0), an all_reduce "
-      "checked over NCCL and over Gloo, then all-reduce bandwidth. Problems are in the result, never raised.");
+      "checked over NCCL and over Gloo, then all-reduce bandwidth. Problems are in the result, never raised. "
+      "`inventory` (or `declared_gpus`, {host: {count, model, memory_gib, simulated}}): a declared count of real "
+      "GPUs is the processes for that host; declared simulated GPUs are refused, naming the host.");
   m.def("nccl_check_script", &ck::nccl_check_script, "The Python program the NCCL check runs on every host.");
   m.def("default_nccl_sizes", &ck::default_nccl_sizes, "1, 4, 16, 64 and 256 MiB.");
   m.def("parse_nccl_check_output", &ck::parse_nccl_check_output, py::arg("text"),

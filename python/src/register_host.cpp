@@ -237,6 +237,9 @@ void register_results(py::module_& m) {
           "None, or a clusterkit.Error (code 'skipped' for hosts not run after a fail-fast stop).")
       .def_readonly("result", &O::result)
       .def_property_readonly("ok", &O::ok, "Ran to the end and exited 0.")
+      .def_property_readonly(
+          "message", [](O const& o) { return o.result.message; },
+          "Why it failed, as a sentence naming the host (result.message); '' when it worked.")
       .def("__repr__", [](O const& o) {
         std::string s = "HostOutcome(host=" + py_repr(py::str(o.host));
         if (o.error) s += ", error=" + py_repr(py::str(error_code_name(o.error)));
@@ -256,6 +259,9 @@ void register_results(py::module_& m) {
           "None, or a clusterkit.Error (code 'skipped' for hosts not copied to after a fail-fast stop).")
       .def_readonly("result", &TO::result)
       .def_property_readonly("ok", &TO::ok, "The file arrived whole.")
+      .def_property_readonly(
+          "message", [](TO const& o) { return o.result.message; },
+          "Why it failed, as a sentence naming the host (result.message); '' when it worked.")
       .def("__repr__", [](TO const& o) {
         std::string s = "TransferOutcome(host=" + py_repr(py::str(o.host));
         if (o.error) s += ", error=" + py_repr(py::str(error_code_name(o.error)));

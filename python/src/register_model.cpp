@@ -104,7 +104,7 @@ void register_location(py::module_& m) {
       },
       py::arg("id_or_path"), py::arg("root") = "", py::arg("revision") = "",
       "Find a model's folder: a path, <root>/<ModelScope name>, <root>/<id>, or the Hugging Face cache under "
-      "<root> (or <root>/hub). Raises clusterkit.Error('local_file_error') listing every path tried.");
+      "<root> (or <root>/hub). Raises clusterkit.FileNotFoundError ('file_not_found') listing every path tried.");
   m.def("modelscope_folder_name", &ck::modelscope_folder_name, py::arg("model_id"),
         "'Qwen/Qwen2.5-72B-Instruct' -> 'Qwen/Qwen2___5-72B-Instruct'.");
   m.def("huggingface_cache_folder_name", &ck::huggingface_cache_folder_name, py::arg("model_id"),
@@ -199,7 +199,7 @@ void register_facts_class(py::module_& m) {
       },
       py::arg("dir"),
       "Read config.json and every safetensors header (never the weights). Raises clusterkit.Error "
-      "('local_file_error' for missing files, 'parse_error' for malformed ones).");
+      "('file_not_found', a FileNotFoundError, for a missing folder; 'local_file_error' for files that cannot be read; 'parse_error' for malformed ones).");
   m.def(
       "model_facts_from_config",
       [](py::object const& config, std::string const& source) {
@@ -314,7 +314,7 @@ void register_verify(py::module_& m) {
         fs::path p = path_string(path);
         return run_on_thread([&](std::stop_token) { return ck::sha256_file(p); });
       },
-      py::arg("path"), "SHA-256 of one file, lowercase hex. Raises clusterkit.Error('local_file_error').");
+      py::arg("path"), "SHA-256 of one file, lowercase hex. Raises clusterkit.FileNotFoundError ('file_not_found') when it does not exist, else clusterkit.Error('local_file_error').");
   m.def(
       "sha256_files",
       [](py::iterable const& paths, unsigned threads, py::object on_progress) {

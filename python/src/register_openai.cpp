@@ -118,7 +118,7 @@ ck::CompletionRequest make_completion(std::string model, py::object const& promp
 // Errors: clusterkit.OpenAIError, a clusterkit.Error with the HTTP status,
 // the server's message and the call's ResponseMeta.
 
-py::object& openai_error_type() {
+py::object& openai_error_factory() {
   static auto* type = new py::object;  // leaked: outlives interpreter teardown order
   return *type;
 }
@@ -128,6 +128,7 @@ void define_openai_error(py::module_& m) {
   ns["__builtins__"] = py::module_::import("builtins");
   ns["__name__"] = "clusterkit";
   ns["Error"] = m.attr("Error");
+  ns["_OSErrorMixin"] = m.attr("_OSErrorMixin");
   py::exec(R"PY(
 class OpenAIError(Error):
     """An OpenAIClient call failed (a clusterkit.Error: ``except clusterkit.Error`` catches it).
@@ -150,15 +151,42 @@ class OpenAIError(Error):
         return (type(self), (self.message, self.code, None, self.status, self.server_message))
 
     def __repr__(self):
-        return "clusterkit.OpenAIError(%r, code=%r, status=%r)" % (self.message, self.code, self.status)
+        return "clusterkit.%s(%r, code=%r, status=%r)" % (type(self).__name__, self.message, self.code, self.status)
+
+
+class OpenAITimeoutError(_OSErrorMixin, OpenAIError, __builtins__.TimeoutError):
+    """The server did not answer in time (code "timed_out"): also a built-in TimeoutError, as
+    ``asyncio.wait_for`` raises for the same thing."""
+
+
+class OpenAIConnectionError(_OSErrorMixin, OpenAIError, __builtins__.ConnectionError):
+    """The server could not be reached, or the connection dropped (codes connection_refused,
+    host_unreachable, name_resolution_failed, connection_lost, tls_error): also a built-in
+    ConnectionError."""
+
+
+_CLASSES = {
+    "timed_out": OpenAITimeoutError,
+    "connection_refused": OpenAIConnectionError,
+    "host_unreachable": OpenAIConnectionError,
+    "name_resolution_failed": OpenAIConnectionError,
+    "connection_lost": OpenAIConnectionError,
+    "tls_error": OpenAIConnectionError,
+}
+
+
+def _openai_error_for(message, code, result, status, server_message, meta):
+    return _CLASSES.get(code, OpenAIError)(message, code, result, status, server_message, meta)
 )PY",
            ns);
-  openai_error_type() = ns["OpenAIError"];
-  m.attr("OpenAIError") = openai_error_type();
+  openai_error_factory() = ns["_openai_error_for"];
+  m.attr("OpenAIError") = ns["OpenAIError"];
+  m.attr("OpenAITimeoutError") = ns["OpenAITimeoutError"];
+  m.attr("OpenAIConnectionError") = ns["OpenAIConnectionError"];
 }
 
 py::object make_openai_error(std::error_code ec, ck::ResponseMeta const& meta) {
-  return openai_error_type()(meta.message.empty() ? ec.message() : meta.message, error_code_name(ec),
+  return openai_error_factory()(meta.message.empty() ? ec.message() : meta.message, error_code_name(ec),
                              py::none(), meta.status, meta.server_message, py::cast(meta));
 }
 

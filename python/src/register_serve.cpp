@@ -967,6 +967,7 @@ void register_vllm_pure(py::module_& m) {
       .def_readonly("api_started", &LP::api_started)
       .def_readonly("startup_complete", &LP::startup_complete)
       .def_readonly("last", &LP::last, "The last interesting line.")
+      .def_readonly("phases", &LP::phases, "Every phase the log went through, in order.")
       .def("__repr__", [](LP const& p) {
         return "VllmLogProgress(" + repr_str(p.phase) + (p.version.empty() ? "" : ", version=" + repr_str(p.version)) +
                ", kv_cache_tokens=" + (p.kv_cache_tokens ? std::to_string(*p.kv_cache_tokens) : std::string("None")) +

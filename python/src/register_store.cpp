@@ -938,7 +938,7 @@ void register_snapshot(py::module_& m) {
         return ck::read_model_snapshot(p);
       },
       py::arg("dir"),
-      "The snapshot of a folder on this machine. Raises clusterkit.Error('local_file_error') when it is not a "
+      "The snapshot of a folder on this machine. Raises clusterkit.FileNotFoundError when it does not exist, clusterkit.Error('local_file_error') when it is not a "
       "folder.");
   m.def("verify_snapshot", &ck::verify_snapshot, py::arg("snapshot"),
         "The structural checks of verify_model (everything but checksums) on a snapshot. Pure.");

@@ -9,6 +9,7 @@
 
 #include "clusterkit/openai_client.hpp"
 #include "common.hpp"
+#include "core/text.hpp"
 
 namespace clusterkit::cli {
 namespace {
@@ -68,8 +69,14 @@ int run_chat(GlobalOptions const& g, ChatArgs const& a) {
     try {
       auto served = list_models(client);
       std::string ids;
-      for (auto const& m : served.models) ids += (ids.empty() ? "" : ", ") + m.id;
+      std::vector<std::string> names;
+      for (auto const& m : served.models) {
+        ids += (ids.empty() ? "" : ", ") + detail::without_control_characters(m.id);
+        names.push_back(m.id);
+      }
+      auto near = detail::suggest_model_name(a.model, names);
       return Error(e.code(), what + "; " + a.url + " serves " + (ids.empty() ? "no model" : ids) +
+                                 (near ? "; did you mean --model " + detail::without_control_characters(*near) + "?" : "") +
                                  " (pass one with --model, or leave --model out for the first)");
     } catch (Error const&) {
       return e;

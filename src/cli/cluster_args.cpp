@@ -78,8 +78,8 @@ RayClusterSpec spec_of(RayArgs const& a, InventoryHost const& head_host) {
   if (a.num_cpus < 0) bad_argument("--num-cpus must be positive");
   if (a.num_cpus > 0) spec.num_cpus = a.num_cpus;
   if (a.object_store_memory) spec.object_store_memory = a.object_store_memory;
-  if (a.timeout < 0 || a.timeout > 86400) bad_argument("--timeout must be between 0 and 86400 seconds");
-  if (a.timeout > 0) spec.join_timeout = std::chrono::seconds(static_cast<long long>(a.timeout));
+  if (auto t = checked_seconds(a.timeout, "--timeout", 1, 86400, "the default, 180"); t.count() > 0)
+    spec.join_timeout = std::chrono::duration_cast<std::chrono::seconds>(t);
   spec.ray_start_args = a.ray_args;
   spec.docker_args = a.docker_args;
   validate(spec);

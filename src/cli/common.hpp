@@ -4,6 +4,7 @@
 
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
+#include <chrono>
 #include <optional>
 #include <string>
 #include <vector>
@@ -38,6 +39,13 @@ void print_json(nlohmann::json j);
 /// How many hosts a verb works on at once (`-f`, `-j`), checked before
 /// anything connects: 1 to 100000, else Error(invalid_argument) naming the flag.
 std::size_t hosts_at_once(long long value, std::string const& flag);
+
+/// A duration flag in seconds, checked before anything connects: finite and
+/// between `least` and `most`, or 0 when `zero_means` says what 0 is ("none",
+/// "the default"). Else Error(invalid_argument) naming the flag, the range
+/// and the value (NaN passes every comparison; 0.5 would round to 0).
+std::chrono::milliseconds checked_seconds(double value, std::string const& flag, double least, double most,
+                                          char const* zero_means = nullptr);
 
 /// Print a human summary of fan-out outcomes to stderr; returns the exit
 /// status for the tool (0 when every host succeeded).

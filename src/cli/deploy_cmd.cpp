@@ -11,6 +11,7 @@
 #include "clusterkit/deployment.hpp"
 #include "cluster_args.hpp"
 #include "common.hpp"
+#include "signals.hpp"
 #include "core/block_on.hpp"
 
 namespace clusterkit::cli {
@@ -79,6 +80,8 @@ void register_deploy(CLI::App& app, GlobalOptions& g, Action& action) {
   up->add_option("spec", u->spec, "The deployment spec (YAML; see examples/deployments/)")->required();
   up->callback([&g, &action, u] {
     action = [&g, u] {
+      SignalsToStop::current().explain("the running step is cancelled and recorded; `clusterkit up " + u->spec + "` resumes from it",
+                                       "`clusterkit down " + u->spec + "` removes what up started");
       Runtime rt;
       Deployment d(rt.executor(), load_deployment_spec(u->spec));
       DeployProgress progress;

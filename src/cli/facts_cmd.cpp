@@ -36,7 +36,7 @@ void register_facts(CLI::App& app, GlobalOptions& g, Action& action) {
       FactsOptions f;
       f.python = o->python;
       f.docker_images = o->images;
-      f.timeout = std::chrono::milliseconds(static_cast<long long>(o->timeout * 1000));
+      f.timeout = checked_seconds(o->timeout, "-t/--timeout", 1, 86400);
       if (o->script) {
         f.disk_paths = o->disks.empty() ? std::vector<std::string>{"/"} : o->disks;
         f.peers = o->peers;

@@ -1,19 +1,14 @@
 // `clusterkit lab up|status|down`: real sshd hosts in namespaces on this
 // machine, for trying every capability without renting servers.
 #include <algorithm>
-#include <atomic>
-#include <csignal>
 #include <cstdio>
-#include <cstdlib>
 #include <iostream>
 #include <stop_token>
 #include <string>
-#include <thread>
-
-#include <pthread.h>
 
 #include "clusterkit/lab.hpp"
 #include "common.hpp"
+#include "signals.hpp"
 
 namespace clusterkit::cli {
 namespace {
@@ -71,60 +66,6 @@ void print_status(LabStatus const& s) {
   std::printf("try:       clusterkit -i %s exec -- hostname\n", s.inventory_path.c_str());
 }
 
-// Ctrl-C (SIGINT) and SIGTERM while the lab is made or taken down. `lab up`:
-// the first one stops the step running and takes down what was made (the
-// lab's commands run in their own process groups, so the terminal's signal
-// reaches only us); `lab down`: the clean-up runs to its end (seconds). A
-// second signal quits at once, naming the command that cleans up.
-class SignalsToStop {
-public:
-  SignalsToStop(std::string lab, bool stoppable) : lab_(std::move(lab)), stoppable_(stoppable) {
-    sigemptyset(&set_);
-    // A signal our parent set to be ignored (`nohup`, a background job of a
-    // script) stays ignored.
-    for (int sig : {SIGINT, SIGTERM}) {
-      struct sigaction now {};
-      if (::sigaction(sig, nullptr, &now) == 0 && now.sa_handler != SIG_IGN) sigaddset(&set_, sig);
-    }
-    // Blocked before any thread starts, so that every thread inherits it and
-    // only the watcher below takes these signals.
-    ::pthread_sigmask(SIG_BLOCK, &set_, &old_);
-    watcher_ = std::thread([this] { watch(); });
-  }
-  ~SignalsToStop() {
-    done_ = true;
-    watcher_.join();
-    ::pthread_sigmask(SIG_SETMASK, &old_, nullptr);
-  }
-  std::stop_token token() const { return source_.get_token(); }
-
-private:
-  void watch() {
-    timespec const tick{0, 50'000'000};
-    int seen = 0;
-    while (!done_) {
-      int sig = ::sigtimedwait(&set_, nullptr, &tick);
-      if (sig < 0) continue;
-      if (++seen == 1) {
-        std::fprintf(stderr, "clusterkit: %s\n",
-                     stoppable_ ? "stopping: taking down what lab up made so far (again to quit at once)"
-                                : "finishing the clean-up first, a few seconds (again to quit at once)");
-        source_.request_stop();
-        continue;
-      }
-      std::fprintf(stderr, "clusterkit: quit; `clusterkit lab down --name %s` removes what is left\n", lab_.c_str());
-      std::_Exit(128 + sig);
-    }
-  }
-
-  std::string lab_;
-  bool stoppable_;
-  sigset_t set_{}, old_{};
-  std::stop_source source_;
-  std::atomic<bool> done_{false};
-  std::thread watcher_;
-};
-
 }  // namespace
 
 void register_lab(CLI::App& app, GlobalOptions& g, Action& action) {
@@ -151,10 +92,13 @@ void register_lab(CLI::App& app, GlobalOptions& g, Action& action) {
   up->callback([&g, &action, opts] {
     action = [&g, opts] {
       LabStatus s;
-      {
-        SignalsToStop signals(opts->name, true);
-        s = lab_up(*opts, signals.token());
-      }
+      // The lab's commands run in their own process groups, so the
+      // terminal's Ctrl-C reaches only us: we stop the step and take down
+      // what was made.
+      auto& signals = SignalsToStop::current();
+      signals.explain("taking down what lab up made so far",
+                      "`clusterkit lab down --name " + opts->name + "` removes what is left");
+      s = lab_up(*opts, signals.token());
       if (g.json)
         print_json(status_json(s));
       else
@@ -184,10 +128,10 @@ void register_lab(CLI::App& app, GlobalOptions& g, Action& action) {
   down->add_option("--state-dir", *state_dir, "State folder given to `lab up`");
   down->callback([&action, name, state_dir] {
     action = [name, state_dir] {
-      {
-        SignalsToStop signals(*name, false);
-        lab_down(*name, *state_dir);
-      }
+      // The clean-up runs to its end (seconds): lab_down takes no stop.
+      SignalsToStop::current().explain("finishing the clean-up first, a few seconds",
+                                       "`clusterkit lab down --name " + *name + "` removes what is left");
+      lab_down(*name, *state_dir);
       std::printf("lab '%s' is down\n", name->c_str());
       return 0;
     };

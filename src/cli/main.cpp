@@ -2,12 +2,15 @@
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
+#include <sstream>
 
 #include "clusterkit/version.hpp"
 #include "common.hpp"
+#include "signals.hpp"
 #include "core/text.hpp"
 
 namespace clusterkit::cli {
@@ -52,6 +55,18 @@ std::size_t hosts_at_once(long long value, std::string const& flag) {
     throw Error(make_error_code(errc::invalid_argument),
                 flag + " must be between 1 and 100000, not " + std::to_string(value) + " (how many hosts are worked on at once)");
   return static_cast<std::size_t>(value);
+}
+
+std::chrono::milliseconds checked_seconds(double value, std::string const& flag, double least, double most,
+                                          char const* zero_means) {
+  if (zero_means && value == 0) return std::chrono::milliseconds(0);
+  if (!std::isfinite(value) || value < least || value > most) {
+    std::ostringstream out;
+    out << flag << " must be " << (zero_means ? std::string("0 (") + zero_means + ") or " : std::string()) << "between "
+        << least << " and " << most << " seconds, not " << value;
+    throw Error(make_error_code(errc::invalid_argument), out.str());
+  }
+  return std::chrono::milliseconds(static_cast<long long>(value * 1000));
 }
 
 nlohmann::json outcome_to_json(HostOutcome const& o) {
@@ -146,11 +161,14 @@ int main(int argc, char** argv) {
   auto logger = spdlog::stderr_color_mt("clusterkit");
   spdlog::set_default_logger(logger);
   spdlog::set_level(g.verbose ? spdlog::level::debug : spdlog::level::warn);
+  cli::SignalsToStop signals;
   try {
-    return action ? action() : 2;
+    int rc = action ? action() : 2;
+    // Stopped by Ctrl-C or SIGTERM: the operation said what it left.
+    return signals.stop_requested() && rc != 0 ? 130 : rc;
   } catch (Error const& e) {
     std::fprintf(stderr, "clusterkit: %s\n", e.what());
-    return e.code() == make_error_code(errc::cancelled) ? 130 : 2;
+    return e.code() == make_error_code(errc::cancelled) || signals.stop_requested() ? 130 : 2;
   } catch (std::exception const& e) {
     std::fprintf(stderr, "clusterkit: %s\n", e.what());
     return 2;

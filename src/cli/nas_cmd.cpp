@@ -106,7 +106,7 @@ void register_nas(CLI::App& app, GlobalOptions& g, Action& action) {
       NasSpec spec = m->spec;
       spec.kind = *nas_kind_from_string(m->kind);
       spec.allow_other = !m->no_allow_other;
-      spec.timeout = std::chrono::seconds(static_cast<long long>(m->timeout));
+      spec.timeout = std::chrono::duration_cast<std::chrono::seconds>(checked_seconds(m->timeout, "--timeout", 1, 86400));
       auto inventory = load_inventory(g);
       auto selected = inventory.select(m->group);
       if (spec.source.empty()) spec = spec_from_inventory(selected, spec, kind_given, path_given);
@@ -145,7 +145,7 @@ void register_nas(CLI::App& app, GlobalOptions& g, Action& action) {
     action = [&g, u] {
       NasSpec spec = u->spec;
       spec.kind = *nas_kind_from_string(u->kind);
-      spec.timeout = std::chrono::seconds(static_cast<long long>(u->timeout));
+      spec.timeout = std::chrono::duration_cast<std::chrono::seconds>(checked_seconds(u->timeout, "--timeout", 1, 86400));
       Runtime rt;
       auto hosts = make_hosts(rt, load_inventory(g), u->group);
       UnmountOptions o;

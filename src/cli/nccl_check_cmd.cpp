@@ -76,7 +76,7 @@ void register_nccl_check(CLI::App& app, GlobalOptions& g, Action& action) {
       auto options = o->n;
       options.launcher = words(o->launcher);
       options.exec_prefix = words(o->exec_prefix);
-      options.timeout = std::chrono::seconds(static_cast<long long>(o->timeout));
+      options.timeout = std::chrono::duration_cast<std::chrono::seconds>(checked_seconds(o->timeout, "-t/--timeout", 1, 86400));
       for (double mib : o->sizes_mib) options.sizes.push_back(static_cast<std::uint64_t>(mib * 1024 * 1024));
       for (auto const& kv : o->env) options.env.insert(key_value(kv, "--env"));
       for (auto const& hkv : o->host_env) {
@@ -87,6 +87,7 @@ void register_nccl_check(CLI::App& app, GlobalOptions& g, Action& action) {
       }
       auto inventory = load_inventory(g);
       auto selected = nccl_check_hosts(inventory, o->group);
+      options.declared_gpus = declared_gpus_of(selected);
       Runtime rt;
       std::vector<Host> hosts;
       for (auto const& h : selected) hosts.push_back(rt.host(h.spec));
@@ -100,8 +101,9 @@ void register_nccl_check(CLI::App& app, GlobalOptions& g, Action& action) {
         std::vector<NcclNodeInput> nodes;
         for (auto const& fo : facts) {
           if (!fo.ok()) throw Error(fo.error, fo.host + ": " + fo.message);
-          NcclNodeInput n{fo.host, static_cast<unsigned>(fo.facts.gpus.size()), ""};
+          NcclNodeInput n{fo.host, static_cast<unsigned>(fo.facts.gpus.size()), "", std::nullopt};
           if (auto const* r = fo.facts.route_to(rdzv)) n.interface = r->interface;
+          if (auto d = options.declared_gpus.find(fo.host); d != options.declared_gpus.end()) n.declared = d->second;
           nodes.push_back(n);
         }
         auto plan = plan_nccl_check(nodes, rdzv, options.remote_dir + "/clusterkit-nccl-check-RUNID.py", "ck-RUNID", options);

@@ -56,7 +56,7 @@ void register_preflight(CLI::App& app, GlobalOptions& g, Action& action) {
       auto options = o->p;
       options.probe_ports = !o->no_port_probe;
       options.probe_nas = !o->no_nas_probe;
-      options.facts_timeout = std::chrono::milliseconds(static_cast<long long>(o->facts_timeout * 1000));
+      options.facts_timeout = checked_seconds(o->facts_timeout, "--facts-timeout", 1, 86400);
       if (o->max_model_len) options.plan.max_model_len = *o->max_model_len;
       if (!o->model.empty()) {
         auto where = resolve_model(o->model, o->model_root);

@@ -9,6 +9,7 @@
 #include "clusterkit/ray_cluster.hpp"
 #include "cluster_args.hpp"
 #include "common.hpp"
+#include "signals.hpp"
 #include "core/block_on.hpp"
 
 namespace clusterkit::cli {
@@ -43,6 +44,8 @@ void register_ray(CLI::App& app, GlobalOptions& g, Action& action) {
   add_start_options(up, *u);
   up->callback([&g, &action, u] {
     action = [&g, u] {
+      SignalsToStop::current().explain("cancelling Ray's start on the hosts",
+                                       "`clusterkit ray down` with the same options removes what started");
       Runtime rt;
       auto cluster = cluster_of(g, *u, rt);
       ProgressLine progress;

@@ -7,6 +7,7 @@
 #include "clusterkit/vllm_serve.hpp"
 #include "cluster_args.hpp"
 #include "common.hpp"
+#include "signals.hpp"
 #include "core/block_on.hpp"
 
 namespace clusterkit::cli {
@@ -68,8 +69,8 @@ VllmServe serve_of(GlobalOptions const& g, ServeArgs& a, Runtime& rt) {
     if (!v || !*v) bad_argument("--api-key-env " + a.api_key_env + ": that variable is not set");
     spec.api_key = v;
   }
-  if (a.ready_timeout < 0 || a.ready_timeout > 7 * 86400) bad_argument("--ready-timeout must be between 0 and 604800 seconds");
-  if (a.ready_timeout > 0) spec.ready_timeout = std::chrono::seconds(static_cast<long long>(a.ready_timeout));
+  if (auto t = checked_seconds(a.ready_timeout, "--ready-timeout", 1, 604800, "the default, 1800"); t.count() > 0)
+    spec.ready_timeout = std::chrono::duration_cast<std::chrono::seconds>(t);
   return VllmServe(std::move(spec), std::move(cluster));
 }
 
@@ -87,6 +88,8 @@ void register_serve(CLI::App& app, GlobalOptions& g, Action& action) {
   up->callback([&g, &action, u] {
     if (u->spec.model.empty()) bad_argument("serve up needs --model (the model's path as the engine sees it)");
     action = [&g, u] {
+      SignalsToStop::current().explain("stopped waiting; the engine, once launched, keeps starting",
+                                       "`clusterkit serve down` with the same options stops the engine");
       Runtime rt;
       auto s = serve_of(g, *u, rt);
       auto [ec, launched] = detail::block_on<std::error_code, VllmUpResult>(rt.executor(), "serve up",

@@ -139,7 +139,7 @@ void register_store(CLI::App& app, GlobalOptions& g, Action& action) {
       auto spec = d->spec;
       spec.hub = *hub_from_string(d->hub);
       spec.verify = !d->no_verify;
-      spec.timeout = std::chrono::seconds(static_cast<long long>(d->timeout));
+      spec.timeout = std::chrono::duration_cast<std::chrono::seconds>(checked_seconds(d->timeout, "--timeout", 1, 604800, "none"));
       auto var = !d->token_env.empty() ? d->token_env : spec.hub == Hub::huggingface ? "HF_TOKEN" : "MODELSCOPE_API_TOKEN";
       if (char const* t = std::getenv(var.c_str()); t && *t) spec.token = t;
       else if (!d->token_env.empty())
@@ -183,7 +183,7 @@ void register_store(CLI::App& app, GlobalOptions& g, Action& action) {
     action = [&g, s] {
       auto spec = s->spec;
       spec.verify = !s->no_verify;
-      spec.timeout = std::chrono::seconds(static_cast<long long>(s->timeout));
+      spec.timeout = std::chrono::duration_cast<std::chrono::seconds>(checked_seconds(s->timeout, "--timeout", 1, 604800, "none"));
       Runtime rt;
       auto host = one_host(rt, g, s->host);
       ProgressLine line(s->quiet || g.json);

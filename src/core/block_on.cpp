@@ -3,12 +3,25 @@
 
 #include "clusterkit/error.hpp"
 
+#include <mutex>
 #include <string>
 
 namespace clusterkit::detail {
 
 namespace {
 thread_local int io_thread_depth = 0;
+std::mutex stop_token_mutex;
+std::stop_token process_stop_token;
+}  // namespace
+
+void set_blocking_stop_token(std::stop_token token) {
+  std::lock_guard lock(stop_token_mutex);
+  process_stop_token = std::move(token);
+}
+
+std::stop_token blocking_stop_token() {
+  std::lock_guard lock(stop_token_mutex);
+  return process_stop_token;
 }
 
 IoThreadScope::IoThreadScope() { ++io_thread_depth; }

@@ -5,10 +5,16 @@
 #pragma once
 
 #include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/strand.hpp>
 
+#include <atomic>
 #include <future>
+#include <memory>
+#include <stop_token>
 #include <string>
 #include <string_view>
 #include <system_error>
@@ -46,6 +52,22 @@ void refuse_blocking_here(boost::asio::any_io_executor const& executor, std::str
 /// message when the result has none. Nothing when `ec` is clear.
 void throw_if_failed(std::error_code ec, std::string const& message);
 
+/// A stop token for every blocking call of the process: the CLI sets the one
+/// its Ctrl-C (SIGINT, SIGTERM) requests; a library caller leaves it unset
+/// and nothing changes. While one is set, block_on ties its operation to it:
+/// a stop request cancels the operation (terminal, emitted on the
+/// operation's executor), which then ends as any cancelled operation does:
+/// its remote commands stopped, its handler called with errc::cancelled (or
+/// the result it had so far). A stop requested earlier cancels at once.
+void set_blocking_stop_token(std::stop_token token);
+std::stop_token blocking_stop_token();
+
+/// What ties one blocking call's operation to the stop token.
+struct BlockingStopLink {
+  boost::asio::cancellation_signal signal;  // emitted on the operation's executor only
+  std::atomic<bool> finished{false};
+};
+
 /// Starts an operation with `start(handler)` and waits for its handler,
 /// whose arguments come back as a tuple: block_on<std::error_code, RunResult>
 /// for void(error_code, RunResult). `executor` is the one the operation runs
@@ -56,7 +78,24 @@ std::tuple<std::decay_t<Args>...> block_on(boost::asio::any_io_executor const& e
   refuse_blocking_here(executor, what);
   std::promise<std::tuple<std::decay_t<Args>...>> promise;
   auto future = promise.get_future();
-  std::forward<Start>(start)([&promise](Args... args) { promise.set_value({std::move(args)...}); });
+  auto const token = blocking_stop_token();
+  if (!token.stop_possible()) {
+    std::forward<Start>(start)([&promise](Args... args) { promise.set_value({std::move(args)...}); });
+    return future.get();
+  }
+  auto link = std::make_shared<BlockingStopLink>();
+  std::forward<Start>(start)(
+      boost::asio::bind_cancellation_slot(link->signal.slot(), [&promise, link](Args... args) {
+        link->finished = true;
+        promise.set_value({std::move(args)...});
+      }));
+  // Registered once the operation has connected its slot (in start), and
+  // emitted on its executor: never beside the operation's own handlers.
+  std::stop_callback on_stop(token, [executor, link] {
+    boost::asio::post(executor, [link] {
+      if (!link->finished) link->signal.emit(boost::asio::cancellation_type::terminal);
+    });
+  });
   return future.get();
 }
 

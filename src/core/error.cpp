@@ -45,6 +45,7 @@ public:
       case errc::engine_failed: return "the vLLM engine died or did not become ready";
       case errc::deployment_failed: return "a deployment step failed";
       case errc::command_failed: return "the command failed";
+      case errc::file_not_found: return "no such file or folder";
     }
     return "unknown clusterkit error";
   }

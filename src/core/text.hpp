@@ -222,6 +222,26 @@ std::optional<std::string> suggest(std::string_view word, Range const& candidate
   return best;
 }
 
+/// The served model name `word` likely meant: a near spelling, or the same
+/// name without or with an organisation ("qwen2.5-72b-instruct" for
+/// "Qwen/Qwen2.5-72B-Instruct"), ignoring case.
+template <class Range>
+std::optional<std::string> suggest_model_name(std::string_view word, Range const& served) {
+  if (auto near = suggest(word, served)) return near;
+  auto tail = [](std::string_view s) { return s.substr(s.rfind('/') == std::string_view::npos ? 0 : s.rfind('/') + 1); };
+  std::optional<std::string> best;
+  std::size_t best_distance = 3;  // at most 2 edits between the names without organisation
+  for (auto const& c : served) {
+    std::string_view candidate{c};
+    std::size_t distance = edit_distance(tail(word), tail(candidate));
+    if (distance < best_distance) {
+      best_distance = distance;
+      best = std::string(candidate);
+    }
+  }
+  return best;
+}
+
 inline std::optional<long> to_long(std::string_view s) { return parse_number<long>(s); }
 inline std::optional<double> to_double(std::string_view s) { return parse_number<double>(s); }
 inline std::optional<std::uint64_t> to_u64(std::string_view s) { return parse_number<std::uint64_t>(s); }

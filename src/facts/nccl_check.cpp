@@ -173,14 +173,27 @@ std::vector<NcclNodeLaunch> plan_nccl_check(std::vector<NcclNodeInput> const& no
   auto const& sizes = options.sizes.empty() ? default_nccl_sizes() : options.sizes;
   for (auto s : sizes)
     if (s == 0 || s > (64ull << 30)) bad("a bandwidth size of " + std::to_string(s) + " bytes is out of range");
+  // GPUs per host: what the inventory declares (real GPUs), else what
+  // nvidia-smi lists; torchrun needs one count everywhere, the smallest.
+  for (auto const& n : nodes) {
+    if (!n.declared || n.declared->count == 0) continue;
+    if (n.declared->simulated && n.gpus == 0)
+      bad(n.host + "'s " + std::to_string(n.declared->count) +
+          " GPUs are simulated (the inventory declares them; nvidia-smi lists none): NCCL needs real GPUs; run "
+          "nccl-check on GPU servers, or leave " + n.host + " out");
+    if (!n.declared->simulated && n.declared->count > n.gpus)
+      bad(n.host + ": the inventory declares " + std::to_string(n.declared->count) + " GPUs, nvidia-smi lists " +
+          std::to_string(n.gpus) + "; fix the host's gpus.count in the inventory");
+  }
   unsigned nproc = options.nproc_per_node;
   if (nproc == 0) {
     nproc = UINT32_MAX;
     for (auto const& n : nodes) {
-      if (n.gpus == 0)
+      unsigned const usable = n.declared && !n.declared->simulated && n.declared->count > 0 ? n.declared->count : n.gpus;
+      if (usable == 0)
         bad(n.host + " has no GPU (nvidia-smi lists none); leave it out, or give the GPUs per host (--nproc N; "
                      "nproc_per_node in the API)");
-      nproc = std::min(nproc, n.gpus);
+      nproc = std::min(nproc, usable);
     }
   }
   std::string size_list;

@@ -83,6 +83,7 @@ struct NcclCheckOp : std::enable_shared_from_this<NcclCheckOp> {
       n.host = f.host;
       n.gpus = static_cast<unsigned>(f.facts.gpus.size());
       if (auto const* r = f.facts.route_to(rdzv)) n.interface = r->interface;
+      if (auto d = options.declared_gpus.find(f.host); d != options.declared_gpus.end()) n.declared = d->second;
       nodes.push_back(std::move(n));
     }
     try {

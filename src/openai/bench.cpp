@@ -280,30 +280,30 @@ std::vector<std::string> BenchSpec::problems() const {
     if (!std::isfinite(v) || v <= 0 || v > most)
       p.push_back(std::string(flag) + ": " + number(v) + " is not a number of seconds in (0, " + most_text + "]");
   };
-  if (url.empty()) p.push_back("--url: missing; give the server's URL, e.g. http://10.0.0.1:8000");
+  if (url.empty()) p.push_back("url (--url): missing; give the server's URL, e.g. http://10.0.0.1:8000");
   else if (url.rfind("http://", 0) != 0 && url.rfind("https://", 0) != 0)
-    p.push_back("--url: '" + url + "' is not an http:// or https:// URL");
+    p.push_back("url (--url): '" + url + "' is not an http:// or https:// URL");
   if (endpoint != "chat" && endpoint != "completions")
-    p.push_back("--endpoint: '" + endpoint + "' is neither chat nor completions");
+    p.push_back("endpoint (--endpoint): '" + endpoint + "' is neither chat nor completions");
   if (concurrency && (*concurrency == 0 || *concurrency > 1'000'000))
-    p.push_back("--concurrency: " + std::to_string(*concurrency) + " is not in 1..1000000");
+    p.push_back("concurrency (--concurrency): " + std::to_string(*concurrency) + " is not in 1..1000000");
   if (rate && (!std::isfinite(*rate) || *rate <= 0 || *rate > 1e6))
-    p.push_back("--rate: " + number(*rate) + " is not a number of requests per second in (0, 1000000]");
+    p.push_back("rate (--rate): " + number(*rate) + " is not a number of requests per second in (0, 1000000]");
   if (requests && (*requests == 0 || *requests > max_requests))
-    p.push_back("--requests: " + std::to_string(*requests) + " is not in 1.." + std::to_string(max_requests));
-  if (duration) positive_seconds("--duration", *duration, 1e7, "10000000");
+    p.push_back("requests (--requests): " + std::to_string(*requests) + " is not in 1.." + std::to_string(max_requests));
+  if (duration) positive_seconds("duration (--duration)", *duration, 1e7, "10000000");
   if (rate && duration && !requests && std::isfinite(*rate) && std::isfinite(*duration) && *rate > 0 &&
       *duration > 0 && *rate * *duration > static_cast<double>(max_requests))
-    p.push_back("--rate " + number(*rate) + " for --duration " + number(*duration) + " plans about " +
+    p.push_back("rate " + number(*rate) + " for duration " + number(*duration) + " (--rate, --duration) plans about " +
                 number(*rate * *duration) + " requests; at most " + std::to_string(max_requests) +
-                " in one run (set --requests, or a shorter --duration)");
+                " in one run (set requests, or a shorter duration)");
   if (prompts.empty() && (prompt_tokens == 0 || prompt_tokens > max_prompt_words))
-    p.push_back("--prompt-tokens: " + std::to_string(prompt_tokens) + " is not in 1.." + std::to_string(max_prompt_words));
+    p.push_back("prompt_tokens (--prompt-tokens): " + std::to_string(prompt_tokens) + " is not in 1.." + std::to_string(max_prompt_words));
   if (max_tokens < 1 || max_tokens > 10'000'000)
-    p.push_back("--max-tokens: " + std::to_string(max_tokens) + " is not in 1..10000000");
-  positive_seconds("--timeout", timeout, 1e6, "1000000");
+    p.push_back("max_tokens (--max-tokens): " + std::to_string(max_tokens) + " is not in 1..10000000");
+  positive_seconds("timeout (--timeout)", timeout, 1e6, "1000000");
   if (!std::isfinite(poll_interval_us) || poll_interval_us < 0 || poll_interval_us > 1e6)
-    p.push_back("--poll-interval: " + number(poll_interval_us) + " is not a number of microseconds in [0, 1000000]");
+    p.push_back("poll_interval_us (--poll-interval): " + number(poll_interval_us) + " is not a number of microseconds in [0, 1000000]");
   if (!std::isfinite(progress_interval) || progress_interval <= 0 || progress_interval > 3600)
     p.push_back("progress_interval: " + number(progress_interval) + " is not a number of seconds in (0, 3600]");
   return p;

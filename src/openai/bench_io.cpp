@@ -183,12 +183,16 @@ private:
     if (!spec_.model.empty()) {
       if (ec || models.models.empty()) return;
       std::string ids;
+      std::vector<std::string> names;
       for (auto const& m : models.models) {
         if (m.id == spec_.model) return;
-        ids += (ids.empty() ? "" : ", ") + m.id;
+        ids += (ids.empty() ? "" : ", ") + detail::without_control_characters(m.id);
+        names.push_back(m.id);
       }
-      throw Error(make_error_code(errc::invalid_argument), "--model '" + spec_.model + "' is not served by " + spec_.url +
-                                                                 "; it serves " + ids);
+      auto near = detail::suggest_model_name(spec_.model, names);
+      throw Error(make_error_code(errc::invalid_argument),
+                  "model (--model) '" + detail::without_control_characters(spec_.model) + "' is not served by " + spec_.url +
+                      "; it serves " + ids + (near ? "; did you mean '" + detail::without_control_characters(*near) + "'?" : ""));
     }
     if (ec) throw Error(ec, models.meta.message.empty() ? ec.message() : models.meta.message);
     if (models.models.empty()) throw Error(make_error_code(errc::protocol_error), spec_.url + " serves no model");
@@ -431,7 +435,8 @@ private:
 std::vector<std::string> read_prompts_file(std::string const& path) {
   struct stat st {};
   if (::stat(path.c_str(), &st) != 0)
-    throw Error(make_error_code(errc::local_file_error), "cannot read the prompts file " + path + ": no such file");
+    throw Error(make_error_code(errno == ENOENT ? errc::file_not_found : errc::local_file_error),
+                "cannot read the prompts file " + path + ": " + std::strerror(errno));
   if (!S_ISREG(st.st_mode))
     throw Error(make_error_code(errc::local_file_error), "the prompts file " + path + " is not a regular file");
   constexpr std::size_t most = 64u << 20;

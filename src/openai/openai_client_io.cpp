@@ -1413,14 +1413,23 @@ void OpenAIClient::start_list_models(asio::any_completion_handler<ModelsSignatur
   launch<ModelList>(impl_, std::move(handler), [impl = impl_](auto st) { return run_models(impl, st); });
 }
 
+namespace {
+/// A request's JSON text. Invalid UTF-8 in a prompt (a byte \377 read from a
+/// file) becomes U+FFFD instead of an exception that would end the call, or
+/// a whole benchmark, with nlohmann's message.
+std::string request_text(nlohmann::json const& body) {
+  return body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+}  // namespace
+
 void OpenAIClient::start_chat(ChatRequest request, asio::any_completion_handler<CompletionSignature> handler) {
-  launch<CompletionResult>(impl_, std::move(handler), [impl = impl_, body = request.body(false).dump()](auto st) {
+  launch<CompletionResult>(impl_, std::move(handler), [impl = impl_, body = request_text(request.body(false))](auto st) {
     return run_completion(impl, st, body, true);
   });
 }
 
 void OpenAIClient::start_complete(CompletionRequest request, asio::any_completion_handler<CompletionSignature> handler) {
-  launch<CompletionResult>(impl_, std::move(handler), [impl = impl_, body = request.body(false).dump()](auto st) {
+  launch<CompletionResult>(impl_, std::move(handler), [impl = impl_, body = request_text(request.body(false))](auto st) {
     return run_completion(impl, st, body, false);
   });
 }
@@ -1428,7 +1437,7 @@ void OpenAIClient::start_complete(CompletionRequest request, asio::any_completio
 void OpenAIClient::start_chat_stream(ChatRequest request, ChunkCallback on_chunk,
                                      asio::any_completion_handler<StreamSignature> handler) {
   launch<StreamResult>(impl_, std::move(handler),
-                       [impl = impl_, body = request.body(true).dump(), &on_chunk](auto st) {
+                       [impl = impl_, body = request_text(request.body(true)), &on_chunk](auto st) {
                          return run_stream(impl, st, body, true, std::move(on_chunk));
                        });
 }
@@ -1436,7 +1445,7 @@ void OpenAIClient::start_chat_stream(ChatRequest request, ChunkCallback on_chunk
 void OpenAIClient::start_complete_stream(CompletionRequest request, ChunkCallback on_chunk,
                                          asio::any_completion_handler<StreamSignature> handler) {
   launch<StreamResult>(impl_, std::move(handler),
-                       [impl = impl_, body = request.body(true).dump(), &on_chunk](auto st) {
+                       [impl = impl_, body = request_text(request.body(true)), &on_chunk](auto st) {
                          return run_stream(impl, st, body, false, std::move(on_chunk));
                        });
 }

@@ -840,7 +840,7 @@ struct TransferOp : std::enable_shared_from_this<TransferOp> {
       file = ::open(local_path.c_str(), O_RDONLY | O_CLOEXEC);
       struct stat st {};
       if (file < 0 || ::fstat(file, &st) != 0 || !S_ISREG(st.st_mode))
-        return fail(make_error_code(errc::local_file_error),
+        return fail(make_error_code(file < 0 && errno == ENOENT ? errc::file_not_found : errc::local_file_error),
                     "cannot upload '" + local_path + "': " + (file < 0 ? std::strerror(errno) : "not a regular file"));
       total = static_cast<std::uint64_t>(st.st_size);
     } else {

@@ -4,9 +4,6 @@
 // the record written after every step, and the quick look that lets `up` on
 // a healthy deployment answer in well under a second.
 #include <boost/asio/as_tuple.hpp>
-#include <boost/asio/co_spawn.hpp>
-#include <boost/asio/redirect_error.hpp>
-#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 
 #include <sys/stat.h>
@@ -25,6 +22,7 @@
 #include "clusterkit/shell.hpp"
 #include "core/block_on.hpp"
 #include "core/coro.hpp"
+#include "core/task_group.hpp"
 #include "remote/run_each.hpp"
 
 namespace clusterkit {
@@ -145,7 +143,17 @@ struct Run {
     tell(s.step, "", status, message);
     save_record(d.spec(), record);
   }
-  std::pair<std::error_code, DeploymentRecord> fail(StepRecord& s, std::error_code ec, std::string const& message) {
+  /// The frame's cancellation state (Ctrl-C in the CLI, a cancelled task in
+  /// Python): a step that fails after it was cancelled failed because of it.
+  asio::cancellation_state cancel_state;
+  bool cancelled() const { return cancel_state.cancelled() != asio::cancellation_type::none; }
+
+  std::pair<std::error_code, DeploymentRecord> fail(StepRecord& s, std::error_code ec, std::string message) {
+    if (cancelled()) {
+      ec = make_error_code(errc::cancelled);
+      message = "stopped (cancelled) while it ran; `up` again resumes from this step" +
+                (message.empty() ? std::string() : " (it said: " + message + ")");
+    }
     end(s, "failed", message);
     record.status = "failed";
     record.message = s.step + ": " + message;
@@ -153,6 +161,15 @@ struct Run {
     record.total_seconds = now();
     save_record(d.spec(), record);
     return {ec ? ec : make_error_code(errc::deployment_failed), record};
+  }
+  /// Between steps: a cancellation ends the run here, recorded on the step
+  /// that would come next, so that the next `up` resumes from it.
+  std::optional<std::pair<std::error_code, DeploymentRecord>> stop_before(std::string const& step) {
+    if (!cancelled()) return std::nullopt;
+    auto& s = *record.step(step);
+    s.started_s = now();
+    s.status = "failed";
+    return fail(s, make_error_code(errc::cancelled), "");
   }
 };
 
@@ -252,17 +269,10 @@ awaitable<BenchFigures> short_bench(OpenAIClient client, std::string model, Depl
     }
   };
   // The workers run at once on this coroutine's strand (they share `next`
-  // and `b` safely); a timer that never fires is cancelled by the last one.
-  auto ex = co_await asio::this_coro::executor;
-  unsigned const n = std::max(1u, checks.bench_concurrency);
-  unsigned remaining = n;
-  asio::steady_timer all_done(ex, asio::steady_timer::time_point::max());
-  for (unsigned i = 0; i < n; ++i)
-    asio::co_spawn(ex, worker(), [&](std::exception_ptr) {
-      if (--remaining == 0) all_done.cancel();
-    });
-  boost::system::error_code ec;
-  co_await all_done.async_wait(asio::redirect_error(use_awaitable, ec));
+  // and `b` safely).
+  TaskGroup workers(co_await asio::this_coro::executor);
+  for (unsigned i = 0, n = std::max(1u, checks.bench_concurrency); i < n; ++i) workers.spawn(worker());
+  co_await workers.join();
   b.seconds = seconds_between(t0, clock_type::now());
   co_return b;
 }
@@ -271,6 +281,7 @@ awaitable<std::pair<std::error_code, DeploymentRecord>> up(Deployment d, Deploym
   co_await accept_every_cancellation();
   auto const& spec = d.spec();
   Run run{d, std::move(progress)};
+  run.cancel_state = co_await asio::this_coro::cancellation_state;
   auto& rec = run.record;
   rec.name = spec.name;
   rec.spec_file = spec.source;
@@ -338,6 +349,25 @@ awaitable<std::pair<std::error_code, DeploymentRecord>> up(Deployment d, Deploym
           rec.versions["cuda"] = f.facts.nvidia->cuda_version;
         }
       }
+      // The image's ID on every GPU host (the content digest of the image
+      // the containers run): one value, or each host's when they differ.
+      if (spec.ray.runtime == RayRuntimeKind::docker) {
+        std::map<std::string, std::string> ids;
+        for (auto const& f : facts)
+          if (f.facts.docker && std::count(d.gpu_hosts().begin(), d.gpu_hosts().end(), f.host))
+            if (auto i = f.facts.docker->images.find(spec.ray.image); i != f.facts.docker->images.end() && !i->second.empty())
+              ids[f.host] = i->second;
+        rec.versions["image"] = spec.ray.image;
+        std::set<std::string> distinct;
+        for (auto const& [h, id] : ids) distinct.insert(id);
+        if (distinct.size() == 1) {
+          rec.versions["image_id"] = *distinct.begin();
+        } else if (distinct.size() > 1) {
+          std::string each;
+          for (auto const& [h, id] : ids) each += (each.empty() ? "" : ", ") + h + "=" + id;
+          rec.versions["image_id"] = "differs between hosts: " + each;
+        }
+      }
       std::vector<std::string> failures;
       for (auto const& c : pre.report.results)
         if (c.status == CheckStatus::fail) failures.push_back(c.host + " " + c.check + ": " + c.message + (c.fix.empty() ? "" : " (fix: " + c.fix + ")"));
@@ -351,6 +381,8 @@ awaitable<std::pair<std::error_code, DeploymentRecord>> up(Deployment d, Deploym
                            std::to_string(pre.report.count(CheckStatus::warn)) + " warnings");
     }
   }
+
+  if (auto stop = run.stop_before("nas")) co_return std::move(*stop);
 
   // --- 2. nas
   if (spec.nas) {
@@ -374,6 +406,8 @@ awaitable<std::pair<std::error_code, DeploymentRecord>> up(Deployment d, Deploym
   } else {
     run.end(run.begin("nas", "no NAS in the spec or the inventory"), "skipped", "no NAS: the model must be at the same path on every host");
   }
+
+  if (auto stop = run.stop_before("model")) co_return std::move(*stop);
 
   // Ray starts while the model is found or copied (a 145 GB copy takes
   // long; Ray is ready by then); the NAS is mounted already, so the
@@ -409,21 +443,15 @@ awaitable<std::pair<std::error_code, DeploymentRecord>> up(Deployment d, Deploym
     co_return std::nullopt;
   };
   std::optional<Failure> ray_failure;
-  bool ray_running = true;
-  auto ex_ray = co_await asio::this_coro::executor;
-  asio::steady_timer ray_finished(ex_ray, asio::steady_timer::time_point::max());
-  asio::co_spawn(ex_ray, ray_step(), [&](std::exception_ptr ep, std::optional<Failure> f) {
-    if (ep) f = Failure{rec.step("ray"), make_error_code(errc::ray_failed), exception_text(ep)};
-    ray_failure = std::move(f);
-    ray_running = false;
-    ray_finished.cancel();
-  });
-  auto wait_for_ray = [&]() -> awaitable<void> {
-    while (ray_running) {
-      boost::system::error_code ignored;
-      co_await ray_finished.async_wait(asio::redirect_error(use_awaitable, ignored));
+  TaskGroup ray_beside(co_await asio::this_coro::executor);
+  auto ray_task = [&]() -> awaitable<void> {
+    try {
+      ray_failure = co_await ray_step();
+    } catch (std::exception const& e) {
+      ray_failure = Failure{rec.step("ray"), make_error_code(errc::ray_failed), e.what()};
     }
   };
+  ray_beside.spawn(ray_task());
 
   unsigned tp = spec.serve.tensor_parallel, pp = spec.serve.pipeline_parallel;
   std::optional<std::uint64_t> max_len = spec.serve.max_model_len;
@@ -568,7 +596,7 @@ awaitable<std::pair<std::error_code, DeploymentRecord>> up(Deployment d, Deploym
     co_return std::nullopt;
   };
   auto chain_failure = co_await model_chain();
-  co_await wait_for_ray();
+  co_await ray_beside.join();
   if (chain_failure && ray_failure) {
     // Both branches failed (a host lost is seen by both): record each
     // step as failed, and name both in the one error.
@@ -578,6 +606,7 @@ awaitable<std::pair<std::error_code, DeploymentRecord>> up(Deployment d, Deploym
   }
   if (chain_failure) co_return run.fail(*chain_failure->step, chain_failure->ec, chain_failure->message);
   if (ray_failure) co_return run.fail(*ray_failure->step, ray_failure->ec, ray_failure->message);
+  if (auto stop = run.stop_before("serve")) co_return std::move(*stop);
 
   // --- 7. serve
   double engine_start = 0;
@@ -611,6 +640,7 @@ awaitable<std::pair<std::error_code, DeploymentRecord>> up(Deployment d, Deploym
   }
 
   // --- 8. smoke and 9. bench, through the client the users have
+  if (auto stop = run.stop_before("smoke")) co_return std::move(*stop);
   auto ex = co_await asio::this_coro::executor;
   ClientOptions co;
   co.base_url = rec.endpoint;
@@ -637,6 +667,7 @@ awaitable<std::pair<std::error_code, DeploymentRecord>> up(Deployment d, Deploym
                            std::to_string(static_cast<int>(rec.smoke["ttft_ms"].get<double>())) + " ms");
     }
   }
+  if (auto stop = run.stop_before("bench")) co_return std::move(*stop);
   {
     auto& s = run.begin("bench", std::to_string(spec.checks.bench_requests) + " requests, " +
                                      std::to_string(spec.checks.bench_concurrency) + " at once");

@@ -13,6 +13,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <map>
 #include <set>
 
 #include "clusterkit/ray_cluster.hpp"
@@ -203,6 +204,20 @@ awaitable<std::pair<std::error_code, RayUpResult>> up(RayCluster c, RayProgressC
   // detached from the command).
   auto started = std::make_shared<std::atomic<std::size_t>>(0);
   bool ready_early = false;
+  // What a node that never came up says, and the causes that fit when Ray
+  // itself says nothing clearer.
+  // A worker has the join timeout to say its node runs (a worker that
+  // cannot reach the head waits in `ray start` far longer); the head at
+  // least 120 s.
+  auto start_timeout = [&](std::size_t i) {
+    return result.plans[i].head ? std::max<std::chrono::seconds>(std::chrono::seconds(120), spec.join_timeout) : spec.join_timeout;
+  };
+  auto likely_causes = [&](std::string const& explained) {
+    return explained.find("did not start") == std::string::npos
+               ? std::string()
+               : ". Likely causes: the node IP is wrong on a host with several interfaces, the head's port " +
+                     std::to_string(spec.port) + " is blocked between the hosts, or Ray/Python differ between the hosts";
+  };
   auto start_nodes = [&](std::vector<std::size_t> const& which) -> awaitable<std::vector<std::string>> {
     std::vector<std::string> failures;
     std::vector<RunEachItem> stops;
@@ -218,7 +233,7 @@ awaitable<std::pair<std::error_code, RayUpResult>> up(RayCluster c, RayProgressC
     if (!failures.empty()) co_return failures;
     std::vector<RunEachItem> items;
     for (auto i : which) {
-      auto ro = run_options(std::chrono::seconds(120));
+      auto ro = run_options(start_timeout(i));
       ro.on_line = [started](OutputLine const& line) {
         if (line.stream == Stream::out && line.text == "@@ck-ray-started") ++*started;
       };
@@ -228,6 +243,20 @@ awaitable<std::pair<std::error_code, RayUpResult>> up(RayCluster c, RayProgressC
     }
     auto const dispatched_ms = ms_since(t0);
     auto outs = co_await run_each(std::move(items));
+    // A start that ran out of time printed nothing of Ray's (its output
+    // goes to the node's log): read each such node's log to say why.
+    std::vector<RunEachItem> log_reads;
+    std::vector<std::size_t> log_of;
+    for (std::size_t k = 0; k < outs.size(); ++k)
+      if (outs[k].error == errc::timed_out && !ready_early) {
+        log_reads.push_back({c.hosts()[which[k]].host, Command::shell(ray_logs_script(spec, 40)), run_options(std::chrono::seconds(20))});
+        log_of.push_back(k);
+      }
+    std::map<std::size_t, std::string> said_by;
+    if (!log_reads.empty()) {
+      auto logs = co_await run_each(std::move(log_reads));
+      for (std::size_t j = 0; j < logs.size(); ++j) said_by[log_of[j]] = logs[j].result.stdout_text;
+    }
     for (std::size_t k = 0; k < outs.size(); ++k) {
       auto i = which[k];
       auto& n = result.nodes[i];
@@ -242,10 +271,14 @@ awaitable<std::pair<std::error_code, RayUpResult>> up(RayCluster c, RayProgressC
                     n.host + " (" + result.plans[i].node_ip + "); Ray listed it before its `ray start` had returned";
       } else if (o.error) {
         n.error = o.error;
-        n.message = o.error == errc::timed_out
-                        ? n.host + ": Ray did not report its start within 120 s; " +
-                              explain_ray_failure(n.host, o.result.stdout_text + o.result.stderr_text, spec)
-                        : (o.result.message.empty() ? n.host + ": " + o.error.message() : o.result.message);
+        if (o.error == errc::timed_out) {
+          auto const limit = start_timeout(i).count();
+          auto explained = explain_ray_failure(n.host, said_by[k] + "\n" + o.result.stdout_text + o.result.stderr_text, spec);
+          n.message = n.host + " (" + result.plans[i].node_ip + ") did not join within " + std::to_string(limit) +
+                      " s (its `ray start` never said the node runs); " + explained + likely_causes(explained);
+        } else {
+          n.message = o.result.message.empty() ? n.host + ": " + o.error.message() : o.result.message;
+        }
         failures.push_back(n.message);
       } else if (o.result.stdout_text.find("@@ck-ray-started") == std::string::npos) {
         n.error = make_error_code(errc::program_missing);
@@ -349,10 +382,8 @@ awaitable<std::pair<std::error_code, RayUpResult>> up(RayCluster c, RayProgressC
         std::string said = logs[k].result.stdout_text;
         auto explained = explain_ray_failure(h.host, said, spec);
         std::string sentence = h.host + " (" + h.node_ip + ") did not join within " +
-                               std::to_string(spec.join_timeout.count()) + " s (Ray reports it " + h.ray_state + "); " + explained;
-        if (explained.find("did not start") != std::string::npos)
-          sentence += ". Likely causes: the node IP is wrong on a host with several interfaces, the head's port " +
-                      std::to_string(spec.port) + " is blocked between the hosts, or Ray/Python differ between the hosts";
+                               std::to_string(spec.join_timeout.count()) + " s (Ray reports it " + h.ray_state + "); " + explained +
+                               likely_causes(explained);
         result.nodes[i].error = make_error_code(errc::timed_out);
         result.nodes[i].message = sentence;
         why.push_back(sentence);

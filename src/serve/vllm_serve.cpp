@@ -382,7 +382,12 @@ std::string vllm_stop_script(VllmServeSpec const& spec, std::chrono::seconds gra
 // The log
 
 void read_vllm_log(std::string_view chunk, VllmLogProgress& p) {
+  // Called on every line's way out, whichever branch it took.
+  auto note_phase = [&p] {
+    if (p.phases.empty() || p.phases.back() != p.phase) p.phases.push_back(p.phase);
+  };
   for (auto raw : lines_of(chunk)) {
+    note_phase();
     if (raw.empty()) continue;
     auto msg = message_of(raw);
     std::string_view m = msg;
@@ -421,6 +426,7 @@ void read_vllm_log(std::string_view chunk, VllmLogProgress& p) {
       p.last = "Application startup complete";
     }
   }
+  note_phase();
 }
 
 VllmDiagnosis diagnose_vllm_log(std::string_view log, VllmDiagnosisContext const& ctx) {

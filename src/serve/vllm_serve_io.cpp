@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <fstream>
 
@@ -19,6 +20,7 @@
 #include "clusterkit/vllm_serve.hpp"
 #include "core/block_on.hpp"
 #include "core/coro.hpp"
+#include "core/task_group.hpp"
 #include "remote/run_each.hpp"
 
 namespace clusterkit {
@@ -321,6 +323,7 @@ awaitable<std::pair<std::error_code, VllmReady>> wait_ready(VllmServe s, VllmPro
   std::uint64_t offset = 0;
   std::string tail;  // the log's last 512 KiB, for the diagnosis
   std::string last_reported;
+  std::size_t phases_reported = 0;  // of ready.log.phases, the current one included
   std::optional<clock_type::time_point> pg_since;
   bool health_ok = false;
   auto report = [&](std::string phase, std::string message) {
@@ -341,7 +344,13 @@ awaitable<std::pair<std::error_code, VllmReady>> wait_ready(VllmServe s, VllmPro
     offset += w.log.size();
     tail += w.log;
     if (tail.size() > (512u << 10)) tail.erase(0, tail.size() - (512u << 10));
-    if (!ready.log.startup_complete) report(ready.log.phase, ready.log.last.empty() ? "starting" : ready.log.last);
+    if (!ready.log.startup_complete) {
+      // Phases this look passed through, each said once, then where it is.
+      auto const& seen = ready.log.phases;
+      for (; phases_reported + 1 < seen.size(); ++phases_reported) report(seen[phases_reported], seen[phases_reported]);
+      report(ready.log.phase, ready.log.last.empty() ? "starting" : ready.log.last);
+      phases_reported = std::max<std::size_t>(phases_reported, seen.size());
+    }
     if (!w.alive) {
       auto d = diagnose_vllm_log(tail, diagnosis_context(s, 0));
       if (d.cause == "placement-group") d = diagnose_vllm_log(tail, diagnosis_context(s, co_await cluster_gpus(s)));
@@ -471,23 +480,12 @@ awaitable<std::pair<std::error_code, VllmStatus>> status(VllmServe s) {
     ray_seen = std::move(ray);
   };
   // The API and Ray looks run beside this coroutine's own look at the
-  // process; each reports its end through `all_done` (they use this frame's
-  // locals, so the frame waits for both before it goes on).
-  int running = 0;
-  asio::steady_timer all_done(ex, asio::steady_timer::time_point::max());
-  auto beside = [&](awaitable<void> look) {
-    ++running;
-    asio::co_spawn(ex, std::move(look), [&running, &all_done](std::exception_ptr) {
-      if (--running == 0) all_done.cancel();
-    });
-  };
-  beside(look_at_api());
-  if (s.spec().backend == ExecutorBackend::ray) beside(look_at_ray());
+  // process (they write this frame's locals: joined before they are read).
+  TaskGroup beside(ex);
+  beside.spawn(look_at_api());
+  if (s.spec().backend == ExecutorBackend::ray) beside.spawn(look_at_ray());
   auto w = co_await watch(s, ~std::uint64_t{0} >> 1, ec, failure);
-  while (running > 0) {
-    boost::system::error_code ignored;
-    co_await all_done.async_wait(asio::redirect_error(use_awaitable, ignored));
-  }
+  co_await beside.join();
   if (ec) {
     st.problems.push_back(failure);
     st.state = "unknown";

@@ -89,8 +89,10 @@ bool pread_full(int fd, char* buf, std::size_t len, std::uint64_t offset, int& e
 
 /// Reads a small text file (config, index, manifest) with a size cap.
 std::string read_small_file(fs::path const& path, std::uint64_t cap = 64ull << 20) {
-  Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (fd.get() < 0) fail(errc::local_file_error, "cannot open " + path.string() + ": " + errno_text(errno));
+  // O_NONBLOCK: a FIFO under a model file's name must not hang the open (it is
+  // refused below as not a regular file); no effect on regular files.
+  Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK));
+  if (fd.get() < 0) fail(errno == ENOENT ? errc::file_not_found : errc::local_file_error, "cannot open " + path.string() + ": " + errno_text(errno));
   struct stat st {};
   if (::fstat(fd.get(), &st) != 0)
     fail(errc::local_file_error, "cannot stat " + path.string() + ": " + errno_text(errno));
@@ -505,7 +507,7 @@ ModelLocation resolve_model(std::string_view id_or_path, fs::path const& root, s
   if (!root.empty()) msg += " under " + root.string();
   msg += "; looked in:";
   for (auto const& c : loc.tried) msg += "\n  " + c.path.string() + " (" + std::string(to_string(c.layout)) + "): " + c.rejected_because;
-  fail(errc::local_file_error, msg);
+  fail(errc::file_not_found, msg);
 }
 
 // ---------------------------------------------------------------------------
@@ -627,8 +629,8 @@ SafetensorsHeader parse_safetensors_header(std::string_view prefix, std::optiona
 SafetensorsFile read_safetensors_header(fs::path const& path) {
   SafetensorsFile out;
   out.path = path;
-  Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (fd.get() < 0) fail(errc::local_file_error, "cannot open " + path.string() + ": " + errno_text(errno));
+  Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK));  // a FIFO: refused below, not waited on
+  if (fd.get() < 0) fail(errno == ENOENT ? errc::file_not_found : errc::local_file_error, "cannot open " + path.string() + ": " + errno_text(errno));
   struct stat st {};
   if (::fstat(fd.get(), &st) != 0) fail(errc::local_file_error, "cannot stat " + path.string() + ": " + errno_text(errno));
   if (!S_ISREG(st.st_mode)) fail(errc::local_file_error, path.string() + " is not a regular file");
@@ -1071,7 +1073,9 @@ ModelFacts facts_from_headers(ModelFacts f, fs::path const& dir, std::vector<Ins
 
 ModelFacts inspect_model(fs::path const& dir) {
   std::error_code ec;
-  if (!fs::is_directory(dir, ec)) fail(errc::local_file_error, dir.string() + " is not a folder");
+  if (!fs::is_directory(dir, ec))
+    fail(fs::exists(dir, ec) ? errc::local_file_error : errc::file_not_found,
+         dir.string() + (fs::exists(dir, ec) ? " is not a folder" : " does not exist"));
   auto config_path = dir / "config.json";
   if (!fs::exists(config_path, ec))
     fail(errc::local_file_error, dir.string() + " has no config.json (not a model folder, or the download is incomplete)");
@@ -1256,8 +1260,9 @@ std::string to_hex(unsigned char const* d, unsigned n) {
 template <class OnChunk>
 std::string hash_one(fs::path const& path, EVP_MD_CTX* ctx, std::vector<unsigned char>& buf, std::string& digest,
                      std::uint64_t& bytes, OnChunk&& on_chunk) {
-  Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK));  // a FIFO must not hang the open
   if (fd.get() < 0) return "cannot open " + path.string() + ": " + errno_text(errno);
+  if (struct stat st {}; ::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode)) return path.string() + " is not a regular file";
   ::posix_fadvise(fd.get(), 0, 0, POSIX_FADV_SEQUENTIAL);
   if (EVP_DigestInit_ex(ctx, EVP_sha256(), nullptr) != 1) return "OpenSSL could not start SHA-256";
   bytes = 0;
@@ -1287,7 +1292,8 @@ std::string sha256_file(fs::path const& path, std::size_t buffer_bytes) {
   std::string digest;
   std::uint64_t bytes = 0;
   auto err = hash_one(path, ctx.ctx, buf, digest, bytes, [](std::uint64_t) { return true; });
-  if (!err.empty()) fail(errc::local_file_error, err);
+  std::error_code ec;
+  if (!err.empty()) fail(fs::exists(fs::symlink_status(path, ec)) ? errc::local_file_error : errc::file_not_found, err);
   return digest;
 }
 
@@ -1441,7 +1447,9 @@ std::optional<std::vector<std::string>> shards_named_by_index(std::string_view i
 
 ModelSnapshot read_model_snapshot(fs::path const& dir) {
   std::error_code ec;
-  if (!fs::is_directory(dir, ec)) fail(errc::local_file_error, dir.string() + " is not a folder");
+  if (!fs::is_directory(dir, ec))
+    fail(fs::exists(dir, ec) ? errc::local_file_error : errc::file_not_found,
+         dir.string() + (fs::exists(dir, ec) ? " is not a folder" : " does not exist"));
   ModelSnapshot s;
   s.dir = dir.string();
   auto read_text = [&](char const* name, std::optional<std::string>& text, std::string& error) {
@@ -1465,7 +1473,7 @@ ModelSnapshot read_model_snapshot(fs::path const& dir) {
     auto& shard = s.shards.emplace_back();
     shard.name = name;
     auto path = dir / name;
-    Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK));
     if (fd.get() < 0) {
       if (errno == ENOENT) continue;
       shard.exists = true;

@@ -536,7 +536,9 @@ std::string model_snapshot_script(std::string const& dir) {
     << "ck_text config.json\n"
     << "ck_text model.safetensors.index.json\n"
     << "for ck_f in *.safetensors; do\n"
-    << "  [ -e \"$ck_f\" ] || continue\n"
+    // A FIFO would hang `od`; a looping or dangling link is not -e: both
+    // named, never opened (an unmatched glob is neither -L nor -e).
+    << "  if [ ! -f \"$ck_f\" ]; then { [ -L \"$ck_f\" ] || [ -e \"$ck_f\" ]; } && echo \"@@ck-notfile $ck_f\"; continue; fi\n"
     << "  ck_size=$(stat -L -c %s -- \"$ck_f\" 2>/dev/null) || { echo \"@@ck-unreadable $ck_f\"; continue; }\n"
     << "  ck_n=0\n"
     << "  if [ \"$ck_size\" -ge 8 ]; then ck_n=$(od -An -tu8 -N8 -- \"$ck_f\" 2>/dev/null | tr -d ' ') || ck_n=; fi\n"
@@ -614,6 +616,11 @@ ModelSnapshot parse_model_snapshot(std::string_view output) {
         shard.exists = true;
         shard.error = "cannot read " + name + " (permissions, or an I/O error on the mount)";
       }
+    } else if (line.starts_with("@@ck-notfile ")) {
+      auto& shard = s.shards.emplace_back();
+      shard.name = std::string(line.substr(13));
+      shard.exists = true;
+      shard.error = shard.name + " is not a regular file (a FIFO, a folder, or a link that loops or points nowhere); not opened";
     } else if (line.starts_with("@@ck-shard ")) {
       auto rest = line.substr(11);
       auto space = rest.find(' ');

@@ -178,7 +178,7 @@ awaitable<std::vector<HostVerify>> verify_on(std::vector<Host> hosts, std::strin
       script = "cd -- " + shell::quote(dir) +
                " 2>/dev/null && { set -- *.safetensors; [ -e \"$1\" ] && echo \"@@ck-progress-total $# $(stat -c %s -- \"$@\" | "
                "awk '{s+=$1} END{printf \"%.0f\", s}')\"; "
-               "for f in *.safetensors; do [ -e \"$f\" ] || continue; cat -- \"$f\" >/dev/null || "
+               "for f in *.safetensors; do [ -f \"$f\" ] || continue; cat -- \"$f\" >/dev/null || "
                "echo \"@@ck-readfail $f\"; echo \"@@ck-progress-file $(stat -c %s -- \"$f\") $f\"; done; }\n" + script;
     if (options.checksums)
       script += "cd -- " + shell::quote(dir) +

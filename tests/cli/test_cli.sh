@@ -22,6 +22,7 @@ expect() {  # NAME EXPECTED-RC EXPECTED-TEXT (a grep -F pattern in stdout+stderr
     echo "  wanted text: $want_text"
   fi
 }
+fail() { failures=$((failures + 1)); echo "FAILED: $*"; }
 version=$(sed -n 's/^version = "\(.*\)"$/\1/p' "$(dirname "$0")/../../pyproject.toml")
 expect "--version" 0 "clusterkit $version" -- "$ck" --version
 expect "unknown verb" 2 "unknown command 'serv'; did you mean 'serve'?; commands are: exec," -- "$ck" serv
@@ -44,6 +45,21 @@ expect "timeout negative" 2 "-t/--timeout must be 0 (none) or between 0.001 and 
 expect "timeout absurd" 2 "-t/--timeout must be 0 (none) or between 0.001 and 604800 seconds, not 1e+10" -- \
   "$ck" -i "$tmp/inv.yaml" exec -g me -t 1e10 -- true
 expect "timeout infinite" 2 "not inf" -- "$ck" -i "$tmp/inv.yaml" exec -g me -t inf -- true
+# Every other duration flag: checked the same way, before anything connects
+# (NaN passed every range comparison; 0.5 s rounded to none).
+expect "facts -t nan" 2 "-t/--timeout must be between 1 and 86400 seconds, not nan" -- "$ck" -i "$tmp/inv.yaml" facts -g me -t nan
+expect "nccl-check -t nan" 2 "-t/--timeout must be between 1 and 86400 seconds, not nan" -- "$ck" -i "$tmp/inv.yaml" nccl-check -t nan --dry-run
+expect "preflight --facts-timeout -5" 2 "--facts-timeout must be between 1 and 86400 seconds, not -5" -- "$ck" -i "$tmp/inv.yaml" preflight --facts-timeout -5
+expect "nas mount --timeout nan" 2 "--timeout must be between 1 and 86400 seconds, not nan" -- "$ck" -i "$tmp/inv.yaml" nas mount --timeout nan
+expect "nas umount --timeout 0.5" 2 "--timeout must be between 1 and 86400 seconds, not 0.5" -- "$ck" -i "$tmp/inv.yaml" nas umount --timeout 0.5
+expect "model download --timeout nan" 2 "--timeout must be 0 (none) or between 1 and 604800 seconds, not nan" -- \
+  "$ck" -i "$tmp/inv.yaml" model download Qwen/X --on me --timeout nan
+expect "model sync --timeout -1" 2 "--timeout must be 0 (none) or between 1 and 604800 seconds, not -1" -- \
+  "$ck" -i "$tmp/inv.yaml" model sync /a /b --on me --timeout -1
+expect "ray up --timeout nan" 2 "--timeout must be 0 (the default, 180) or between 1 and 86400 seconds, not nan" -- \
+  "$ck" -i "$tmp/inv.yaml" ray up --timeout nan
+expect "serve up --ready-timeout inf" 2 "--ready-timeout must be 0 (the default, 1800) or between 1 and 604800 seconds, not inf" -- \
+  "$ck" -i "$tmp/inv.yaml" serve up --model x --ready-timeout inf
 # Bytes pass through plain exec, NUL bytes included.
 checks=$((checks + 1))
 "$ck" -i "$tmp/inv.yaml" exec -g me -- printf 'a\000b\n' 2>/dev/null | od -An -c | tr -s ' ' | grep -qF 'a \0 b \n' ||
@@ -99,12 +115,12 @@ expect "invalid UTF-8 in --json" 1 "$(printf 'a\357\277\275b')" -- "$ck" -i "$tm
 # bench: every setting out of range is named, before anything is sent
 # (nothing listens on 127.0.0.1:1).
 u=http://127.0.0.1:1
-expect "bench --requests 0" 2 "--requests: 0 is not in 1..10000000" -- "$ck" bench --url $u --requests 0
-expect "bench --concurrency 0" 2 "--concurrency: 0 is not in 1..1000000" -- "$ck" bench --url $u --concurrency 0
-expect "bench --duration -5" 2 "--duration: -5 is not a number of seconds in (0, 10000000]" -- "$ck" bench --url $u --duration -5
-expect "bench --rate nan" 2 "--rate: nan is not a number of requests per second" -- "$ck" bench --url $u --rate nan
-expect "bench --rate 0" 2 "--rate: 0 is not a number of requests per second" -- "$ck" bench --url $u --rate 0
-expect "bench --rate -1" 2 "--rate: -1 is not" -- "$ck" bench --url $u --rate -1
+expect "bench --requests 0" 2 "requests (--requests): 0 is not in 1..10000000" -- "$ck" bench --url $u --requests 0
+expect "bench --concurrency 0" 2 "concurrency (--concurrency): 0 is not in 1..1000000" -- "$ck" bench --url $u --concurrency 0
+expect "bench --duration -5" 2 "duration (--duration): -5 is not a number of seconds in (0, 10000000]" -- "$ck" bench --url $u --duration -5
+expect "bench --rate nan" 2 "rate (--rate): nan is not a number of requests per second" -- "$ck" bench --url $u --rate nan
+expect "bench --rate 0" 2 "rate (--rate): 0 is not a number of requests per second" -- "$ck" bench --url $u --rate 0
+expect "bench --rate -1" 2 "rate (--rate): -1 is not" -- "$ck" bench --url $u --rate -1
 expect "bench all at once" 2 "bad settings:" -- "$ck" bench --url $u --rate -1 --requests 0
 expect "bench --json into a missing folder" 2 "--json $tmp/nowhere/r.json: the folder $tmp/nowhere does not exist" -- \
   "$ck" bench --url $u --json "$tmp/nowhere/r.json"
@@ -188,22 +204,61 @@ if [ -z "$sim" ]; then
   failures=$((failures + 1)); echo "FAILED: llm-d-inference-sim (a vLLM simulator) not found: run scripts/install-sim.sh"
 else
   port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-  "$sim" --model tiny --port "$port" --force-dummy-tokenizer >"$tmp/sim.log" 2>&1 &
+  # The simulator serves the seed's model under its hub name; the README's
+  # examples use the served name qwen2.5-72b-instruct.
+  m=Qwen/Qwen2.5-72B-Instruct
+  "$sim" --model "$m" --port "$port" --force-dummy-tokenizer >"$tmp/sim.log" 2>&1 &
   sim_pid=$!
   i=0; while [ $i -lt 100 ] && ! python3 -c "import socket; socket.create_connection(('127.0.0.1', $port), 0.2)" 2>/dev/null; do sleep 0.1; i=$((i + 1)); done
-  expect "chat with a model not served" 2 "http://127.0.0.1:$port serves tiny (pass one with --model" -- \
+  expect "chat with a model not served" 2 "http://127.0.0.1:$port serves $m (pass one with --model" -- \
     "$ck" chat --url "http://127.0.0.1:$port" --model wrong hi
-  expect "bench with a model not served" 2 "--model 'wrong' is not served by http://127.0.0.1:$port; it serves tiny" -- \
+  expect "chat with the served name of the model" 2 "serves $m; did you mean --model $m?" -- \
+    "$ck" chat --url "http://127.0.0.1:$port" --model qwen2.5-72b-instruct hi
+  expect "bench with a model not served" 2 "model (--model) 'wrong' is not served by http://127.0.0.1:$port; it serves $m" -- \
     "$ck" bench --url "http://127.0.0.1:$port" --model wrong --requests 3
+  expect "bench with the served name of the model" 2 "it serves $m; did you mean '$m'?" -- \
+    "$ck" bench --url "http://127.0.0.1:$port" --model qwen2.5-72b-instruct --requests 3
+  # Invalid UTF-8 in a prompt (a \377 byte) is sent as U+FFFD, not an
+  # exception that loses the run.
+  printf 'hello \377 there\n' >"$tmp/prompts.txt"
+  expect "bench with invalid UTF-8 in a prompt" 0 "2 ok, 0 failed" -- \
+    "$ck" bench --url "http://127.0.0.1:$port" --prompts "$tmp/prompts.txt" --requests 2 --max-tokens 2 --no-progress
+  expect "chat with invalid UTF-8 in the prompt" 0 "" -- "$ck" chat --url "http://127.0.0.1:$port" "$(printf 'hi \377')"
   expect "bench with warm-up bounded by the requests" 0 "3 ok, 0 failed" -- \
     "$ck" bench --url "http://127.0.0.1:$port" --requests 3 --concurrency 100000 --max-tokens 2 --no-progress
   kill "$sim_pid"; wait "$sim_pid" 2>/dev/null
+fi
+# nccl-check takes the GPUs the inventory declares; simulated ones (the
+# lab's) are refused up front, naming the host, not failed inside torchrun.
+printf 'hosts:\n  sim: {local: true, roles: [head], gpus: {count: 2, model: L20, memory_gib: 48, simulated: true}}\n' >"$tmp/siminv.yaml"
+expect "nccl-check on simulated GPUs" 2 "sim's 2 GPUs are simulated (the inventory declares them; nvidia-smi lists none): NCCL needs real GPUs" -- \
+  "$ck" -i "$tmp/siminv.yaml" nccl-check --dry-run
+# Ctrl-C (SIGTERM here: the same path) while `exec` runs a command: the
+# command is stopped on the host, not left running, and clusterkit exits 130
+# saying it stopped. The command is found by a marker in its arguments
+# (split in two so that this script's own awk never matches itself).
+m1="ck-stop-$$"; m2="-$(date +%s%N)"
+marked() { for p in /proc/[0-9]*; do tr '\0' ' ' <"$p/cmdline" 2>/dev/null | awk -v a="$m1" -v b="$m2" -v p="${p#/proc/}" 'index($0, a b) { print p; exit }'; done; }
+"$ck" -i "$tmp/inv.yaml" exec -g me -- sh -c "sleep 300; : $m1$m2" >"$tmp/stop.log" 2>&1 &
+run=$!
+i=0; while [ $i -lt 100 ] && [ -z "$(marked | grep -vx "$run")" ]; do sleep 0.05; i=$((i + 1)); done
+kill -TERM "$run"
+rc=0; wait "$run" || rc=$?
+checks=$((checks + 1))
+if [ "$rc" != 130 ] || ! grep -qF "clusterkit: stopping: cancelling what runs on the hosts" "$tmp/stop.log"; then
+  fail "exec stopped by SIGTERM: rc $rc (expected 130)"; sed 's/^/  | /' "$tmp/stop.log"
+fi
+checks=$((checks + 1))
+i=0; while [ $i -lt 40 ] && [ -n "$(marked)" ]; do sleep 0.05; i=$((i + 1)); done
+left=$(marked)
+if [ -n "$left" ]; then
+  fail "the command outlived the stopped exec: pids $left"
+  for p in $left; do kill -KILL "$p" 2>/dev/null; done
 fi
 # Against real lab hosts (sshd in namespaces; needs root): nothing from an
 # argument, a path or an inventory field reaches a shell, and `lab up` killed
 # with SIGKILL half way leaves a lab that `lab status` tells truly and `lab
 # down` removes whole.
-fail() { failures=$((failures + 1)); echo "FAILED: $*"; }
 if [ "$(id -u)" != 0 ]; then
   checks=$((checks + 1)); fail "the lab part needs root (sudo ctest, or run as root in CI)"
 else

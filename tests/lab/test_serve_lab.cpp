@@ -7,6 +7,9 @@
 //
 // Nothing here is mocked. A missing component fails the test with the line
 // that installs it.
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/cancellation_signal.hpp>
+#include <boost/asio/post.hpp>
 #include <catch2/catch.hpp>
 
 #include <signal.h>
@@ -18,7 +21,9 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <future>
 #include <iterator>
+#include <map>
 #include <set>
 #include <thread>
 
@@ -294,6 +299,47 @@ TEST_CASE("RayCluster bare: Ray from the venv, and refusals before anything star
     lab.sh("h1", "kill " + pid);
   }
 
+  SECTION("a worker that cannot reach the head: refused before, or named after the join timeout") {
+    auto spec = ray.spec();
+    spec.join_timeout = std::chrono::seconds(15);
+    RayCluster cut(spec, ray.hosts());
+    auto const head_ip = std::string(kSubnet) + ".11";
+    // No route from h2 to the head at all (a blackhole route in h2's own
+    // network namespace; ssh from here still works): found by the probe,
+    // before anything starts.
+    REQUIRE(lab.sh("h2", "ip route add blackhole " + head_ip + "/32").exit_code == 0);
+    try {
+      ray_up(cut);
+      FAIL("ray up started with no route from h2 to the head");
+    } catch (Error const& e) {
+      CHECK_THAT(std::string(e.what()), Contains("Ray was not started on any host: h2: cannot tell which address it reaches the head by"));
+    }
+    CHECK(ray_pids("h1") == "0\n");
+    lab.sh("h2", "ip route del blackhole " + head_ip + "/32");
+    // A route that leads nowhere (through a gateway no host answers for):
+    // the probe passes, the worker's Ray never reaches the head, and `up`
+    // names h2 once the join timeout is over, with what Ray said.
+    REQUIRE(lab.sh("h2", "ip route add " + head_ip + "/32 via " + std::string(kSubnet) + ".250").exit_code == 0);
+    auto t0 = clock_type::now();
+    try {
+      ray_up(cut);
+      FAIL("ray up succeeded with a worker cut off from the head");
+    } catch (Error const& e) {
+      std::string what = e.what();
+      WARN("a worker cut off from the head (" << seconds_since(t0) << " s): " << what);
+      CHECK(e.code() == errc::timed_out);
+      CHECK_THAT(what, Contains("h2 (" + std::string(kSubnet) + ".12) did not join within 15 s"));
+      // What Ray said (its own line, from the node's log), and what to check.
+      CHECK_THAT(what, Contains("cannot reach the head's GCS on port 6379") && Contains(head_ip + ":6379"));
+    }
+    // The join timeout, not a fixed 120 s (which it was until this test).
+    CHECK(seconds_since(t0) < 60);
+    lab.sh("h2", "ip route del " + head_ip + "/32");
+    ray_down(cut);
+    CHECK(ray_pids("h1") == "0\n");
+    CHECK(ray_pids("h2") == "0\n");
+  }
+
   SECTION("Ray missing: refused with the install line") {
     auto spec = ray.spec();
     spec.ray_command = "/nonexistent/venv/bin/ray";
@@ -476,32 +522,24 @@ struct FakeHub {
   }
 };
 
+/// examples/deployments/lab.yaml (what the README's main command runs), with
+/// this lab's inventory and hub, a test name and state folder, and a shorter
+/// benchmark: each line replaced must be in the example as written, so the
+/// example cannot drift from what is tested.
 std::string lab_spec(Lab& lab, FakeHub const& hub, std::string const& name) {
-  return "name: " + name + "\n"
-         "inventory: " + lab.status.inventory_path + "\n"
-         "model:\n"
-         "  id: Qwen/Tiny2.5-4M-Instruct\n"
-         "  hub: modelscope\n"
-         "  endpoint: http://" + std::string(kSubnet) + ".1:" + std::to_string(hub.port) + "\n"
-         "  download_host: h3\n"
-         "  download_dir: /var/tmp/ck-download/Qwen/Tiny2___5-4M-Instruct\n"
-         "runtime:\n"
-         "  kind: docker\n"
-         "  image: clusterkit/lab-runtime:bookworm\n"
-         "  venv: /opt/ck-serve\n"
-         "  ipc_host: true\n"
-         "  env: {OMP_NUM_THREADS: \"1\"}\n"
-         "ray:\n"
-         "  object_store_memory: 268435456\n"
-         "serve:\n"
-         "  served_model_name: tiny\n"
-         "  max_model_len: 512\n"
-         "  dtype: bfloat16\n"
-         "  ready_timeout: 900\n"
-         "  env: {VLLM_CPU_KVCACHE_SPACE: \"1\", HF_HUB_OFFLINE: \"1\"}\n"
-         "checks:\n"
-         "  bench: {requests: 8, concurrency: 4, max_tokens: 8}\n"
-         "state_dir: " + lab.config_home + "/deploy-" + name + "\n";
+  std::ifstream in(std::string(CK_SOURCE_DIR) + "/examples/deployments/lab.yaml");
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  auto replace = [&](std::string const& from, std::string const& to) {
+    auto at = text.find(from);
+    REQUIRE(at != std::string::npos);  // the example changed: update this test with it
+    text.replace(at, from.size(), to);
+  };
+  replace("\nname: lab\n", "\nname: " + name + "\n");
+  replace("inventory: /run/clusterkit/lab-ck/inventory.yaml", "inventory: " + lab.status.inventory_path);
+  replace("endpoint: http://10.88.0.1:8765", "endpoint: http://" + std::string(kSubnet) + ".1:" + std::to_string(hub.port));
+  replace("  dtype: bfloat16\n", "  dtype: bfloat16\n  ready_timeout: 900\n");
+  replace("bench: {requests: 16, concurrency: 4, max_tokens: 16}", "bench: {requests: 8, concurrency: 4, max_tokens: 8}");
+  return text + "state_dir: " + lab.config_home + "/deploy-" + name + "\n";
 }
 
 StepRecord const& step_of(DeploymentRecord const& r, std::string const& name) {
@@ -542,6 +580,36 @@ TEST_CASE("Deployment: the seed from one spec, real end to end, with faults", "[
   CHECK(d.gpu_hosts() == std::vector<std::string>{"h1", "h2"});
   CHECK(d.download_host() == "h3");
 
+  // Ctrl-C during `up` (a cancellation: the CLI's first SIGINT is one) once
+  // Ray is starting beside the model's download: both stop within seconds,
+  // the record says the run was stopped, and the runs below resume from it.
+  {
+    boost::asio::cancellation_signal stop;
+    std::promise<std::pair<std::error_code, DeploymentRecord>> done;
+    auto ex = lab.rt.executor();
+    auto asked = clock_type::time_point{};
+    d.async_up(
+        [&](DeploymentProgress const& p) {
+          if (p.step == "ray" && p.status == "running" && asked == clock_type::time_point{}) {
+            asked = clock_type::now();
+            boost::asio::post(ex, [&] { stop.emit(boost::asio::cancellation_type::terminal); });
+          }
+        },
+        boost::asio::bind_cancellation_slot(stop.slot(), [&](std::error_code ec, DeploymentRecord r) {
+          done.set_value({ec, std::move(r)});
+        }));
+    auto [ec, stopped] = done.get_future().get();
+    REQUIRE(asked != clock_type::time_point{});
+    WARN("up stopped " << seconds_since(asked) << " s after the cancellation");
+    CHECK(ec == make_error_code(errc::cancelled));
+    CHECK(seconds_since(asked) < 30);
+    CHECK(stopped.status == "failed");
+    CHECK_THAT(stopped.message, Contains("stopped (cancelled) while it ran; `up` again resumes from this step"));
+    auto kept = load_deployment_record(spec);
+    REQUIRE(kept);
+    CHECK(kept->status == "failed");
+  }
+
   // A worker host cut off during `up`: a clear failure naming the step and
   // the host; `down` cleans up; the next `up` resumes (NAS and model kept).
   {
@@ -563,7 +631,8 @@ TEST_CASE("Deployment: the seed from one spec, real end to end, with faults", "[
     auto rec = load_deployment_record(spec);
     REQUIRE(rec);
     CHECK(rec->status == "failed");
-    CHECK(step_of(*rec, "model").status == "ok");
+    // The model was copied by this run or by the stopped one above.
+    CHECK((step_of(*rec, "model").status == "ok" || step_of(*rec, "model").status == "skipped"));
     CHECK(step_of(*rec, "ray").status == "failed");
     deployment_down(d);
     CHECK(containers("h1") == "0\n");
@@ -590,6 +659,8 @@ TEST_CASE("Deployment: the seed from one spec, real end to end, with faults", "[
   CHECK(rec.smoke.value("ok", false));
   CHECK(rec.bench.value("ok", 0) == 8);
   CHECK(rec.versions.at("vllm") == "0.32.0");
+  CHECK(rec.versions.at("image") == "clusterkit/lab-runtime:bookworm");
+  CHECK_THAT(rec.versions.at("image_id"), Catch::Matchers::StartsWith("sha256:"));  // one ID, the same on h1 and h2
   CHECK(rec.node_env.at("h2").at("VLLM_HOST_IP") == std::string(kSubnet) + ".12");
   CHECK_FALSE(rec.simulated.empty());
   CHECK(fs::exists(deployment_record_path(spec)));
@@ -603,6 +674,21 @@ TEST_CASE("Deployment: the seed from one spec, real end to end, with faults", "[
   CHECK_THAT(again.message, Contains("already up"));
   CHECK(again_s < 1.5);
   CHECK(deployment_status(d).state == "up");
+
+  // `plan` on the running deployment: what `up` would skip, said per step;
+  // nothing changed (the record and the containers are as they were).
+  {
+    auto const before = fs::last_write_time(deployment_record_path(spec));
+    auto plan = deployment_plan(d);
+    std::map<std::string, std::string> skip;
+    for (auto const& st : plan.steps) skip[st.step] = st.skip_reason;
+    CHECK(skip.at("nas") == "mounted on every host already");
+    CHECK(skip.at("model") == "complete on the NAS already");
+    CHECK(skip.at("ray") == "a healthy cluster of this shape is up");
+    CHECK(skip.at("serve") == "the engine serves already");
+    CHECK(fs::last_write_time(deployment_record_path(spec)) == before);
+    CHECK(containers("h1") == "1\n");
+  }
 
   // Faults after `up`: a worker's Ray container killed, the NAS gone from
   // h2, a shard cut short on the NAS. Status says DEGRADED; `up` heals it

@@ -75,10 +75,16 @@ def test_run_async_errors_and_results(local: ck.Host, tmp_path: Path) -> None:
     async def main() -> None:
         r = await local.run_async(["sh", "-c", "cat; exit 4"], stdin=b"abc", cwd=tmp_path, env={"A": "1"})
         assert (r.stdout, r.exit_code) == ("abc", 4)
-        with pytest.raises(ck.Error) as e:
+        with pytest.raises(TimeoutError) as e:  # the built-in too, as asyncio.wait_for raises
             await local.run_async(["sleep", "10"], timeout=0.2)
-        assert e.value.code == "timed_out"
+        assert isinstance(e.value, ck.Error) and e.value.code == "timed_out"
         assert e.value.result is not None and e.value.result.exit_code != 0
+        # check=True, as run(check=True): a non-zero exit raises, with the result.
+        assert (await local.run_async(["true"], check=True)).exit_code == 0
+        with pytest.raises(ck.Error) as failed:
+            await local.run_async(["sh", "-c", "echo oops >&2; exit 3"], check=True)
+        assert failed.value.code == "command_failed" and failed.value.result.exit_code == 3
+        assert failed.value.result.stderr == "oops\n"
         with pytest.raises(ck.Error) as e:
             await local.run_async(["true"], cwd=tmp_path / "missing")
         assert e.value.code == "bad_working_directory"
@@ -130,7 +136,7 @@ def test_transfers_async(local: ck.Host, tmp_path: Path) -> None:
         assert down.bytes == len(data)
         with pytest.raises(ck.Error) as e:
             await local.upload_async(tmp_path / "missing", str(tmp_path / "d"))
-        assert e.value.code == "local_file_error"
+        assert e.value.code == "file_not_found" and isinstance(e.value, FileNotFoundError)
 
     asyncio.run(main())
     assert (tmp_path / "c").read_bytes() == data

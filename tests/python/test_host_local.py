@@ -364,9 +364,9 @@ def test_upload_download_with_progress(local: ck.Host, tmp_path: Path) -> None:
 
 
 def test_upload_of_a_missing_file_is_an_error(local: ck.Host, tmp_path: Path) -> None:
-    with pytest.raises(ck.Error) as e:
+    with pytest.raises(FileNotFoundError) as e:  # the built-in, as open() raises
         local.upload(tmp_path / "nope", str(tmp_path / "dest"))
-    assert e.value.code == "local_file_error"
+    assert isinstance(e.value, ck.Error) and e.value.code == "file_not_found"
     assert "nope" in e.value.message
     assert not (tmp_path / "dest").exists()
 
@@ -401,7 +401,7 @@ def test_run_on_hosts_collects_one_outcome_per_host_in_order() -> None:
         on_line=lambda h, s, line: lines.append((h, s, line)),
     )
     assert [o.host for o in outcomes] == ["h0", "h1", "h2", "h3", "h4"]
-    assert all(o.ok and o.error is None for o in outcomes)
+    assert all(o.ok and o.error is None and o.message == "" for o in outcomes)
     assert all(o.result.stdout == "hello\n" for o in outcomes)
     assert sorted(lines) == sorted([(f"h{i}", "stdout", "hello") for i in range(5)] + [(f"h{i}", "stderr", "warn") for i in range(5)])
     assert ck.run_on_hosts([], ["true"]) == []
@@ -593,3 +593,8 @@ def test_specs_results_and_inventories_pickle(local: ck.Host) -> None:
     assert ray2.name == "seed" and ray2.volumes == ray.volumes
     for spec_obj in (ck.NasSpec("sshfs", "root@nas:/srv/nas"), ck.VllmServeSpec("/models/x"), ck.DownloadSpec("Qwen/Qwen2.5-7B-Instruct")):
         assert repr(pickle.loads(pickle.dumps(spec_obj))) == repr(spec_obj)
+    # A Host travels as its spec and works on the other side.
+    host2 = pickle.loads(pickle.dumps(local))
+    assert isinstance(host2, ck.Host) and host2.spec.local and host2.run(["echo", "there"]).stdout == "there\n"
+    remote = pickle.loads(pickle.dumps(ck.Host(spec)))
+    assert remote.spec.address == "10.0.0.11" and remote.spec.port == 2222

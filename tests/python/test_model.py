@@ -163,7 +163,8 @@ def test_inspect_tiny_model(tiny_model: Path) -> None:
 def test_inspect_missing_folder_raises(tmp_path: Path) -> None:
     with pytest.raises(ck.Error) as e:
         ck.inspect_model(tmp_path / "nothing")
-    assert e.value.code == "local_file_error"
+    assert e.value.code == "file_not_found" and isinstance(e.value, FileNotFoundError)
+    assert "does not exist" in e.value.message
 
 
 def test_inspect_malformed_header_raises(tiny_model: Path) -> None:
@@ -266,7 +267,7 @@ def test_sha256(tiny_model: Path, tmp_path: Path) -> None:
     assert digests[2].sha256 == hashlib.sha256(config.read_bytes()).hexdigest()
     with pytest.raises(ck.Error) as e:
         ck.sha256_file(tmp_path / "absent")
-    assert e.value.code == "local_file_error"
+    assert e.value.code == "file_not_found" and isinstance(e.value, FileNotFoundError)
 
 
 def test_resolve_model(tiny_model: Path, tmp_path: Path) -> None:
@@ -285,7 +286,7 @@ def test_resolve_model(tiny_model: Path, tmp_path: Path) -> None:
     assert ck.inspect_model(found.dir).parameter_count == PARAMETERS
     with pytest.raises(ck.Error) as e:
         ck.resolve_model("Org/Absent-1B", root)
-    assert e.value.code == "local_file_error"
+    assert e.value.code == "file_not_found" and isinstance(e.value, FileNotFoundError)
     assert "Absent" in str(e.value)
 
 

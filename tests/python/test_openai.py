@@ -13,6 +13,7 @@ import asyncio
 import gc
 import json
 import os
+import pickle
 import re
 import signal
 import socket
@@ -349,6 +350,10 @@ def test_connection_refused_and_bad_url() -> None:
         client.list_models()
     assert e.value.code == "connection_refused"
     assert e.value.status == 0
+    # Also the built-in ConnectionError, as a socket's would be.
+    assert isinstance(e.value, ConnectionError) and isinstance(e.value, ck.OpenAIConnectionError)
+    assert str(e.value) == e.value.message
+    assert type(pickle.loads(pickle.dumps(e.value))) is ck.OpenAIConnectionError
     # Nothing was sent: retried like the openai package does (max_retries=2 by default).
     assert e.value.meta.attempts == 3 and "(after 3 attempts)" in str(e.value)
     assert client.stats()["retries"] == 2
@@ -372,6 +377,7 @@ def test_timeouts(start_sim: Callable[..., Simulator]) -> None:
         streaming.chat_stream(MODEL, prompt="hi").collect()
     took = time.monotonic() - t0
     assert e.value.code == "timed_out"
+    assert isinstance(e.value, TimeoutError) and isinstance(e.value, ck.OpenAITimeoutError)
     assert "first_token_timeout" in str(e.value)
     assert 0.3 <= took < 2.5, took
     assert streaming.stats()["open_connections"] == 0  # a timed-out connection is not reused
@@ -784,7 +790,7 @@ def test_run_bench_settings_out_of_range_name_the_flag() -> None:
     with pytest.raises(ck.Error) as e:
         ck.run_bench(spec)
     assert e.value.code == "invalid_argument"
-    for text in ("--concurrency: 0 is not in 1..1000000", "--rate: nan", "--requests: 0", "--duration: -5"):
+    for text in ("concurrency (--concurrency): 0 is not in 1..1000000", "rate (--rate): nan", "requests (--requests): 0", "duration (--duration): -5"):
         assert text in str(e.value)
 
 
@@ -836,10 +842,12 @@ def test_read_prompts_file_refuses_what_is_not_a_file(tmp_path: Path) -> None:
     f.write_text('{"prompt": "one"}\ntwo\n\n{"text": "three"}\n')
     assert ck.read_prompts_file(str(f)) == ["one", "two", "three"]
     for path, text in ((tmp_path, "is not a regular file"), ("/dev/zero", "is not a regular file"),
-                       (tmp_path / "none", "no such file")):
+                       (tmp_path / "none", "No such file or directory")):
         with pytest.raises(ck.Error) as e:
             ck.read_prompts_file(str(path))
         assert text in str(e.value) and str(path) in str(e.value)
+    with pytest.raises(FileNotFoundError):
+        ck.read_prompts_file(str(tmp_path / "none"))
     assert len(ck.synthetic_prompts(8, seed=1, count=3)) == 3
 
 
@@ -847,4 +855,4 @@ def test_run_bench_refuses_a_model_the_server_does_not_serve(echo_sim: Simulator
     with pytest.raises(ck.Error) as e:
         ck.run_bench(ck.BenchSpec(echo_sim.url, model="wrong", requests=3))
     assert e.value.code == "invalid_argument"
-    assert f"--model 'wrong' is not served by {echo_sim.url}; it serves {MODEL}" in str(e.value)
+    assert f"model (--model) 'wrong' is not served by {echo_sim.url}; it serves {MODEL}" in str(e.value)

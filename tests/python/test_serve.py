@@ -197,6 +197,7 @@ def test_read_vllm_log_single_cold() -> None:
     assert progress.kv_cache_tokens == 524_288
     assert progress.version == "0.32.0"
     assert progress.startup_complete and progress.api_started and progress.phase == "ready"
+    assert progress.phases == ["starting", "loading", "compiling", "kv-cache", "api", "ready"]
     assert progress.init_engine_seconds == pytest.approx(36.63)
     assert progress.max_concurrency == pytest.approx(1024.0)
     # Fed in pieces, as wait_ready reads it: the same answer, in the same object.

@@ -532,7 +532,7 @@ def test_snapshots_local_remote_and_by_hand(local: ck.Host, model_dir: Path, tmp
     assert "config_missing" in [p.kind for p in no_config.problems]
     with pytest.raises(ck.Error) as e:
         ck.read_model_snapshot(tmp_path / "absent")
-    assert e.value.code == "local_file_error"
+    assert e.value.code == "file_not_found" and isinstance(e.value, FileNotFoundError)
     with pytest.raises(ck.Error) as e:
         ck.parse_model_snapshot("this is not a snapshot")
     assert e.value.code == "parse_error"

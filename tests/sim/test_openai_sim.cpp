@@ -753,7 +753,7 @@ TEST_CASE("sim: run_bench refuses settings out of range before any request", "[s
     FAIL("no error");
   } catch (Error const& e) {
     CHECK(e.code() == errc::invalid_argument);
-    CHECK(std::string(e.what()).find("--requests: 0 is not in 1..10000000") != std::string::npos);
-    CHECK(std::string(e.what()).find("--rate: -1") != std::string::npos);
+    CHECK(std::string(e.what()).find("requests (--requests): 0 is not in 1..10000000") != std::string::npos);
+    CHECK(std::string(e.what()).find("rate (--rate): -1") != std::string::npos);
   }
 }

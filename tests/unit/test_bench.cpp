@@ -79,15 +79,15 @@ TEST_CASE("bench: every out-of-range setting is named with its range", "[bench]"
     return false;
   };
   CHECK(p.size() == 9);
-  CHECK(has("--url: '127.0.0.1:8000' is not an http:// or https:// URL"));
-  CHECK(has("--endpoint: 'embeddings' is neither chat nor completions"));
-  CHECK(has("--concurrency: 0 is not in 1..1000000"));
-  CHECK(has("--rate: nan is not a number of requests per second in (0, 1000000]"));
-  CHECK(has("--requests: 0 is not in 1..10000000"));
-  CHECK(has("--duration: -5 is not a number of seconds"));
-  CHECK(has("--max-tokens: 0 is not in 1..10000000"));
-  CHECK(has("--timeout: 1e+10 is not a number of seconds in (0, 1000000]"));
-  CHECK(has("--poll-interval: -1"));
+  CHECK(has("url (--url): '127.0.0.1:8000' is not an http:// or https:// URL"));
+  CHECK(has("endpoint (--endpoint): 'embeddings' is neither chat nor completions"));
+  CHECK(has("concurrency (--concurrency): 0 is not in 1..1000000"));
+  CHECK(has("rate (--rate): nan is not a number of requests per second in (0, 1000000]"));
+  CHECK(has("requests (--requests): 0 is not in 1..10000000"));
+  CHECK(has("duration (--duration): -5 is not a number of seconds"));
+  CHECK(has("max_tokens (--max-tokens): 0 is not in 1..10000000"));
+  CHECK(has("timeout (--timeout): 1e+10 is not a number of seconds in (0, 1000000]"));
+  CHECK(has("poll_interval_us (--poll-interval): -1"));
 
   BenchSpec zero_rate = ok;
   zero_rate.rate = 0;
@@ -103,7 +103,7 @@ TEST_CASE("bench: every out-of-range setting is named with its range", "[bench]"
   huge.rate = 1e6;
   huge.duration = 1e6;
   REQUIRE(huge.problems().size() == 1);
-  CHECK(huge.problems()[0].find("set --requests") != std::string::npos);
+  CHECK(huge.problems()[0].find("set requests") != std::string::npos);
   huge.requests = 1000;
   CHECK(huge.problems().empty());
   CHECK(huge.mode() == "rate 1e+06 req/s (Poisson, seed 0)");

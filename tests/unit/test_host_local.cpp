@@ -329,7 +329,7 @@ TEST_CASE("files move atomically with progress", "[host][local][transfer]") {
       upload(host, (dir.path / "nope").string(), (dir.path / "x").string());
       FAIL("expected an error");
     } catch (Error const& e) {
-      CHECK(e.code() == errc::local_file_error);
+      CHECK(e.code() == errc::file_not_found);
       CHECK(std::string(e.what()).find("nope") != std::string::npos);
     }
   }

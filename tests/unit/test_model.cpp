@@ -265,7 +265,7 @@ TEST_CASE("resolve_model finds ModelScope, HF cache and plain folders", "[model]
       clusterkit::resolve_model("Qwen/Qwen2.5-72B-Instruct", root);
       FAIL("expected not found");
     } catch (Error const& e) {
-      CHECK(e.code() == errc::local_file_error);
+      CHECK(e.code() == errc::file_not_found);
       std::string what = e.what();
       INFO(what);
       CHECK(what.find((root / "Qwen" / "Qwen2___5-72B-Instruct").string() + " (modelscope): has no config.json") !=

@@ -8,8 +8,10 @@
 
 #include <catch2/catch.hpp>
 
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -436,6 +438,25 @@ TEST_CASE("the snapshot script, run by /bin/sh, sees what verify_model sees", "[
 
   CHECK_THROWS_WITH(parse_model_snapshot(run_sh(model_snapshot_script((t.path / "absent").string()))),
                     Contains("does not exist"));
+
+  // A FIFO and a looping link under shard names: named, never opened (a
+  // FIFO used to hang the script's `od` until the command's timeout).
+  auto odd = make_model(t.path / "Odd");
+  auto const fifo = odd / "model-00002-of-00003.safetensors", loop = odd / "model-00003-of-00003.safetensors";
+  fs::remove(fifo);
+  fs::remove(loop);
+  REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+  fs::create_symlink(loop.filename(), loop);
+  auto t0 = std::chrono::steady_clock::now();
+  auto odd_snapshot = parse_model_snapshot(run_sh(model_snapshot_script(odd.string())));
+  CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(10));
+  odd_snapshot.dir = odd.string();
+  auto odd_report = verify_snapshot(odd_snapshot);
+  CHECK_FALSE(odd_report.ok());
+  std::string all;
+  for (auto const& p : odd_report.problems) all += p.message + "\n";
+  CHECK_THAT(all, Contains("model-00002-of-00003.safetensors is not a regular file") &&
+                      Contains("model-00003-of-00003.safetensors is not a regular file"));
   CHECK_THROWS_WITH(parse_model_snapshot("@@ck-file config.json\n"), Contains("middle of a file"));
   CHECK_THROWS_WITH(parse_model_snapshot("@@ck-file config.json\ne30=\n"), Contains("cut short"));
 }

@@ -191,6 +191,9 @@ TEST_CASE("plan: one torchrun per host, the head first", "[nccl]") {
   };
   CHECK_THAT(refuse([] { plan_nccl_check({}, "h", "/s", "r", {}); }), Contains("no GPU host"));
   CHECK_THAT(refuse([] { plan_nccl_check({{"cpu1", 0, "eth0"}}, "h", "/s", "r", {}); }), Contains("cpu1 has no GPU"));
+  // The flag is --nproc (the API's option is nproc_per_node): both named.
+  CHECK_THAT(refuse([] { plan_nccl_check({{"cpu1", 0, "eth0"}}, "h", "/s", "r", {}); }),
+             Contains("--nproc N; nproc_per_node in the API"));
   CHECK_THAT(refuse([] {
                NcclCheckOptions bad;
                bad.env["NOT-A-NAME"] = "x";
@@ -367,4 +370,38 @@ hosts:
     CHECK(e.code() == errc::unknown_host_or_group);
     CHECK_THAT(std::string(e.what()), Contains("no GPU host") && Contains("-g HOSTS"));
   }
+}
+
+TEST_CASE("nccl-check takes the GPU count the inventory declares") {
+  auto const declared = [](unsigned count, bool simulated) { return DeclaredGpus{count, "NVIDIA L20", 48, simulated}; };
+  // A host given 2 of its 8 GPUs: 2 processes there, and torchrun's one
+  // count is the smallest.
+  std::vector<NcclNodeInput> nodes{{"gpu1", 8, "eth0", declared(2, false)}, {"gpu2", 4, "eth0", std::nullopt}};
+  auto plan = plan_nccl_check(nodes, "10.0.0.1", "/tmp/x.py", "r", NcclCheckOptions{});
+  REQUIRE(plan.size() == 2);
+  CHECK(plan[0].nproc == 2);
+  CHECK(plan[1].nproc == 2);
+  // --nproc still wins.
+  NcclCheckOptions three;
+  three.nproc_per_node = 3;
+  CHECK(plan_nccl_check(nodes, "10.0.0.1", "/tmp/x.py", "r", three)[0].nproc == 3);
+
+  auto refused = [](std::vector<NcclNodeInput> const& n) {
+    try {
+      plan_nccl_check(n, "10.0.0.1", "/tmp/x.py", "r", NcclCheckOptions{});
+    } catch (Error const& e) {
+      CHECK(e.code() == make_error_code(errc::invalid_argument));
+      return std::string(e.what());
+    }
+    FAIL("accepted");
+    return std::string();
+  };
+  // More declared than the host has.
+  CHECK_THAT(refused({{"gpu1", 2, "eth0", declared(4, false)}}),
+             Contains("gpu1: the inventory declares 4 GPUs, nvidia-smi lists 2; fix the host's gpus.count"));
+  // The lab's simulated GPUs: said before torchrun would fail on them.
+  CHECK_THAT(refused({{"h1", 0, "eth0", declared(2, true)}}),
+             Contains("h1's 2 GPUs are simulated (the inventory declares them; nvidia-smi lists none): NCCL needs real GPUs"));
+  // Simulated declared on a host with real GPUs: the real ones count.
+  CHECK(plan_nccl_check({{"g", 4, "eth0", declared(2, true)}}, "10.0.0.1", "/tmp/x.py", "r", NcclCheckOptions{})[0].nproc == 4);
 }

@@ -132,6 +132,8 @@ TEST_CASE("the engine's log, read as it starts (one host, TP2 x PP2 over Ray)", 
   CHECK(p.api_started);
   CHECK(p.startup_complete);
   CHECK(p.phase == "ready");
+  // Read in one piece (as one look at the log may), every phase is kept.
+  CHECK(p.phases == std::vector<std::string>{"starting", "loading", "compiling", "kv-cache", "api", "ready"});
 
   VllmLogProgress ray;
   read_vllm_log(fixture("vllm-cpu/vllm-ray-tp2pp2.clean.log"), ray);
