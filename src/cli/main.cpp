@@ -165,7 +165,7 @@ int main(int argc, char** argv) {
   try {
     int rc = action ? action() : 2;
     // Stopped by Ctrl-C or SIGTERM: the operation said what it left.
-    return signals.stop_requested() && rc != 0 ? 130 : rc;
+    return signals.stop_requested() ? 130 : rc;
   } catch (Error const& e) {
     std::fprintf(stderr, "clusterkit: %s\n", e.what());
     return e.code() == make_error_code(errc::cancelled) || signals.stop_requested() ? 130 : 2;

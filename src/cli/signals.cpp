@@ -25,6 +25,7 @@ struct SignalsToStop::Impl {
   std::mutex mutex;
   std::string stopping = "cancelling what runs on the hosts, a few seconds";
   std::string after_quit = "commands started on the hosts may still run";
+  bool explained = false;  // the verb stops on its own (lab): never quit at once
   std::thread watcher;
 
   void watch() {
@@ -34,6 +35,9 @@ struct SignalsToStop::Impl {
       int sig = ::sigtimedwait(&set, nullptr, &tick);
       if (sig < 0) continue;
       std::lock_guard lock(mutex);
+      // Nothing running that a stop would clean up (local work: a plan, a
+      // manifest's hashes): quit at once, as a plain program does.
+      if (seen == 0 && !explained && detail::blocking_calls_in_flight() == 0) std::_Exit(128 + sig);
       if (++seen == 1) {
         std::fprintf(stderr, "\nclusterkit: stopping: %s (again to quit at once)\n", stopping.c_str());
         std::fflush(stderr);
@@ -77,6 +81,7 @@ void SignalsToStop::explain(std::string stopping, std::string after_quit) {
   std::lock_guard lock(impl_->mutex);
   impl_->stopping = std::move(stopping);
   impl_->after_quit = std::move(after_quit);
+  impl_->explained = true;
 }
 
 SignalsToStop& SignalsToStop::current() {

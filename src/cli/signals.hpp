@@ -12,8 +12,11 @@ namespace clusterkit::cli {
 /// thread and taken by one watcher). The first signal requests a stop: every
 /// blocking call's operation is cancelled (detail::set_blocking_stop_token),
 /// which stops its remote commands, and the verb returns; main then exits
-/// 130. A second signal quits at once. A signal the parent set to be ignored
-/// (`nohup`, a script's background job) stays ignored.
+/// 130. When no blocking call is waiting and the verb did not explain() a
+/// stop of its own, nothing runs that a stop would clean up: it quits at
+/// once. A second signal quits at once. A signal the parent set to be
+/// ignored (`nohup`, a script's background job) stays ignored. Children get
+/// an empty mask (detail::default_child_signals).
 class SignalsToStop {
 public:
   SignalsToStop();

@@ -3,6 +3,7 @@
 
 #include "clusterkit/error.hpp"
 
+#include <atomic>
 #include <mutex>
 #include <string>
 
@@ -12,7 +13,12 @@ namespace {
 thread_local int io_thread_depth = 0;
 std::mutex stop_token_mutex;
 std::stop_token process_stop_token;
+std::atomic<int> calls_in_flight{0};
 }  // namespace
+
+int blocking_calls_in_flight() noexcept { return calls_in_flight.load(); }
+BlockingCallScope::BlockingCallScope() noexcept { ++calls_in_flight; }
+BlockingCallScope::~BlockingCallScope() { --calls_in_flight; }
 
 void set_blocking_stop_token(std::stop_token token) {
   std::lock_guard lock(stop_token_mutex);

@@ -62,6 +62,20 @@ void throw_if_failed(std::error_code ec, std::string const& message);
 void set_blocking_stop_token(std::stop_token token);
 std::stop_token blocking_stop_token();
 
+/// How many blocking calls are waiting on the stop token right now (the
+/// CLI's watcher: with none, nothing runs that a stop could clean up, and
+/// the first Ctrl-C quits at once, as a plain program does).
+int blocking_calls_in_flight() noexcept;
+
+/// Counts one blocking call while it lives (see blocking_calls_in_flight).
+class BlockingCallScope {
+public:
+  BlockingCallScope() noexcept;
+  ~BlockingCallScope();
+  BlockingCallScope(BlockingCallScope const&) = delete;
+  BlockingCallScope& operator=(BlockingCallScope const&) = delete;
+};
+
 /// What ties one blocking call's operation to the stop token.
 struct BlockingStopLink {
   boost::asio::cancellation_signal signal;  // emitted on the operation's executor only
@@ -83,6 +97,7 @@ std::tuple<std::decay_t<Args>...> block_on(boost::asio::any_io_executor const& e
     std::forward<Start>(start)([&promise](Args... args) { promise.set_value({std::move(args)...}); });
     return future.get();
   }
+  BlockingCallScope counted;
   auto link = std::make_shared<BlockingStopLink>();
   std::forward<Start>(start)(
       boost::asio::bind_cancellation_slot(link->signal.slot(), [&promise, link](Args... args) {
@@ -90,7 +105,10 @@ std::tuple<std::decay_t<Args>...> block_on(boost::asio::any_io_executor const& e
         promise.set_value({std::move(args)...});
       }));
   // Registered once the operation has connected its slot (in start), and
-  // emitted on its executor: never beside the operation's own handlers.
+  // emitted on `executor`. The CLI, the one setter of the token, runs every
+  // operation on a Runtime's single thread, so the emit never runs beside
+  // the operation's own handlers; a multi-threaded context would need the
+  // operation's strand here.
   std::stop_callback on_stop(token, [executor, link] {
     boost::asio::post(executor, [link] {
       if (!link->finished) link->signal.emit(boost::asio::cancellation_type::terminal);

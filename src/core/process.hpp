@@ -12,6 +12,7 @@
 #include <boost/process/v2/process.hpp>
 #include <boost/process/v2/stdio.hpp>
 
+#include <signal.h>
 #include <unistd.h>
 
 #include <csignal>
@@ -31,6 +32,10 @@ inline void ignore_sigpipe_once() {
 // Runs in each child between fork and exec:
 // - SIGPIPE back to the default, so that `yes | head` behaves as in a
 //   terminal;
+// - no signal blocked: the CLI blocks SIGINT/SIGTERM in all its threads for
+//   its signal watcher (cli/signals.cpp), and a mask survives fork and exec;
+//   a local command, an ssh client or a persisting ssh master must still
+//   die of the TERM it is sent;
 // - a session of its own. With the kernel's autogroup scheduling (on by
 //   default on desktop and cloud kernels) the CPU is shared first between
 //   sessions: 64 ssh handshakes in our one session would get one session's
@@ -43,6 +48,9 @@ struct default_child_signals {
   boost::process::v2::error_code on_exec_setup(Launcher&, boost::process::v2::filesystem::path const&,
                                                char const* const*&) {
     std::signal(SIGPIPE, SIG_DFL);
+    sigset_t none;
+    sigemptyset(&none);
+    ::sigprocmask(SIG_SETMASK, &none, nullptr);
     ::setsid();
     return {};
   }

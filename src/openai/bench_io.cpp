@@ -28,6 +28,7 @@
 #include "clusterkit/bench.hpp"
 #include "clusterkit/error.hpp"
 #include "clusterkit/openai_client.hpp"
+#include "core/block_on.hpp"
 #include "core/text.hpp"
 
 namespace clusterkit {
@@ -469,6 +470,10 @@ std::vector<std::string> read_prompts_file(std::string const& path) {
 
 BenchResult run_bench(BenchSpec const& spec, BenchProgressCallback progress) {
   auto runner = std::make_shared<BenchRunner>(spec, std::move(progress));
+  // The process's stop (the CLI's Ctrl-C; see block_on): the run stops as a
+  // cancelled async_run_bench does, and what was measured is returned.
+  detail::BlockingCallScope counted;
+  std::stop_callback on_stop(detail::blocking_stop_token(), [runner] { runner->stop(); });
   auto [ec, result] = runner->run();
   if (ec && ec != errc::cancelled) throw Error(ec, result.message.empty() ? ec.message() : result.message);
   return std::move(result);

@@ -148,7 +148,7 @@ void close_connection(HostSpec const& spec) {
   std::vector<std::string> args{"-o", "ControlPath=" + path, "-O", "exit", "--", spec.address};
   try {
     asio::io_context ctx;
-    bp::process p(ctx, ssh_program(), args, bp::process_stdio{nullptr, nullptr, nullptr});
+    bp::process p(ctx, ssh_program(), args, bp::process_stdio{nullptr, nullptr, nullptr}, detail::default_child_signals{});
     p.wait();
   } catch (std::exception const& e) {
     spdlog::debug("{}: ssh -O exit failed: {}", spec.name, e.what());
@@ -494,6 +494,11 @@ struct RunOp : std::enable_shared_from_this<RunOp> {
 
   void start() {
     started_at = steady_clock::now();
+    // A negative duration would silently mean "none": refused, as the CLI
+    // and Python refuse it.
+    if (options.timeout.count() < 0 || options.kill_grace.count() < 0)
+      return fail(make_error_code(errc::invalid_argument),
+                  host->who() + ": RunOptions::timeout and kill_grace must not be negative (a timeout of 0 means none)");
     if (options.split_on_carriage_return) out_lines.breaks = err_lines.breaks = "\n\r";
     cancel_slot = asio::get_associated_cancellation_slot(handler);
     watch_cancellation_and_timeout(
@@ -836,8 +841,11 @@ struct TransferOp : std::enable_shared_from_this<TransferOp> {
     if (options.mode < -1 || options.mode > 07777)
       return fail(make_error_code(errc::invalid_argument),
                   "TransferOptions::mode " + std::to_string(options.mode) + " is not permission bits (0 to 07777, or -1)");
+    if (options.timeout.count() < 0)
+      return fail(make_error_code(errc::invalid_argument), "TransferOptions::timeout must not be negative (0 means none)");
     if (upload) {
-      file = ::open(local_path.c_str(), O_RDONLY | O_CLOEXEC);
+      // O_NONBLOCK: a FIFO must not hang the open (it is refused below).
+      file = ::open(local_path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
       struct stat st {};
       if (file < 0 || ::fstat(file, &st) != 0 || !S_ISREG(st.st_mode))
         return fail(make_error_code(file < 0 && errno == ENOENT ? errc::file_not_found : errc::local_file_error),

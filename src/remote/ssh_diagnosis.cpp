@@ -64,6 +64,33 @@ SshDiagnosis diagnose_ssh_failure(HostSpec const& host, std::string_view err) {
     return make(errc::host_key_unknown,
                 "the host key is not in known_hosts and strict checking is on. Verify the key and add it "
                 "(ssh-keyscan), or choose host_key_policy: accept-new for first contact with fresh machines.");
+  // Through a jump host, a connection closed before the target's ssh spoke
+  // ("port 65535" is the proxy's pipe) is the jump failing. Checked before
+  // the generic causes: the proxy's own words ("Could not resolve hostname
+  // x2", "Permission denied") are about the jump host, not the target. With
+  // ControlPersist (clusterkit's shared connections) OpenSSH sends the
+  // proxy's stderr to /dev/null, so they are quoted only when ssh passed
+  // them on (control_persist 0); otherwise the message says how to see them.
+  if (!host.jump_host.empty() && (contains(err, "UNKNOWN port 65535") || contains(err, "kex_exchange_identification"))) {
+    std::string said;
+    std::size_t pos = 0;
+    while (pos < err.size() && said.empty()) {
+      auto nl = err.find('\n', pos);
+      auto line = err.substr(pos, nl == std::string_view::npos ? std::string_view::npos : nl - pos);
+      pos = nl == std::string_view::npos ? err.size() : nl + 1;
+      while (!line.empty() && (line.back() == '\r' || line.back() == ' ')) line.remove_suffix(1);
+      if (!line.empty() && !contains(line, "kex_exchange_identification") && !contains(line, "port 65535") &&
+          !is_ssh_noise_line(line) && !line.starts_with("** "))
+        said = std::string(line.substr(0, 300));
+    }
+    return make(errc::host_unreachable,
+                "the jump host " + host.jump_host + " did not connect us to " + host.address + " port " +
+                    std::to_string(host.port ? host.port : 22) +
+                    (said.empty() ? ": it does not resolve or answer, refuses our key, or cannot reach the host. `ssh -o BatchMode=yes " +
+                                        host.jump_host + " true` shows the jump host's own answer."
+                                  : "; on the way, ssh said: " + said + ". Check the jump_host entry (`ssh -o BatchMode=yes " +
+                                        host.jump_host + " true` tries it alone)."));
+  }
   // ssh warns and carries on with other keys when the identity file is
   // missing, then the server refuses those: the file is the thing to fix.
   if (!host.identity_file.empty() && contains(err, "Identity file") && contains(err, "not accessible") &&
@@ -90,16 +117,6 @@ SshDiagnosis diagnose_ssh_failure(HostSpec const& host, std::string_view err) {
     return make(errc::host_unreachable,
                 "the host does not answer. Check that it is up, the address is right, and no firewall drops port " +
                     std::to_string(host.port ? host.port : 22) + ".");
-  // Through a jump host, a connection closed before the target's ssh spoke
-  // ("port 65535" is the proxy's pipe) is the jump failing; ssh hides the
-  // jump's own reason when connections are shared (ControlPersist sends the
-  // proxy's stderr to /dev/null), so say what to run to see it.
-  if (!host.jump_host.empty() && (contains(err, "UNKNOWN port 65535") || contains(err, "kex_exchange_identification")))
-    return make(errc::host_unreachable,
-                "the jump host " + host.jump_host + " did not connect us to " + host.address + " port " +
-                    std::to_string(host.port ? host.port : 22) +
-                    ": it does not resolve or answer, refuses our key, or cannot reach the host. `ssh -o BatchMode=yes " +
-                    host.jump_host + " true` shows the jump host's own answer.");
   if (contains(err, "Connection reset") || contains(err, "Broken pipe") || contains(err, "closed by remote host") ||
       contains(err, "Timeout, server") || contains(err, "not responding"))
     return make(errc::connection_lost, "the connection dropped. The host may have rebooted or been cut off.");

@@ -251,7 +251,9 @@ awaitable<BenchFigures> short_bench(OpenAIClient client, std::string model, Depl
   auto t0 = clock_type::now();
   unsigned next = 0;
   auto worker = [&]() -> awaitable<void> {
-    while (next < checks.bench_requests) {
+    // Each worker's own cancellation state (TaskGroup forwards the frame's):
+    // a cancelled request must not be followed by the next one.
+    while (next < checks.bench_requests && !co_await was_cancelled()) {
       ++next;
       auto req = ChatRequest::simple(model, prompt);
       req.max_tokens = checks.bench_max_tokens;
@@ -307,6 +309,7 @@ awaitable<std::pair<std::error_code, DeploymentRecord>> up(Deployment d, Deploym
     }
     run.tell("up", "", "running", "the last run left it up, but now: " + st.state + "; converging");
   }
+  if (auto stop = run.stop_before("preflight")) co_return std::move(*stop);
   rec.status = "running";
   save_record(spec, rec);
   auto hosts = all_hosts(d);
@@ -466,6 +469,9 @@ awaitable<std::pair<std::error_code, DeploymentRecord>> up(Deployment d, Deploym
     RemoteVerifyOptions vo;
     std::vector<std::string> const source_only{source_host};
     auto found = co_await store.async_verify(handles(d, source_only), path, vo, use_awaitable);
+    // A cancellation reaches the operation in flight once; later ones (a
+    // download of hours) must not start: checked after each.
+    if (run.cancelled()) co_return Failure{&s, make_error_code(errc::cancelled), ""};
     if (!found.empty() && found.front().ok()) {
       run.host_done(s, source_host, "skipped", "complete on the NAS already", s.started_s);
       run.end(s, "skipped", "found on the NAS, complete");
@@ -493,6 +499,7 @@ awaitable<std::pair<std::error_code, DeploymentRecord>> up(Deployment d, Deploym
         data_seconds += seconds_between(t, clock_type::now());
         if (ec) co_return Failure{&s, ec, got.message};
         run.host_done(s, source_host, "ok", got.message, s.started_s);
+        if (run.cancelled()) co_return Failure{&s, make_error_code(errc::cancelled), ""};
       }
       SyncSpec ss;
       ss.source = spec.model.download_dir;
@@ -514,6 +521,7 @@ awaitable<std::pair<std::error_code, DeploymentRecord>> up(Deployment d, Deploym
     RemoteVerifyOptions vo;
     vo.container_path = spec.ray.runtime == RayRuntimeKind::docker ? spec.engine_model_path() : "";
     auto seen = co_await store.async_verify(handles(d, d.gpu_hosts()), path, vo, use_awaitable);
+    if (run.cancelled()) co_return Failure{&s, make_error_code(errc::cancelled), ""};
     bool all_ok = std::all_of(seen.begin(), seen.end(), [](HostVerify const& v) { return v.ok(); });
     if (!all_ok && !d.download_host().empty()) {
       // One repair: copy again from the download host (rsync only moves
@@ -529,6 +537,7 @@ awaitable<std::pair<std::error_code, DeploymentRecord>> up(Deployment d, Deploym
       auto [ec, copied] = co_await store.async_sync(d.host(source_host), ss, no_progress, asio::as_tuple(use_awaitable));
       data_seconds += seconds_between(t, clock_type::now());
       if (!ec) s.detail["repaired"] = copied.message;
+      if (run.cancelled()) co_return Failure{&s, make_error_code(errc::cancelled), ""};
       seen = co_await store.async_verify(handles(d, d.gpu_hosts()), path, vo, use_awaitable);
     }
     std::vector<std::string> bad;
@@ -548,6 +557,7 @@ awaitable<std::pair<std::error_code, DeploymentRecord>> up(Deployment d, Deploym
     RunOptions ro;
     ro.timeout = std::chrono::seconds(120);
     auto [ec, r] = co_await head.async_run(Command::shell(model_snapshot_script(path)), ro, asio::as_tuple(use_awaitable));
+    if (run.cancelled()) co_return Failure{&s, make_error_code(errc::cancelled), ""};
     if (ec || r.exit_code != 0) co_return Failure{&s, ec, "cannot read the model's headers on " + spec.head + ": " + failure_of(HostOutcome{spec.head, ec, r})};
     try {
       auto facts_m = inspect_snapshot(parse_model_snapshot(r.stdout_text));
@@ -595,8 +605,18 @@ awaitable<std::pair<std::error_code, DeploymentRecord>> up(Deployment d, Deploym
 
     co_return std::nullopt;
   };
-  auto chain_failure = co_await model_chain();
+  // Ray's task uses this frame's locals: it must end before the frame does,
+  // also when the chain throws (a C++ exception, not a failed step).
+  std::optional<Failure> chain_failure;
+  std::exception_ptr chain_exception;
+  try {
+    chain_failure = co_await model_chain();
+  } catch (...) {
+    chain_exception = std::current_exception();
+    ray_beside.cancel();
+  }
   co_await ray_beside.join();
+  if (chain_exception) std::rethrow_exception(chain_exception);
   if (chain_failure && ray_failure) {
     // Both branches failed (a host lost is seen by both): record each
     // step as failed, and name both in the one error.
@@ -621,8 +641,10 @@ awaitable<std::pair<std::error_code, DeploymentRecord>> up(Deployment d, Deploym
       auto [dec, dr] = co_await engine.async_down(asio::as_tuple(use_awaitable));
       if (!dec) run.tell("serve", spec.head, "restart", "Ray nodes were replaced; stopped the engine (" + dr.stopped + ")");
     }
+    if (run.cancelled()) co_return run.fail(s, make_error_code(errc::cancelled), "");
     auto [ec, launched] = co_await engine.async_up(asio::as_tuple(use_awaitable));
     if (ec) co_return run.fail(s, ec, launched.message);
+    if (run.cancelled()) co_return run.fail(s, make_error_code(errc::cancelled), "the engine was launched (`clusterkit down` stops it)");
     run.tell("serve", spec.head, launched.action, launched.message);
     auto [wec, ready] = co_await engine.async_wait_ready(
         [&](VllmProgress const& p) { run.tell("serve", spec.head, p.phase, p.message.substr(0, 160)); }, asio::as_tuple(use_awaitable));
@@ -676,6 +698,7 @@ awaitable<std::pair<std::error_code, DeploymentRecord>> up(Deployment d, Deploym
     } else {
       auto b = co_await short_bench(client, rec.served_model_name, spec.checks);
       measured += b.seconds;
+      if (run.cancelled()) co_return run.fail(s, make_error_code(errc::cancelled), "");
       rec.bench = {{"requests", b.ok + b.failed}, {"ok", b.ok}, {"failed", b.failed}, {"seconds", b.seconds},
                    {"requests_per_second", b.seconds > 0 ? b.ok / b.seconds : 0},
                    {"output_tokens_per_second", b.seconds > 0 ? static_cast<double>(b.output_tokens) / b.seconds : 0},

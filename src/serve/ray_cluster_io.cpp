@@ -206,11 +206,11 @@ awaitable<std::pair<std::error_code, RayUpResult>> up(RayCluster c, RayProgressC
   bool ready_early = false;
   // What a node that never came up says, and the causes that fit when Ray
   // itself says nothing clearer.
-  // A worker has the join timeout to say its node runs (a worker that
-  // cannot reach the head waits in `ray start` far longer); the head at
-  // least 120 s.
+  // A worker has the join timeout, at least 30 s (a healthy start takes
+  // 5-15 s on a busy host), to say its node runs: one that cannot reach the
+  // head waits in `ray start` far longer. The head at least 120 s.
   auto start_timeout = [&](std::size_t i) {
-    return result.plans[i].head ? std::max<std::chrono::seconds>(std::chrono::seconds(120), spec.join_timeout) : spec.join_timeout;
+    return std::max<std::chrono::seconds>(std::chrono::seconds(result.plans[i].head ? 120 : 30), spec.join_timeout);
   };
   auto likely_causes = [&](std::string const& explained) {
     return explained.find("did not start") == std::string::npos
@@ -265,7 +265,9 @@ awaitable<std::pair<std::error_code, RayUpResult>> up(RayCluster c, RayProgressC
                          ? dispatched_ms + std::chrono::duration<double, std::milli>(outs[k].result.duration).count()
                          : ms_since(t0);
       auto const& o = outs[k];
-      if (ready_early && o.error == errc::cancelled) {
+      // Once Ray listed every node, a start command that was stopped (or ran
+      // out of time meanwhile) says nothing against its node.
+      if (ready_early && o.error) {
         n.started_ms = n.joined_ms > 0 ? n.joined_ms : ms_since(t0);
         n.message = std::string(n.action == RayNodeAction::replace ? "replaced" : "started") + " the Ray worker on " +
                     n.host + " (" + result.plans[i].node_ip + "); Ray listed it before its `ray start` had returned";

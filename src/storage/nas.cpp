@@ -252,7 +252,9 @@ std::string nas_mount_script(NasSpec const& spec) {
     << "mkdir -p -- \"$mp\"\n"
     << shell::join(argv) << " || { rc=$?; unmade; exit $rc; }\n";
   if (spec.kind == NasKind::bind && spec.read_only)
-    s << "mount -o remount,bind,ro \"$mp\"\n";  // a bind mount takes ro only on a remount
+    // A bind mount takes ro only on a remount; if that fails, the mount is
+    // undone too (a read-write NAS where read-only was asked is worse than none).
+    s << "mount -o remount,bind,ro \"$mp\" || { rc=$?; umount -- \"$mp\" 2>/dev/null || true; unmade; exit $rc; }\n";
   s << "echo @@ck-mountinfo\ncat /proc/self/mountinfo\necho @@ck-mountinfo-end\n";
   return s.str();
 }

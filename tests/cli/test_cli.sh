@@ -144,6 +144,8 @@ expect "-i FIFO" 2 "it is a FIFO, not a regular file" -- timeout 10 "$ck" -i "$t
 expect "billion laughs" 2 "more than 100000 values once its aliases (*name) are expanded" -- timeout 10 "$ck" -i "$tmp/laughs.yaml" inventory
 cp "$tmp/laughs.yaml" "$tmp/spec.yaml"
 expect "billion laughs in a deployment spec" 2 "more than 100000 values once its aliases" -- timeout 10 "$ck" plan "$tmp/spec.yaml"
+python3 -c "print('hosts: [' + 'x,' * 2000000 + ']')" >"$tmp/flat.yaml"
+expect "a flat list of 2 million values" 2 "more than 100000 values (lines and list items)" -- timeout 10 "$ck" -i "$tmp/flat.yaml" inventory
 expect "chat - < /dev/zero" 2 "the prompt on stdin is larger than 16 MiB" -- sh -c "timeout 20 '$ck' chat --url $u - < /dev/zero"
 # Paths from a model folder stay in the folder; what is not a file is named.
 m="$tmp/model"
@@ -224,6 +226,18 @@ else
   expect "bench with invalid UTF-8 in a prompt" 0 "2 ok, 0 failed" -- \
     "$ck" bench --url "http://127.0.0.1:$port" --prompts "$tmp/prompts.txt" --requests 2 --max-tokens 2 --no-progress
   expect "chat with invalid UTF-8 in the prompt" 0 "" -- "$ck" chat --url "http://127.0.0.1:$port" "$(printf 'hi \377')"
+  # Ctrl-C (SIGTERM here) during a bench: the run stops, what was measured
+  # is reported and written, and the exit status says it was stopped.
+  "$ck" bench --url "http://127.0.0.1:$port" --rate 20 --duration 60 --max-tokens 2 --no-progress \
+    --json "$tmp/stopped.json" >"$tmp/bstop.log" 2>&1 &
+  b=$!
+  sleep 3
+  kill -TERM "$b"
+  rc=0; wait "$b" || rc=$?
+  checks=$((checks + 1))
+  if [ "$rc" != 130 ] || ! grep -qF "(stopped early)" "$tmp/bstop.log" || ! grep -qF '"cancelled": true' "$tmp/stopped.json"; then
+    fail "bench stopped by SIGTERM: rc $rc (expected 130), a report and its --json"; sed 's/^/  | /' "$tmp/bstop.log"
+  fi
   expect "bench with warm-up bounded by the requests" 0 "3 ok, 0 failed" -- \
     "$ck" bench --url "http://127.0.0.1:$port" --requests 3 --concurrency 100000 --max-tokens 2 --no-progress
   kill "$sim_pid"; wait "$sim_pid" 2>/dev/null
@@ -255,6 +269,24 @@ if [ -n "$left" ]; then
   fail "the command outlived the stopped exec: pids $left"
   for p in $left; do kill -KILL "$p" 2>/dev/null; done
 fi
+# Nothing running that a stop would clean up (here: `chat -` still reading
+# its prompt from stdin): the first signal quits at once, as a plain
+# program does (a stop that waits for an operation would wait for ever).
+mkfifo "$tmp/stdin"
+exec 3<>"$tmp/stdin"   # a writer that never writes nor closes
+"$ck" chat --url http://127.0.0.1:1 - <"$tmp/stdin" >"$tmp/cstop.log" 2>&1 &
+cpid=$!
+sleep 0.5
+kill -TERM "$cpid"
+i=0; while [ $i -lt 50 ] && kill -0 "$cpid" 2>/dev/null; do sleep 0.1; i=$((i + 1)); done
+checks=$((checks + 1))
+if kill -0 "$cpid" 2>/dev/null; then
+  fail "chat reading stdin did not quit on SIGTERM"; kill -KILL "$cpid"
+fi
+rc=0; wait "$cpid" || rc=$?
+checks=$((checks + 1))
+[ "$rc" = 143 ] || fail "chat reading stdin, stopped by SIGTERM: rc $rc (expected 143)"
+exec 3>&-
 # Against real lab hosts (sshd in namespaces; needs root): nothing from an
 # argument, a path or an inventory field reaches a shell, and `lab up` killed
 # with SIGKILL half way leaves a lab that `lab status` tells truly and `lab

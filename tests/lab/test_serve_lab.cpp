@@ -301,7 +301,7 @@ TEST_CASE("RayCluster bare: Ray from the venv, and refusals before anything star
 
   SECTION("a worker that cannot reach the head: refused before, or named after the join timeout") {
     auto spec = ray.spec();
-    spec.join_timeout = std::chrono::seconds(15);
+    spec.join_timeout = std::chrono::seconds(30);
     RayCluster cut(spec, ray.hosts());
     auto const head_ip = std::string(kSubnet) + ".11";
     // No route from h2 to the head at all (a blackhole route in h2's own
@@ -328,12 +328,12 @@ TEST_CASE("RayCluster bare: Ray from the venv, and refusals before anything star
       std::string what = e.what();
       WARN("a worker cut off from the head (" << seconds_since(t0) << " s): " << what);
       CHECK(e.code() == errc::timed_out);
-      CHECK_THAT(what, Contains("h2 (" + std::string(kSubnet) + ".12) did not join within 15 s"));
+      CHECK_THAT(what, Contains("h2 (" + std::string(kSubnet) + ".12) did not join within 30 s"));
       // What Ray said (its own line, from the node's log), and what to check.
       CHECK_THAT(what, Contains("cannot reach the head's GCS on port 6379") && Contains(head_ip + ":6379"));
     }
     // The join timeout, not a fixed 120 s (which it was until this test).
-    CHECK(seconds_since(t0) < 60);
+    CHECK(seconds_since(t0) < 75);
     lab.sh("h2", "ip route del " + head_ip + "/32");
     ray_down(cut);
     CHECK(ray_pids("h1") == "0\n");

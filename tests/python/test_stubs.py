@@ -160,3 +160,13 @@ def test_every_class_has_a_repr_of_its_own() -> None:
         and "__repr__" not in getattr(_core, name).__dict__
     ]
     assert missing == []
+
+
+def test_the_module_says_its_version() -> None:
+    # The same version as the CLI's --version and pyproject.toml (issue 14).
+    import re
+
+    text = (Path(__file__).resolve().parents[2] / "pyproject.toml").read_text()
+    version = re.search(r'^version = "(.*)"$', text, re.M)
+    assert version is not None
+    assert clusterkit.__version__ == version.group(1)

@@ -3,6 +3,7 @@
 #include "clusterkit/host.hpp"
 
 #include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <boost/asio/bind_cancellation_slot.hpp>
@@ -332,6 +333,33 @@ TEST_CASE("files move atomically with progress", "[host][local][transfer]") {
       CHECK(e.code() == errc::file_not_found);
       CHECK(std::string(e.what()).find("nope") != std::string::npos);
     }
+  }
+  SECTION("a FIFO to upload is refused at once, not waited on") {
+    auto fifo = dir.path / "fifo";
+    REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+    auto t0 = std::chrono::steady_clock::now();
+    try {
+      upload(host, fifo.string(), (dir.path / "x").string());
+      FAIL("expected an error");
+    } catch (Error const& e) {
+      CHECK(e.code() == errc::local_file_error);
+      CHECK(std::string(e.what()).find("not a regular file") != std::string::npos);
+    }
+    CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(5));
+  }
+  SECTION("a negative timeout is refused (it used to mean none)") {
+    RunOptions o;
+    o.timeout = std::chrono::milliseconds(-5);
+    try {
+      run(host, Command::args({"true"}), o);
+      FAIL("expected an error");
+    } catch (Error const& e) {
+      CHECK(e.code() == errc::invalid_argument);
+      CHECK(std::string(e.what()).find("must not be negative") != std::string::npos);
+    }
+    TransferOptions t;
+    t.timeout = std::chrono::milliseconds(-1);
+    CHECK_THROWS_AS(upload(host, "/etc/hostname", (dir.path / "y").string(), t), Error);
   }
 }
 

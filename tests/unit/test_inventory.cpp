@@ -492,6 +492,15 @@ TEST_CASE("inventory errors: a chain of aliases and deep nesting fail at once, n
   block += indent + "v\n";
   e = parse_error(block);
   CHECK_THAT(e.message, Contains("nesting deeper than 64 levels"));
+  // A flat list of 2 million values (4 MB of text): refused on the text,
+  // before yaml-cpp builds it (it took 3 s and 0.9 GB to parse first).
+  std::string flat = "hosts: [";
+  for (int i = 0; i < 2000000; ++i) flat += "x,";
+  flat += "]\n";
+  t0 = std::chrono::steady_clock::now();
+  e = parse_error(flat);
+  CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(1));
+  CHECK_THAT(e.message, Contains(":1:") && Contains("more than 100000 values (lines and list items)"));
   // 60 levels are within the limits.
   std::string sixty = "hosts:\n  h1: {address: x, vars: {a: " + std::string(60, '[') + "1" + std::string(60, ']') + "}}\n";
   CHECK(Inventory::parse(sixty, "inv.yaml").hosts().size() == 1);

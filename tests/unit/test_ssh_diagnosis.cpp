@@ -79,6 +79,21 @@ TEST_CASE("a missing identity file and a failing jump host are named as such", "
   CHECK(d.message.find("the jump host root@x2 did not connect us to 10.88.0.11 port 22") != std::string::npos);
   CHECK(d.message.find("ssh -o BatchMode=yes root@x2 true") != std::string::npos);
   CHECK(d.message.find("rebooted") == std::string::npos);
+
+  // With the jump's own words (the master's stderr, where the ProxyJump's
+  // `ssh -W` writes): quoted, and not taken for the target's name failing.
+  d = diagnose_ssh_failure(h,
+                           "ssh: Could not resolve hostname x2: Name or service not known\r\n"
+                           "kex_exchange_identification: Connection closed by remote host\n"
+                           "Connection closed by UNKNOWN port 65535\n");
+  CHECK(d.code == errc::host_unreachable);
+  CHECK(d.message.find("the jump host root@x2 did not connect us to 10.88.0.11 port 22; on the way, ssh said: ssh: Could "
+                       "not resolve hostname x2: Name or service not known") != std::string::npos);
+  d = diagnose_ssh_failure(h,
+                           "root@x2: Permission denied (publickey).\n"
+                           "Connection closed by UNKNOWN port 65535\n");
+  CHECK(d.code == errc::host_unreachable);
+  CHECK(d.message.find("ssh said: root@x2: Permission denied (publickey)") != std::string::npos);
 }
 
 TEST_CASE("the shared connection is keyed on every setting that changes what ssh accepts", "[ssh]") {
