@@ -312,6 +312,33 @@ else
   timeout 60 "$ck" -i "$tmp/evil.yaml" exec -t 10 -- true >"$tmp/out" 2>&1 && fail "an address with shell syntax was accepted"
   checks=$((checks + 1))
   [ -e "$pwned" ] && fail "something ran a shell on an argument: $pwned exists"
+  # Every other inventory field that reaches ssh's command line, and a model
+  # file name that reaches a script on a host: text, never run. The marker
+  # is under /run (lab hosts have private /tmp, a shared /run).
+  mark="/run/ck-test-pwned-$$"
+  {
+    printf 'hosts:\n'
+    printf '  u: {address: 127.0.0.1, port: 1, user: "root$(touch %s)"}\n' "$mark"
+    printf '  i: {address: 127.0.0.1, port: 1, user: root, identity_file: "/nonexistent/$(touch %s)"}\n' "$mark"
+    printf '  j: {address: 127.0.0.1, port: 1, user: root, jump_host: "x$(touch %s)@127.0.0.1:1"}\n' "$mark"
+    printf '  o: {address: 127.0.0.1, port: 1, user: root, ssh_options: ["ConnectTimeout=$(touch %s)"]}\n' "$mark"
+    printf '  k: {address: 127.0.0.1, port: 1, user: root, known_hosts_file: "/nonexistent/`touch %s`"}\n' "$mark"
+  } >"$tmp/fields.yaml"
+  timeout 120 "$ck" -i "$tmp/fields.yaml" exec -t 10 -- true >"$tmp/out" 2>&1
+  "$ck" -i "$inv" exec -g h1 -- mkdir -p /var/tmp/ck-inj >/dev/null 2>&1
+  # (A file name cannot hold a slash: the model file's command would make
+  # ck-pwned in the model's folder, where the scripts run.)
+  "$ck" -i "$inv" exec -g h1 -- sh -c 'printf "{}" > /var/tmp/ck-inj/config.json; : > "/var/tmp/ck-inj/\$(touch ck-pwned).safetensors"' >/dev/null 2>&1
+  timeout 120 "$ck" -i "$inv" model verify -g h1 --read-all /var/tmp/ck-inj >"$tmp/out" 2>&1
+  checks=$((checks + 1))
+  if [ -e "$mark" ]; then fail "an inventory field ran as shell: $mark exists"; rm -f "$mark"; fi
+  "$ck" -i "$inv" exec -g h1 -- ls /var/tmp/ck-inj >"$tmp/inj.ls" 2>&1
+  checks=$((checks + 1))
+  grep -qF '$(touch ck-pwned).safetensors' "$tmp/inj.ls" ||
+    { fail "the model file named with shell syntax was not made (the check below would prove nothing)"; cat "$tmp/inj.ls"; }
+  checks=$((checks + 1))
+  grep -q 'h1: ck-pwned$' "$tmp/inj.ls" && fail "a model file name ran as shell on the host (ck-pwned was made)"
+  "$ck" -i "$inv" exec -g h1 -- rm -rf /var/tmp/ck-inj >/dev/null 2>&1
   "$ck" lab down --name "$lab" --state-dir "$st" >/dev/null 2>&1 || fail "lab down"
 
   # A crash of `lab up` between starting the hosts and writing their pids
