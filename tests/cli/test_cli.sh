@@ -252,7 +252,7 @@ expect "nccl-check on simulated GPUs" 2 "sim's 2 GPUs are simulated (the invento
 # saying it stopped. The command is found by a marker in its arguments
 # (split in two so that this script's own awk never matches itself).
 m1="ck-stop-$$"; m2="-$(date +%s%N)"
-marked() { for p in /proc/[0-9]*; do tr '\0' ' ' <"$p/cmdline" 2>/dev/null | awk -v a="$m1" -v b="$m2" -v p="${p#/proc/}" 'index($0, a b) { print p; exit }'; done; }
+marked() { for p in /proc/[0-9]*; do tr '\0' ' ' 2>/dev/null <"$p/cmdline" | awk -v a="$m1" -v b="$m2" -v p="${p#/proc/}" 'index($0, a b) { print p; exit }'; done; }
 "$ck" -i "$tmp/inv.yaml" exec -g me -- sh -c "sleep 300; : $m1$m2" >"$tmp/stop.log" 2>&1 &
 run=$!
 i=0; while [ $i -lt 100 ] && [ -z "$(marked | grep -vx "$run")" ]; do sleep 0.05; i=$((i + 1)); done
@@ -325,20 +325,22 @@ else
     printf '  k: {address: 127.0.0.1, port: 1, user: root, known_hosts_file: "/nonexistent/`touch %s`"}\n' "$mark"
   } >"$tmp/fields.yaml"
   timeout 120 "$ck" -i "$tmp/fields.yaml" exec -t 10 -- true >"$tmp/out" 2>&1
-  "$ck" -i "$inv" exec -g h1 -- mkdir -p /var/tmp/ck-inj >/dev/null 2>&1
+  # A folder of this run's own (/var/tmp is the machine's, shared by runs).
+  injdir=/var/tmp/ck-inj-$$
+  "$ck" -i "$inv" exec -g h1 -- sh -c 'rm -rf "$1" && mkdir -p "$1"' sh "$injdir" >/dev/null 2>&1
   # (A file name cannot hold a slash: the model file's command would make
   # ck-pwned in the model's folder, where the scripts run.)
-  "$ck" -i "$inv" exec -g h1 -- sh -c 'printf "{}" > /var/tmp/ck-inj/config.json; : > "/var/tmp/ck-inj/\$(touch ck-pwned).safetensors"' >/dev/null 2>&1
-  timeout 120 "$ck" -i "$inv" model verify -g h1 --read-all /var/tmp/ck-inj >"$tmp/out" 2>&1
+  "$ck" -i "$inv" exec -g h1 -- sh -c 'printf "{}" > "$1/config.json"; : > "$1/\$(touch ck-pwned).safetensors"' sh "$injdir" >/dev/null 2>&1
+  timeout 120 "$ck" -i "$inv" model verify -g h1 --read-all "$injdir" >"$tmp/out" 2>&1
   checks=$((checks + 1))
   if [ -e "$mark" ]; then fail "an inventory field ran as shell: $mark exists"; rm -f "$mark"; fi
-  "$ck" -i "$inv" exec -g h1 -- ls /var/tmp/ck-inj >"$tmp/inj.ls" 2>&1
+  "$ck" -i "$inv" exec -g h1 -- ls "$injdir" >"$tmp/inj.ls" 2>&1
   checks=$((checks + 1))
   grep -qF '$(touch ck-pwned).safetensors' "$tmp/inj.ls" ||
     { fail "the model file named with shell syntax was not made (the check below would prove nothing)"; cat "$tmp/inj.ls"; }
   checks=$((checks + 1))
   grep -q 'h1: ck-pwned$' "$tmp/inj.ls" && fail "a model file name ran as shell on the host (ck-pwned was made)"
-  "$ck" -i "$inv" exec -g h1 -- rm -rf /var/tmp/ck-inj >/dev/null 2>&1
+  "$ck" -i "$inv" exec -g h1 -- rm -rf "$injdir" >/dev/null 2>&1
   "$ck" lab down --name "$lab" --state-dir "$st" >/dev/null 2>&1 || fail "lab down"
 
   # A crash of `lab up` between starting the hosts and writing their pids
