@@ -249,6 +249,10 @@ struct RayNodeState {
   std::string state;
   std::string state_message;
   std::map<std::string, double> resources_total;
+  /// What is in use of each, from the dashboard's per-node view ("CPU",
+  /// "GPU", "memory" and "object_store_memory" in bytes); empty when the
+  /// dashboard did not say.
+  std::map<std::string, RayResource> usage;
   bool alive() const { return state == "ALIVE"; }
 };
 
@@ -307,6 +311,10 @@ struct RayReport {
   std::string error;
 };
 RayReport parse_ray_report(std::string_view output);
+/// The dashboard's per-node usage (`/nodes?view=summary`, its
+/// data.nodeLogicalResources: node id -> `ray status` usage lines), by node
+/// id. Throws Error(errc::parse_error) when it is not that.
+std::map<std::string, std::map<std::string, RayResource>> parse_ray_node_usage(std::string_view json_text);
 
 // ---------------------------------------------------------------------------
 // Pure pieces: deciding and judging
@@ -349,6 +357,10 @@ struct RayHostStatus {
   /// processes run ("running", "exited", "absent", "unreachable").
   std::string runtime_state;
   std::map<std::string, double> resources_total;
+  /// Used and total per resource on this node ("GPU", "CPU", "memory" and
+  /// "object_store_memory" in bytes), as Ray accounts them; empty when Ray
+  /// did not say (node not alive, or no dashboard).
+  std::map<std::string, RayResource> usage;
   std::string problem;
 };
 

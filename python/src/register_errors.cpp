@@ -70,6 +70,21 @@ std::string error_code_name(std::error_code ec) {
   return std::string(ec.category().name()) + ":" + std::to_string(ec.value());
 }
 
+py::tuple pickle_error_code(std::error_code ec) {
+  return py::make_tuple(std::string(ec.category().name()), ec.value());
+}
+
+std::error_code unpickle_error_code(py::handle state) {
+  auto t = state.cast<py::tuple>();
+  if (t.size() != 2) throw py::value_error("not a pickled error code");
+  auto const category = t[0].cast<std::string>();
+  int const value = t[1].cast<int>();
+  if (value == 0) return {};
+  if (category == ck::error_category().name()) return {value, ck::error_category()};
+  if (category == std::system_category().name()) return {value, std::system_category()};
+  return {value, std::generic_category()};
+}
+
 py::object make_error(std::error_code ec, std::string const& message, py::object result) {
   return error_type()(message.empty() ? ec.message() : message, error_code_name(ec), std::move(result));
 }

@@ -216,6 +216,15 @@ void register_results(py::module_& m) {
 
   using T = ck::TransferResult;
   py::class_<T>(m, "TransferResult")
+      .def(py::pickle([](T const& t) { return py::make_tuple(t.bytes, t.duration.count(), t.message); },
+                      [](py::tuple const& t) {
+                        if (t.size() != 3) throw py::value_error("not a pickled TransferResult");
+                        T r;
+                        r.bytes = t[0].cast<std::uint64_t>();
+                        r.duration = std::chrono::nanoseconds(t[1].cast<std::int64_t>());
+                        r.message = t[2].cast<std::string>();
+                        return r;
+                      }))
       .def_readonly("bytes", &T::bytes)
       .def_property_readonly(
           "duration", [](T const& t) { return to_seconds(t.duration); }, "Seconds.")
@@ -227,6 +236,11 @@ void register_results(py::module_& m) {
 
   using O = ck::HostOutcome;
   py::class_<O>(m, "HostOutcome", "One host's part of run_on_hosts.")
+      .def(py::pickle([](O const& o) { return py::make_tuple(o.host, pickle_error_code(o.error), o.result); },
+                      [](py::tuple const& t) {
+                        if (t.size() != 3) throw py::value_error("not a pickled HostOutcome");
+                        return O{t[0].cast<std::string>(), unpickle_error_code(t[1]), t[2].cast<R>()};
+                      }))
       .def_readonly("host", &O::host, "The host's name.")
       .def_property_readonly(
           "error",
@@ -249,6 +263,11 @@ void register_results(py::module_& m) {
 
   using TO = ck::TransferOutcome;
   py::class_<TO>(m, "TransferOutcome", "One host's part of upload_to_hosts.")
+      .def(py::pickle([](TO const& o) { return py::make_tuple(o.host, pickle_error_code(o.error), o.result); },
+                      [](py::tuple const& t) {
+                        if (t.size() != 3) throw py::value_error("not a pickled TransferOutcome");
+                        return TO{t[0].cast<std::string>(), unpickle_error_code(t[1]), t[2].cast<T>()};
+                      }))
       .def_readonly("host", &TO::host, "The host's name.")
       .def_property_readonly(
           "error",

@@ -8,6 +8,7 @@
 #include <boost/asio/execution/context.hpp>
 #include <boost/asio/query.hpp>
 
+#include <cctype>
 #include <cmath>
 #include <condition_variable>
 #include <deque>
@@ -389,6 +390,32 @@ double seconds_of(std::chrono::nanoseconds d) { return std::chrono::duration<dou
 
 py::object usage_or_none(std::optional<ck::Usage> const& u) { return u ? py::cast(*u) : py::none(); }
 
+// A header a pickle must not carry: Authorization and the like.
+bool looks_like_credential(std::string name) {
+  for (auto& ch : name) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+  for (char const* word : {"auth", "cookie", "key", "token", "secret", "password"})
+    if (name.find(word) != std::string::npos) return true;
+  return false;
+}
+
+// Pickled state (results travel to other processes: multiprocessing, Ray
+// tasks). JSON travels as its text; optionals as None.
+std::string json_state(nlohmann::json const& j) {
+  return j.is_null() ? std::string() : j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+nlohmann::json json_from_state(py::handle h) {
+  auto text = h.cast<std::string>();
+  return text.empty() ? nlohmann::json() : nlohmann::json::parse(text, nullptr, false);
+}
+std::optional<ck::Usage> usage_from_state(py::handle h) {
+  if (h.is_none()) return std::nullopt;
+  return h.cast<ck::Usage>();
+}
+py::tuple state_of(py::tuple const& t, std::size_t size, char const* what) {
+  if (t.size() != size) throw py::value_error(std::string("not a pickled ") + what);
+  return t;
+}
+
 std::string quoted(std::string const& s) { return py::repr(py::str(s)).cast<std::string>(); }
 
 std::string usage_repr(std::optional<ck::Usage> const& u) {
@@ -412,12 +439,31 @@ void register_openai(py::module_& m) {
   define_openai_error(m);
 
   py::class_<ck::Usage>(m, "Usage", "Token counts the server reported.")
+      .def(py::pickle([](ck::Usage const& u) { return py::make_tuple(u.prompt_tokens, u.completion_tokens, u.total_tokens); },
+                      [](py::tuple const& t) {
+                        state_of(t, 3, "Usage");
+                        return ck::Usage{t[0].cast<std::int64_t>(), t[1].cast<std::int64_t>(), t[2].cast<std::int64_t>()};
+                      }))
       .def_readonly("prompt_tokens", &ck::Usage::prompt_tokens)
       .def_readonly("completion_tokens", &ck::Usage::completion_tokens)
       .def_readonly("total_tokens", &ck::Usage::total_tokens)
       .def("__repr__", [](ck::Usage const& u) { return usage_repr(u); });
 
   py::class_<ck::ResponseMeta>(m, "ResponseMeta", "HTTP status, attempts, the server's message and timing.")
+      .def(py::pickle(
+          [](ck::ResponseMeta const& x) {
+            return py::make_tuple(x.status, x.attempts, x.server_message, x.message, x.duration.count());
+          },
+          [](py::tuple const& t) {
+            state_of(t, 5, "ResponseMeta");
+            ck::ResponseMeta x;
+            x.status = t[0].cast<int>();
+            x.attempts = t[1].cast<int>();
+            x.server_message = t[2].cast<std::string>();
+            x.message = t[3].cast<std::string>();
+            x.duration = std::chrono::nanoseconds(t[4].cast<std::int64_t>());
+            return x;
+          }))
       .def_readonly("status", &ck::ResponseMeta::status, "HTTP status of the last attempt; 0 when no answer came.")
       .def_readonly("attempts", &ck::ResponseMeta::attempts, "1 + retries.")
       .def_readonly("server_message", &ck::ResponseMeta::server_message,
@@ -432,6 +478,15 @@ void register_openai(py::module_& m) {
       });
 
   py::class_<ck::ModelInfo>(m, "ModelInfo", "One entry of /v1/models.")
+      .def(py::pickle(
+          [](ck::ModelInfo const& x) {
+            return py::make_tuple(x.id, x.owned_by, x.created, x.max_model_len, json_state(x.raw));
+          },
+          [](py::tuple const& t) {
+            state_of(t, 5, "ModelInfo");
+            return ck::ModelInfo{t[0].cast<std::string>(), t[1].cast<std::string>(), t[2].cast<std::int64_t>(),
+                                 t[3].cast<std::optional<std::int64_t>>(), json_from_state(t[4])};
+          }))
       .def_readonly("id", &ck::ModelInfo::id)
       .def_readonly("owned_by", &ck::ModelInfo::owned_by)
       .def_readonly("created", &ck::ModelInfo::created)
@@ -441,6 +496,12 @@ void register_openai(py::module_& m) {
       .def("__repr__", [](ck::ModelInfo const& x) { return "ModelInfo(id=" + quoted(x.id) + ")"; });
 
   py::class_<ck::ModelList>(m, "ModelList", "The answer of /v1/models.")
+      .def(py::pickle([](ck::ModelList const& x) { return py::make_tuple(x.models, json_state(x.raw), x.meta); },
+                      [](py::tuple const& t) {
+                        state_of(t, 3, "ModelList");
+                        return ck::ModelList{t[0].cast<std::vector<ck::ModelInfo>>(), json_from_state(t[1]),
+                                             t[2].cast<ck::ResponseMeta>()};
+                      }))
       .def_readonly("models", &ck::ModelList::models)
       .def_property_readonly(
           "raw", [](ck::ModelList const& x) { return json_to_python(x.raw); }, "The JSON as sent.")
@@ -464,6 +525,12 @@ void register_openai(py::module_& m) {
       });
 
   py::class_<ck::Choice>(m, "Choice")
+      .def(py::pickle([](ck::Choice const& x) { return py::make_tuple(x.index, x.text, x.role, x.finish_reason); },
+                      [](py::tuple const& t) {
+                        state_of(t, 4, "Choice");
+                        return ck::Choice{t[0].cast<int>(), t[1].cast<std::string>(), t[2].cast<std::string>(),
+                                          t[3].cast<std::string>()};
+                      }))
       .def_readonly("index", &ck::Choice::index)
       .def_readonly("text", &ck::Choice::text, "message.content (chat) or text (completion); '' when null.")
       .def_readonly("role", &ck::Choice::role)
@@ -474,6 +541,16 @@ void register_openai(py::module_& m) {
       });
 
   py::class_<ck::CompletionResult>(m, "CompletionResult", "A whole (non-streamed) answer.")
+      .def(py::pickle(
+          [](ck::CompletionResult const& x) {
+            return py::make_tuple(x.id, x.model, x.choices, usage_or_none(x.usage), json_state(x.raw), x.meta);
+          },
+          [](py::tuple const& t) {
+            state_of(t, 6, "CompletionResult");
+            return ck::CompletionResult{t[0].cast<std::string>(), t[1].cast<std::string>(),
+                                        t[2].cast<std::vector<ck::Choice>>(), usage_from_state(t[3]),
+                                        json_from_state(t[4]), t[5].cast<ck::ResponseMeta>()};
+          }))
       .def_readonly("id", &ck::CompletionResult::id)
       .def_readonly("model", &ck::CompletionResult::model)
       .def_readonly("choices", &ck::CompletionResult::choices)
@@ -509,6 +586,29 @@ void register_openai(py::module_& m) {
       });
 
   py::class_<ck::StreamResult>(m, "StreamResult", "What a stream added up to.")
+      .def(py::pickle(
+          // request_sent (a steady-clock instant) means nothing in another
+          // process: it is not pickled.
+          [](ck::StreamResult const& x) {
+            return py::make_tuple(x.id, x.model, x.text, x.role, x.finish_reason, usage_or_none(x.usage), x.chunks,
+                                  x.content_chunks, x.time_to_first_token.count(), x.done_marker, x.meta);
+          },
+          [](py::tuple const& t) {
+            state_of(t, 11, "StreamResult");
+            ck::StreamResult x;
+            x.id = t[0].cast<std::string>();
+            x.model = t[1].cast<std::string>();
+            x.text = t[2].cast<std::string>();
+            x.role = t[3].cast<std::string>();
+            x.finish_reason = t[4].cast<std::string>();
+            x.usage = usage_from_state(t[5]);
+            x.chunks = t[6].cast<std::size_t>();
+            x.content_chunks = t[7].cast<std::size_t>();
+            x.time_to_first_token = std::chrono::nanoseconds(t[8].cast<std::int64_t>());
+            x.done_marker = t[9].cast<bool>();
+            x.meta = t[10].cast<ck::ResponseMeta>();
+            return x;
+          }))
       .def_readonly("id", &ck::StreamResult::id)
       .def_readonly("model", &ck::StreamResult::model)
       .def_readonly("text", &ck::StreamResult::text, "The first choice's deltas joined.")
@@ -528,6 +628,11 @@ void register_openai(py::module_& m) {
       });
 
   py::class_<ck::HealthResult>(m, "HealthResult", "GET /health: a non-200 answer is ok=False, not an error.")
+      .def(py::pickle([](ck::HealthResult const& x) { return py::make_tuple(x.body, x.meta); },
+                      [](py::tuple const& t) {
+                        state_of(t, 2, "HealthResult");
+                        return ck::HealthResult{t[0].cast<std::string>(), t[1].cast<ck::ResponseMeta>()};
+                      }))
       .def_property_readonly("ok", &ck::HealthResult::ok)
       .def_readonly("body", &ck::HealthResult::body)
       .def_readonly("meta", &ck::HealthResult::meta)
@@ -657,6 +762,49 @@ void register_openai(py::module_& m) {
            "limit; request_timeout bounds one attempt, first_token_timeout and inter_token_timeout guard "
            "streams. chunk_json=False skips parsing each chunk into StreamChunk.raw (less CPU per token). "
            "Raises clusterkit.Error for a bad URL, proxy or ca_file.")
+      .def(py::pickle(
+          // The client travels as its settings, without the key and without
+          // headers that look like credentials (as BenchSpec): a pickle may
+          // be stored (Ray spills objects to disk). In the other process
+          // the key comes from $OPENAI_API_KEY, as for OpenAIClient(url).
+          [](C const& c) {
+            auto const& o = c.options();
+            auto secs = [](std::chrono::milliseconds v) -> py::object {
+              return v.count() == 0 ? py::object(py::none()) : py::object(py::float_(v.count() / 1000.0));
+            };
+            py::dict headers;
+            for (auto const& [name, value] : o.headers)
+              if (!looks_like_credential(name)) headers[py::str(name)] = value;
+            py::dict d;
+            d["base_url"] = o.base_url;
+            d["tls_verify"] = o.tls_verify;
+            d["ca_file"] = o.ca_file.empty() ? py::object(py::none()) : py::object(py::str(o.ca_file));
+            d["proxy"] = o.proxy.empty() ? py::object(py::none()) : py::object(py::str(o.proxy));
+            d["no_proxy"] = o.no_proxy.empty() ? py::object(py::none()) : py::object(py::str(o.no_proxy));
+            d["proxy_from_environment"] = o.proxy_from_environment;
+            d["connect_timeout"] = secs(o.connect_timeout);
+            d["first_token_timeout"] = secs(o.first_token_timeout);
+            d["inter_token_timeout"] = secs(o.inter_token_timeout);
+            d["request_timeout"] = secs(o.request_timeout);
+            d["max_retries"] = o.max_retries;
+            d["initial_backoff"] = o.initial_backoff.count() / 1000.0;
+            d["max_backoff"] = o.max_backoff.count() / 1000.0;
+            d["pool_size"] = o.pool_size;
+            d["headers"] = headers;
+            d["chunk_json"] = o.chunk_json;
+            return d;
+          },
+          [](py::dict const& d) {
+            py::object api_key = py::module_::import("os").attr("environ").attr("get")("OPENAI_API_KEY");
+            auto options = make_options(
+                d["base_url"].cast<std::string>(), api_key, d["tls_verify"].cast<bool>(), d["ca_file"], d["proxy"],
+                d["no_proxy"], d["proxy_from_environment"].cast<bool>(), d["connect_timeout"], d["first_token_timeout"],
+                d["inter_token_timeout"], d["request_timeout"], d["max_retries"].cast<int>(),
+                d["initial_backoff"].cast<double>(), d["max_backoff"].cast<double>(), d["pool_size"].cast<std::size_t>(),
+                d["headers"].cast<std::map<std::string, std::string>>());
+            options.chunk_json = d["chunk_json"].cast<bool>();
+            return C(runtime().executor(), std::move(options));
+          }))
       .def_property_readonly("base_url", [](C const& c) { return c.options().base_url; })
       .def_property_readonly("proxy_in_use", &C::proxy_in_use, "The proxy used for this server ('' when direct).")
       .def("stats",

@@ -421,6 +421,9 @@ void register_ray_pure(py::module_& m) {
       .def_readonly("state", &N::state, "'ALIVE' or 'DEAD'.")
       .def_readonly("state_message", &N::state_message)
       .def_readonly("resources_total", &N::resources_total, "'GPU', 'CPU', 'memory', ... -> amount.")
+      .def_readonly("usage", &N::usage,
+                    "'GPU', 'CPU', 'memory' (bytes), 'object_store_memory' -> RayResource (used, total), from the "
+                    "dashboard's node view; {} when it did not say.")
       .def_property_readonly("alive", &N::alive)
       .def("__repr__", [](N const& n) {
         return "RayNodeState(" + repr_str(n.node_ip) + ", " + repr_str(n.state) + (n.is_head ? ", is_head=True" : "") + ")";
@@ -474,6 +477,9 @@ void register_ray_pure(py::module_& m) {
       .def_readonly("runtime_state", &HS::runtime_state,
                     "The host's own view: 'running', 'exited', 'absent', 'unreachable' ('' when unknown).")
       .def_readonly("resources_total", &HS::resources_total)
+      .def_readonly("usage", &HS::usage,
+                    "'GPU', 'CPU', 'memory' (bytes), 'object_store_memory' -> RayResource: used and total on this "
+                    "node as Ray accounts them; {} when Ray did not say (node not alive, no dashboard).")
       .def_readonly("problem", &HS::problem)
       .def("__repr__", [](HS const& h) {
         return "RayHostStatus(" + repr_str(h.host) + ", " + repr_str(h.node_ip) + ", ray_state=" + repr_str(h.ray_state) +
@@ -533,6 +539,9 @@ void register_ray_pure(py::module_& m) {
         "The RayNodeProbe in a probe's output. Raises clusterkit.Error('parse_error').");
   m.def("parse_ray_status", &ck::parse_ray_status, py::arg("text"),
         "`ray status` (or the dashboard's /api/cluster_status?format=1) parsed. Raises clusterkit.Error('parse_error').");
+  m.def("parse_ray_node_usage", &ck::parse_ray_node_usage, py::arg("text"),
+        "The dashboard's per-node usage (/nodes?view=summary, data.nodeLogicalResources) -> node id -> "
+        "resource -> RayResource. Raises clusterkit.Error('parse_error').");
   m.def("parse_ray_nodes_json", &ck::parse_ray_nodes_json, py::arg("text"),
         "The dashboard's /api/v0/nodes answer. Raises clusterkit.Error('parse_error').");
   m.def("parse_ray_amount", &ck::parse_ray_amount, py::arg("text"),

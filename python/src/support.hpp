@@ -91,6 +91,11 @@ py::str decode(std::string_view bytes);
 /// "timed_out", "connection_refused", ... (category:value for errors that
 /// are not clusterkit's own).
 std::string error_code_name(std::error_code ec);
+/// An error code as pickled state, (category name, value), and back: the
+/// categories are process-wide singletons, so the name travels, not the
+/// address. A category this module does not know comes back as generic.
+py::tuple pickle_error_code(std::error_code ec);
+std::error_code unpickle_error_code(py::handle state);
 /// A clusterkit.Error instance (not raised).
 py::object make_error(std::error_code ec, std::string const& message, py::object result = py::none());
 /// Raise clusterkit.Error.

@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <iostream>
 #include <iterator>
+#include <optional>
 
 #include "clusterkit/openai_client.hpp"
 #include "common.hpp"
@@ -22,8 +23,8 @@ struct ChatArgs {
   std::string system;
   std::string prompt;
   std::string ca_file;
-  std::int64_t max_tokens = 0;
-  double temperature = -1;
+  std::optional<std::int64_t> max_tokens;
+  std::optional<double> temperature;
   double timeout = 600;
   bool insecure = false;
   bool no_stream = false;
@@ -45,6 +46,16 @@ int run_chat(GlobalOptions const& g, ChatArgs const& a) {
   }
   if (!std::isfinite(a.timeout) || a.timeout <= 0 || a.timeout > 1e6)
     throw Error(make_error_code(errc::invalid_argument), "--timeout must be a number of seconds in (0, 1000000]");
+  if (a.max_tokens && (*a.max_tokens < 1 || *a.max_tokens > 10'000'000))
+    throw Error(make_error_code(errc::invalid_argument),
+                "--max-tokens: " + std::to_string(*a.max_tokens) + " is not in 1..10000000");
+  if (a.temperature && !(std::isfinite(*a.temperature) && *a.temperature >= 0 && *a.temperature <= 2))
+    throw Error(make_error_code(errc::invalid_argument),
+                "--temperature: " + [&] {
+                  char b[32];
+                  std::snprintf(b, sizeof b, "%g", *a.temperature);
+                  return std::string(b);
+                }() + " is not in 0..2 (0 is greedy)");
   if (prompt.empty()) throw Error(make_error_code(errc::invalid_argument), "no prompt given (argument, or on stdin)");
   Runtime rt;
   ClientOptions o;
@@ -62,29 +73,16 @@ int run_chat(GlobalOptions const& g, ChatArgs const& a) {
       throw Error(make_error_code(errc::protocol_error), a.url + " serves no model; pass --model");
     model = models.models.front().id;
   }
-  // A model name the server does not serve answers 404: say which it does.
+  // A model name the server does not serve answers 404; the client's error
+  // names the served ones (and the nearest): add the flag that takes them.
   auto with_served_models = [&](Error const& e) -> Error {
     std::string what = e.what();
-    if (what.find("answered 404") == std::string::npos || a.model.empty()) return e;
-    try {
-      auto served = list_models(client);
-      std::string ids;
-      std::vector<std::string> names;
-      for (auto const& m : served.models) {
-        ids += (ids.empty() ? "" : ", ") + detail::without_control_characters(m.id);
-        names.push_back(m.id);
-      }
-      auto near = detail::suggest_model_name(a.model, names);
-      return Error(e.code(), what + "; " + a.url + " serves " + (ids.empty() ? "no model" : ids) +
-                                 (near ? "; did you mean --model " + detail::without_control_characters(*near) + "?" : "") +
-                                 " (pass one with --model, or leave --model out for the first)");
-    } catch (Error const&) {
-      return e;
-    }
+    if (what.find("answered 404") == std::string::npos || what.find(" serves ") == std::string::npos) return e;
+    return Error(e.code(), what + " (pass one with --model, or leave --model out for the first)");
   };
   auto req = ChatRequest::simple(model, prompt, a.system);
-  if (a.max_tokens > 0) req.max_tokens = a.max_tokens;
-  if (a.temperature >= 0) req.temperature = a.temperature;
+  if (a.max_tokens) req.max_tokens = *a.max_tokens;
+  if (a.temperature) req.temperature = *a.temperature;
   try {
   if (a.no_stream || g.json) {
     auto r = chat(client, req);

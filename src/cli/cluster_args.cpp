@@ -54,8 +54,8 @@ RayClusterSpec spec_of(RayArgs const& a, InventoryHost const& head_host) {
   if (!a.image.empty()) spec.image = a.image;
   if (!a.venv.empty()) spec = ray_spec_from_vars(nlohmann::json{{"serve_venv", a.venv}}, spec);
   if (!a.ray_command.empty()) spec.ray_command = a.ray_command;
-  if (a.port) spec.port = a.port;
-  if (a.dashboard_port) spec.dashboard_port = a.dashboard_port;
+  if (a.port) spec.port = *a.port;
+  if (a.dashboard_port) spec.dashboard_port = *a.dashboard_port;
   if (!a.shm_size.empty()) spec.shm_size = a.shm_size;
   if (a.ipc_host) spec.ipc_host = true;
   if (!a.docker_gpus.empty()) spec.docker_gpus = a.docker_gpus;
@@ -75,9 +75,8 @@ RayClusterSpec spec_of(RayArgs const& a, InventoryHost const& head_host) {
     if (eq == std::string::npos || eq == 0) bad_argument("--env '" + kv + "' is not KEY=VALUE");
     spec.env[kv.substr(0, eq)] = kv.substr(eq + 1);
   }
-  if (a.num_cpus < 0) bad_argument("--num-cpus must be positive");
-  if (a.num_cpus > 0) spec.num_cpus = a.num_cpus;
-  if (a.object_store_memory) spec.object_store_memory = a.object_store_memory;
+  if (a.num_cpus) spec.num_cpus = *a.num_cpus;  // the spec's checks name the range
+  if (a.object_store_memory) spec.object_store_memory = *a.object_store_memory;
   if (auto t = checked_seconds(a.timeout, "--timeout", 1, 86400, "the default, 180"); t.count() > 0)
     spec.join_timeout = std::chrono::duration_cast<std::chrono::seconds>(t);
   spec.ray_start_args = a.ray_args;

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -24,11 +25,12 @@ struct RayArgs {
   std::vector<std::string> volumes;
   std::string ray_command;
   std::string venv;
-  int port = 0;
-  int dashboard_port = 0;
+  // Unset unless given: `--port 0` is a mistake to name, not "the default".
+  std::optional<int> port;
+  std::optional<int> dashboard_port;
   std::vector<std::string> env;
-  double num_cpus = 0;
-  std::uint64_t object_store_memory = 0;
+  std::optional<double> num_cpus;
+  std::optional<std::uint64_t> object_store_memory;
   double timeout = 0;
   std::vector<std::string> ray_args;
   std::vector<std::string> docker_args;

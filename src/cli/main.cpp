@@ -156,7 +156,10 @@ int main(int argc, char** argv) {
                    near ? ("; did you mean '" + *near + "'?").c_str() : "", detail::join(verbs).c_str());
       return 2;
     }
-    return app.exit(e);
+    // CLI11's own codes (104 "could not convert", 109 "extra arguments",
+    // ...) become the one status for a command line that is wrong: 2,
+    // nothing done. --help and --version stay 0.
+    return app.exit(e) == 0 ? 0 : 2;
   }
   auto logger = spdlog::stderr_color_mt("clusterkit");
   spdlog::set_default_logger(logger);

@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <vector>
@@ -58,10 +59,49 @@ std::string read_yaml_file(std::filesystem::path const& path, std::string const&
   return text;
 }
 
+namespace {
+YAML::Mark mark_at(std::string_view text, std::size_t offset) {
+  YAML::Mark mark;
+  mark.pos = static_cast<int>(offset);
+  mark.line = static_cast<int>(std::count(text.begin(), text.begin() + static_cast<std::ptrdiff_t>(offset), '\n'));
+  auto const line_start = text.rfind('\n', offset == 0 ? 0 : offset - 1);
+  mark.column = static_cast<int>(line_start == std::string_view::npos || offset == 0 ? offset : offset - line_start - 1);
+  return mark;
+}
+}  // namespace
+
+std::string yaml_parse_error_text(std::string_view text, YAML::Mark const& mark, std::string const& message) {
+  std::string out = "invalid YAML: " + message;
+  if (mark.line < 0) return out;
+  // The lines up to the error's: one indented with a tab?
+  std::size_t pos = 0;
+  for (int line = 0; line <= mark.line && pos <= text.size(); ++line) {
+    auto end = text.find('\n', pos);
+    auto const row = text.substr(pos, end == std::string_view::npos ? std::string_view::npos : end - pos);
+    auto const first = row.find_first_not_of(' ');
+    if (first != std::string_view::npos && row[first] == '\t')
+      return out + " (line " + std::to_string(line + 1) + " is indented with a tab; YAML indents with spaces only)";
+    if (line == mark.line) {
+      auto const colon = row.find(':');
+      if (colon != std::string_view::npos && colon > 1024)
+        return out + " (a key of " + std::to_string(colon - row.find_first_not_of(' ')) +
+               " characters; YAML keys are at most 1024)";
+    }
+    if (end == std::string_view::npos) break;
+    pos = end + 1;
+  }
+  return out;
+}
+
 std::optional<YamlProblem> yaml_text_problem(std::string_view text, YamlLimits const& limits) {
   if (text.size() > limits.max_bytes)
     return YamlProblem{YAML::Mark::null_mark(),
                        std::to_string(text.size()) + " bytes, more than " + std::to_string(limits.max_bytes >> 20) + " MiB"};
+  // yaml-cpp stops reading at a NUL and parses what came before it: a
+  // truncated value ("10.0." of "10.0.\0.1") would pass as the whole.
+  if (auto nul = text.find('\0'); nul != std::string_view::npos)
+    return YamlProblem{mark_at(text, nul), "a NUL byte: YAML is text, and this file is not (a binary file, or a copy "
+                                           "that went wrong?)"};
   // Depth = block indentation levels + open flow brackets, on each line. A
   // rough count (block scalars and "- - -" are not special), but never
   // below the real depth by much, and deep files are never legitimate here.

@@ -41,6 +41,11 @@ struct YamlProblem {
 /// Before parsing: nesting deeper than the limit (and where), or the size.
 std::optional<YamlProblem> yaml_text_problem(std::string_view text, YamlLimits const& limits = {});
 
+/// yaml-cpp's message for a parse error, with what it does not say: a tab
+/// in the indentation at or before the error ("illegal map value" for what
+/// is a tab), a key longer than its 1024-character limit.
+std::string yaml_parse_error_text(std::string_view text, YAML::Mark const& mark, std::string const& message);
+
 /// After parsing: the first limit the document breaks (nodes with aliases
 /// expanded, depth), as a sentence; nullopt when it is within them.
 std::optional<std::string> yaml_tree_problem(YAML::Node const& root, YamlLimits const& limits = {});

@@ -1193,6 +1193,33 @@ awaitable<std::error_code> perform(ImplPtr impl, std::shared_ptr<CallState> st, 
 template <class Result>
 using Outcome = std::pair<std::error_code, Result>;
 
+awaitable<Outcome<ModelList>> run_models(ImplPtr impl, std::shared_ptr<CallState> st);
+
+// A 404 to a request that names a model is most often a name the server
+// does not serve (a hub id where vLLM serves --served-model-name, or the
+// other way round). The server's own message says only "does not exist";
+// ask it what it serves and name the nearest, so the fix is in the error.
+awaitable<void> name_served_models(ImplPtr impl, std::shared_ptr<CallState> st, Call& call) {
+  if (call.status != 404 || st->cancelled) co_return;
+  auto const request = nlohmann::json::parse(call.body, nullptr, false);
+  if (!request.is_object()) co_return;
+  auto const model = request.find("model");
+  if (model == request.end() || !model->is_string()) co_return;
+  auto [ec, served] = co_await run_models(impl, st);
+  if (ec) co_return;  // the 404 stands as the server said it
+  std::vector<std::string> names;
+  std::string listed;
+  for (auto const& m : served.models) {
+    names.push_back(m.id);
+    listed += (listed.empty() ? "" : ", ") + detail::without_control_characters(m.id);
+  }
+  auto const asked = model->get<std::string>();
+  if (std::find(names.begin(), names.end(), asked) != names.end()) co_return;  // served: the 404 means something else
+  call.meta.message += "; " + impl->server.origin() + " serves " + (names.empty() ? std::string("no model") : listed);
+  if (auto near = detail::suggest_model_name(asked, names))
+    call.meta.message += "; did you mean '" + detail::without_control_characters(*near) + "'?";
+}
+
 awaitable<Outcome<CompletionResult>> run_completion(ImplPtr impl, std::shared_ptr<CallState> st, std::string body,
                                                     bool chat) {
   Call call;
@@ -1201,6 +1228,7 @@ awaitable<Outcome<CompletionResult>> run_completion(ImplPtr impl, std::shared_pt
   call.body = std::move(body);
   call.chat = chat;
   auto ec = co_await perform(impl, st, call);
+  if (ec == make_error_code(errc::http_error)) co_await name_served_models(impl, st, call);
   CompletionResult r;
   if (!ec) {
     auto j = nlohmann::json::parse(call.response_body, nullptr, false);
@@ -1225,6 +1253,7 @@ awaitable<Outcome<StreamResult>> run_stream(ImplPtr impl, std::shared_ptr<CallSt
   call.stream = true;
   call.on_chunk = std::move(on_chunk);
   auto ec = co_await perform(impl, st, call);
+  if (ec == make_error_code(errc::http_error)) co_await name_served_models(impl, st, call);
   StreamResult r = std::move(call.stream_result);
   r.meta = std::move(call.meta);
   co_return Outcome<StreamResult>{ec, std::move(r)};

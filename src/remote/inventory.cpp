@@ -453,7 +453,7 @@ Inventory Inventory::parse(std::string_view text, std::string source) {
   try {
     root = YAML::Load(std::string(text));
   } catch (YAML::Exception const& e) {
-    ctx.fail(e.mark, "", "invalid YAML: " + e.msg);
+    ctx.fail(e.mark, "", detail::yaml_parse_error_text(text, e.mark, e.msg));
   }
   if (auto problem = detail::yaml_tree_problem(root)) ctx.fail(YAML::Mark::null_mark(), "", *problem);
 

@@ -669,6 +669,15 @@ void validate_subnet(std::string const& subnet) {
     fail(errc::invalid_argument, "lab subnet \"" + subnet + "\" is not valid: " + why +
                                      ". Give the first three octets of a private /24, like \"10.88.0\".");
   };
+  // "10.89.0.0/24", as a person writes a network: name the form wanted.
+  if (auto slash = subnet.find('/'); slash != std::string::npos) {
+    auto base = subnet.substr(0, slash);
+    auto last_dot = base.rfind('.');
+    bad("a lab is always a /24 and takes only its first three octets" +
+        (last_dot != std::string::npos && std::count(base.begin(), base.end(), '.') == 3
+             ? std::string(": for ") + subnet + " give \"" + base.substr(0, last_dot) + "\""
+             : std::string()));
+  }
   int parts = 0;
   size_t i = 0;
   std::vector<int> octets;

@@ -221,7 +221,7 @@ DeploymentSpec parse_deployment_spec(std::string_view text, std::string source, 
   try {
     root = YAML::Load(std::string(text));
   } catch (YAML::Exception const& e) {
-    p.add(e.mark, "", "invalid YAML: " + e.msg);
+    p.add(e.mark, "", detail::yaml_parse_error_text(text, e.mark, e.msg));
     throw Error(make_error_code(errc::inventory_invalid), p.list.front());
   }
   if (auto problem = detail::yaml_tree_problem(root)) {

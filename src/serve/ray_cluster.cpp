@@ -176,6 +176,11 @@ void validate(RayClusterSpec const& spec) {
   if (spec.ray_command.empty()) invalid("ray_command is empty; give \"ray\" or the path of a venv's bin/ray");
   if (spec.num_cpus && !(*spec.num_cpus > 0 && std::isfinite(*spec.num_cpus)))
     invalid("ray num_cpus must be a positive number, not " + number_text(*spec.num_cpus));
+  // Ray refuses a smaller object store ("The configured object store size
+  // ... is less than the minimum") only once the node starts.
+  if (spec.object_store_memory && *spec.object_store_memory < 75ull * 1024 * 1024)
+    invalid("ray object_store_memory must be at least 78643200 bytes (75 MiB, Ray's minimum), not " +
+            std::to_string(*spec.object_store_memory));
   if (spec.join_timeout.count() <= 0) invalid("ray join_timeout must be positive");
   if (spec.runtime == RayRuntimeKind::docker) {
     if (spec.image.empty()) invalid("ray image is empty; the docker runtime needs the serving image (the seed's is vllm/vllm-openai)");
@@ -670,6 +675,41 @@ std::optional<double> parse_ray_amount(std::string_view text) {
   return *number * scale;
 }
 
+namespace {
+struct UsageLine {
+  std::string name;
+  RayResource amount;
+  std::string note;
+};
+// " 0.0/4.0 GPU (4.0 used of 4.0 reserved in placement groups)",
+// " 0B/40.13GiB memory": `ray status`'s way, also the dashboard's per node.
+std::optional<UsageLine> parse_usage_line(std::string_view line) {
+  auto w = split_ws(trim(line), 3);
+  if (w.size() < 2) return std::nullopt;
+  auto slash = w[0].find('/');
+  if (slash == std::string_view::npos) return std::nullopt;
+  auto used = parse_ray_amount(w[0].substr(0, slash));
+  auto total = parse_ray_amount(w[0].substr(slash + 1));
+  if (!used || !total) return std::nullopt;
+  return UsageLine{std::string(w[1]), RayResource{*used, *total}, w.size() == 3 ? std::string(w[2]) : std::string()};
+}
+}  // namespace
+
+std::map<std::string, std::map<std::string, RayResource>> parse_ray_node_usage(std::string_view text) {
+  if (!detail::json_nesting_within(text, 8)) malformed("Ray's per-node usage is nested deeper than 8 levels");
+  json j = json::parse(text.begin(), text.end(), nullptr, false);
+  if (j.is_discarded() || !j.is_object())
+    malformed("Ray's per-node usage is not a JSON object: " + detail::first_line(text, 120));
+  std::map<std::string, std::map<std::string, RayResource>> out;
+  for (auto it = j.begin(); it != j.end(); ++it) {
+    if (!it->is_string()) continue;
+    auto& node = out[it.key()];
+    for (auto line : lines_of(it->get_ref<std::string const&>()))
+      if (auto u = parse_usage_line(line)) node[u->name] = u->amount;
+  }
+  return out;
+}
+
 RayStatusText parse_ray_status(std::string_view text) {
   RayStatusText st;
   enum class Section { none, active, pending, failures, usage, demands, requests } section = Section::none;
@@ -703,18 +743,10 @@ RayStatusText parse_ray_status(std::string_view text) {
         break;
       }
       case Section::usage: {
-        // " 0.0/4.0 GPU (4.0 used of 4.0 reserved in placement groups)",
-        // " 0B/40.13GiB memory".
-        auto w = split_ws(line, 3);
-        if (w.size() < 2) break;
-        auto slash = w[0].find('/');
-        if (slash == std::string_view::npos) break;
-        auto used = parse_ray_amount(w[0].substr(0, slash));
-        auto total = parse_ray_amount(w[0].substr(slash + 1));
-        if (!used || !total) break;
-        std::string name(w[1]);
-        st.usage[name] = RayResource{*used, *total};
-        if (w.size() == 3) st.usage_notes[name] = std::string(w[2]);
+        auto u = parse_usage_line(line);
+        if (!u) break;
+        st.usage[u->name] = u->amount;
+        if (!u->note.empty()) st.usage_notes[u->name] = u->note;
         break;
       }
       case Section::demands: st.pending_demands.emplace_back(line); break;
@@ -778,6 +810,13 @@ std::string ray_status_script(RayClusterSpec const& spec, bool with_ray_status) 
       "    print('@@ck-ray-source dashboard')\n"
       "    need_status = False\n"
       "    if " + std::string(with_ray_status ? "True" : "False") + ":\n"
+      // Used/total per node: the dashboard's node view has `ray status`'s
+      // usage lines for every node (autoscaler v1 and v2 alike).
+      "        try:\n"
+      "            summary = json.loads(get('/nodes?view=summary'))\n"
+      "            print('@@ck-ray-node-usage ' + json.dumps((summary.get('data') or {}).get('nodeLogicalResources') or {}))\n"
+      "        except Exception:\n"
+      "            pass\n"
       // The autoscaler's text, as `ray status` prints it, without starting
       // a Python with Ray in it (a second or more).
       "        st = json.loads(get('/api/cluster_status?format=1'))\n"
@@ -811,6 +850,7 @@ RayReport parse_ray_report(std::string_view output) {
   std::string status_text;
   bool in_status = false;
   std::string dashboard_error, status_error;
+  std::map<std::string, std::map<std::string, RayResource>> node_usage;
   for (auto line : lines_of(output)) {
     if (in_status) {
       if (line.starts_with("@@ck-ray-status-end")) {
@@ -827,6 +867,12 @@ RayReport parse_ray_report(std::string_view output) {
       } catch (Error const& e) {
         dashboard_error = e.what();
       }
+    } else if (line.starts_with("@@ck-ray-node-usage ")) {
+      try {
+        node_usage = parse_ray_node_usage(line.substr(20));
+      } catch (Error const&) {
+        // Only the per-node figures are lost; the rest stands.
+      }
     } else if (line.starts_with("@@ck-ray-version ")) {
       r.ray_version = std::string(trim(line.substr(17)));
     } else if (line.starts_with("@@ck-ray-dashboard-error ")) {
@@ -837,6 +883,8 @@ RayReport parse_ray_report(std::string_view output) {
       status_error = std::string(line.substr(22));
     }
   }
+  for (auto& n : r.nodes)
+    if (auto it = node_usage.find(n.node_id); it != node_usage.end()) n.usage = it->second;
   if (!status_text.empty()) {
     try {
       r.status = parse_ray_status(status_text);
@@ -1002,6 +1050,7 @@ RayClusterStatus evaluate_ray_cluster(RayClusterSpec const& spec, std::vector<Ra
     if (auto it = by_ip.find(plan.node_ip); it != by_ip.end()) {
       h.ray_state = it->second->state.empty() ? "UNKNOWN" : it->second->state;
       h.resources_total = it->second->resources_total;
+      if (it->second->alive()) h.usage = it->second->usage;
       if (it->second->alive()) {
         ++st.alive_nodes;
         if (auto g = h.resources_total.find("GPU"); g != h.resources_total.end()) st.gpus_total += g->second;
@@ -1070,6 +1119,21 @@ RayClusterStatus evaluate_ray_cluster(RayClusterSpec const& spec, std::vector<Ra
   return st;
 }
 
+namespace {
+json usage_json(std::map<std::string, RayResource> const& usage) {
+  json j = json::object();
+  for (auto const& [k, v] : usage) j[k] = {{"used", v.used}, {"total", v.total}};
+  return j;
+}
+
+// "1/2" for counts, "1.5 GiB/20 GiB" for bytes.
+std::string usage_text(std::string const& name, RayResource const& r) {
+  if (name == "memory" || name == "object_store_memory")
+    return format_bytes(static_cast<std::uint64_t>(r.used)) + "/" + format_bytes(static_cast<std::uint64_t>(r.total));
+  return number_text(r.used) + "/" + number_text(r.total);
+}
+}  // namespace
+
 json RayClusterStatus::to_json() const {
   json j{{"name", name},
          {"runtime", std::string(to_string(runtime))},
@@ -1093,8 +1157,9 @@ json RayClusterStatus::to_json() const {
                           {"ray_state", h.ray_state},
                           {"runtime_state", h.runtime_state},
                           {"resources", h.resources_total},
+                          {"usage", usage_json(h.usage)},
                           {"problem", h.problem}});
-  for (auto const& [k, v] : usage) j["usage"][k] = {{"used", v.used}, {"total", v.total}};
+  j["usage"] = usage_json(usage);
   for (auto const& n : other_nodes) j["other_nodes"].push_back({{"node_ip", n.node_ip}, {"state", n.state}});
   return j;
 }
@@ -1107,10 +1172,17 @@ std::string RayClusterStatus::summary() const {
     << (healthy ? "healthy" : degraded ? "DEGRADED" : "DOWN") << "\n";
   for (auto const& h : hosts) {
     char line[256];
-    std::string gpus = "-";
-    if (auto g = h.resources_total.find("GPU"); g != h.resources_total.end()) gpus = number_text(g->second);
-    std::snprintf(line, sizeof line, "  %-10s %-6s %-15s ray %-8s %-10s GPUs %s\n", h.host.c_str(), h.head ? "head" : "worker",
-                  h.node_ip.c_str(), h.ray_state.c_str(), h.runtime_state.empty() ? "-" : h.runtime_state.c_str(), gpus.c_str());
+    // Used/total where Ray said what is in use, else the total alone.
+    auto amount = [&](std::string const& name) -> std::string {
+      if (auto u = h.usage.find(name); u != h.usage.end()) return usage_text(name, u->second);
+      if (auto t = h.resources_total.find(name); t != h.resources_total.end())
+        return name == "memory" ? format_bytes(static_cast<std::uint64_t>(t->second)) : number_text(t->second);
+      return "-";
+    };
+    std::snprintf(line, sizeof line, "  %-10s %-6s %-15s ray %-8s %-10s GPUs %s  CPUs %s  memory %s\n", h.host.c_str(),
+                  h.head ? "head" : "worker", h.node_ip.c_str(), h.ray_state.c_str(),
+                  h.runtime_state.empty() ? "-" : h.runtime_state.c_str(), amount("GPU").c_str(), amount("CPU").c_str(),
+                  amount("memory").c_str());
     s << line;
   }
   for (auto const& [k, v] : usage) {

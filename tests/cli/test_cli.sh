@@ -198,6 +198,84 @@ expect "plan --gpus negative count" 2 "'-2' is not a count" -- "$ck" plan /nonex
 expect "plan --gpus infinite size" 2 "memory 'infGB' is not a size" -- "$ck" plan /nonexistent --gpus "2 nodes x 2 L20 infGB"
 expect "plan --gpus absurd size" 2 "memory '1e30GB' is not a size (a number above 0 and at most 1e7" -- "$ck" plan /nonexistent --gpus "2 nodes x 2 L20 1e30GB"
 expect "plan --gpus absurd count" 2 "count 100000000 is too large" -- "$ck" plan /nonexistent --gpus "100000000 nodes x 2 L20 48GB"
+# Inventories a careless or hostile hand wrote: each refused at its line and
+# column with the fix, before any connection (nothing listens at these
+# addresses: a command that tried to connect would fail differently).
+inv_case() {  # NAME EXPECTED-TEXT YAML (printf format)
+  name="$1" text="$2"
+  printf "$3" >"$tmp/case.yaml"
+  expect "inventory: $name" 2 "$text" -- "$ck" -i "$tmp/case.yaml" exec -t 5 -- true
+}
+inv_case "empty" "case.yaml:1:1: the inventory is empty; it needs a \`hosts:\` map" ''
+inv_case "a host twice" "case.yaml:3:3: hosts.a: duplicate host 'a'; it is already defined at line 2" \
+  'hosts:\n  a: {address: 10.0.0.1}\n  a: {address: 10.0.0.2}\n'
+inv_case "port out of range" "hosts.a.port: expected an integer between 1 and 65535, got \"70000\"" \
+  'hosts:\n  a: {address: 10.0.0.1, port: 70000}\n'
+inv_case "port not a number" "hosts.a.port: expected an integer between 1 and 65535, got \"abc\"" \
+  'hosts:\n  a: {address: 10.0.0.1, port: abc}\n'
+inv_case "an address that is an ssh option" "hosts.a.address: expected a host name or IP address, got \"-oProxyCommand=touch $tmp/pwn\"" \
+  "hosts:\n  a: {address: \"-oProxyCommand=touch $tmp/pwn\"}\n"
+inv_case "an address with a space" "hosts.a.address: expected a host name or IP address, got \"10.0.0.1 x\"" \
+  'hosts:\n  a: {address: "10.0.0.1 x"}\n'
+inv_case "a misspelt top-level key" "unknown top-level key 'hostz'; an inventory has defaults, hosts, groups; did you mean 'hosts'?" \
+  'hostz:\n  a: {address: 10.0.0.1}\n'
+inv_case "a negative GPU count" "hosts.a.gpus.count: expected a non-negative integer, got \"-2\"" \
+  'hosts:\n  a: {address: 10.0.0.1, gpus: {count: -2, model: L20}}\n'
+inv_case "a host name with shell syntax" "invalid host name 'a;b'; use letters, digits, '_', '.' and '-'" \
+  'hosts:\n  "a;b": {address: 10.0.0.1}\n'
+inv_case "roles as a string" "hosts.a.roles: expected a list such as [head, gpu], got \"head\"" \
+  'hosts:\n  a: {address: 10.0.0.1, roles: head}\n'
+inv_case "a tab in the indentation" "(line 2 is indented with a tab; YAML indents with spaces only)" \
+  'hosts:\n\ta: {address: 10.0.0.1}\n'
+inv_case "a NUL byte (yaml-cpp would stop there: '10.0.' as the address)" \
+  "case.yaml:2:21: a NUL byte: YAML is text, and this file is not" 'hosts:\n  a: {address: 10.0.\0000.1}\n'
+python3 -c "print('hosts:\n  ' + 'a' * 5000 + ': {address: 10.0.0.1}')" >"$tmp/long.yaml"
+expect "inventory: a 5000-character key" 2 "(a key of 5000 characters; YAML keys are at most 1024)" -- "$ck" -i "$tmp/long.yaml" inventory
+head -c 4096 /dev/urandom >"$tmp/random.yaml"
+expect "inventory: random bytes" 2 "random.yaml:" -- "$ck" -i "$tmp/random.yaml" inventory
+expect "inventory: a folder" 2 "cannot read inventory /tmp: it is a folder, not a regular file. Pass -i with an inventory file, or run \`clusterkit lab up\`" -- \
+  "$ck" -i /tmp inventory
+expect "inventory: missing" 2 "cannot read inventory /nonexistent/inv.yaml: No such file or directory" -- "$ck" -i /nonexistent/inv.yaml inventory
+if [ -e "$tmp/pwn" ]; then fail "an inventory address ran as an ssh option"; fi
+# Deployment specs: every mistake listed at once; the same limits as inventories.
+printf 'inventory: inv.yaml\nmodel: {id: x}\nserve: {tensor_parallel: 0, port: 0}\nray: {port: 99999}\nbogus: 1\n' >"$tmp/spec.yaml"
+expect "spec: every mistake at once" 2 "mistakes in the deployment spec, nothing was started:" -- "$ck" plan "$tmp/spec.yaml"
+expect "spec: the ray port named at its place" 2 "spec.yaml:4:13: ray.port: expected a whole number from 1 to 65535" -- "$ck" plan "$tmp/spec.yaml"
+printf 'inventory: inv.yaml\nmodel: {id: x\0}\n' >"$tmp/spec-nul.yaml"
+expect "spec: a NUL byte" 2 "spec-nul.yaml:2:14: a NUL byte" -- "$ck" up "$tmp/spec-nul.yaml"
+expect "spec: a folder" 2 "cannot read deployment spec /tmp: it is a folder, not a regular file; examples are in examples/deployments/" -- "$ck" up /tmp
+# Flags out of range or malformed: exit 2, the flag named, nothing started.
+printf 'hosts:\n  h1: {address: 10.0.0.1, roles: [head], gpus: {count: 2, model: L20}}\n  h2: {address: 10.0.0.2, gpus: {count: 2, model: L20}}\n' >"$tmp/two.yaml"
+expect "serve up --tp 0" 2 "tensor_parallel and pipeline_parallel must be at least 1" -- "$ck" -i "$tmp/two.yaml" serve up --model /m --tp 0
+expect "serve up --tp -1 (CLI11's own words, exit 2)" 2 "Could not convert: --tp = -1" -- "$ck" -i "$tmp/two.yaml" serve up --model /m --tp -1
+expect "serve up --serve-port 0" 2 "serve port 0 is not a TCP port (1-65535)" -- "$ck" -i "$tmp/two.yaml" serve up --model /m --serve-port 0
+expect "serve up --serve-port 70000" 2 "serve port 70000 is not a TCP port (1-65535)" -- "$ck" -i "$tmp/two.yaml" serve up --model /m --serve-port 70000
+expect "serve up --gpu-memory-utilization 1.5" 2 "gpu_memory_utilization must be in (0, 1], not 1.5" -- \
+  "$ck" -i "$tmp/two.yaml" serve up --model /m --gpu-memory-utilization 1.5
+expect "serve up --gpu-memory-utilization nan" 2 "gpu_memory_utilization must be in (0, 1], not nan" -- \
+  "$ck" -i "$tmp/two.yaml" serve up --model /m --gpu-memory-utilization nan
+expect "serve up --engine-env 'A B=1'" 2 "\"A B\" is not a valid environment variable name" -- \
+  "$ck" -i "$tmp/two.yaml" serve up --model /m --engine-env 'A B=1'
+expect "ray up --port 0 (not 'the default')" 2 "ray port 0 is not a TCP port (1-65535)" -- "$ck" -i "$tmp/two.yaml" ray up --port 0
+expect "ray up --port 99999" 2 "ray port 99999 is not a TCP port (1-65535)" -- "$ck" -i "$tmp/two.yaml" ray up --port 99999
+expect "ray up --dashboard-port 0" 2 "ray dashboard port 0 is not a TCP port" -- "$ck" -i "$tmp/two.yaml" ray up --dashboard-port 0
+expect "ray up --num-cpus 0" 2 "ray num_cpus must be a positive number, not 0" -- "$ck" -i "$tmp/two.yaml" ray up --num-cpus 0
+expect "ray up --object-store-memory 0" 2 "object_store_memory must be at least 78643200 bytes (75 MiB, Ray's minimum)" -- \
+  "$ck" -i "$tmp/two.yaml" ray up --object-store-memory 0
+expect "ray up --shm-size -5" 2 "ray shm_size \"-5\" is not a size docker takes" -- "$ck" -i "$tmp/two.yaml" ray up --shm-size -5
+expect "ray up --head not a host" 2 "the head \"nope\" is not among the Ray hosts (h1, h2)" -- "$ck" -i "$tmp/two.yaml" ray up --head nope
+expect "ray up -g not a group" 2 "no host or group named 'nope' in" -- "$ck" -i "$tmp/two.yaml" ray up -g nope
+expect "chat --max-tokens -5" 2 "--max-tokens: -5 is not in 1..10000000" -- "$ck" chat --url http://127.0.0.1:9 --max-tokens -5 hi
+expect "chat --temperature nan" 2 "--temperature: nan is not in 0..2" -- "$ck" chat --url http://127.0.0.1:9 --temperature nan hi
+expect "chat --temperature 3" 2 "--temperature: 3 is not in 0..2" -- "$ck" chat --url http://127.0.0.1:9 --temperature 3 hi
+expect "chat --url ftp://" 2 "the base URL 'ftp://x' is not usable: the scheme 'ftp' is not http or https" -- "$ck" chat --url ftp://x hi
+expect "chat --url with a broken IPv6 address" 2 "an IPv6 address lacks its ']'" -- "$ck" chat --url 'http://[::1' hi
+expect "bench --max-tokens 0" 2 "max_tokens (--max-tokens): 0 is not in 1..10000000" -- "$ck" bench --url http://127.0.0.1:9 --max-tokens 0
+expect "model verify of a file" 2 "/etc/passwd (plain): is not a folder" -- "$ck" model verify /etc/passwd
+expect "lab up --hosts 0" 2 "lab: 0 hosts asked for; a lab has 1 to 239 hosts" -- "$ck" lab up --hosts 0
+expect "lab up --gpus -1" 2 "lab: -1 simulated GPUs per host asked for; give 0 to 64 (--gpus)" -- "$ck" lab up --gpus -1
+expect "lab up --name with shell syntax" 2 "lab name \"a;b\" is not valid" -- "$ck" lab up --name 'a;b'
+expect "lab up --subnet as CIDR" 2 "for 10.89.0.0/24 give \"10.89.0\"" -- "$ck" lab up --subnet 10.89.0.0/24
 # Against llm-d-inference-sim (a vLLM SIMULATOR): a model name the server
 # does not serve is answered with the names it does serve.
 sim=$(command -v llm-d-inference-sim || true)
@@ -214,7 +292,7 @@ else
   i=0; while [ $i -lt 100 ] && ! python3 -c "import socket; socket.create_connection(('127.0.0.1', $port), 0.2)" 2>/dev/null; do sleep 0.1; i=$((i + 1)); done
   expect "chat with a model not served" 2 "http://127.0.0.1:$port serves $m (pass one with --model" -- \
     "$ck" chat --url "http://127.0.0.1:$port" --model wrong hi
-  expect "chat with the served name of the model" 2 "serves $m; did you mean --model $m?" -- \
+  expect "chat with the served name of the model" 2 "serves $m; did you mean '$m'? (pass one with --model" -- \
     "$ck" chat --url "http://127.0.0.1:$port" --model qwen2.5-72b-instruct hi
   expect "bench with a model not served" 2 "model (--model) 'wrong' is not served by http://127.0.0.1:$port; it serves $m" -- \
     "$ck" bench --url "http://127.0.0.1:$port" --model wrong --requests 3

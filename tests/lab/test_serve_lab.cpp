@@ -10,6 +10,7 @@
 #include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/post.hpp>
+#include <algorithm>
 #include <catch2/catch.hpp>
 
 #include <signal.h>
@@ -269,6 +270,20 @@ TEST_CASE("RayCluster bare: Ray from the venv, and refusals before anything star
     CHECK(up.status.gpus_total == 4.0);
     CHECK(up.status.runtime == RayRuntimeKind::bare);
     for (auto const& n : ray_up(ray).nodes) CHECK(n.action == RayNodeAction::keep);
+    // Per host, what Ray accounts: used and total (idle: nothing used).
+    // The dashboard's node view fills in a few seconds after the nodes join.
+    RayClusterStatus st;
+    CHECK(eventually(20, [&] {
+      st = ray_status(ray);
+      return std::all_of(st.hosts.begin(), st.hosts.end(), [](RayHostStatus const& h) { return h.usage.count("GPU") > 0; });
+    }));
+    for (auto const& h : st.hosts) {
+      INFO(h.host);
+      if (!h.usage.count("GPU")) continue;  // failed above
+      CHECK(h.usage.at("GPU").total == 2.0);
+      CHECK(h.usage.at("GPU").used == 0.0);
+      CHECK(h.usage.at("memory").total > 0);
+    }
     auto logs = ray_logs(ray, {0});
     CHECK_THAT(logs[0].text, Contains("Ray runtime started"));
     ray_down(ray);
@@ -655,7 +670,18 @@ TEST_CASE("Deployment: the seed from one spec, real end to end, with faults", "[
   // OMP_NUM_THREADS=1 in Ray's environment (2 cores for 4 workers).
   // 1 GiB of KV space per worker: the planner's figure is the engine's own.
   CHECK(step_of(rec, "serve").detail.value("kv_cache_tokens", 0) == 2097152);
-  CHECK(ray_status(d.ray_cluster()).usage.at("GPU").used == 4.0);  // vLLM's placement group holds all 4
+  {
+    auto st = ray_status(d.ray_cluster());
+    CHECK(st.usage.at("GPU").used == 4.0);  // vLLM's placement group holds all 4
+    // ... 2 on each host, as Ray accounts them per node (its node view
+    // trails the cluster's figures by a few seconds).
+    CHECK(eventually(20, [&] {
+      auto now = ray_status(d.ray_cluster());
+      return std::all_of(now.hosts.begin(), now.hosts.end(), [](RayHostStatus const& h) {
+        return h.usage.count("GPU") && h.usage.at("GPU").used == 2.0 && h.usage.at("GPU").total == 2.0;
+      });
+    }));
+  }
   CHECK(rec.smoke.value("ok", false));
   CHECK(rec.bench.value("ok", 0) == 8);
   CHECK(rec.versions.at("vllm") == "0.32.0");

@@ -598,3 +598,27 @@ def test_specs_results_and_inventories_pickle(local: ck.Host) -> None:
     assert isinstance(host2, ck.Host) and host2.spec.local and host2.run(["echo", "there"]).stdout == "there\n"
     remote = pickle.loads(pickle.dumps(ck.Host(spec)))
     assert remote.spec.address == "10.0.0.11" and remote.spec.port == 2222
+
+
+
+def test_fanout_outcomes_pickle_with_their_errors(local: ck.Host, tmp_path: Path) -> None:
+    # run_on_hosts / upload_to_hosts results cross process boundaries whole:
+    # host, the error (its code), the result and its message.
+    import pickle
+
+    outcomes = ck.run_on_hosts([local], ["sh", "-c", "echo out; exit 3"])
+    back = pickle.loads(pickle.dumps(outcomes))
+    assert [(o.host, o.ok, o.result.exit_code, o.result.stdout) for o in back] == [(local.name, False, 3, "out\n")]
+    assert back[0].error is None
+    timed_out = ck.run_on_hosts([local], ["sleep", "5"], timeout=0.2)
+    again = pickle.loads(pickle.dumps(timed_out[0]))
+    assert again.error is not None and again.error.code == "timed_out" == timed_out[0].error.code
+    assert again.message == timed_out[0].message and "timed out" in again.message
+    src = tmp_path / "f.bin"
+    src.write_bytes(b"x" * 1000)
+    copied = ck.upload_to_hosts([local], src, str(tmp_path / "dest.bin"))
+    t = pickle.loads(pickle.dumps(copied[0]))
+    assert (t.host, t.ok, t.result.bytes, t.error) == (local.name, True, 1000, None)
+    missing = ck.upload_to_hosts([local], tmp_path / "nope", str(tmp_path / "dest2.bin"))
+    m = pickle.loads(pickle.dumps(missing[0]))
+    assert not m.ok and m.error.code == missing[0].error.code and m.message == missing[0].message

@@ -856,3 +856,58 @@ def test_run_bench_refuses_a_model_the_server_does_not_serve(echo_sim: Simulator
         ck.run_bench(ck.BenchSpec(echo_sim.url, model="wrong", requests=3))
     assert e.value.code == "invalid_argument"
     assert f"model (--model) 'wrong' is not served by {echo_sim.url}; it serves {MODEL}" in str(e.value)
+
+
+def test_a_model_not_served_answers_404_naming_the_served_ones(echo_sim: Simulator) -> None:
+    # The hub id where the server serves its --served-model-name: the 404
+    # names what it serves and the nearest, for plain calls and streams.
+    client = client_for(echo_sim)
+    with pytest.raises(ck.OpenAIError) as e:
+        client.chat("Qwen/Qwen2.5-72B-Instruct", prompt="hi")
+    assert e.value.status == 404
+    assert f"; {echo_sim.url} serves {MODEL}; did you mean '{MODEL}'?" in str(e.value)
+    with pytest.raises(ck.OpenAIError) as e:
+        for _ in client.chat_stream("Qwen/Qwen2.5-72B-Instruct", prompt="hi"):
+            pass
+    assert e.value.status == 404 and f"did you mean '{MODEL}'?" in str(e.value)
+    with pytest.raises(ck.OpenAIError) as e:
+        client.complete("llama-3-8b", "hi")
+    assert f"{echo_sim.url} serves {MODEL}" in str(e.value) and "did you mean" not in str(e.value)
+
+
+def test_clients_and_results_pickle_without_the_key(echo_sim: Simulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    # For multiprocessing and Ray tasks. The key and credential-like headers
+    # never travel: the other process takes $OPENAI_API_KEY, as a new client would.
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    client = client_for(
+        echo_sim,
+        api_key="sk-never-pickled",
+        request_timeout=42.0,
+        first_token_timeout=None,
+        max_retries=5,
+        headers={"X-Team": "infra", "Authorization": "Bearer sk-header", "X-Api-Key": "sk-2"},
+    )
+    blob = pickle.dumps(client)
+    assert b"sk-never-pickled" not in blob and b"sk-header" not in blob and b"sk-2" not in blob and b"infra" in blob
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-from-env")
+    copy = pickle.loads(blob)
+    assert isinstance(copy, ck.OpenAIClient) and copy.base_url == client.base_url
+    assert repr(copy) == repr(client)  # the key (from the environment here) shows as '***'
+    plain = copy.chat(MODEL, prompt=PROMPT, max_tokens=64)
+    assert plain.text == PROMPT
+
+    # Results come back equal, field by field.
+    for r in (plain, copy.complete(MODEL, PROMPT, max_tokens=64)):
+        b = pickle.loads(pickle.dumps(r))
+        assert (b.id, b.model, b.text, b.raw, repr(b.usage)) == (r.id, r.model, r.text, r.raw, repr(r.usage))
+        assert [(c.index, c.text, c.finish_reason) for c in b.choices] == [(c.index, c.text, c.finish_reason) for c in r.choices]
+        assert (b.meta.status, b.meta.attempts, b.meta.duration) == (r.meta.status, r.meta.attempts, r.meta.duration)
+    stream = copy.chat_stream(MODEL, prompt=PROMPT, max_tokens=64)
+    s = stream.collect()
+    sb = pickle.loads(pickle.dumps(s))
+    assert (sb.text, sb.chunks, sb.content_chunks, sb.done_marker, sb.time_to_first_token, sb.usage.total_tokens) == (
+        s.text, s.chunks, s.content_chunks, s.done_marker, s.time_to_first_token, s.usage.total_tokens)
+    models = pickle.loads(pickle.dumps(copy.list_models()))
+    assert models.ids() == [MODEL] and models.raw["object"] == "list" and models.models[0].max_model_len is not None
+    health = pickle.loads(pickle.dumps(copy.health()))
+    assert health.ok and health.meta.status == 200

@@ -99,6 +99,17 @@ def test_parse_ray_status_with_vllm_and_after_a_worker_host_was_lost() -> None:
     assert e.value.code == "parse_error"
 
 
+def test_parse_ray_node_usage_from_the_dashboard() -> None:
+    capture = text(RAY / "dashboard-node-usage.txt")
+    usage = ck.parse_ray_node_usage(capture.split("\n")[1])
+    worker = usage["e52e6cfd515b15f53c64157ae748bc261a277f10bdcc252ebcbee876"]
+    assert (worker["GPU"].used, worker["GPU"].total, worker["CPU"].used) == (1.0, 2.0, 1.0)
+    assert worker["memory"].total == pytest.approx(15.58 * 2**30)
+    with pytest.raises(ck.Error) as e:
+        ck.parse_ray_node_usage("[]")
+    assert e.value.code == "parse_error"
+
+
 def test_parse_ray_nodes_json_from_the_dashboard() -> None:
     api = text(RAY / "ray-dashboard-api.txt")
     for path in ("/api/v0/nodes", "/api/v0/nodes?detail=1"):
@@ -426,6 +437,14 @@ def test_bare_cluster_up_again_status_logs_down(inventory: ck.Inventory, tmp_pat
         assert (st.alive_nodes, st.gpus_total, st.ray_version) == (2, 4.0, "2.60.0")
         assert [(h.host, h.ray_state, h.runtime_state) for h in st.hosts] == [("h1", "ALIVE", "running"), ("h2", "ALIVE", "running")]
         assert st.to_json()["hosts"][0]["ray_state"] == "ALIVE"
+        # Per host, used and total as Ray accounts them (idle: none used);
+        # the dashboard's node view fills in a few seconds after the join.
+        deadline = time.monotonic() + 20
+        while not all("GPU" in h.usage for h in st.hosts) and time.monotonic() < deadline:
+            time.sleep(0.5)
+            st = c.status()
+        assert [(h.usage["GPU"].used, h.usage["GPU"].total) for h in st.hosts] == [(0.0, 2.0), (0.0, 2.0)]
+        assert st.to_json()["hosts"][1]["usage"]["GPU"] == {"used": 0.0, "total": 2.0}
         assert "healthy" in st.summary() and "healthy" in repr(st)
 
         logs = c.logs(tail=20)

@@ -73,6 +73,38 @@ TEST_CASE("sim: /v1/models lists the simulator's model", "[sim]") {
   CHECK(models.meta.attempts == 1);
 }
 
+TEST_CASE("sim: a model the server does not serve: the 404 names the served models and the nearest", "[sim]") {
+  REQUIRE_SIMULATOR();
+  Simulator sim;
+  Runtime rt;
+  OpenAIClient client(rt.executor(), options_for(sim));
+  auto const expect_404 = [&](std::string const& model, bool streamed) -> std::string {
+    auto req = ChatRequest::simple(model, "hi");
+    try {
+      if (streamed)
+        chat_stream(client, req, [](StreamChunk const&) {});
+      else
+        chat(client, req);
+    } catch (Error const& e) {
+      CHECK(e.code() == make_error_code(errc::http_error));
+      return e.what();
+    }
+    FAIL("model '" << model << "' was answered, though the simulator serves only " << Simulator::kModel);
+    return {};
+  };
+  // The hub id where the server has a served name: the usual mix-up.
+  for (bool streamed : {false, true}) {
+    auto what = expect_404("Qwen/Qwen2.5-72B-Instruct", streamed);
+    CHECK_THAT(what, Catch::Contains("answered 404"));
+    CHECK_THAT(what, Catch::Contains("; " + sim.url() + " serves " + Simulator::kModel + "; did you mean '" +
+                                     Simulator::kModel + "'?"));
+  }
+  // A name like none of them: the list, no guess.
+  auto what = expect_404("llama-3-8b", false);
+  CHECK_THAT(what, Catch::Contains(sim.url() + " serves " + Simulator::kModel));
+  CHECK_THAT(what, !Catch::Contains("did you mean"));
+}
+
 TEST_CASE("sim: chat, plain and streamed, give the same text and consistent usage", "[sim]") {
   REQUIRE_SIMULATOR();
   Simulator sim({"--mode", "echo"});

@@ -142,6 +142,56 @@ TEST_CASE("ray report: dashboard first, `ray status` as the fallback", "[ray][pa
   CHECK_THAT(none.error, Contains("Could not find any running Ray instance"));
 }
 
+TEST_CASE("ray per-node usage: the dashboard's node view, joined to the nodes by id", "[ray][parse]") {
+  auto const text = fixture("ray/dashboard-node-usage.txt");
+  auto const usage_json = text.substr(text.find('\n') + 1, text.find("\n== /api") - text.find('\n') - 1);
+  auto const nodes_json = text.substr(text.find("detail=1\n") + 9);
+  auto usage = parse_ray_node_usage(usage_json);
+  REQUIRE(usage.size() == 2);
+  auto const& worker = usage.at("e52e6cfd515b15f53c64157ae748bc261a277f10bdcc252ebcbee876");
+  CHECK(worker.at("GPU").used == 1.0);
+  CHECK(worker.at("GPU").total == 2.0);
+  CHECK(worker.at("CPU").used == 1.0);
+  CHECK(worker.at("memory").used == 0.0);
+  CHECK(worker.at("memory").total == Approx(15.58 * 1024 * 1024 * 1024));
+  CHECK(worker.at("object_store_memory").total == Approx(6.68 * 1024 * 1024 * 1024));
+  CHECK_THROWS_AS(parse_ray_node_usage("[1, 2]"), Error);
+  CHECK_THROWS_AS(parse_ray_node_usage(std::string(100, '{')), Error);
+  CHECK(parse_ray_node_usage("{\"x\": 5, \"y\": \"not a usage line\"}").at("y").empty());
+
+  // In the status script's output: each node gets its own figures.
+  auto report = parse_ray_report("@@ck-ray-nodes " + nodes_json + "@@ck-ray-node-usage " + usage_json +
+                                 "\n@@ck-ray-version 2.60.0\n@@ck-ray-source dashboard\n");
+  REQUIRE(report.nodes.size() == 2);
+  for (auto const& n : report.nodes) {
+    CHECK(n.usage.at("GPU").used == 1.0);
+    CHECK(n.usage.at("GPU").total == n.resources_total.at("GPU"));
+  }
+  // A broken usage line loses only the per-node figures.
+  auto partial = parse_ray_report("@@ck-ray-nodes " + nodes_json + "@@ck-ray-node-usage {broken\n");
+  CHECK(partial.source == "dashboard");
+  CHECK(partial.nodes.size() == 2);
+  CHECK(partial.nodes[0].usage.empty());
+
+  // Judged per host, and printed: used/total where Ray said it.
+  RayClusterSpec spec;
+  spec.runtime = RayRuntimeKind::bare;
+  std::vector<RayNodePlan> plans(2);
+  plans[0].host = "h1";
+  plans[0].head = true;
+  plans[0].node_ip = "10.89.0.11";
+  plans[0].gpus = 2;
+  plans[1].host = "h2";
+  plans[1].node_ip = "10.89.0.12";
+  plans[1].gpus = 2;
+  auto st = evaluate_ray_cluster(spec, plans, report, {"running", "running"});
+  CHECK(st.healthy);
+  REQUIRE(st.hosts.size() == 2);
+  CHECK(st.hosts[1].usage.at("CPU").used == 1.0);
+  CHECK(st.to_json()["hosts"][1]["usage"]["GPU"] == nlohmann::json{{"used", 1.0}, {"total", 2.0}});
+  CHECK_THAT(st.summary(), Contains("GPUs 1/2  CPUs 1/2  memory 0 B/15.6 GiB"));
+}
+
 TEST_CASE("the seed's nodes: docker run as run_cluster.sh, with a fixed name and the node's environment", "[ray][plan]") {
   auto spec = docker_spec();
   auto head = plan_ray_node(spec, "gpu1", true, "172.18.190.25", "eth0", std::nullopt, true, "172.18.190.25");
