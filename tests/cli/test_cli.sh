@@ -1,7 +1,9 @@
 #!/bin/sh
-# The CLI's answers to a newcomer's first mistakes (issue 14), run against
-# the built binary: --version, an unknown verb, a program that is not on the
-# host, a selector that selects nothing. Usage: test_cli.sh PATH/TO/clusterkit
+# The CLI's answers to a newcomer's first mistakes (issue 14) and to hostile
+# or careless input (issue 15: inventories, specs, flags, paths, signals),
+# run against the built binary; then, on real lab hosts, injection attempts,
+# the `ray` verbs end to end on real Ray, and `lab` after a crash.
+# Usage: test_cli.sh PATH/TO/clusterkit
 set -u
 ck="$1"
 tmp=$(mktemp -d)
@@ -373,7 +375,7 @@ if [ "$(id -u)" != 0 ]; then
   checks=$((checks + 1)); fail "the lab part needs root (sudo ctest, or run as root in CI)"
 else
   lab=ab$(($$ % 100000)) sub=10.88.231 st="$tmp/lab"
-  "$ck" lab up --name "$lab" --hosts 2 --subnet $sub --state-dir "$st" >"$tmp/labup.log" 2>&1 || { cat "$tmp/labup.log"; fail "lab up"; }
+  "$ck" lab up --name "$lab" --hosts 2 --gpus 2 --subnet $sub --state-dir "$st" >"$tmp/labup.log" 2>&1 || { cat "$tmp/labup.log"; fail "lab up"; }
   inv="$st/inventory.yaml"
   pwned="$tmp/pwned"
   expect "shell syntax in argv stays text" 0 'h1: $(touch '"$pwned"') ; a|b `id`' -- \
@@ -419,6 +421,31 @@ else
   checks=$((checks + 1))
   grep -q 'h1: ck-pwned$' "$tmp/inj.ls" && fail "a model file name ran as shell on the host (ck-pwned was made)"
   "$ck" -i "$inv" exec -g h1 -- rm -rf "$injdir" >/dev/null 2>&1
+  # The ray verbs end to end, as a user types them: real Ray (bare, from the
+  # serving venv) on the two lab hosts, 2 SIMULATED GPUs each.
+  venv=${CK_SERVE_VENV:-/opt/ck-serve}
+  if [ ! -x "$venv/bin/ray" ]; then
+    checks=$((checks + 1)); fail "Ray not found in $venv: run scripts/install-serving.sh"
+  else
+    r="--name cli --runtime bare --venv $venv"
+    expect "ray up" 0 "Ray cluster 'cli' is up: 2 nodes, 4 GPUs (SIMULATED)" -- "$ck" -i "$inv" ray up $r
+    expect "ray up again: left as it was" 0 "(already running, left as it was)" -- "$ck" -i "$inv" ray up $r
+    checks=$((checks + 1))
+    "$ck" -i "$inv" --json ray status $r >"$tmp/ray.json" 2>"$tmp/ray.err"
+    python3 - "$tmp/ray.json" <<'PY' || { fail "ray status --json:"; cat "$tmp/ray.json" "$tmp/ray.err"; }
+import json, sys
+s = json.load(open(sys.argv[1]))
+assert s["healthy"] and (s["alive_nodes"], s["gpus"], s["gpus_simulated"]) == (2, 4.0, True), s
+assert [(h["host"], h["ray_state"], h["runtime_state"], h["resources"]["GPU"]) for h in s["hosts"]] == [
+    ("h1", "ALIVE", "running", 2.0), ("h2", "ALIVE", "running", 2.0)], s["hosts"]
+PY
+    expect "ray logs" 0 "Ray runtime started" -- "$ck" -i "$inv" ray logs $r
+    expect "ray down" 0 "h2: removed" -- "$ck" -i "$inv" ray down $r
+    expect "ray down again: nothing there, still 0" 0 "h2: nothing of Ray cluster 'cli' was there" -- "$ck" -i "$inv" ray down $r
+    expect "no Ray process left on the head" 1 "h1: 0" -- "$ck" -i "$inv" exec -g h1 -- sh -c "ps -eo args | grep -c '[/]ray/'"
+    expect "no Ray process left on the worker" 1 "h2: 0" -- "$ck" -i "$inv" exec -g h2 -- sh -c "ps -eo args | grep -c '[/]ray/'"
+    expect "ray status once it is down" 1 "0/2 nodes alive" -- "$ck" -i "$inv" ray status $r
+  fi
   "$ck" lab down --name "$lab" --state-dir "$st" >/dev/null 2>&1 || fail "lab down"
 
   # A crash of `lab up` between starting the hosts and writing their pids
