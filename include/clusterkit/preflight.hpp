@@ -191,6 +191,9 @@ struct PortProbeReport {
 struct PreflightProbes {
   std::optional<PortProbeReport> ports;
   std::optional<NasProbeReport> nas;
+  /// Why a probe did not run (its checks say "not probed: <this>").
+  std::string ports_skipped;
+  std::string nas_skipped;
 };
 
 // Pieces of the probes, pure (tested without hosts).

@@ -503,6 +503,10 @@ json NcclCheckResult::to_json() const {
                           {"done", x.done},
                           {"error", x.error}});
   j["bandwidth"] = json::array();
+  // One rank moves nothing: its "bandwidth" (thousands of GB/s) is a no-op's
+  // timing. The figures stay, with the note a reader needs.
+  if (world_size == 1)
+    j["bandwidth_note"] = "one rank: no communication to measure (run with 2 or more GPUs or hosts)";
   for (auto const& b : bandwidth)
     j["bandwidth"].push_back({{"bytes", b.bytes},
                               {"iterations", b.iterations},

@@ -429,6 +429,12 @@ std::string CheckReport::table() const {
 
 namespace {
 
+// A probe's check that has nothing to judge says why: the probe was off,
+// had nothing to probe from, or this host did not answer.
+std::string not_probed(std::string const& reason, std::string const& host) {
+  return "not probed: " + (reason.empty() ? host + " did not answer (see its ssh check)" : reason);
+}
+
 constexpr char const* kCheckOrder[] = {"ssh",   "role",  "gpus",       "driver",  "cuda",       "python", "ray",
                                        "vllm",  "torch", "docker",     "nvidia-runtime", "image", "shm",  "disk",
                                        "nas",   "model-path", "network", "ray-port", "nccl-ports", "clock", "model-fits"};
@@ -982,7 +988,7 @@ struct Evaluator {
       return r.filesystem_type + (r.mount_point ? ", mounted" : ", not a mount point");
     };
     if (!probes.nas || !read) {
-      add(h, "nas", CheckStatus::skip, "not probed");
+      add(h, "nas", CheckStatus::skip, not_probed(probes.nas_skipped, h));
     } else if (!read->error.empty()) {
       add(h, "nas", CheckStatus::fail, "the NAS probe failed: " + read->error, "run `clusterkit facts -g " + h + "` to see why");
     } else if (!read->directory) {
@@ -1025,7 +1031,7 @@ struct Evaluator {
     }
     if (options.model_path.empty()) return;
     if (!read || !read->model_present) {
-      add(h, "model-path", CheckStatus::skip, "not probed");
+      add(h, "model-path", CheckStatus::skip, not_probed(probes.nas_skipped, h));
     } else if (!*read->model_present) {
       add(h, "model-path", CheckStatus::fail, normalize_path(options.model_path) + "/config.json is missing on " + h,
           "vLLM needs the model at the same path on every node, or the worker tries to download it (vllm#2289): "
@@ -1127,8 +1133,8 @@ struct Evaluator {
       return;
     }
     if (!probes.ports) {
-      add(h, "ray-port", CheckStatus::skip, "not probed");
-      add(h, "nccl-ports", CheckStatus::skip, "not probed");
+      add(h, "ray-port", CheckStatus::skip, not_probed(probes.ports_skipped, h));
+      add(h, "nccl-ports", CheckStatus::skip, not_probed(probes.ports_skipped, h));
       return;
     }
     auto const& pr = *probes.ports;

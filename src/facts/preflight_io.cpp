@@ -233,6 +233,12 @@ struct PreflightOp : std::enable_shared_from_this<PreflightOp> {
   void probe() {
     auto head_address = head_address_of(hosts);
     // Ports: the GPU hosts that answered, the head first.
+    if (!options.probe_ports)
+      run.probes.ports_skipped = "turned off (--no-port-probe, PreflightOptions::probe_ports)";
+    else if (roles.head.empty())
+      run.probes.ports_skipped = "no head to probe from (give a host the role head)";
+    else if (!facts_ok(roles.head))
+      run.probes.ports_skipped = "the head " + roles.head + " did not answer";
     if (options.probe_ports && !roles.head.empty() && facts_ok(roles.head)) {
       std::vector<Host> gpu;
       PortProbeOptions po;
@@ -262,6 +268,10 @@ struct PreflightOp : std::enable_shared_from_this<PreflightOp> {
     }
     // NAS: every compute host that answered; a download host writes.
     auto nas = nas_path_of(hosts, options);
+    if (!options.probe_nas)
+      run.probes.nas_skipped = "turned off (--no-nas-probe, PreflightOptions::probe_nas)";
+    else if (nas.empty())
+      run.probes.nas_skipped = "no NAS path given (--nas-path, or the inventory's vars.mount_point)";
     if (options.probe_nas && !nas.empty()) {
       std::vector<Host> all;
       std::vector<std::string> order = roles.download_hosts;

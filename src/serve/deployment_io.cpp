@@ -168,7 +168,6 @@ struct Run {
     if (!cancelled()) return std::nullopt;
     auto& s = *record.step(step);
     s.started_s = now();
-    s.status = "failed";
     return fail(s, make_error_code(errc::cancelled), "");
   }
 };

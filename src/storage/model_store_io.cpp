@@ -176,8 +176,10 @@ awaitable<std::vector<HostVerify>> verify_on(std::vector<Host> hosts, std::strin
     std::string script = model_snapshot_script(dir);
     if (options.read_all)
       script = "cd -- " + shell::quote(dir) +
-               " 2>/dev/null && { set -- *.safetensors; [ -e \"$1\" ] && echo \"@@ck-progress-total $# $(stat -c %s -- \"$@\" | "
-               "awk '{s+=$1} END{printf \"%.0f\", s}')\"; "
+               // The total counts what is read: regular files (and links
+               // to them), never a FIFO or a looping link of that name.
+               " 2>/dev/null && { n=0; s=0; for f in *.safetensors; do [ -f \"$f\" ] || continue; n=$((n + 1)); "
+               "s=$((s + $(stat -L -c %s -- \"$f\"))); done; [ \"$n\" -gt 0 ] && echo \"@@ck-progress-total $n $s\"; "
                "for f in *.safetensors; do [ -f \"$f\" ] || continue; cat -- \"$f\" >/dev/null || "
                "echo \"@@ck-readfail $f\"; echo \"@@ck-progress-file $(stat -c %s -- \"$f\") $f\"; done; }\n" + script;
     if (options.checksums)

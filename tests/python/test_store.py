@@ -242,6 +242,18 @@ def test_sync_copies_resumes_and_repairs(local: ck.Host, model_dir: Path, tmp_pa
     assert checked[-1].files_done == checked[-1].files_total == len(SHARDS) and checked[-1].file == ""
     shard_bytes = sum((dest / s).stat().st_size for s in SHARDS)
     assert checked[-1].bytes_done == checked[-1].bytes_total == shard_bytes
+    # A FIFO under a shard's name (left out of the model, as inspect says) is
+    # never read, and not counted in what read_all reads.
+    os.mkfifo(dest / "zz-fifo.safetensors")
+    try:
+        with_fifo: list[ck.TransferProgress] = []
+        [v] = store.verify([local], dest, ck.RemoteVerifyOptions(read_all=True, timeout=30), on_progress=with_fifo.append)
+        assert v.ok, v.message
+        assert [p.file for p in with_fifo if p.file] == sorted(SHARDS)
+        assert max(p.files_total for p in with_fifo) == len(SHARDS)
+        assert max(p.bytes_total for p in with_fifo) == shard_bytes
+    finally:
+        (dest / "zz-fifo.safetensors").unlink()
     # Without read_all, once per host, at its end.
     quick: list[ck.TransferProgress] = []
     store.verify([local, local], dest, on_progress=quick.append)

@@ -299,6 +299,9 @@ TEST_CASE("one rank: no bandwidth to report (seen on one H200: 9,253 GB/s of not
   CHECK_THAT(text, Contains("one rank, no communication to measure"));
   CHECK_THAT(text, !Contains("9253"));
   CHECK_THAT(text, Contains("nccl-check passed"));
+  // --json keeps the figures, with the note.
+  CHECK(r.to_json()["bandwidth_note"] == "one rank: no communication to measure (run with 2 or more GPUs or hosts)");
+  CHECK(r.to_json()["bandwidth"].size() == 1);
   // The real capture says what was printed before the fix.
   std::ifstream in(fixtures / "nvidia-smi" / "h200x1" / "nccl.txt");
   std::stringstream before;

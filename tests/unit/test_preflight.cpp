@@ -428,6 +428,31 @@ TEST_CASE("ports: Ray port closed, busy, or an ephemeral port blocked", "[prefli
   CHECK(status(nolisten.evaluate(), "gpu2", "nccl-ports") == CheckStatus::fail);
 }
 
+TEST_CASE("a probe that did not run: its checks are skipped, saying why", "[preflight][ports][nas]") {
+  Cluster c;
+  c.probes.ports.reset();
+  c.probes.ports_skipped = "turned off (--no-port-probe, PreflightOptions::probe_ports)";
+  c.probes.nas.reset();
+  c.probes.nas_skipped = "no NAS path given (--nas-path, or the inventory's vars.mount_point)";
+  auto r = c.evaluate();
+  for (auto const* check : {"ray-port", "nccl-ports"}) {
+    auto const* x = r.find("gpu2", check);
+    REQUIRE(x);
+    CHECK(x->status == CheckStatus::skip);
+    CHECK(x->message == "not probed: turned off (--no-port-probe, PreflightOptions::probe_ports)");
+  }
+  auto const* nas = r.find("gpu1", "nas");
+  REQUIRE(nas);
+  CHECK(nas->message == "not probed: no NAS path given (--nas-path, or the inventory's vars.mount_point)");
+  // The probe ran, but not on this host: it did not answer.
+  Cluster partial;
+  partial.probes.nas->reads.pop_back();  // gpu2's
+  auto const partial_report = partial.evaluate();
+  auto const* gpu2 = partial_report.find("gpu2", "nas");
+  REQUIRE(gpu2);
+  CHECK(gpu2->message == "not probed: gpu2 did not answer (see its ssh check)");
+}
+
 TEST_CASE("NAS: a local filesystem at the NAS path fails even when every host agrees with itself", "[preflight][nas]") {
   // Issue 14: a tmpfs /mnt on the reference host passed, and the fix said
   // `mount -t nfs` for an sshfs NAS.
