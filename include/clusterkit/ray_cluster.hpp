@@ -361,6 +361,11 @@ struct RayHostStatus {
   /// "object_store_memory" in bytes), as Ray accounts them; empty when Ray
   /// did not say (node not alive, or no dashboard).
   std::map<std::string, RayResource> usage;
+  /// The node's Ray and Python, from its venv's files (bare, or a venv
+  /// mounted into the container); "" when only the image's own Python
+  /// could say (the cluster's ray_version is the head's).
+  std::string ray_version;
+  std::string python_version;
   std::string problem;
 };
 

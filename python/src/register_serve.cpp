@@ -480,6 +480,9 @@ void register_ray_pure(py::module_& m) {
       .def_readonly("usage", &HS::usage,
                     "'GPU', 'CPU', 'memory' (bytes), 'object_store_memory' -> RayResource: used and total on this "
                     "node as Ray accounts them; {} when Ray did not say (node not alive, no dashboard).")
+      .def_readonly("ray_version", &HS::ray_version,
+                    "Ray installed on the host (its venv's files); '' when only the image's own Python could say.")
+      .def_readonly("python_version", &HS::python_version)
       .def_readonly("problem", &HS::problem)
       .def("__repr__", [](HS const& h) {
         return "RayHostStatus(" + repr_str(h.host) + ", " + repr_str(h.node_ip) + ", ray_state=" + repr_str(h.ray_state) +

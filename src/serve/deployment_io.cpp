@@ -868,7 +868,14 @@ awaitable<std::pair<std::error_code, DeploymentPlanResult>> plan(Deployment d) {
     for (auto const& h : d.gpu_hosts()) s.commands.push_back({h, "snapshot script on " + path + " (sh, coreutils)"});
   }
   add("layout", spec.serve.tensor_parallel ? "TP " + std::to_string(spec.serve.tensor_parallel) + " x PP " + std::to_string(spec.serve.pipeline_parallel) + " (checked by the planner)"
-                                           : "the planner's recommended layout", "");
+                                           : record && record->layout.contains("tp")
+                                                 ? "the planner's recommended layout (the last up chose TP " +
+                                                       std::to_string(record->layout.value("tp", 0u)) + " x PP " +
+                                                       std::to_string(record->layout.value("pp", 0u)) + ")"
+                                                 : "the planner's recommended layout (<auto> below), from the model's "
+                                                   "config once it is on the NAS; `clusterkit plan MODEL --gpus ...` shows "
+                                                   "it now",
+      "");
   {
     bool healthy = !rec && ray_st.healthy;
     auto& s = add("ray", std::string(to_string(spec.ray.runtime)) + " head " + spec.head + ", workers " + join(spec.workers),
@@ -886,8 +893,17 @@ awaitable<std::pair<std::error_code, DeploymentPlanResult>> plan(Deployment d) {
     auto engine = d.engine(tp, pp, spec.serve.max_model_len);
     auto [eec, es] = co_await engine.async_status(asio::as_tuple(use_awaitable));
     auto& s = add("serve", "launch vLLM and wait for a real token", es.state == "up" ? "the engine serves already" : "");
+    // `auto` with no layout recorded yet: the planner decides once the
+    // model is on the NAS; show that, not a made-up 1.
+    auto argv = vllm_serve_argv(engine.spec());
+    bool const tp_unknown = !spec.serve.tensor_parallel && !(record && record->layout.contains("tp"));
+    bool const pp_unknown = !spec.serve.pipeline_parallel && !(record && record->layout.contains("pp"));
+    for (std::size_t i = 0; i + 1 < argv.size(); ++i) {
+      if (argv[i] == "--tensor-parallel-size" && tp_unknown) argv[i + 1] = "<auto>";
+      if (argv[i] == "--pipeline-parallel-size" && pp_unknown) argv[i + 1] = "<auto>";
+    }
     s.commands.push_back({spec.head, (spec.ray.runtime == RayRuntimeKind::docker ? "docker exec " + ray_container_name(cluster.spec().name) + " " : std::string()) +
-                                         shell::join_for_display(vllm_serve_argv(engine.spec())) + "  (key: VLLM_API_KEY from a 0600 file)"});
+                                         shell::join_for_display(argv) + "  (key: VLLM_API_KEY from a 0600 file)"});
   }
   add("smoke", "one streamed chat through the OpenAI API", spec.checks.smoke ? "" : "checks.smoke is false");
   add("bench", std::to_string(spec.checks.bench_requests) + " requests, " + std::to_string(spec.checks.bench_concurrency) + " at once",

@@ -589,6 +589,16 @@ std::string ray_stop_script(RayClusterSpec const& spec) {
 
 std::string ray_node_state_script(RayClusterSpec const& spec) {
   std::ostringstream s;
+  // The node's Python and Ray, when a venv's files say them (no Python
+  // starts: status stays one quick command per host); an image's own
+  // Python is not asked (a container start or exec costs 0.5-1 s).
+  auto const py = python_for(spec);
+  std::string const venv = spec.runtime == RayRuntimeKind::docker ? host_venv_of(spec, py)
+                           : py.find('/') == std::string::npos   ? std::string()
+                                                                 : program_dir(py) + "/..";
+  if (!venv.empty())
+    s << venv_versions_script(shell::quote(venv))
+      << "if [ -n \"$ck_pv\" ] && [ -n \"$ck_rv\" ]; then echo \"@@ck-ray versions $ck_pv $ck_rv\"; fi\n";
   if (spec.runtime == RayRuntimeKind::docker) {
     s << "echo \"@@ck-ray-state $(docker inspect -f '{{.State.Status}}' " << shell::quote(ray_container_name(spec.name))
       << " 2>/dev/null || echo absent)\"\n";
@@ -1158,6 +1168,8 @@ json RayClusterStatus::to_json() const {
                           {"runtime_state", h.runtime_state},
                           {"resources", h.resources_total},
                           {"usage", usage_json(h.usage)},
+                          {"ray_version", h.ray_version},
+                          {"python_version", h.python_version},
                           {"problem", h.problem}});
   j["usage"] = usage_json(usage);
   for (auto const& n : other_nodes) j["other_nodes"].push_back({{"node_ip", n.node_ip}, {"state", n.state}});

@@ -461,6 +461,21 @@ awaitable<std::pair<std::error_code, RayClusterStatus>> status(RayCluster c) {
   }
   auto plans = make_plans(c, probes);
   auto st = evaluate_ray_cluster(c.spec(), plans, report, states);
+  // Versions per host, where the host's files say them. Ray refuses a node
+  // of another version at join time; one upgraded in place since shows here.
+  for (std::size_t i = 0; i < st.hosts.size() && i < probes.size(); ++i) {
+    auto& h = st.hosts[i];
+    h.ray_version = probes[i].ray_version;
+    h.python_version = probes[i].python_version;
+    if (!h.ray_version.empty() && !st.ray_version.empty() && h.ray_version != st.ray_version) {
+      std::string problem = h.host + " has Ray " + h.ray_version + " installed, but the cluster runs " + st.ray_version +
+                            "; restart it on one version (`clusterkit ray up` after installing the same Ray everywhere)";
+      if (h.problem.empty()) h.problem = problem;
+      st.problems.push_back(std::move(problem));
+      st.healthy = false;
+      st.degraded = st.alive_nodes > 0;
+    }
+  }
   std::error_code ec;
   if (states.front() == "unreachable") ec = make_error_code(errc::host_unreachable);
   co_return std::pair{ec, std::move(st)};

@@ -200,6 +200,18 @@ expect "plan --gpus negative count" 2 "'-2' is not a count" -- "$ck" plan /nonex
 expect "plan --gpus infinite size" 2 "memory 'infGB' is not a size" -- "$ck" plan /nonexistent --gpus "2 nodes x 2 L20 infGB"
 expect "plan --gpus absurd size" 2 "memory '1e30GB' is not a size (a number above 0 and at most 1e7" -- "$ck" plan /nonexistent --gpus "2 nodes x 2 L20 1e30GB"
 expect "plan --gpus absurd count" 2 "count 100000000 is too large" -- "$ck" plan /nonexistent --gpus "100000000 nodes x 2 L20 48GB"
+# plan, as a newcomer first tries it: a folder with only config.json, a
+# model id without --root, and the seed's own model by its id, offline
+# (its config.json ships with clusterkit).
+mkdir -p "$tmp/cfgonly" && cp "$(dirname "$0")/../../examples/models/Qwen2.5-72B-Instruct/config.json" "$tmp/cfgonly/"
+expect "plan on config.json alone suggests --from-config" 2 "has no *.safetensors files (a .bin-only checkpoint? vLLM and clusterkit need safetensors); to plan from config.json alone (before the weights are downloaded), add --from-config" -- \
+  "$ck" plan "$tmp/cfgonly" --gpus "2 nodes x 2 L20 48GB"
+expect "plan --from-config: the seed's layout" 0 "  2   2   4       33.86 GiB      81920      64816         1  yes  <- recommended" -- \
+  "$ck" plan "$tmp/cfgonly" --from-config --gpus "2 nodes x 2 L20 48GB"
+expect "plan of a model id without --root suggests it" 2 "a model id is looked up under --root (the folder the models were downloaded to" -- \
+  "$ck" plan Foo/Bar --gpus "2 nodes x 2 L20 48GB"
+expect "plan of the seed's model by id, offline" 0 "planning from its config.json shipped with clusterkit (examples/models/)" -- \
+  "$ck" plan Qwen/Qwen2.5-72B-Instruct --gpus "2 nodes x 2 L20 48GB"
 # Inventories a careless or hostile hand wrote: each refused at its line and
 # column with the fix, before any connection (nothing listens at these
 # addresses: a command that tried to connect would fail differently).
@@ -436,8 +448,8 @@ else
 import json, sys
 s = json.load(open(sys.argv[1]))
 assert s["healthy"] and (s["alive_nodes"], s["gpus"], s["gpus_simulated"]) == (2, 4.0, True), s
-assert [(h["host"], h["ray_state"], h["runtime_state"], h["resources"]["GPU"]) for h in s["hosts"]] == [
-    ("h1", "ALIVE", "running", 2.0), ("h2", "ALIVE", "running", 2.0)], s["hosts"]
+assert [(h["host"], h["ray_state"], h["runtime_state"], h["resources"]["GPU"], h["ray_version"]) for h in s["hosts"]] == [
+    ("h1", "ALIVE", "running", 2.0, "2.60.0"), ("h2", "ALIVE", "running", 2.0, "2.60.0")], s["hosts"]
 PY
     expect "ray logs" 0 "Ray runtime started" -- "$ck" -i "$inv" ray logs $r
     expect "ray down" 0 "h2: removed" -- "$ck" -i "$inv" ray down $r

@@ -279,6 +279,9 @@ TEST_CASE("RayCluster bare: Ray from the venv, and refusals before anything star
     }));
     for (auto const& h : st.hosts) {
       INFO(h.host);
+      // Each host's installed Ray and Python (the venv's files).
+      CHECK(h.ray_version == "2.60.0");
+      CHECK_FALSE(h.python_version.empty());
       if (!h.usage.count("GPU")) continue;  // failed above
       CHECK(h.usage.at("GPU").total == 2.0);
       CHECK(h.usage.at("GPU").used == 0.0);

@@ -426,7 +426,7 @@ def test_the_example_runs(tmp_path: Path) -> None:
 # their asyncio forms, Ctrl-C and task cancellation.
 
 
-def local_deployment(state: Path) -> ck.Deployment:
+def local_deployment(state: Path, layout: str = "tensor_parallel: 1, pipeline_parallel: 1, ") -> ck.Deployment:
     text = f"""name: ck-pytest-local
 inventory:
   hosts:
@@ -434,7 +434,7 @@ inventory:
 model: {{id: Qwen/Nothing-Here, hub: none, root: {state}/models}}
 runtime: {{kind: bare, ray: {state}/venv/bin/ray}}
 ray: {{port: 1}}
-serve: {{tensor_parallel: 1, pipeline_parallel: 1, port: 1}}
+serve: {{{layout}port: 1}}
 checks: {{bench: false}}
 state_dir: {state}/state
 """
@@ -459,6 +459,19 @@ def test_plan_and_status_on_this_machine(tmp_path: Path) -> None:
     with pytest.raises(ck.Error) as caught:
         d.logs("nope")
     assert caught.value.code == "unknown_host_or_group"
+
+
+def test_plan_with_an_auto_layout_says_so(tmp_path: Path) -> None:
+    # Before the first up the planner has not chosen: the dry run shows
+    # <auto>, never a made-up TP 1 x PP 1.
+    plan = local_deployment(tmp_path, layout="tensor_parallel: auto, pipeline_parallel: auto, ").plan()
+    layout = next(s for s in plan.steps if s.step == "layout")
+    assert "(<auto> below), from the model's config once it is on the NAS" in layout.what
+    serve = next(s for s in plan.steps if s.step == "serve")
+    command = serve.commands[0].command
+    assert "--tensor-parallel-size '<auto>' --pipeline-parallel-size '<auto>'" in command, command
+    fixed = next(s for s in local_deployment(tmp_path).plan().steps if s.step == "serve")
+    assert "--tensor-parallel-size 1 --pipeline-parallel-size 1" in fixed.commands[0].command
 
 
 def test_async_forms_on_this_machine(tmp_path: Path) -> None:

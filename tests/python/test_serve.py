@@ -445,6 +445,7 @@ def test_bare_cluster_up_again_status_logs_down(inventory: ck.Inventory, tmp_pat
             st = c.status()
         assert [(h.usage["GPU"].used, h.usage["GPU"].total) for h in st.hosts] == [(0.0, 2.0), (0.0, 2.0)]
         assert st.to_json()["hosts"][1]["usage"]["GPU"] == {"used": 0.0, "total": 2.0}
+        assert [h.ray_version for h in st.hosts] == ["2.60.0", "2.60.0"] and all(h.python_version for h in st.hosts)
         assert "healthy" in st.summary() and "healthy" in repr(st)
 
         logs = c.logs(tail=20)
