@@ -168,8 +168,14 @@ struct DeploymentRecord {
   std::string started_at;
   std::string finished_at;
   double total_seconds = 0;
-  /// Total minus the engine's own start and the data copy: clusterkit's part.
+  /// clusterkit's part: the total minus the components' own work: the
+  /// engine's start, Ray's start or the data copy (they run side by side:
+  /// the longer), and the engine's answers to the checks (readiness, smoke
+  /// test, benchmark). `own_breakdown` has each figure.
   double own_seconds = 0;
+  /// {"total", "engine_start", "ray_start", "data_copy", "engine_answers",
+  /// "own"} in seconds, as subtracted; {} before the first full `up`.
+  nlohmann::json own_breakdown = nlohmann::json::object();
   std::string endpoint;
   std::string served_model_name;
   std::string api_key_file;

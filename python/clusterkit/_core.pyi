@@ -3234,6 +3234,8 @@ class DeploymentRecord:
     finished_at: str
     total_seconds: float
     own_seconds: float
+    @property
+    def own_breakdown(self) -> dict[str, Any]: ...
     endpoint: str
     served_model_name: str
     api_key_file: str

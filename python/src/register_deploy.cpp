@@ -307,7 +307,12 @@ void register_deploy_record(py::module_& m) {
       .def_readwrite("started_at", &R::started_at, "Wall clock, ISO 8601 UTC.")
       .def_readwrite("finished_at", &R::finished_at)
       .def_readwrite("total_seconds", &R::total_seconds)
-      .def_readwrite("own_seconds", &R::own_seconds, "Total minus the engine's own start and the data copy.")
+      .def_readwrite("own_seconds", &R::own_seconds,
+                     "Total minus the components' own work (engine start; Ray start or data copy, the longer; the "
+                     "engine's answers to the checks); own_breakdown has each figure.")
+      .def_property_readonly(
+          "own_breakdown", [](R const& r) { return json_to_python(r.own_breakdown); },
+          "{'total', 'engine_start', 'ray_start', 'data_copy', 'engine_answers', 'own'} in seconds.")
       .def_readwrite("endpoint", &R::endpoint)
       .def_readwrite("served_model_name", &R::served_model_name)
       .def_readwrite("api_key_file", &R::api_key_file, "The key's file on this machine (mode 0600); never the key.")

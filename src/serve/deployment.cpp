@@ -575,6 +575,7 @@ json DeploymentRecord::to_json() const {
          {"finished_at", finished_at},
          {"total_seconds", total_seconds},
          {"own_seconds", own_seconds},
+         {"own_breakdown", own_breakdown},
          {"endpoint", endpoint},
          {"served_model_name", served_model_name},
          {"api_key_file", api_key_file},
@@ -615,6 +616,7 @@ DeploymentRecord DeploymentRecord::from_json(json const& j) {
   r.api_key_file = str("api_key_file");
   r.total_seconds = j.value("total_seconds", 0.0);
   r.own_seconds = j.value("own_seconds", 0.0);
+  if (auto b = j.find("own_breakdown"); b != j.end() && b->is_object()) r.own_breakdown = *b;
   if (j.contains("versions") && j["versions"].is_object()) r.versions = j["versions"].get<std::map<std::string, std::string>>();
   if (j.contains("layout")) r.layout = j["layout"];
   if (j.contains("node_env") && j["node_env"].is_object())
@@ -656,8 +658,15 @@ std::string DeploymentRecord::summary() const {
                   bench.value("ttft_p50_ms", 0.0));
     s << line;
   }
-  char t[96];
-  std::snprintf(t, sizeof t, "time:      %.1f s in all, %.1f s of it clusterkit's own\n", total_seconds, own_seconds);
+  char t[320];
+  if (own_breakdown.contains("engine_start"))
+    std::snprintf(t, sizeof t,
+                  "time:      %.1f s in all, %.1f s of it clusterkit's own (the rest: engine start %.1f s, Ray start "
+                  "%.1f s beside the data copy %.1f s, the engine answering the checks %.1f s)\n",
+                  total_seconds, own_seconds, own_breakdown.value("engine_start", 0.0), own_breakdown.value("ray_start", 0.0),
+                  own_breakdown.value("data_copy", 0.0), own_breakdown.value("engine_answers", 0.0));
+  else
+    std::snprintf(t, sizeof t, "time:      %.1f s in all, %.1f s of it clusterkit's own\n", total_seconds, own_seconds);
   s << t;
   for (auto const& x : simulated) s << "SIMULATED: " << x << "\n";
   return s.str();

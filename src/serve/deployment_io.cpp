@@ -716,6 +716,8 @@ awaitable<std::pair<std::error_code, DeploymentRecord>> up(Deployment d, Deploym
   // engine's start, Ray's start, the data copy) and the measurements.
   // Ray's start and the data copy ran side by side: the longer one counts.
   rec.own_seconds = std::max(0.0, rec.total_seconds - engine_start - std::max(ray_own, data_seconds) - measured);
+  rec.own_breakdown = {{"total", rec.total_seconds}, {"engine_start", engine_start}, {"ray_start", ray_own},
+                       {"data_copy", data_seconds}, {"engine_answers", measured}, {"own", rec.own_seconds}};
   rec.message = "serving " + rec.served_model_name + " at " + rec.endpoint;
   save_record(spec, rec);
   co_return std::pair{std::error_code(), rec};

@@ -662,6 +662,10 @@ TEST_CASE("Deployment: the seed from one spec, real end to end, with faults", "[
   auto rec = deployment_up(d, [&](DeploymentProgress const& p) { lines.push_back(p.step + " " + p.host + " " + p.status); });
   WARN("deployment up (resumed): " << seconds_since(t0) << " s; clusterkit's own part " << rec.own_seconds << " s");
   CHECK(rec.status == "up");
+  // The own part, with what was subtracted to get it.
+  CHECK(rec.own_breakdown.value("own", -1.0) == rec.own_seconds);
+  CHECK(rec.own_breakdown.value("engine_start", 0.0) > 0);
+  CHECK(rec.own_breakdown.value("total", 0.0) == rec.total_seconds);
   for (auto const& s : rec.steps) CHECK((s.status == "ok" || s.status == "skipped"));
   CHECK(step_of(rec, "model").status == "skipped");  // resumed: found on the NAS, complete
   CHECK(rec.layout.value("tp", 0) == 2);

@@ -237,6 +237,15 @@ TEST_CASE("deployment: the record's summary, word for word") {
   CHECK(hand_made_record().summary() == expected);
 
   // A failed run: the message, no endpoint lines.
+  // With the breakdown (every full `up` writes one), the time line shows it.
+  auto timed = hand_made_record();
+  timed.own_breakdown = {{"total", 200.0}, {"engine_start", 170.0}, {"ray_start", 9.0}, {"data_copy", 4.0},
+                         {"engine_answers", 8.5}, {"own", 12.5}};
+  CHECK_THAT(timed.summary(),
+             Catch::Contains("time:      200.0 s in all, 12.5 s of it clusterkit's own (the rest: engine start 170.0 s, Ray "
+                             "start 9.0 s beside the data copy 4.0 s, the engine answering the checks 8.5 s)\n"));
+  CHECK(DeploymentRecord::from_json(timed.to_json()).own_breakdown == timed.own_breakdown);
+
   auto failed = hand_made_record();
   failed.status = "failed";
   failed.message = "serve: the engine died: out of memory";
