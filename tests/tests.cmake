@@ -37,5 +37,5 @@ if(TARGET clusterkit_cli)
   add_test(NAME test_cli COMMAND sh ${CMAKE_CURRENT_SOURCE_DIR}/cli/test_cli.sh $<TARGET_FILE:clusterkit_cli>)
 endif()
 # The library's own coroutine helpers (src/core), on timers: no processes or sockets.
-ck_add_test(test_core SOURCES unit/test_task_group.cpp)
+ck_add_test(test_core SOURCES unit/test_task_group.cpp unit/test_text.cpp)
 target_include_directories(test_core PRIVATE ${PROJECT_SOURCE_DIR}/src)

@@ -16,7 +16,8 @@
 namespace clusterkit::detail {
 
 /// The text with every byte that is not part of valid UTF-8 replaced by
-/// '?': what hosts print ends up in JSON, which must be valid UTF-8.
+/// U+FFFD (as --json output and prompts are): what hosts print ends up in
+/// JSON, which must be valid UTF-8.
 inline std::string valid_utf8(std::string_view s) {
   std::string out;
   out.reserve(s.size());
@@ -31,7 +32,7 @@ inline std::string valid_utf8(std::string_view s) {
     if (ok && len == 3) ok = !(c == 0xe0 && p[i + 1] < 0xa0) && !(c == 0xed && p[i + 1] >= 0xa0);  // no surrogates
     if (ok && len == 4) ok = !(c == 0xf0 && p[i + 1] < 0x90) && !(c == 0xf4 && p[i + 1] >= 0x90) && c <= 0xf4;
     if (!ok) {
-      out.push_back('?');
+      out.append("\xEF\xBF\xBD");
       ++i;
       continue;
     }
@@ -117,11 +118,20 @@ inline std::string lower(std::string_view s) {
   return out;
 }
 
+/// At most `max` bytes of `s`, never ending inside a UTF-8 sequence (a cut
+/// U+FFFD or é would make the JSON it goes into invalid).
+inline std::string_view utf8_prefix(std::string_view s, std::size_t max) {
+  if (s.size() <= max) return s;
+  std::size_t end = max;
+  while (end > 0 && (static_cast<unsigned char>(s[end]) & 0xC0) == 0x80) --end;
+  return s.substr(0, end);
+}
+
 /// The first non-empty line, at most `max` bytes.
 inline std::string first_line(std::string_view text, std::size_t max = 300) {
   for (auto line : lines_of(text)) {
     auto t = trim(line);
-    if (!t.empty()) return std::string(t.substr(0, max));
+    if (!t.empty()) return std::string(utf8_prefix(t, max));
   }
   return {};
 }

@@ -48,7 +48,7 @@ bool starts_with(std::string_view s, std::string_view prefix) { return s.substr(
 /// A short, printable excerpt of input for error messages.
 std::string excerpt(std::string_view s, std::size_t max = 80) {
   std::string out;
-  for (char c : s.substr(0, max)) {
+  for (char c : detail::utf8_prefix(s, max)) {
     unsigned char u = static_cast<unsigned char>(c);
     if (u == '\n') out += "\\n";
     else if (u == '\t') out += "\\t";
