@@ -200,6 +200,11 @@ expect "plan --gpus negative count" 2 "'-2' is not a count" -- "$ck" plan /nonex
 expect "plan --gpus infinite size" 2 "memory 'infGB' is not a size" -- "$ck" plan /nonexistent --gpus "2 nodes x 2 L20 infGB"
 expect "plan --gpus absurd size" 2 "memory '1e30GB' is not a size (a number above 0 and at most 1e7" -- "$ck" plan /nonexistent --gpus "2 nodes x 2 L20 1e30GB"
 expect "plan --gpus absurd count" 2 "count 100000000 is too large" -- "$ck" plan /nonexistent --gpus "100000000 nodes x 2 L20 48GB"
+# A local host needs no address: where one is needed (nccl-check's
+# rendezvous, preflight's port probes) it is 127.0.0.1, never its label.
+printf 'hosts:\n  me: {local: true, roles: [head]}\n' >"$tmp/local0.yaml"
+expect "nccl-check on a local host without an address" 0 "'--rdzv_endpoint=127.0.0.1:29500'" -- \
+  "$ck" -i "$tmp/local0.yaml" nccl-check --dry-run --nproc 1
 # plan, as a newcomer first tries it: a folder with only config.json, a
 # model id without --root, and the seed's own model by its id, offline
 # (its config.json ships with clusterkit).
