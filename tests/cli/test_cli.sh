@@ -32,6 +32,8 @@ expect "unknown verb, nothing near" 2 "unknown command 'frobnicate'; commands ar
 printf 'hosts:\n  me: {local: true, roles: [gpu]}\n  you: {local: true, groups: [cpu]}\n' >"$tmp/inv.yaml"
 expect "--json says the version" 0 "\"clusterkit_version\": \"$version\"" -- "$ck" -i "$tmp/inv.yaml" --json exec -g me -- true
 expect "--json inventory says the version" 0 "\"clusterkit_version\": \"$version\"" -- "$ck" -i "$tmp/inv.yaml" --json inventory
+expect "stderr without a final newline: a result, not a lost connection" 0 "1/1 hosts succeeded" -- \
+  "$ck" -i "$tmp/inv.yaml" exec -g me -- sh -c 'printf "50%%\r100%%" >&2'
 expect "missing program" 1 "me: ck-no-such-program: command not found" -- "$ck" -i "$tmp/inv.yaml" exec -g me -- ck-no-such-program -L
 expect "missing program, exit 127" 1 "me: exit 127" -- "$ck" -i "$tmp/inv.yaml" exec -g me -- ck-no-such-program -L
 expect "empty selection" 2 "'role:head' selects no host in $tmp/inv.yaml; roles in use: role:gpu; groups: cpu" -- \

@@ -74,6 +74,28 @@ TEST_CASE("exit status, stderr and duration are reported", "[host][local]") {
   CHECK(r.duration > 0ns);
 }
 
+TEST_CASE("stderr that does not end with a newline is kept as it is, and the command's end is seen", "[host][local]") {
+  // Once reported as "the connection was lost" (exit -1): the wrapper's
+  // last word shared the command's unfinished stderr line.
+  Runtime rt;
+  auto host = rt.host(HostSpec::local_machine());
+  auto r = run(host, Command::shell("printf 'no newline' >&2; printf 'out'; exit 3"));
+  CHECK(r.exit_code == 3);
+  CHECK(r.stderr_text == "no newline");
+  CHECK(r.stdout_text == "out");
+  auto progress = run(host, Command::shell("printf '10%%\r50%%\r100%%' >&2"));
+  CHECK(progress.exit_code == 0);
+  CHECK(progress.stderr_text == "10%\r50%\r100%");
+  std::vector<std::string> lines;
+  RunOptions o;
+  o.on_line = [&](OutputLine const& l) {
+    if (l.stream == Stream::err) lines.emplace_back(l.text);
+  };
+  auto streamed = run(host, Command::shell("echo first >&2; printf last >&2"), o);
+  CHECK(streamed.exit_code == 0);
+  CHECK(lines == std::vector<std::string>{"first", "last"});
+}
+
 TEST_CASE("a program that is not there: what a shell says, exit 127", "[host][local]") {
   Runtime rt;
   auto host = rt.host(HostSpec::local_machine());

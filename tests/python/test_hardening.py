@@ -1,0 +1,91 @@
+"""Issue 15's hostile and careless inputs through the Python API (the CLI's
+answers are tests/cli/test_cli.sh): the same limits hold for the library.
+Each case fails in well under a second with a sentence naming the limit;
+nothing here needs a lab."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+import clusterkit as ck
+
+
+def refused(text: str) -> ck.Error:
+    started = time.monotonic()
+    with pytest.raises(ck.Error) as e:
+        ck.Inventory.parse(text, "hostile.yaml")
+    assert time.monotonic() - started < 5
+    return e.value
+
+
+def test_hostile_inventories_are_refused_fast_with_the_limit_named() -> None:
+    laughs = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{chr(98 + i)}: &{chr(98 + i)} [*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, "
+        f"*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}]\n"
+        for i in range(8)
+    )
+    assert "once its aliases (*name) are expanded" in str(refused(laughs + "hosts: {h: {address: 10.0.0.1}}\n"))
+    assert "nesting deeper than 64 levels" in str(refused("hosts: " + "[" * 100 + "]" * 100 + "\n"))
+    nul = refused("hosts:\n  a: {address: 10.0.\x000.1}\n")
+    assert "hostile.yaml:2:" in str(nul) and "a NUL byte" in str(nul)
+    tab = refused("hosts:\n\ta: {address: 10.0.0.1}\n")
+    assert "indented with a tab; YAML indents with spaces only" in str(tab)
+    option = refused('hosts:\n  a: {address: "-oProxyCommand=touch /tmp/x"}\n')
+    assert "expected a host name or IP address" in str(option) and isinstance(option, ValueError)
+
+
+def test_inventory_files_that_are_not_files(tmp_path: Path) -> None:
+    with pytest.raises(ck.Error) as e:
+        ck.Inventory.load("/dev/zero")
+    assert "it is a device, not a regular file" in str(e.value)
+    fifo = tmp_path / "fifo.yaml"
+    os.mkfifo(fifo)
+    started = time.monotonic()
+    with pytest.raises(ck.Error) as e:
+        ck.Inventory.load(fifo)
+    assert "it is a FIFO, not a regular file" in str(e.value) and time.monotonic() - started < 5
+
+
+def test_captured_output_past_its_limit_is_flagged(local: ck.Host) -> None:
+    r = local.run(["sh", "-c", "head -c 100000 /dev/zero; head -c 10 /dev/zero >&2"], max_captured_bytes=4096)
+    assert r.exit_code == 0
+    assert len(r.stdout_bytes) <= 4096 and r.stdout_truncated and not r.stderr_truncated
+
+
+def test_upload_into_a_folder_keeps_the_name(local: ck.Host, tmp_path: Path) -> None:
+    src = tmp_path / "weights.bin"
+    src.write_bytes(b"w" * 100)
+    folder = tmp_path / "dest"
+    folder.mkdir()
+    local.upload(src, str(folder))
+    local.upload(src, str(folder) + "/")
+    assert (folder / "weights.bin").read_bytes() == b"w" * 100
+    assert sorted(os.listdir(folder)) == ["weights.bin"]  # no temporary name left behind
+
+
+def test_a_manifest_that_points_out_of_the_folder_is_refused_never_read(tmp_path: Path) -> None:
+    model = tmp_path / "m"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    digest = hashlib.sha256(b"").hexdigest()
+    (model / "sha256sums").write_text(f"{digest}  /etc/hostname\n{digest}  ../../outside\n{digest}  /dev/zero\n")
+    started = time.monotonic()
+    report = ck.verify_model(model)
+    assert time.monotonic() - started < 5  # /dev/zero was never read
+    kinds = {(p.kind, p.file) for p in report.problems}
+    assert ("manifest_invalid", "/etc/hostname") in kinds or any(
+        p.kind == "manifest_invalid" and "/etc/hostname" in p.message for p in report.problems
+    ), report.problems
+    assert all("outside the model folder" in p.message or p.kind != "manifest_invalid" for p in report.problems)
+    assert report.files_hashed == 0
+
+
+def test_stderr_without_a_final_newline_is_a_result_not_a_lost_connection(local: ck.Host) -> None:
+    # Once `connection_lost` (exit -1): the wrapper's end shared the line.
+    r = local.run(["sh", "-c", "printf 'no newline' >&2; exit 4"])
+    assert (r.exit_code, r.stderr) == (4, "no newline")
