@@ -612,24 +612,21 @@ struct RunOp : std::enable_shared_from_this<RunOp> {
   }
 
   void on_err_line(std::string_view line) {
-    // A command whose stderr does not end with a newline (`printf x >&2`, a
-    // progress bar's last \r) leaves the wrapper's last word on the same
-    // line: its bytes first, as they came (no newline added), then the end.
-    if (wrapper_started && !line.empty() && line[0] != detail::control_marker) {
+    // The wrapper's last word ends its stderr. It starts a line of its own,
+    // unless the command's stderr did not end with a newline (`printf x >&2`,
+    // a progress bar's last \r): then the command's bytes come first, kept
+    // as they came (no newline added).
+    if (wrapper_started) {
       static constexpr std::string_view exit_word{"\x1e" "ck:exit "};
       if (auto pos = line.rfind(exit_word); pos != std::string_view::npos) {
         if (auto c = detail::parse_control_line(line.substr(pos)); c && c->kind == detail::ControlLine::exited) {
-          capture(result.stderr_text, result.stderr_truncated, line.substr(0, pos));
-          if (options.on_line) options.on_line(OutputLine{Stream::err, line.substr(0, pos)});
+          if (pos > 0) {
+            capture(result.stderr_text, result.stderr_truncated, line.substr(0, pos));
+            if (options.on_line) options.on_line(OutputLine{Stream::err, line.substr(0, pos)});
+          }
           wrapper_exited = true;
           return;
         }
-      }
-    }
-    if (wrapper_started && !line.empty() && line[0] == detail::control_marker) {
-      if (auto c = detail::parse_control_line(line); c && c->kind == detail::ControlLine::exited) {
-        wrapper_exited = true;
-        return;
       }
     }
     if (!wrapper_started) {

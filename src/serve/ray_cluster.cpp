@@ -440,6 +440,15 @@ std::string ray_route_script(std::string const& head_address) {
   return s.str();
 }
 
+/// The venv whose files say the node's Python and Ray (venv_versions_script):
+/// docker, one mounted from the host; bare, the one of the ray program's
+/// Python. "" when there is none (an image's own Python, a bare `python3`).
+std::string versions_venv_of(RayClusterSpec const& spec) {
+  auto const py = python_for(spec);
+  if (spec.runtime == RayRuntimeKind::docker) return host_venv_of(spec, py);
+  return py.find('/') == std::string::npos ? std::string() : program_dir(py) + "/..";
+}
+
 std::string ray_probe_script(RayClusterSpec const& spec, std::string const& head_address, bool is_head) {
   auto container = shell::quote(ray_container_name(spec.name));
   auto tmp = ray_temp_dir(spec);
@@ -458,8 +467,9 @@ std::string ray_probe_script(RayClusterSpec const& spec, std::string const& head
   }
   auto py = python_for(spec);
   std::string versions = "import sys\ntry:\n    import importlib.metadata as m\n    v = m.version('ray')\nexcept Exception:\n    v = '-'\nprint('@@ck-ray versions', sys.version.split()[0], v)\n";
+  auto const venv = versions_venv_of(spec);
+  auto const versions_from_files = venv_versions_script(venv.empty() ? std::string("/nonexistent") : shell::quote(venv));
   if (spec.runtime == RayRuntimeKind::docker) {
-    auto const host_venv = host_venv_of(spec, py);
     s << "if ! command -v docker >/dev/null 2>&1; then echo '@@ck-ray docker-error docker is not installed'; exit 0; fi\n"
       << "if ! ck_dv=$(docker version --format '{{.Server.Version}}' 2>&1); then printf '@@ck-ray docker-error %s\\n' \"$(printf '%s' \"$ck_dv\" | tail -n 1)\"; exit 0; fi\n"
       << "echo \"@@ck-ray docker $ck_dv\"\n"
@@ -471,7 +481,7 @@ std::string ray_probe_script(RayClusterSpec const& spec, std::string const& head
       // reads the installed version without importing the package.
       // With the venv mounted from the host, its files say the versions
       // (starting a container or exec'ing Python in one costs ~0.5-1 s).
-      << venv_versions_script(host_venv.empty() ? std::string("/nonexistent") : shell::quote(host_venv))
+      << versions_from_files
       << "if [ -n \"$ck_pv\" ] && [ -n \"$ck_rv\" ]; then\n"
       << "  echo \"@@ck-ray versions $ck_pv $ck_rv\"\n"
       << "elif [ \"${ck_state%% *}\" = running ]; then\n"
@@ -487,7 +497,7 @@ std::string ray_probe_script(RayClusterSpec const& spec, std::string const& head
       << "if [ -z \"$ck_ray\" ]; then echo '@@ck-ray ray-error " << spec.ray_command << " not found'; else echo \"@@ck-ray ray $ck_ray\"; "
       // A venv says both versions in files (see venv_versions_script);
       // without one, Python is asked.
-      << venv_versions_script(py.find('/') == std::string::npos ? std::string("/nonexistent") : shell::quote(program_dir(py) + "/.."))
+      << versions_from_files
       << "if [ -n \"$ck_pv\" ] && [ -n \"$ck_rv\" ]; then echo \"@@ck-ray versions $ck_pv $ck_rv\"; else "
       << shell::quote(py) << " -c " << shell::quote(versions) << " 2>/dev/null; fi; fi\n"
       // This cluster's processes: a cmdline naming our temp dir.
@@ -592,10 +602,7 @@ std::string ray_node_state_script(RayClusterSpec const& spec) {
   // The node's Python and Ray, when a venv's files say them (no Python
   // starts: status stays one quick command per host); an image's own
   // Python is not asked (a container start or exec costs 0.5-1 s).
-  auto const py = python_for(spec);
-  std::string const venv = spec.runtime == RayRuntimeKind::docker ? host_venv_of(spec, py)
-                           : py.find('/') == std::string::npos   ? std::string()
-                                                                 : program_dir(py) + "/..";
+  auto const venv = versions_venv_of(spec);
   if (!venv.empty())
     s << venv_versions_script(shell::quote(venv))
       << "if [ -n \"$ck_pv\" ] && [ -n \"$ck_rv\" ]; then echo \"@@ck-ray versions $ck_pv $ck_rv\"; fi\n";
@@ -1060,8 +1067,8 @@ RayClusterStatus evaluate_ray_cluster(RayClusterSpec const& spec, std::vector<Ra
     if (auto it = by_ip.find(plan.node_ip); it != by_ip.end()) {
       h.ray_state = it->second->state.empty() ? "UNKNOWN" : it->second->state;
       h.resources_total = it->second->resources_total;
-      if (it->second->alive()) h.usage = it->second->usage;
       if (it->second->alive()) {
+        h.usage = it->second->usage;
         ++st.alive_nodes;
         if (auto g = h.resources_total.find("GPU"); g != h.resources_total.end()) st.gpus_total += g->second;
       }
