@@ -10,6 +10,7 @@
 //   example_vllm_serve                                   # Qwen2.5-72B-Instruct on examples/inventories/seed-cluster.yaml
 //   example_vllm_serve --inventory cluster.yaml --model /models/Qwen2___5-72B-Instruct --tp 2 --pp 2
 //   example_vllm_serve --down                            # stop the engine (Ray stays: example_ray_cluster --down)
+//   example_vllm_serve --follow                          # the engine's log as it grows, until Ctrl-C
 //
 // The Ray cluster is the one example_ray_cluster brings up (the same spec,
 // seed_cluster.hpp: kept when already up, started when not).
@@ -29,11 +30,15 @@
 // Everything else (ssh, Docker, Ray, vLLM's API server, the key, the HTTP
 // checks, the chat) is the real thing.
 #include <boost/asio/as_tuple.hpp>
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/signal_set.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
@@ -55,6 +60,7 @@ struct Args {
   unsigned tp = 2, pp = 2;
   std::string prompt = "Who are you?";
   bool down = false;
+  bool follow = false;
 };
 
 VllmServeSpec engine_spec(Args const& a, RayCluster const& cluster) {
@@ -125,9 +131,31 @@ asio::awaitable<int> take_down(VllmServe serve) {
   co_return ec ? 1 : 0;
 }
 
+// --follow: the log's last lines, then each one as the engine writes it,
+// until Ctrl-C, which cancels the operation (nothing is left on the head).
+asio::awaitable<int> follow_log(VllmServe serve) {
+  VllmLogsOptions o;
+  o.tail = 20;
+  o.follow = true;
+  o.on_line = [](std::string_view line) {
+    std::printf("%.*s\n", static_cast<int>(line.size()), line.data());
+    std::fflush(stdout);
+  };
+  asio::signal_set ctrl_c(co_await asio::this_coro::executor, SIGINT);
+  asio::cancellation_signal stop;
+  ctrl_c.async_wait([&](boost::system::error_code ec, int) {
+    if (!ec) stop.emit(asio::cancellation_type::terminal);
+  });
+  auto [ec, text] = co_await serve.async_logs(o, asio::bind_cancellation_slot(stop.slot(), asio::as_tuple(asio::use_awaitable)));
+  ctrl_c.cancel();
+  if (ec == make_error_code(errc::cancelled)) co_return 130;
+  std::fprintf(stderr, "%s\n", text.c_str());
+  co_return 1;
+}
+
 void usage(char const* argv0) {
   std::printf("usage: %s [--inventory PATH] [--name NAME] [--models-dir DIR] [--model PATH] [--served-model-name NAME]\n"
-              "          [--tp N] [--pp N] [--prompt TEXT] [--down]\n"
+              "          [--tp N] [--pp N] [--prompt TEXT] [--down | --follow]\n"
               "  The seed's `vllm serve` (TP 2 x PP 2 over Ray) on the seed's Ray cluster, then one chat.\n"
               "  Default inventory: %s\n",
               argv0, CK_EXAMPLES_DIR "/inventories/seed-cluster.yaml");
@@ -169,6 +197,7 @@ int main(int argc, char** argv) {
     else if (arg == "--pp") a.pp = count();
     else if (arg == "--prompt") a.prompt = value();
     else if (arg == "--down") a.down = true;
+    else if (arg == "--follow") a.follow = true;
     else {
       usage(argv[0]);
       return 2;
@@ -182,7 +211,8 @@ int main(int argc, char** argv) {
                  serve.spec().tensor_parallel, serve.spec().pipeline_parallel, serve.endpoint().c_str(),
                  cluster.head().host.name().c_str(), seed::is_lab(cluster) ? ", SIMULATED GPUs" : "");
     int rc = 1;
-    asio::co_spawn(io, a.down ? take_down(serve) : serve_and_chat(cluster, serve, a.prompt), [&](std::exception_ptr e, int r) {
+    asio::co_spawn(io, a.down ? take_down(serve) : a.follow ? follow_log(serve) : serve_and_chat(cluster, serve, a.prompt),
+                   [&](std::exception_ptr e, int r) {
       if (e) std::rethrow_exception(e);
       rc = r;
     });

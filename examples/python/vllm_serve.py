@@ -9,6 +9,7 @@ through ck.OpenAIClient with the key read from that file.
         --served-model-name qwen2.5-72b-instruct --tp 2 --pp 2
     python3 examples/python/vllm_serve.py --dry-run                    # what would run, nothing started
     python3 examples/python/vllm_serve.py --down                       # stop the engine (Ray stays: ray_cluster.py --down)
+    python3 examples/python/vllm_serve.py --follow                     # the engine's log as it grows, until Ctrl-C
 
 The Ray cluster is the one examples/python/ray_cluster.py brings up (the same
 spec, so it is kept if already up, started if not). The API key is generated
@@ -100,6 +101,7 @@ def main() -> int:
     ap.add_argument("--prompt", default="Who are you?")
     ap.add_argument("--dry-run", action="store_true", help="print what would run; start nothing")
     ap.add_argument("--down", action="store_true", help="stop the engine and remove its files")
+    ap.add_argument("--follow", action="store_true", help="print the engine's log as it grows (like tail -F) until Ctrl-C")
     a = ap.parse_args()
 
     inventory = ck.Inventory.load(a.inventory)
@@ -109,6 +111,10 @@ def main() -> int:
     try:
         if a.down:
             print(serve.down().message)
+            return 0
+        if a.follow:
+            # Each line as the engine writes it; Ctrl-C ends it (KeyboardInterrupt, below).
+            serve.logs(tail=20, follow=True, on_line=print)
             return 0
         if a.dry_run:
             print("cluster: ", cluster.spec)
@@ -145,7 +151,8 @@ def main() -> int:
         print(f"error ({e.code}): {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("interrupted: the engine, if launched, keeps starting; --down stops it", file=sys.stderr)
+        if not a.follow:
+            print("interrupted: the engine, if launched, keeps starting; --down stops it", file=sys.stderr)
         return 130
 
 

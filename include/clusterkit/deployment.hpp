@@ -276,7 +276,7 @@ void start_deployment_up(Deployment d, DeploymentProgressCallback p, asio::any_c
 void start_deployment_plan(Deployment d, asio::any_completion_handler<DeploymentPlanSignature> h);
 void start_deployment_status(Deployment d, asio::any_completion_handler<DeploymentStatusSignature> h);
 void start_deployment_down(Deployment d, DeploymentDownOptions o, asio::any_completion_handler<DeploymentDownSignature> h);
-void start_deployment_logs(Deployment d, std::string host, unsigned tail, asio::any_completion_handler<DeploymentLogsSignature> h);
+void start_deployment_logs(Deployment d, std::string host, VllmLogsOptions options, asio::any_completion_handler<DeploymentLogsSignature> h);
 }  // namespace detail
 
 class Deployment {
@@ -320,11 +320,19 @@ public:
   /// The engine's log (host empty or the head), or a host's Ray logs.
   template <class CompletionToken = asio::deferred_t>
   auto async_logs(std::string host = {}, unsigned tail = 200, CompletionToken&& token = {}) const {
+    VllmLogsOptions o;
+    o.tail = tail;
+    return async_logs(std::move(host), std::move(o), std::forward<CompletionToken>(token));
+  }
+  /// The same with the engine log's options: `follow` (the engine's log
+  /// only: a Ray host's logs are read once) runs until cancelled.
+  template <class CompletionToken = asio::deferred_t>
+  auto async_logs(std::string host, VllmLogsOptions options, CompletionToken&& token = {}) const {
     return asio::async_initiate<CompletionToken, DeploymentLogsSignature>(
-        [d = *this](auto h, std::string host_name, unsigned t) {
-          detail::start_deployment_logs(d, std::move(host_name), t, std::move(h));
+        [d = *this](auto h, std::string host_name, VllmLogsOptions o) {
+          detail::start_deployment_logs(d, std::move(host_name), std::move(o), std::move(h));
         },
-        token, std::move(host), tail);
+        token, std::move(host), std::move(options));
   }
 
 private:

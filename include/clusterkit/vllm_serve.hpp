@@ -301,7 +301,36 @@ struct VllmDownResult {
 };
 
 struct VllmLogsOptions {
+  /// The last lines first (0: the whole log).
   unsigned tail = 200;
+  /// Keep reading as the log grows, like `tail -F`: every line to on_line
+  /// (the tail's first), until the operation is cancelled (Ctrl-C in the
+  /// CLI); it then completes with errc::cancelled. Nothing stays running on
+  /// the head: each look is one short command reading from where the last
+  /// one stopped, so no line is lost or shown twice, however fast the
+  /// engine writes; a log that starts again (a new engine) is followed from
+  /// its start, saying so.
+  bool follow = false;
+  /// With follow: one call per line (no newline), on the head's executor.
+  std::function<void(std::string_view line)> on_line;
+  std::chrono::milliseconds poll_interval{1000};
+};
+
+/// `follow`'s bookkeeping, without I/O: where the next look starts and the
+/// line begun but not yet ended.
+struct VllmLogFollower {
+  std::uint64_t offset = 0;
+  std::string partial;
+  bool alive_seen = false;
+  bool alive = false;
+  /// The first look, read from `from` (the log's size less up to
+  /// 256 KiB): its last `tail` complete lines (0: all), the first one
+  /// dropped when `from` cut it.
+  std::vector<std::string> start(VllmWatch const& look, std::uint64_t from, unsigned tail);
+  /// Each later look (parse_vllm_watch of vllm_watch_script(offset)): the
+  /// lines it completes, and notes of clusterkit's own, which begin with
+  /// "clusterkit: " (the engine stopped, ran again, the log started again).
+  std::vector<std::string> take(VllmWatch const& look);
 };
 
 using VllmUpSignature = void(std::error_code, VllmUpResult);

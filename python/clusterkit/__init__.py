@@ -1406,10 +1406,13 @@ class VllmServe(_core.VllmServe):
         result: VllmDownResult = await call.wait(self._start_down(done=call.done))
         return result
 
-    async def logs_async(self, tail: int = 200) -> str:
-        """``logs`` without blocking the event loop."""
+    async def logs_async(
+        self, tail: int = 200, *, follow: bool = False, on_line: Callable[[str], None] | None = None
+    ) -> str:
+        """``logs`` without blocking the event loop; with ``follow=True`` it
+        runs until the task is cancelled."""
         call = _AsyncCall()
-        result: str = await call.wait(self._start_logs(tail, done=call.done))
+        result: str = await call.wait(self._start_logs(tail, done=call.done, follow=follow, on_line=on_line))
         return result
 
 
@@ -1524,10 +1527,13 @@ class Deployment(_core.Deployment):
         result: DeploymentDownResult = await call.wait(self._start_down(unmount_nas, remove_model, done=call.done))
         return result
 
-    async def logs_async(self, host: str = "", tail: int = 200) -> str:
-        """``logs`` without blocking the event loop."""
+    async def logs_async(
+        self, host: str = "", tail: int = 200, *, follow: bool = False, on_line: Callable[[str], None] | None = None
+    ) -> str:
+        """``logs`` without blocking the event loop; with ``follow=True`` it
+        runs until the task is cancelled."""
         call = _AsyncCall()
-        result: str = await call.wait(self._start_logs(host, tail, done=call.done))
+        result: str = await call.wait(self._start_logs(host, tail, done=call.done, follow=follow, on_line=on_line))
         return result
 
 

@@ -7,9 +7,10 @@
 namespace py = pybind11;
 
 namespace ckpy {
-// register_deploy.cpp (declared here rather than in support.hpp, which every
-// register_*.cpp includes).
+// register_deploy.cpp and register_pickling.cpp (declared here rather than
+// in support.hpp, which every register_*.cpp includes).
 void register_deploy(py::module_& m);
+void register_pickling(py::module_& m);
 }  // namespace ckpy
 
 PYBIND11_MODULE(_core, m) {
@@ -25,6 +26,7 @@ PYBIND11_MODULE(_core, m) {
   ckpy::register_store(m);
   ckpy::register_serve(m);
   ckpy::register_deploy(m);
+  ckpy::register_pickling(m);
 
   // Stop what is still running before the interpreter goes away, and give a
   // forked child its own I/O thread.

@@ -582,14 +582,17 @@ void register_deployment(py::module_& m) {
           "Remove what up() started (engine, Ray, containers); the NAS and the model stay unless asked.")
       .def(
           "logs",
-          [](D const& d, std::string host, unsigned tail) {
+          [](D const& d, std::string host, unsigned tail, bool follow, py::object on_line) {
             refuse_blocking_on_runtime_thread("Deployment.logs()");
             auto op = deployment_operation(d);
+            auto o = vllm_logs_options(op, tail, follow, std::move(on_line));
             return value_or_raise(
-                run_blocking<std::string>(op, [&](auto handler) { d.async_logs(std::move(host), tail, std::move(handler)); }));
+                run_blocking<std::string>(op, [&](auto handler) { d.async_logs(std::move(host), o, std::move(handler)); }));
           },
-          py::arg("host") = "", py::arg("tail") = 200u,
-          "The engine's log (host '' or the head), or a host's Ray logs; last `tail` lines (0: all).")
+          py::arg("host") = "", py::arg("tail") = 200u, py::kw_only(), py::arg("follow") = false,
+          py::arg("on_line") = py::none(),
+          "The engine's log (host '' or the head), or a host's Ray logs; last `tail` lines (0: all). follow=True "
+          "(the engine's log): each line to on_line as it is written, until cancelled.")
       .def(
           "_start_up",
           [](D const& d, py::object on_progress, py::object done) {
@@ -627,12 +630,14 @@ void register_deployment(py::module_& m) {
           "Start down(); done(DeploymentDownResult | clusterkit.Error).")
       .def(
           "_start_logs",
-          [](D const& d, std::string host, unsigned tail, py::object done) {
+          [](D const& d, std::string host, unsigned tail, py::object done, bool follow, py::object on_line) {
             auto op = deployment_operation(d);
-            d.async_logs(std::move(host), tail, deliver_outcome<std::string>(op, std::move(done)));
+            auto o = vllm_logs_options(op, tail, follow, std::move(on_line));
+            d.async_logs(std::move(host), o, deliver_outcome<std::string>(op, std::move(done)));
             return op;
           },
-          py::arg("host") = "", py::arg("tail") = 200u, py::kw_only(), py::arg("done"),
+          py::arg("host") = "", py::arg("tail") = 200u, py::kw_only(), py::arg("done"), py::arg("follow") = false,
+          py::arg("on_line") = py::none(),
           "Start logs(); done(str | clusterkit.Error).")
       .def("__repr__", [](D const& d) {
         auto const& s = d.spec();

@@ -1236,14 +1236,16 @@ void register_vllm_serve(py::module_& m) {
           "Stop the engine (SIGINT/SIGTERM, then SIGKILL), remove its files; nothing left.")
       .def(
           "logs",
-          [](V const& s, unsigned tail) {
+          [](V const& s, unsigned tail, bool follow, py::object on_line) {
             refuse_blocking_on_runtime_thread("VllmServe.logs()");
             auto op = serve_operation(s);
-            ck::VllmLogsOptions o;
-            o.tail = tail;
+            auto o = vllm_logs_options(op, tail, follow, std::move(on_line));
             return value_or_raise(run_blocking<std::string>(op, [&](auto handler) { s.async_logs(o, std::move(handler)); }));
           },
-          py::arg("tail") = 200u, "The engine's log on the head, last `tail` lines (0: all).")
+          py::arg("tail") = 200u, py::kw_only(), py::arg("follow") = false, py::arg("on_line") = py::none(),
+          "The engine's log on the head, last `tail` lines (0: all). follow=True: each line to on_line as the "
+          "engine writes it, like tail -F, until cancelled (Ctrl-C; task.cancel() for logs_async); nothing stays "
+          "running on the head.")
       .def(
           "_start_up",
           [](V& s, py::object done) {
@@ -1280,14 +1282,14 @@ void register_vllm_serve(py::module_& m) {
           py::kw_only(), py::arg("done"), "Start down(); done(VllmDownResult | clusterkit.Error).")
       .def(
           "_start_logs",
-          [](V const& s, unsigned tail, py::object done) {
+          [](V const& s, unsigned tail, py::object done, bool follow, py::object on_line) {
             auto op = serve_operation(s);
-            ck::VllmLogsOptions o;
-            o.tail = tail;
+            auto o = vllm_logs_options(op, tail, follow, std::move(on_line));
             s.async_logs(o, deliver_outcome<std::string>(op, std::move(done)));
             return op;
           },
-          py::arg("tail") = 200u, py::kw_only(), py::arg("done"), "Start logs(); done(str | clusterkit.Error).")
+          py::arg("tail") = 200u, py::kw_only(), py::arg("done"), py::arg("follow") = false, py::arg("on_line") = py::none(),
+          "Start logs(); done(str | clusterkit.Error).")
       .def("__repr__", [](V const& s) {
         auto const& sp = s.spec();
         return "VllmServe(" + repr_str(sp.name) + ", model=" + repr_str(sp.model) + ", endpoint=" + repr_str(s.endpoint()) +
@@ -1297,6 +1299,27 @@ void register_vllm_serve(py::module_& m) {
 }
 
 }  // namespace
+
+/// The engine log's options from Python's arguments: follow needs on_line.
+ck::VllmLogsOptions vllm_logs_options(std::shared_ptr<Operation> const& op, unsigned tail, bool follow, py::object on_line) {
+  ck::VllmLogsOptions o;
+  o.tail = tail;
+  o.follow = follow;
+  if (!on_line.is_none() && !PyCallable_Check(on_line.ptr()))
+    throw py::type_error("on_line must be callable, not " + type_name(on_line));
+  if (follow && on_line.is_none())
+    throw py::value_error("follow=True needs on_line: a function called with each line (follow runs until cancelled)");
+  if (!on_line.is_none())
+    o.on_line = [op, f = share(std::move(on_line))](std::string_view line) {
+      invoke_callback(*op, [&] {
+        PyObject* text = PyUnicode_DecodeUTF8(line.data(), static_cast<Py_ssize_t>(line.size()), "replace");
+        if (!text) throw py::error_already_set();
+        (*f)(py::reinterpret_steal<py::str>(text));
+      });
+    };
+  return o;
+}
+
 
 void register_serve(py::module_& m) {
   register_ray_spec(m);

@@ -27,6 +27,10 @@
 #include "clusterkit/host.hpp"
 #include "clusterkit/runtime.hpp"
 
+namespace clusterkit {
+struct VllmLogsOptions;
+}
+
 namespace ckpy {
 
 namespace py = pybind11;
@@ -243,5 +247,9 @@ std::string path_string(py::handle value);
 /// A list of str or path-likes -> strings; a bare str is refused (it would
 /// iterate as characters), naming `what`.
 std::vector<std::string> string_list(py::handle value, char const* what);
+
+/// The engine log's options from Python's arguments (register_serve.cpp):
+/// follow needs on_line, which gets each line as a str.
+ck::VllmLogsOptions vllm_logs_options(std::shared_ptr<Operation> const& op, unsigned tail, bool follow, py::object on_line);
 
 }  // namespace ckpy

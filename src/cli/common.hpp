@@ -36,6 +36,10 @@ nlohmann::json outcome_to_json(HostOutcome const& o);
 /// in a file says which clusterkit made it. Invalid UTF-8 is replaced.
 void print_json(nlohmann::json j);
 
+/// One line on stdout, flushed at once (`logs --follow`: a pipe or a
+/// terminal sees each line as it comes).
+void print_line(std::string_view line);
+
 /// How many hosts a verb works on at once (`-f`, `-j`), checked before
 /// anything connects: 1 to 100000, else Error(invalid_argument) naming the flag.
 std::size_t hosts_at_once(long long value, std::string const& flag);

@@ -124,34 +124,25 @@ void register_deploy(CLI::App& app, GlobalOptions& g, Action& action) {
   logs->add_option("spec", l->spec, "The deployment spec")->required();
   logs->add_option("--host", l->host, "A Ray host's logs instead of the engine's");
   logs->add_option("--tail", l->tail, "Last lines (0: all)")->capture_default_str();
-  logs->add_flag("-f,--follow", l->follow, "Keep printing the engine's log as it grows (Ctrl-C to stop)");
+  logs->add_flag("-f,--follow", l->follow, "Keep printing the engine's log as it grows, like tail -F (Ctrl-C to stop)");
   logs->callback([&g, &action, l] {
     action = [&g, l] {
       Runtime rt;
       Deployment d(rt.executor(), load_deployment_spec(l->spec));
-      auto fetch = [&](unsigned tail) {
-        return detail::block_on<std::error_code, std::string>(rt.executor(), "logs",
-                                                              [&](auto h) { d.async_logs(l->host, tail, std::move(h)); });
-      };
-      auto [ec, text] = fetch(l->tail);
+      VllmLogsOptions o;
+      o.tail = l->tail;
+      if (l->follow) {
+        o.follow = true;
+        o.on_line = print_line;
+      }
+      auto [ec, text] = detail::block_on<std::error_code, std::string>(
+          rt.executor(), "logs", [&](auto h) { d.async_logs(l->host, o, std::move(h)); });
+      if (l->follow && ec == make_error_code(errc::cancelled)) return 130;  // Ctrl-C: how following ends
       if (ec) {
         std::fprintf(stderr, "%s\n", text.c_str());
         return 1;
       }
       std::fwrite(text.data(), 1, text.size(), stdout);
-      std::fflush(stdout);
-      // --follow: the new lines since the last look, once a second.
-      std::string last = text;
-      while (l->follow) {
-        std::this_thread::sleep_for(std::chrono::seconds(1));
-        auto [fec, now] = fetch(400);
-        if (fec) break;
-        auto at = last.empty() ? std::string::npos : now.rfind(last.substr(last.size() > 200 ? last.size() - 200 : 0));
-        std::string fresh = at == std::string::npos ? now : now.substr(at + std::min<std::size_t>(last.size(), 200));
-        std::fwrite(fresh.data(), 1, fresh.size(), stdout);
-        std::fflush(stdout);
-        last = now;
-      }
       return 0;
     };
   });

@@ -38,6 +38,12 @@ std::vector<Host> make_hosts(Runtime& rt, Inventory const& inventory, std::strin
   return hosts;
 }
 
+void print_line(std::string_view line) {
+  std::fwrite(line.data(), 1, line.size(), stdout);
+  std::fputc('\n', stdout);
+  std::fflush(stdout);
+}
+
 void print_json(nlohmann::json j) {
   auto stamp = [](nlohmann::json& o) {
     if (o.is_object() && !o.contains("clusterkit_version")) o["clusterkit_version"] = version_string;

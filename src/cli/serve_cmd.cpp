@@ -23,6 +23,7 @@ struct ServeArgs {
   std::string vllm_command;
   std::vector<std::string> env;
   unsigned tail = 200;
+  bool follow = false;
 };
 
 void add_engine_options(CLI::App* sub, ServeArgs& a) {
@@ -153,6 +154,7 @@ void register_serve(CLI::App& app, GlobalOptions& g, Action& action) {
   auto* logs = serve->add_subcommand("logs", "The engine's log (on the head)");
   add_selection(logs, l->ray);
   logs->add_option("--tail", l->tail, "Last lines (0: all)")->capture_default_str();
+  logs->add_flag("-f,--follow", l->follow, "Keep printing the log as it grows, like tail -F (Ctrl-C to stop)");
   logs->callback([&g, &action, l] {
     action = [&g, l] {
       Runtime rt;
@@ -160,8 +162,13 @@ void register_serve(CLI::App& app, GlobalOptions& g, Action& action) {
       auto sv = serve_of(g, *l, rt);
       VllmLogsOptions o;
       o.tail = l->tail;
+      if (l->follow) {
+        o.follow = true;
+        o.on_line = print_line;
+      }
       auto [ec, text] = detail::block_on<std::error_code, std::string>(rt.executor(), "serve logs",
                                                                        [&](auto h) { sv.async_logs(o, std::move(h)); });
+      if (l->follow && ec == make_error_code(errc::cancelled)) return 130;  // Ctrl-C: how following ends
       if (ec) {
         std::fprintf(stderr, "%s\n", text.c_str());
         return 1;

@@ -914,18 +914,20 @@ awaitable<std::pair<std::error_code, DeploymentPlanResult>> plan(Deployment d) {
   co_return std::pair{std::error_code(), std::move(out)};
 }
 
-awaitable<std::pair<std::error_code, std::string>> logs(Deployment d, std::string host, unsigned tail) {
+awaitable<std::pair<std::error_code, std::string>> logs(Deployment d, std::string host, VllmLogsOptions options) {
   co_await accept_every_cancellation();
   if (host.empty() || host == d.spec().head) {
     auto record = load_deployment_record(d.spec());
     unsigned tp = record ? record->layout.value("tp", 1u) : 1u, pp = record ? record->layout.value("pp", 1u) : 1u;
-    VllmLogsOptions o;
-    o.tail = tail;
-    auto [ec, text] = co_await d.engine(tp, pp, std::nullopt).async_logs(o, asio::as_tuple(use_awaitable));
+    auto [ec, text] = co_await d.engine(tp, pp, std::nullopt).async_logs(std::move(options), asio::as_tuple(use_awaitable));
     co_return std::pair{ec, std::move(text)};
   }
+  if (options.follow)
+    co_return std::pair{make_error_code(errc::invalid_argument),
+                        "following is for the engine's log on the head (" + d.spec().head + "); " + host +
+                            "'s Ray logs are read once: leave out follow (--follow)"};
   RayLogsOptions o;
-  o.tail = tail;
+  o.tail = options.tail;
   auto [ec, all] = co_await d.ray_cluster().async_logs(o, asio::as_tuple(use_awaitable));
   for (auto const& l : all)
     if (l.host == host) co_return std::pair{l.error, l.text};
@@ -970,9 +972,9 @@ void start_deployment_down(Deployment d, DeploymentDownOptions o, asio::any_comp
                                   failing<DeploymentDownResult>([](DeploymentDownResult& r, std::string const& m) { r.problems.push_back(m); }));
 }
 
-void start_deployment_logs(Deployment d, std::string host, unsigned tail, asio::any_completion_handler<DeploymentLogsSignature> h) {
+void start_deployment_logs(Deployment d, std::string host, VllmLogsOptions o, asio::any_completion_handler<DeploymentLogsSignature> h) {
   auto ex = d.get_executor();
-  launch_ec<std::string>(ex, std::move(h), [d, host, tail]() mutable { return logs(std::move(d), std::move(host), tail); },
+  launch_ec<std::string>(ex, std::move(h), [d, host, o]() mutable { return logs(std::move(d), std::move(host), std::move(o)); },
                          failing<std::string>([](std::string& r, std::string const& m) { r = m; }));
 }
 

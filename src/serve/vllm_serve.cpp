@@ -287,6 +287,60 @@ std::string vllm_watch_script(VllmServeSpec const& spec, std::uint64_t offset) {
   return s.str();
 }
 
+namespace {
+// Complete lines of `text` appended to `out`; the unfinished rest stays in
+// `partial`. Invalid UTF-8 is replaced: the lines go to terminals and Python.
+void complete_lines(std::string& partial, std::string_view text, std::vector<std::string>& out) {
+  partial.append(text);
+  std::size_t begin = 0;
+  for (auto nl = partial.find('\n'); nl != std::string::npos; nl = partial.find('\n', begin)) {
+    auto line = std::string_view(partial).substr(begin, nl - begin);
+    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+    out.push_back(detail::valid_utf8(line));
+    begin = nl + 1;
+  }
+  partial.erase(0, begin);
+}
+
+void note_liveness(VllmLogFollower& f, VllmWatch const& look, std::vector<std::string>& out) {
+  if (f.alive_seen && f.alive != look.alive)
+    out.push_back(look.alive ? "clusterkit: an engine runs again (pid " + std::to_string(look.pid) + ")"
+                             : "clusterkit: the engine (pid " + std::to_string(look.pid) +
+                                   ") is not running any more; still following its log");
+  f.alive_seen = true;
+  f.alive = look.alive;
+}
+}  // namespace
+
+std::vector<std::string> VllmLogFollower::start(VllmWatch const& look, std::uint64_t from, unsigned tail) {
+  std::vector<std::string> lines;
+  partial.clear();
+  complete_lines(partial, look.log, lines);
+  if (from > 0 && !lines.empty() && !look.log.empty()) lines.erase(lines.begin());  // begun before `from`
+  if (tail > 0 && lines.size() > tail) lines.erase(lines.begin(), lines.end() - tail);
+  offset = from + look.log.size();
+  alive_seen = true;
+  alive = look.alive;
+  return lines;
+}
+
+std::vector<std::string> VllmLogFollower::take(VllmWatch const& look) {
+  std::vector<std::string> out;
+  if (look.log_size < offset) {
+    // Shorter than what was read: a new log (the engine was started again).
+    if (!partial.empty()) out.push_back(detail::valid_utf8(partial));
+    partial.clear();
+    offset = 0;
+    out.push_back("clusterkit: the engine's log started again (a new engine?); following it from its start");
+    note_liveness(*this, look, out);
+    return out;
+  }
+  complete_lines(partial, look.log, out);
+  offset += look.log.size();
+  note_liveness(*this, look, out);
+  return out;
+}
+
 VllmWatch parse_vllm_watch(std::string_view output) {
   VllmWatch w;
   auto begin = output.find("@@ck-vllm-log-begin\n");

@@ -548,8 +548,45 @@ awaitable<std::pair<std::error_code, VllmDownResult>> down(VllmServe s) {
   co_return std::pair{first, std::move(result)};
 }
 
+// `tail -F` without a process left on the head: one short look a second,
+// each from where the last one stopped (VllmLogFollower). Ends only when
+// cancelled, or when the head cannot be reached.
+awaitable<std::pair<std::error_code, std::string>> follow_logs(VllmServe s, VllmLogsOptions options) {
+  auto emit = [&](std::vector<std::string> const& lines) {
+    if (options.on_line)
+      for (auto const& l : lines) options.on_line(l);
+  };
+  std::error_code ec;
+  std::string failure;
+  // The log's size first (a look past any end reads nothing), then up to
+  // its last 256 KiB for the first lines.
+  auto sized = co_await watch(s, std::uint64_t(1) << 62, ec, failure);
+  if (ec || !failure.empty()) co_return std::pair{ec ? ec : make_error_code(errc::engine_failed), failure};
+  if (!sized.state_dir)
+    emit({"clusterkit: no engine named '" + s.spec().name + "' on " + s.cluster().head().host.name() +
+          " yet; its log is followed once `serve up` starts one"});
+  std::uint64_t const from = options.tail == 0 || sized.log_size <= (256u << 10) ? 0 : sized.log_size - (256u << 10);
+  VllmLogFollower follower;
+  auto first = co_await watch(s, from, ec, failure);
+  if (ec || !failure.empty()) co_return std::pair{ec ? ec : make_error_code(errc::engine_failed), failure};
+  emit(follower.start(first, from, options.tail));
+  bool more = first.log.size() >= (256u << 10);
+  while (!(co_await was_cancelled())) {
+    if (!more) co_await sleep_for(options.poll_interval);
+    if (co_await was_cancelled()) break;
+    auto look = co_await watch(s, follower.offset, ec, failure);
+    if (co_await was_cancelled()) break;
+    if (ec || !failure.empty()) co_return std::pair{ec ? ec : make_error_code(errc::engine_failed), failure};
+    emit(follower.take(look));
+    more = look.log.size() >= (256u << 10);  // a full look: the next one at once
+  }
+  if (!follower.partial.empty()) emit({valid_utf8(follower.partial)});
+  co_return std::pair{make_error_code(errc::cancelled), std::string("stopped following the engine's log")};
+}
+
 awaitable<std::pair<std::error_code, std::string>> logs(VllmServe s, VllmLogsOptions options) {
   co_await accept_every_cancellation();
+  if (options.follow) co_return co_await follow_logs(std::move(s), std::move(options));
   auto head = s.cluster().head().host;
   std::string n = options.tail == 0 ? std::string("+1") : std::to_string(options.tail);
   auto d = shell::quote(vllm_state_dir(s.spec()));

@@ -270,6 +270,9 @@ expect "spec: the ray port named at its place" 2 "spec.yaml:4:13: ray.port: expe
 printf 'inventory: inv.yaml\nmodel: {id: x\0}\n' >"$tmp/spec-nul.yaml"
 expect "spec: a NUL byte" 2 "spec-nul.yaml:2:14: a NUL byte" -- "$ck" up "$tmp/spec-nul.yaml"
 expect "spec: a folder" 2 "cannot read deployment spec /tmp: it is a folder, not a regular file; examples are in examples/deployments/" -- "$ck" up /tmp
+expect "logs --follow of a worker's Ray logs: refused, nothing connects" 1 \
+  "following is for the engine's log on the head (gpu1); gpu2's Ray logs are read once: leave out follow (--follow)" -- \
+  "$ck" logs "$(dirname "$0")/../../examples/deployments/qwen72b-two-node.yaml" --host gpu2 --follow
 # Flags out of range or malformed: exit 2, the flag named, nothing started.
 printf 'hosts:\n  h1: {address: 10.0.0.1, roles: [head], gpus: {count: 2, model: L20}}\n  h2: {address: 10.0.0.2, gpus: {count: 2, model: L20}}\n' >"$tmp/two.yaml"
 expect "serve up --tp 0" 2 "tensor_parallel and pipeline_parallel must be at least 1" -- "$ck" -i "$tmp/two.yaml" serve up --model /m --tp 0
@@ -464,6 +467,9 @@ assert [(h["host"], h["ray_state"], h["runtime_state"], h["resources"]["GPU"], h
     ("h1", "ALIVE", "running", 2.0, "2.60.0"), ("h2", "ALIVE", "running", 2.0, "2.60.0")], s["hosts"]
 PY
     expect "ray logs" 0 "Ray runtime started" -- "$ck" -i "$inv" ray logs $r
+    # Following the engine's log until Ctrl-C: exit 130, as tail -f; no engine yet, said so.
+    expect "serve logs --follow, then Ctrl-C" 130 "clusterkit: no engine named" -- \
+      timeout --preserve-status -s INT 4 "$ck" -i "$inv" serve logs $r --follow
     expect "ray down" 0 "h2: removed" -- "$ck" -i "$inv" ray down $r
     expect "ray down again: nothing there, still 0" 0 "h2: nothing of Ray cluster 'cli' was there" -- "$ck" -i "$inv" ray down $r
     expect "no Ray process left on the head" 1 "h1: 0" -- "$ck" -i "$inv" exec -g h1 -- sh -c "ps -eo args | grep -c '[/]ray/'"

@@ -25,6 +25,7 @@
 #include <future>
 #include <iterator>
 #include <map>
+#include <mutex>
 #include <set>
 #include <thread>
 
@@ -452,6 +453,44 @@ TEST_CASE("vLLM CPU on one host: launched, followed, proved, diagnosed, stopped"
     CHECK(status.state == "up");
     CHECK(status.served_models == std::vector<std::string>{"tiny"});
     CHECK(status.running_requests);
+
+    // `serve logs --follow`: the log's last lines, then each new one as the
+    // engine writes it (here the access line of a request made meanwhile),
+    // until cancelled; nothing is left running on the head.
+    {
+      std::mutex m;
+      std::vector<std::string> followed;
+      VllmLogsOptions o;
+      o.tail = 5;
+      o.follow = true;
+      o.on_line = [&](std::string_view line) {
+        std::lock_guard lock(m);
+        followed.emplace_back(line);
+      };
+      auto count = [&](std::string const& what) {
+        std::lock_guard lock(m);
+        return std::count_if(followed.begin(), followed.end(), [&](auto const& l) { return l.find(what) != std::string::npos; });
+      };
+      boost::asio::cancellation_signal stop;
+      std::promise<std::error_code> ended;
+      serve.async_logs(o, boost::asio::bind_cancellation_slot(
+                              stop.slot(), [&](std::error_code ec, std::string) { ended.set_value(ec); }));
+      CHECK(eventually(20, [&] {
+        std::lock_guard lock(m);
+        return followed.size() >= 5;
+      }));
+      auto before = count("POST /v1/chat/completions");
+      chat(client, ChatRequest::simple("tiny", "Followed?"));
+      CHECK(eventually(20, [&] { return count("POST /v1/chat/completions") == before + 1; }));
+      auto t0 = clock_type::now();
+      boost::asio::post(runtime.head().host.get_executor(), [&] { stop.emit(boost::asio::cancellation_type::terminal); });
+      auto done = ended.get_future();
+      REQUIRE(done.wait_for(std::chrono::seconds(10)) == std::future_status::ready);
+      CHECK(done.get() == make_error_code(errc::cancelled));
+      CHECK(seconds_since(t0) < 5);
+      CHECK(count("POST /v1/chat/completions") == before + 1);  // once, not again
+      CHECK(lab.sh("h1", "ps -eo args | grep -c '[t]ail -c'").stdout_text == "0\n");
+    }
     // `up` again: the same engine, left alone.
     CHECK(vllm_up(serve).action == "running");
 

@@ -28,6 +28,8 @@ from typing import Any
 
 import pytest
 
+from pickles import assert_pickles
+
 import clusterkit as ck
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -284,6 +286,7 @@ def test_a_record_round_trips() -> None:
     assert back.step("bench") is None
     assert back.node_env["gpu1"]["VLLM_HOST_IP"] == "172.18.190.25"
     assert repr(back).startswith("DeploymentRecord('qwen72b', 'up', steps=3")
+    assert assert_pickles(back).to_json() == j
 
 
 def test_the_record_file(tmp_path: Path) -> None:
@@ -450,11 +453,13 @@ def test_plan_and_status_on_this_machine(tmp_path: Path) -> None:
     assert plan.notes[-1].startswith("nothing was changed")
     assert plan.text().startswith("1. preflight: ")
     assert plan.to_json()["steps"][0]["step"] == "preflight"
+    assert assert_pickles(plan).text() == plan.text()
     status = d.status()
     assert status.state == "down" and status.record is None
     assert any("does not exist" in m.message for m in status.model)
     assert status.to_json()["state"] == "down"
     assert status.summary().startswith("deployment 'ck-pytest-local': down\n")
+    assert assert_pickles(status).summary() == status.summary()
     assert not (tmp_path / "state").exists()  # only looked
     with pytest.raises(ck.Error) as caught:
         d.logs("nope")

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from pickles import assert_pickles
+
 import clusterkit as ck
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
@@ -108,6 +110,8 @@ def test_gather_facts_on_this_machine(local: ck.Host) -> None:
     assert j == json.loads(json.dumps(j))  # plain JSON values only
     assert f.to_json()["hostname"] == f.hostname
     assert o.describe().startswith("me (")
+    copy = assert_pickles(o)  # the facts whole, for a process pool or a Ray task
+    assert copy.duration == o.duration and copy.facts.routes[0]["local"]
 
 
 def test_gather_facts_with_simulated_gpus(local: ck.Host) -> None:
@@ -124,6 +128,7 @@ def test_gather_facts_with_simulated_gpus(local: ck.Host) -> None:
     assert all(g.simulated and "L20" in g.name for g in f.gpus)
     assert all(g.memory_total_bytes == 46068 << 20 for g in f.gpus)  # the L20's nvidia-smi total, as plan reads "L20 48GB"
     assert "simulated" in o.describe()
+    assert assert_pickles(o).facts.gpus[1].simulated
 
 
 def test_gather_facts_unreachable_host_is_an_outcome() -> None:
@@ -135,6 +140,7 @@ def test_gather_facts_unreachable_host_is_an_outcome() -> None:
     assert o.message
     assert o.facts.gpus == [] and o.facts.cpus is None
     assert o.to_json()["ok"] is False
+    assert assert_pickles(o).error.code == "connection_refused"
 
 
 def test_gather_facts_argument_errors(local: ck.Host) -> None:
@@ -175,6 +181,7 @@ def test_nccl_check_script_and_parser() -> None:
     (b,) = out.bandwidth
     assert b.bytes == 1 << 28 and b.busbw_gbps == pytest.approx(178.9)
     assert len(out.malformed) == 1
+    assert_pickles(out)
     # Another program's output: nothing invented.
     real = ck.parse_nccl_check_output((H100X2 / "torchrun-nccl-allreduce.txt").read_text())
     assert real.ranks == [] and real.bandwidth == []
@@ -193,6 +200,7 @@ def test_nccl_check_on_a_host_without_gpus(local: ck.Host) -> None:
     j = result.to_json()
     assert j["ok"] is False and j["problems"] == result.problems
     assert result.summary()
+    assert assert_pickles(result).problems == result.problems
     with pytest.raises(ValueError):
         ck.nccl_check([])
 
@@ -320,6 +328,7 @@ def test_preflight_passes_on_the_lab_with_simulated_gpus(inventory: ck.Inventory
     j = run.to_json()
     assert j["ok"] is True and j["facts"][0]["gpus"][0]["simulated"] is True
     assert j["counts"]["fail"] == 0 and j["counts"]["simulated"] >= 6
+    assert assert_pickles(run).probes["ports"]["probes"] == probes  # the probes too
     with pytest.raises(ValueError):
         r.count("great")
 

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from pickles import assert_pickles
+
 import clusterkit as ck
 
 HIDDEN = 8
@@ -158,6 +160,8 @@ def test_inspect_tiny_model(tiny_model: Path) -> None:
     assert "tensors" not in j or not j["tensors"]
     assert len(facts.to_json(with_tensors=True)["tensors"]) == 4
     assert "parameters=272" in repr(facts)
+    copy = assert_pickles(facts)  # tensors and shards too
+    assert copy.to_json(with_tensors=True) == facts.to_json(with_tensors=True) and copy.config == facts.config
 
 
 def test_inspect_missing_folder_raises(tmp_path: Path) -> None:
@@ -201,6 +205,7 @@ def test_verify_detects_truncated_shard(tiny_model: Path) -> None:
     assert truncated[0].file == "model-00002-of-00002.safetensors"
     assert "10" in truncated[0].message
     assert report.to_json()["problems"][0]["kind"] == "truncated"
+    assert not assert_pickles(report).ok
 
 
 def test_verify_detects_missing_shard(tiny_model: Path) -> None:
@@ -265,6 +270,7 @@ def test_sha256(tiny_model: Path, tmp_path: Path) -> None:
     assert digests[0].bytes == os.path.getsize(paths[0]) and digests[0].error == ""
     assert digests[1].sha256 == "" and digests[1].error
     assert digests[2].sha256 == hashlib.sha256(config.read_bytes()).hexdigest()
+    assert_pickles(digests)
     with pytest.raises(ck.Error) as e:
         ck.sha256_file(tmp_path / "absent")
     assert e.value.code == "file_not_found" and isinstance(e.value, FileNotFoundError)
@@ -274,6 +280,7 @@ def test_resolve_model(tiny_model: Path, tmp_path: Path) -> None:
     plain = ck.resolve_model(str(tiny_model))
     assert plain.dir == str(tiny_model) and plain.layout == "plain"
     assert plain.tried[-1].rejected_because == ""
+    assert_pickles(plain)
     # ModelScope's cache names '.' as '___'.
     assert ck.modelscope_folder_name("Org/Tiny-0.5B") == "Org/Tiny-0___5B"
     assert ck.huggingface_cache_folder_name("Org/Tiny-0.5B") == "models--Org--Tiny-0.5B"
@@ -298,6 +305,7 @@ def test_parse_gpu_inventory() -> None:
     assert all(n.gpu_model == "L20" for n in gpus.nodes)
     # What nvidia-smi reports for an L20 48GB.
     assert gpus.min_memory_bytes == 46068 * 1024 * 1024
+    assert assert_pickles(gpus).total_gpus == 4
     assert ck.known_gpu_memory_bytes("L20", 48) == 46068 * 1024 * 1024
     assert ck.known_gpu_memory_bytes("NoSuchCard", 12) is None
     assert "2 nodes" in gpus.describe()
@@ -367,6 +375,7 @@ def test_plan_qwen72_on_two_nodes_of_two_l20() -> None:
     assert j["layouts"][0]["tp"] == 2 and j["layouts"][0]["pp"] == 2
     assert "2" in plan.summary() and "recommend" in plan.summary().lower()
     assert "tp=2 pp=2" in repr(plan)
+    assert assert_pickles(plan).recommended.vllm_args == rec.vllm_args  # for a planning worker process
 
 
 def test_plan_options_and_gpu_inventory_object() -> None:
@@ -401,6 +410,7 @@ def test_plan_when_nothing_fits() -> None:
     assert s.suggestions
     assert plan.to_json()["shortfall"] is not None
     assert "nothing fits" in repr(plan)
+    assert assert_pickles(plan).shortfall.suggestions == s.suggestions
 
 
 def test_plan_tiny_model_fits_one_gpu(tiny_model: Path) -> None:

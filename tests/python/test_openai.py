@@ -28,6 +28,8 @@ import pytest
 from components import simulator
 from waiting import tcp_sockets, wait_until, wait_until_async
 
+from pickles import assert_pickles, public_state
+
 import clusterkit as ck
 
 MODEL = "qwen2.5-72b-instruct"
@@ -647,6 +649,7 @@ def test_health_and_metrics(start_sim: Callable[..., Simulator]) -> None:
     assert g.prompt_tokens_total is not None and g.prompt_tokens_total > 0
     assert g.models == [MODEL]
     assert "vllm:num_requests_running" in m.text
+    assert assert_pickles(m).gauges.models == [MODEL]
     samples = m.samples("vllm:prompt_tokens_total")
     assert samples and all(name == "vllm:prompt_tokens_total" for name, _, _ in samples)
     assert samples[0][1].get("model_name") == MODEL
@@ -782,6 +785,14 @@ def test_run_bench_counts_every_request_and_keeps_the_key_out(start_sim: Callabl
     assert result.title() == f"clusterkit bench: {MODEL} @ {echo_sim.url}, concurrency 4"
     assert "20 ok, 0 failed" in result.to_text() and result.latency_svg().startswith("<svg")
     assert progress and progress[-1].completed == 20 and progress[-1].fraction == 1.0
+    # To another process (a Ray task's result, a pool's): whole, less the key.
+    blob = pickle.dumps(result)
+    assert b"sk-secret" not in blob
+    copy = pickle.loads(blob)
+    assert copy.to_json() == report and copy.to_text() == result.to_text()
+    assert public_state(copy.summary) == public_state(s) and public_state(copy.samples) == public_state(result.samples)
+    assert copy.spec.url == spec.url and copy.spec.api_key is None  # no key travelled
+    assert_pickles(progress[-1])
 
 
 def test_run_bench_settings_out_of_range_name_the_flag() -> None:

@@ -29,6 +29,8 @@ from typing import Literal
 import pytest
 from labs import running_lab
 
+from pickles import assert_pickles
+
 import clusterkit as ck
 
 RAY = Path(__file__).resolve().parents[1] / "fixtures" / "ray"
@@ -78,6 +80,7 @@ def test_parse_ray_status_idle_cluster() -> None:
     assert ck.parse_ray_amount("40.13GiB") == st.usage["memory"].total
     assert ck.parse_ray_amount("0B") == 0 and ck.parse_ray_amount("GPU") is None
     assert "GPU=0.0/4.0" in repr(st)
+    assert_pickles(st)
 
 
 def test_parse_ray_status_with_vllm_and_after_a_worker_host_was_lost() -> None:
@@ -121,6 +124,7 @@ def test_parse_ray_nodes_json_from_the_dashboard() -> None:
         ]
         assert nodes[0].resources_total["GPU"] == 2.0
         assert nodes[1].node_id == "c02bf94a50d65c64322f28681be4e95af7acaa78f919562076059ef4"
+        assert_pickles(nodes)
     with pytest.raises(ck.Error) as e:
         ck.parse_ray_nodes_json("not json")
     assert e.value.code == "parse_error"
@@ -154,6 +158,9 @@ def test_plan_and_evaluate_a_two_node_cluster() -> None:
     assert st.healthy and st.gpus_simulated
     assert isinstance(st.to_json(), dict) and st.to_json()["healthy"] is True
     assert "SIMULATED" in st.summary()
+    assert_pickles(report)
+    assert assert_pickles(st).healthy
+    assert_pickles([head, worker])
     # The secret's value never shows in the spec's repr.
     assert "secret" not in repr(spec) and "HF_TOKEN" in repr(spec)
 
@@ -174,6 +181,7 @@ def test_explain_ray_failure_and_refusals() -> None:
     assert decision.action == "refuse"
     assert isinstance(decision.refusal, ck.Error) and decision.refusal.code == "program_missing"
     assert "pip install 'ray[default]'" in decision.reason
+    assert assert_pickles(decision).refusal.code == "program_missing"
 
 
 def test_specs_from_inventory_vars() -> None:
@@ -231,6 +239,7 @@ def test_diagnose_vllm_log_on_the_captures() -> None:
         ctx = ck.VllmDiagnosisContext(**context) if context else None  # type: ignore[arg-type]
         d = ck.diagnose_vllm_log(text(VLLM / name), ctx)
         assert isinstance(d, ck.VllmDiagnosis) and d.message and d.evidence
+        assert_pickles(d)
         return d
 
     for name in ("fail-model-path-missing.log", "fail-model-path-missing-hf-offline.log"):
@@ -425,6 +434,8 @@ def test_bare_cluster_up_again_status_logs_down(inventory: ck.Inventory, tmp_pat
         assert [h.node_ip for h in up.status.hosts] == [f"{SUBNET}.11", f"{SUBNET}.12"]
         assert up.nodes[1].joined_ms >= up.nodes[1].started_ms > up.nodes[0].started_ms > 0
         assert ray_processes(h1) and ray_processes(h2)
+        assert_pickles(up)  # plans, outcomes and the status, whole
+        assert_pickles(progress[-1])
 
         # The same cluster again: everything kept, nothing restarted.
         again = c.up()
@@ -447,10 +458,12 @@ def test_bare_cluster_up_again_status_logs_down(inventory: ck.Inventory, tmp_pat
         assert st.to_json()["hosts"][1]["usage"]["GPU"] == {"used": 0.0, "total": 2.0}
         assert [h.ray_version for h in st.hosts] == ["2.60.0", "2.60.0"] and all(h.python_version for h in st.hosts)
         assert "healthy" in st.summary() and "healthy" in repr(st)
+        assert assert_pickles(st).hosts[1].usage["GPU"].total == 2.0
 
         logs = c.logs(tail=20)
         assert [(l.host, l.error) for l in logs] == [("h1", None), ("h2", None)]
         assert all(l.text for l in logs)
+        assert_pickles(logs)
 
         # Ctrl-C during a blocking call: the commands on the hosts are stopped at
         # once (status() takes seconds: `ray status` starts a Python), and the
@@ -473,14 +486,49 @@ def test_bare_cluster_up_again_status_logs_down(inventory: ck.Inventory, tmp_pat
         assert e.value.code == "engine_failed"
         assert "no engine named 'tpv' on h1" in str(e.value) and "serve up" in str(e.value)
         assert isinstance(e.value.result, ck.VllmReady) and e.value.result.endpoint == serve.endpoint
+        assert_pickles(e.value.result)
         st_engine = serve.status()
         assert st_engine.state == "down" and not st_engine.process_alive and st_engine.pid == 0
         assert st_engine.ray is not None and st_engine.ray.healthy
+        assert_pickles(st_engine)
         assert "no engine log" in serve.logs()
+        # Following its log: each line as it is written, until cancelled.
+        with pytest.raises(ValueError, match="follow=True needs on_line"):
+            serve.logs(follow=True)
+        lines: list[str] = []
+        state = ck.vllm_state_dir(serve.spec)
+
+        async def follow() -> None:
+            task = asyncio.create_task(serve.logs_async(tail=5, follow=True, on_line=lines.append))
+            for _ in range(100):
+                await asyncio.sleep(0.1)
+                if lines:
+                    break
+            assert lines and "no engine named 'tpv' on h1 yet" in lines[0], lines
+            h1.run(["sh", "-c", f"mkdir -p {state} && printf 'first\\nsecond\\nthi' >> {state}/vllm.log"])
+            for _ in range(100):
+                await asyncio.sleep(0.1)
+                if "second" in lines:
+                    break
+            h1.run(["sh", "-c", f"printf 'rd\\n' >> {state}/vllm.log"])
+            for _ in range(100):
+                await asyncio.sleep(0.1)
+                if "third" in lines:
+                    break
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+
+        try:
+            asyncio.run(follow())
+        finally:
+            h1.run(["rm", "-rf", state])
+        assert lines[1:] == ["first", "second", "third"], lines
         assert not (tmp_path / "key").exists()  # nothing launched, no key written
     finally:
         down = c.down()
     assert [(d.host, d.ok) for d in down] == [("h1", True), ("h2", True)]
+    assert_pickles(down)
     assert all("Ray processes" in d.removed for d in down), down
     assert ray_processes(h1) == [] and ray_processes(h2) == []
     assert h1.run(["test", "-e", "/tmp/ck-ray-tpb"]).exit_code != 0

@@ -29,6 +29,8 @@ from components import hub_cli
 from fake_hub_process import FakeHub, make_test_model  # noqa: E402
 from waiting import pids_mentioning, tcp_sockets, wait_until
 
+from pickles import assert_pickles
+
 import clusterkit as ck
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
@@ -131,6 +133,9 @@ def test_download_through_the_hub_cli(hub_name: str, hub: FakeHub, local: ck.Hos
         assert token not in text
     assert "token='***'" in repr(spec)
     assert result.to_json()["ok"] is True and result.to_json()["files"] == 6
+    copy = assert_pickles(result)
+    assert copy.verify is not None and copy.verify.shards_checked == 3
+    assert_pickles(progress[-1])
 
 
 @needs_hub_cli
@@ -149,6 +154,7 @@ def test_download_of_an_unknown_model_fails_with_download_failed(hub_name: str, 
     assert isinstance(result.error, ck.Error) and result.error.code == "download_failed"
     assert "Qwen/NoSuchModel" in result.message and result.error.message == result.message
     assert result.attempts == 1  # the hub said no: not worth repeating
+    assert assert_pickles(result).error.code == "download_failed"
     j = result.to_json()
     assert j["ok"] is False and j["error"] and j["files"] == 0
 
@@ -217,6 +223,7 @@ def test_sync_copies_resumes_and_repairs(local: ck.Host, model_dir: Path, tmp_pa
 
     second = store.sync(local, spec)
     assert second.ok and (second.files_transferred, second.bytes_transferred) == (0, 0) and second.files == 6
+    assert_pickles(first)
 
     shard = dest / SHARDS[1]
     size = shard.stat().st_size
@@ -229,6 +236,7 @@ def test_sync_copies_resumes_and_repairs(local: ck.Host, model_dir: Path, tmp_pa
     assert [(p.kind, p.file) for p in v.report.problems] == [("truncated", SHARDS[1])]
     assert "100 bytes missing" in v.report.problems[0].message
     assert v.to_json()["ok"] is False and v.to_json()["report"]["problems"][0]["kind"] == "truncated"
+    assert assert_pickles(v).error.code == "model_incomplete"
 
     repaired = store.sync(local, spec)
     assert repaired.ok and repaired.files_transferred == 1 and repaired.bytes_transferred == size
@@ -366,6 +374,8 @@ def test_async_nas_check_and_unmount_of_a_plain_folder(tmp_path: Path) -> None:
     assert report.to_json()["ok"] == report.ok and list(tmp_path.iterdir()) == []  # token files cleaned up
     assert [(o.host, o.action, o.ok) for o in unmounted] == [("a", "nothing", True)]
     assert unmounted[0].error is None and unmounted[0].entry is None and "nothing" in unmounted[0].message
+    assert_pickles(report)
+    assert_pickles(unmounted)
 
 
 # ---------------------------------------------------------------------------
@@ -448,6 +458,7 @@ def test_parse_mountinfo_and_plan_mount() -> None:
         (22, "/", "ext4", "/dev/sda1"), (95, "/mnt/my models", "nfs", "10.0.0.5:/share")]
     entry = ck.mount_at(mounts, "/mnt/my models")
     assert entry is not None and entry.id == 95 and ck.mount_at(mounts, "/srv") is None
+    assert_pickles(mounts)
 
     same = ck.NasSpec("nfs", "10.0.0.5:/share", mount_point="/mnt/my models")
     probe = ck.MountProbe(mounts=mounts, mount_point_exists=True, mount_point_is_directory=True, uid=0)

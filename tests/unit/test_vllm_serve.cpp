@@ -23,6 +23,7 @@
 
 using namespace clusterkit;
 using Catch::Matchers::Contains;
+using Catch::Matchers::StartsWith;
 
 namespace {
 
@@ -399,4 +400,78 @@ TEST_CASE("the running engine's backend is read from the argv it was launched wi
   CHECK(backend_of("vllm serve /m --nnodes 2 --node-rank 0 --master-addr 10.0.0.1") == ExecutorBackend::multinode);
   CHECK_FALSE(parse_vllm_watch("@@ck-vllm-argv \n").backend.has_value());
   CHECK_FALSE(parse_vllm_watch("").backend.has_value());
+}
+
+TEST_CASE("following the engine's log: every line once, in order, across looks", "[vllm][logs]") {
+  auto look = [](std::string log, std::uint64_t size, bool alive = true, int pid = 42) {
+    VllmWatch w;
+    w.state_dir = true;
+    w.alive = alive;
+    w.pid = pid;
+    w.log = std::move(log);
+    w.log_size = size;
+    return w;
+  };
+  VllmLogFollower f;
+  // The first look from 0: the last two complete lines; the unfinished one waits.
+  auto first = f.start(look("a\nb\nc\npart", 10), 0, 2);
+  CHECK(first == std::vector<std::string>{"b", "c"});
+  CHECK(f.offset == 10);
+  CHECK(f.partial == "part");
+  // The next look finishes it, and a line with a CR (a progress bar's end) loses the CR.
+  CHECK(f.take(look("ial\r\nnext\n", 20)) == std::vector<std::string>{"partial", "next"});
+  CHECK(f.offset == 20);
+  CHECK(f.take(look("", 20)).empty());  // nothing new: nothing said
+  // The engine stopped: said once, in clusterkit's own words.
+  auto stopped = f.take(look("", 20, false));
+  REQUIRE(stopped.size() == 1);
+  CHECK_THAT(stopped[0], StartsWith("clusterkit: the engine (pid 42) is not running"));
+  CHECK(f.take(look("", 20, false)).empty());
+  // A shorter log: a new engine's; read again from its start, saying so.
+  auto restarted = f.take(look("", 5, true, 43));
+  REQUIRE(restarted.size() == 2);
+  CHECK_THAT(restarted[0], StartsWith("clusterkit: the engine's log started again"));
+  CHECK_THAT(restarted[1], Contains("pid 43"));
+  CHECK(f.offset == 0);
+  CHECK(f.take(look("new\n", 4)) == std::vector<std::string>{"new"});
+  // A first look that starts inside the log drops the line it cut; tail 0 keeps all.
+  VllmLogFollower g;
+  CHECK(g.start(look("ut-off\nx\ny\n", 100), 89, 0) == std::vector<std::string>{"x", "y"});
+  CHECK(g.offset == 100);
+  // Bytes that are not UTF-8 arrive replaced, not dropped.
+  CHECK(g.take(look("\xff ok\n", 105)) == std::vector<std::string>{"\xEF\xBF\xBD ok"});
+}
+
+TEST_CASE("following the log of a stand-in engine, by the watch script", "[vllm][logs][scripts]") {
+  // The looks the follower takes, run by /bin/sh on a real file that grows
+  // between them: every line exactly once.
+  VllmServeSpec spec;
+  spec.name = "unittest-follow";
+  spec.model = "/models/x";
+  auto dir = vllm_state_dir(spec);
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  auto append = [&](std::string const& text) {
+    std::ofstream(dir + "/vllm.log", std::ios::app) << text;
+  };
+  append("one\ntwo\n");
+  VllmLogFollower f;
+  auto sized = parse_vllm_watch(run_sh(vllm_watch_script(spec, std::uint64_t(1) << 62)));
+  CHECK(sized.log_size == 8);
+  CHECK(sized.log.empty());
+  CHECK(f.start(parse_vllm_watch(run_sh(vllm_watch_script(spec, 0))), 0, 200) == std::vector<std::string>{"one", "two"});
+  std::vector<std::string> seen;
+  for (int i = 0; i < 50; ++i) {
+    append("line " + std::to_string(i) + (i % 7 == 3 ? "" : "\n"));
+    for (auto& l : f.take(parse_vllm_watch(run_sh(vllm_watch_script(spec, f.offset))))) seen.push_back(l);
+  }
+  append("\n");
+  for (auto& l : f.take(parse_vllm_watch(run_sh(vllm_watch_script(spec, f.offset))))) seen.push_back(l);
+  std::string joined;
+  for (auto& l : seen) joined += l + "\n";
+  std::string expected;
+  for (int i = 0; i < 50; ++i) expected += "line " + std::to_string(i) + (i % 7 == 3 ? "" : "\n");
+  expected += "\n";
+  CHECK(joined == expected);
+  std::filesystem::remove_all(dir);
 }
