@@ -49,6 +49,7 @@
 #include "clusterkit/inventory.hpp"
 #include "clusterkit/model_store.hpp"
 #include "clusterkit/nas.hpp"
+#include "clusterkit/planner.hpp"
 #include "clusterkit/ray_cluster.hpp"
 #include "clusterkit/vllm_serve.hpp"
 
@@ -132,6 +133,13 @@ DeploymentSpec parse_deployment_spec(std::string_view text, std::string source =
 
 /// The steps, in order.
 std::vector<std::string> const& deployment_steps();
+
+/// Why `tp` x `pp` cannot run on `gpus` whatever the model (more GPUs than
+/// there are), with what would: "" when the count allows it, or when tp or
+/// pp is 0 (`auto`: the planner decides). `up` checks it before anything
+/// starts (declared GPUs), again once the hosts' facts are in, and `plan`
+/// says it; the planner's memory check comes once the model is there.
+std::string layout_count_refusal(unsigned tp, unsigned pp, GpuInventory const& gpus);
 
 // ---------------------------------------------------------------------------
 // The record

@@ -233,6 +233,9 @@ void register_deploy_spec(py::module_& m) {
       "Parse spec text; `source` names it in messages, `base_dir` is where a relative inventory path starts.");
   m.def("deployment_steps", &ck::deployment_steps,
         "The steps of up(), in order: preflight, nas, model, verify, layout, ray, serve, smoke, bench.");
+  m.def("layout_count_refusal", &ck::layout_count_refusal, py::arg("tp"), py::arg("pp"), py::arg("gpus"),
+        "Why TP x PP cannot run on these GPUs whatever the model (more GPUs than there are), with what would; '' when "
+        "it can, or when tp or pp is 0 (auto). up() checks it before anything starts.");
 }
 
 // ---------------------------------------------------------------------------

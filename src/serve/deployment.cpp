@@ -745,6 +745,22 @@ std::string DeploymentStatus::summary() const {
   return s.str();
 }
 
+std::string layout_count_refusal(unsigned tp, unsigned pp, GpuInventory const& gpus) {
+  if (tp == 0 || pp == 0 || gpus.nodes.empty()) return {};
+  unsigned const need = tp * pp, have = gpus.total_gpus();
+  if (need <= have) return {};
+  std::string each;
+  for (auto const& n : gpus.nodes) each += (each.empty() ? "" : ", ") + n.name + ": " + std::to_string(n.gpu_count);
+  // Hosts alike: the seed's shape uses them all (TP across one host's
+  // GPUs, PP across the hosts).
+  unsigned const per_node = gpus.max_gpus_per_node();
+  bool const alike = std::all_of(gpus.nodes.begin(), gpus.nodes.end(), [&](GpuNode const& n) { return n.gpu_count == per_node; });
+  std::string const all = alike ? " (TP " + std::to_string(per_node) + " x PP " + std::to_string(gpus.nodes.size()) + " uses them all)" : "";
+  return "TP " + std::to_string(tp) + " x PP " + std::to_string(pp) + " needs " + std::to_string(need) + " GPUs, and the GPU hosts have " +
+         std::to_string(have) + " (" + each + "); set serve.tensor_parallel x serve.pipeline_parallel to at most " + std::to_string(have) +
+         all + ", or both to auto for the planner's choice";
+}
+
 // Used by the I/O half.
 namespace detail {
 std::string deployment_now_iso() { return now_iso(); }

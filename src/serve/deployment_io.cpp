@@ -317,6 +317,11 @@ awaitable<std::pair<std::error_code, DeploymentRecord>> up(Deployment d, Deploym
   std::vector<HostFactsOutcome> facts;
   {
     auto& s = run.begin("preflight", "every check that can fail a multi-node deployment, on " + std::to_string(hosts.size()) + " hosts");
+    // A layout asking for more GPUs than there are fails whatever the
+    // model: said before anything starts (not after a download of hours),
+    // from the inventory's GPUs, and again below from the hosts' own.
+    if (auto why = layout_count_refusal(spec.serve.tensor_parallel, spec.serve.pipeline_parallel, gpu_inventory(d, {})); !why.empty())
+      co_return run.fail(s, make_error_code(errc::invalid_argument), why + "; nothing was started");
     if (!spec.checks.preflight) {
       run.end(s, "skipped", "checks.preflight is false");
     } else {
@@ -379,6 +384,8 @@ awaitable<std::pair<std::error_code, DeploymentRecord>> up(Deployment d, Deploym
         run.host_done(s, h, bad ? "failed" : "ok", bad ? std::to_string(bad) + " checks failed" : "all checks passed", s.started_s);
       }
       if (!failures.empty()) co_return run.fail(s, make_error_code(errc::deployment_failed), join(failures, "; "));
+      if (auto why = layout_count_refusal(spec.serve.tensor_parallel, spec.serve.pipeline_parallel, gpu_inventory(d, facts)); !why.empty())
+        co_return run.fail(s, make_error_code(errc::invalid_argument), why + "; nothing was started");
       run.end(s, "ok", std::to_string(pre.report.count(CheckStatus::pass)) + " checks passed, " +
                            std::to_string(pre.report.count(CheckStatus::warn)) + " warnings");
     }
@@ -907,6 +914,8 @@ awaitable<std::pair<std::error_code, DeploymentPlanResult>> plan(Deployment d) {
     s.commands.push_back({spec.head, (spec.ray.runtime == RayRuntimeKind::docker ? "docker exec " + ray_container_name(cluster.spec().name) + " " : std::string()) +
                                          shell::join_for_display(argv) + "  (key: VLLM_API_KEY from a 0600 file)"});
   }
+  if (auto why = layout_count_refusal(spec.serve.tensor_parallel, spec.serve.pipeline_parallel, gpu_inventory(d, {})); !why.empty())
+    out.notes.push_back("`up` would refuse this spec at once: " + why);
   add("smoke", "one streamed chat through the OpenAI API", spec.checks.smoke ? "" : "checks.smoke is false");
   add("bench", std::to_string(spec.checks.bench_requests) + " requests, " + std::to_string(spec.checks.bench_concurrency) + " at once",
       spec.checks.bench_requests ? "" : "checks.bench is off");

@@ -479,6 +479,28 @@ def test_plan_with_an_auto_layout_says_so(tmp_path: Path) -> None:
     assert "--tensor-parallel-size 1 --pipeline-parallel-size 1" in fixed.commands[0].command
 
 
+def test_more_gpus_than_there_are_is_refused_before_anything_starts(tmp_path: Path) -> None:
+    # The one host declares 1 GPU; TP 2 x PP 2 needs 4. Whatever the model,
+    # this cannot run: up() says so at once (not after the model's
+    # download), with what would, and starts nothing.
+    d = local_deployment(tmp_path, layout="tensor_parallel: 2, pipeline_parallel: 2, ")
+    why = "TP 2 x PP 2 needs 4 GPUs, and the GPU hosts have 1 (a: 1)"
+    assert "needs 4 GPUs, and the GPU hosts have 1 (node1: 1)" in ck.layout_count_refusal(2, 2, ck.parse_gpu_inventory("1x L20 48GB"))
+    assert ck.layout_count_refusal(0, 0, ck.parse_gpu_inventory("1x L20 48GB")) == ""  # auto
+    plan = d.plan()
+    assert any(why in n and n.startswith("`up` would refuse this spec at once") for n in plan.notes), plan.notes
+    t0 = time.monotonic()
+    with pytest.raises(ck.Error) as e:
+        d.up()
+    assert time.monotonic() - t0 < 10
+    assert e.value.code == "invalid_argument" and isinstance(e.value, ValueError)
+    assert why in str(e.value) and "or both to auto" in str(e.value) and "nothing was started" in str(e.value)
+    record = ck.load_deployment_record(d.spec)
+    assert record is not None and record.status == "failed"
+    assert [(s.step, s.status) for s in record.steps if s.status != "pending"] == [("preflight", "failed")]
+    assert not (tmp_path / "models").exists()  # nothing made on the "NAS"
+
+
 def test_async_forms_on_this_machine(tmp_path: Path) -> None:
     d = local_deployment(tmp_path)
 

@@ -324,3 +324,19 @@ TEST_CASE("deployment: a Deployment from the seed's spec, no host touched") {
   CHECK(engine.spec().served_model_name == "qwen2.5-72b-instruct");
   CHECK(engine.endpoint() == "http://172.18.190.25:8000");
 }
+
+TEST_CASE("deployment: a layout asking for more GPUs than there are is refused, saying what would run") {
+  auto gpus = parse_gpu_inventory("2 nodes x 2 L20 48GB");
+  CHECK(layout_count_refusal(2, 2, gpus).empty());  // the seed's shape
+  CHECK(layout_count_refusal(2, 1, gpus).empty());  // fewer is allowed
+  CHECK(layout_count_refusal(0, 2, gpus).empty());  // auto: the planner decides
+  auto why = layout_count_refusal(4, 2, gpus);
+  CHECK_THAT(why, Contains("TP 4 x PP 2 needs 8 GPUs, and the GPU hosts have 4 ("));
+  CHECK_THAT(why, Contains("at most 4 (TP 2 x PP 2 uses them all), or both to auto"));
+  GpuInventory uneven;
+  uneven.nodes = {GpuNode{"a", 4, "H100", 80ull << 30, ""}, GpuNode{"b", 2, "H100", 80ull << 30, ""}};
+  auto odd = layout_count_refusal(4, 2, uneven);
+  CHECK_THAT(odd, Contains("needs 8 GPUs, and the GPU hosts have 6 (a: 4, b: 2)"));
+  CHECK_THAT(odd, Contains("at most 6, or both to auto"));  // unlike hosts: no shape that uses them all
+  CHECK(layout_count_refusal(1, 1, GpuInventory{}).empty());  // no GPUs known: the planner says it later
+}
