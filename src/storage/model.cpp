@@ -1630,6 +1630,25 @@ VerifyReport verify_snapshot(ModelSnapshot const& s) {
   return r;
 }
 
+namespace {
+// Where `p` really is (symlinks followed) lies inside `dir`; or, for a
+// Hugging Face cache snapshot (.../snapshots/REV), inside its ../../blobs,
+// where that layout's links point.
+bool within_model_folder(fs::path const& dir, fs::path const& p) {
+  std::error_code ec;
+  auto real = fs::canonical(p, ec);
+  if (ec) return false;
+  auto root = fs::canonical(dir, ec);
+  if (ec) return false;
+  auto inside = [&](fs::path const& base) {
+    auto rel = real.lexically_relative(base);
+    return !rel.empty() && *rel.begin() != "..";
+  };
+  if (inside(root)) return true;
+  return root.parent_path().filename() == "snapshots" && inside(root.parent_path().parent_path() / "blobs");
+}
+}  // namespace
+
 VerifyReport verify_model(fs::path const& dir, VerifyOptions const& options) {
   auto r = verify_snapshot(read_model_snapshot(dir));
   r.dir = dir;
@@ -1676,6 +1695,11 @@ VerifyReport verify_model(fs::path const& dir, VerifyOptions const& options) {
           }
           if (!fs::is_regular_file(p, ec)) {  // a device or FIFO would hang the hashing
             problem(VerifyProblemKind::file_unreadable, e.file, e.file + " in " + dir.string() + " is not a regular file; not read");
+            continue;
+          }
+          if (!within_model_folder(dir, p)) {
+            problem(VerifyProblemKind::file_unreadable, e.file,
+                    e.file + " in " + dir.string() + " leads outside the model folder (a symlink); not read");
             continue;
           }
           paths.push_back(p);

@@ -85,6 +85,40 @@ def test_a_manifest_that_points_out_of_the_folder_is_refused_never_read(tmp_path
     assert report.files_hashed == 0
 
 
+def test_a_symlink_in_the_folder_to_a_file_outside_is_never_hashed(local: ck.Host, tmp_path: Path) -> None:
+    # A name inside the folder, a file outside it: its hash would tell what
+    # the file holds. Refused by the local check and by the one on a host;
+    # a Hugging Face cache snapshot's links into its ../../blobs stay fine.
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"not for the manifest")
+    model = tmp_path / "m"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    (model / "tokenizer.json").symlink_to(secret)
+    (model / "sha256sums").write_text(f"{hashlib.sha256(secret.read_bytes()).hexdigest()}  tokenizer.json\n")
+    report = ck.verify_model(model)
+    [p] = [p for p in report.problems if p.file == "tokenizer.json"]
+    assert p.kind == "file_unreadable" and "leads outside the model folder (a symlink); not read" in p.message
+    assert report.files_hashed == 0
+    [seen] = ck.ModelStore(tmp_path).verify([local], str(model), ck.RemoteVerifyOptions(checksums=True))
+    [p] = [p for p in seen.report.problems if p.file == "tokenizer.json"]
+    assert "leads outside" in p.message and seen.report.files_hashed == 0
+    assert not any("could not be hashed" in q.message for q in seen.report.problems)  # said once
+    # The HF cache's own layout: snapshots/REV/file -> ../../blobs/SHA.
+    cache = tmp_path / "models--Org--M"
+    (cache / "blobs").mkdir(parents=True)
+    snap = cache / "snapshots" / "abc123"
+    snap.mkdir(parents=True)
+    blob = cache / "blobs" / "f00d"
+    blob.write_bytes(b"weights")
+    (snap / "vocab.json").symlink_to("../../blobs/f00d")
+    (snap / "sha256sums").write_text(f"{hashlib.sha256(b'weights').hexdigest()}  vocab.json\n")
+    cached = ck.verify_model(snap)
+    assert cached.files_hashed == 1 and not any(p.file == "vocab.json" for p in cached.problems), cached.problems
+    [remote] = ck.ModelStore(tmp_path).verify([local], str(snap), ck.RemoteVerifyOptions(checksums=True))
+    assert remote.report.files_hashed == 1 and not any(p.file == "vocab.json" for p in remote.report.problems)
+
+
 def test_stderr_without_a_final_newline_is_a_result_not_a_lost_connection(local: ck.Host) -> None:
     # Once `connection_lost` (exit -1): the wrapper's end shared the line.
     r = local.run(["sh", "-c", "printf 'no newline' >&2; exit 4"])
