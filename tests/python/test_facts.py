@@ -275,6 +275,36 @@ def inventory(lab: ck.LabStatus) -> Iterator[ck.Inventory]:
         host.disconnect()
 
 
+def test_a_shared_connection_is_never_borrowed_by_other_ssh_settings(lab: ck.LabStatus, tmp_path: Path) -> None:
+    # Two handles to one address: the lab's (its known_hosts, strict) and
+    # one whose known_hosts is empty, strict too. The second must not ride
+    # on the first one's open connection: ssh would refuse it on its own.
+    address = lab.inventory().find("h1").spec.address
+    trusted = ck.Host(name="trusted", address=address, user="root", identity_file=lab.identity_file,
+                      known_hosts_file=lab.known_hosts_file, host_key_policy="strict")
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    stranger = ck.Host(name="stranger", address=address, user="root", identity_file=lab.identity_file,
+                       known_hosts_file=empty, host_key_policy="strict")
+    tuned = ck.Host(name="tuned", address=address, user="root", identity_file=lab.identity_file,
+                    known_hosts_file=lab.known_hosts_file, host_key_policy="strict", ssh_options=["IPQoS=none"])
+    try:
+        assert trusted.run(["true"]).exit_code == 0  # its connection is up now
+        with pytest.raises(ck.Error) as e:
+            stranger.run(["true"])
+        assert e.value.code == "host_key_unknown", e.value
+        assert not empty.read_text()  # strict: nothing was learned either
+        # Other ssh_options: its own connection, and closing it leaves the first one's.
+        assert tuned.run(["true"]).exit_code == 0
+        tuned.disconnect()
+        assert trusted.run(["true"]).exit_code == 0
+        stranger.disconnect()  # never connected: closes nothing of the others
+        assert trusted.run(["true"]).exit_code == 0
+    finally:
+        for h in (trusted, stranger, tuned):
+            h.disconnect()
+
+
 def test_gather_facts_on_the_lab(inventory: ck.Inventory) -> None:
     outcomes = inventory.gather_facts(peers=[f"{SUBNET}.11"])
     assert [o.host for o in outcomes] == ["h1", "h2"]

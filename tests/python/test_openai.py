@@ -818,6 +818,45 @@ def test_run_bench_failures_are_counted_with_their_reason() -> None:
     assert e.value.code == "connection_refused" and str(port) in str(e.value)
 
 
+def test_run_bench_names_a_timeout_and_a_stream_cut_short(start_sim: Callable[..., Simulator]) -> None:
+    # Once both were "HTTP 200" in the summary: the status line had come.
+    slow = start_sim("--time-to-first-token", "3s")
+    timed = ck.run_bench(ck.BenchSpec(slow.url, model=MODEL, requests=2, concurrency=2, timeout=0.5, warmup=False))
+    [(reason, count)] = timed.summary.errors.items()
+    assert count == 2 and "no complete answer within 500 ms (request_timeout)" in reason, reason
+    assert "HTTP 200" not in reason
+    # A server that starts a streamed answer and drops the connection
+    # inside a chunk (a crashed engine's proxy does that).
+    srv = socket.socket()
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(8)
+
+    def cut_short() -> None:
+        while True:
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                return
+            with conn:
+                conn.recv(65536)
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
+                event = b'data: {"id":"x","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"hi"}}]}\n\n'
+                conn.sendall(b"%x\r\n" % len(event) + event + b"\r\n" + b"40\r\ndata: {")
+
+    server = threading.Thread(target=cut_short, daemon=True)
+    server.start()
+    try:
+        port = srv.getsockname()[1]
+        broken = ck.run_bench(ck.BenchSpec(f"http://127.0.0.1:{port}", model="m", requests=2, warmup=False))
+    finally:
+        srv.close()
+        server.join(5)
+    [(reason, count)] = broken.summary.errors.items()
+    assert count == 2 and "the connection dropped during next token" in reason, reason
+    assert all(x.ttft > 0 and not x.ok for x in broken.samples)  # a token came, then the cut
+
+
 def test_run_bench_ctrl_c_stops_the_run(start_sim: Callable[..., Simulator]) -> None:
     sim = start_sim("--time-to-first-token", "5s")
     # Ctrl-C once both requests are in flight (the simulator holds the first token for 5 s).
