@@ -103,9 +103,13 @@ struct BenchSample {
   double e2e = 0;
   std::int64_t prompt_tokens = 0;
   std::int64_t output_tokens = 0;
-  /// Why it failed: "HTTP 429: slow down", "timed out after 600 s", ...
-  std::string error;
-  bool ok() const { return error.empty(); }
+  /// Why it failed, as every result says it (README, "One rule for
+  /// results"): the code (errc::http_error, timed_out, connection_refused,
+  /// cancelled, ...) and a sentence: "HTTP 429: slow down", "no complete
+  /// answer within 600 s", ... The summary groups failures by `message`.
+  std::error_code error;
+  std::string message;
+  bool ok() const { return !error; }
   /// From the scheduled time to the request's first byte on the wire: time
   /// spent in the client (waiting for a connection, connecting). -1: unknown.
   double send_delay = -1;

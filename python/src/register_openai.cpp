@@ -1075,13 +1075,16 @@ void register_bench(py::module_& m) {
       .def_readonly("prompt_tokens", &Sample::prompt_tokens)
       .def_readonly("output_tokens", &Sample::output_tokens)
       .def_property_readonly("ok", &Sample::ok)
-      .def_readonly("error", &Sample::error)
+      .def_property_readonly(
+          "error", [](Sample const& x) -> py::object { return x.ok() ? py::object(py::none()) : make_error(x.error, x.message); },
+          "None, or a clusterkit.Error ('http_error', 'timed_out', 'connection_refused', 'cancelled', ...).")
+      .def_readonly("message", &Sample::message, "Why it failed: 'HTTP 429: slow down', ... ('' when ok).")
       .def_readonly("send_delay", &Sample::send_delay)
       .def("__repr__", [](Sample const& x) {
         char b[200];
         std::snprintf(b, sizeof b, "BenchSample(scheduled=%.4f, ttft=%.4f, e2e=%.4f, ok=%s)", x.scheduled, x.ttft, x.e2e,
                       x.ok() ? "True" : "False");
-        return std::string(b) + (x.ok() ? "" : " error=" + quoted(x.error));
+        return std::string(b) + (x.ok() ? "" : " message=" + quoted(x.message));
       });
 
   using P = ck::BenchProgress;

@@ -125,7 +125,7 @@ CK_PICKLE_MEMBERS(ck::VllmStatus, &ck::VllmStatus::endpoint, &ck::VllmStatus::st
 CK_PICKLE_MEMBERS(ck::VllmDownResult, &ck::VllmDownResult::stopped, &ck::VllmDownResult::message);
 
 // bench.hpp
-CK_PICKLE_MEMBERS(ck::BenchSample, &ck::BenchSample::scheduled, &ck::BenchSample::ttft, &ck::BenchSample::e2e, &ck::BenchSample::prompt_tokens, &ck::BenchSample::output_tokens, &ck::BenchSample::error, &ck::BenchSample::send_delay);
+CK_PICKLE_MEMBERS(ck::BenchSample, &ck::BenchSample::scheduled, &ck::BenchSample::ttft, &ck::BenchSample::e2e, &ck::BenchSample::prompt_tokens, &ck::BenchSample::output_tokens, &ck::BenchSample::error, &ck::BenchSample::message, &ck::BenchSample::send_delay);
 CK_PICKLE_MEMBERS(ck::Distribution, &ck::Distribution::count, &ck::Distribution::mean, &ck::Distribution::stddev, &ck::Distribution::min, &ck::Distribution::max, &ck::Distribution::p50, &ck::Distribution::p90, &ck::Distribution::p99);
 CK_PICKLE_MEMBERS(ck::BenchSummary, &ck::BenchSummary::completed, &ck::BenchSummary::failed, &ck::BenchSummary::duration, &ck::BenchSummary::request_throughput, &ck::BenchSummary::output_token_throughput, &ck::BenchSummary::total_token_throughput, &ck::BenchSummary::output_tokens, &ck::BenchSummary::prompt_tokens, &ck::BenchSummary::ttft, &ck::BenchSummary::tpot, &ck::BenchSummary::itl, &ck::BenchSummary::e2e, &ck::BenchSummary::send_delay, &ck::BenchSummary::errors);
 CK_PICKLE_MEMBERS(ck::BenchProgress, &ck::BenchProgress::launched, &ck::BenchProgress::completed, &ck::BenchProgress::failed, &ck::BenchProgress::in_flight, &ck::BenchProgress::elapsed, &ck::BenchProgress::fraction, &ck::BenchProgress::first_errors);

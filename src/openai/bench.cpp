@@ -56,7 +56,7 @@ BenchSummary summarize(std::vector<BenchSample> const& samples, std::vector<doub
     any = true;
     if (!r.ok()) {
       ++s.failed;
-      ++s.errors[r.error];  // not ok() means error is set
+      ++s.errors[r.message];  // not ok(): the sentence says why
       continue;
     }
     ++s.completed;
@@ -375,7 +375,7 @@ nlohmann::json BenchResult::to_json() const {
                     {"e2e_ms", s.e2e * 1e3},
                     {"prompt_tokens", s.prompt_tokens},
                     {"output_tokens", s.output_tokens},
-                    {"error", s.ok() ? json() : json(s.error)}});
+                    {"error", s.ok() ? json() : json(s.message)}});
   report["requests"] = std::move(rows);
   return report;
 }

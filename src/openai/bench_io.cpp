@@ -348,8 +348,9 @@ private:
     }
     if (ec) {
       ++failed_;
-      s.error = stopped_ && ec == errc::cancelled ? "cancelled (the run was stopped)" : failure_reason(ec, r);
-      if (first_errors_.size() < 3) first_errors_.push_back(r.meta.message.empty() ? s.error : r.meta.message);
+      s.error = ec;
+      s.message = stopped_ && ec == errc::cancelled ? "cancelled (the run was stopped)" : failure_reason(ec, r);
+      if (first_errors_.size() < 3) first_errors_.push_back(r.meta.message.empty() ? s.message : r.meta.message);
     }
     ++completed_;
     --in_flight_;

@@ -812,6 +812,9 @@ def test_run_bench_failures_are_counted_with_their_reason() -> None:
     [(reason, count)] = result.summary.errors.items()
     assert count == 3 and "refused the connection: nothing listens on that port" in reason
     assert all(not x.ok and x.ttft == -1 for x in result.samples)
+    # Each sample as every result says it: the code in `error`, the sentence in `message`.
+    assert all(isinstance(x.error, ck.ConnectionError) and x.error.code == "connection_refused" for x in result.samples)
+    assert all(x.message == reason and x.error.message == reason for x in result.samples)
     # Without a model, the lookup itself fails: an error naming the server.
     with pytest.raises(ck.Error) as e:
         ck.run_bench(ck.BenchSpec(f"http://127.0.0.1:{port}", requests=1))
@@ -824,6 +827,7 @@ def test_run_bench_names_a_timeout_and_a_stream_cut_short(start_sim: Callable[..
     timed = ck.run_bench(ck.BenchSpec(slow.url, model=MODEL, requests=2, concurrency=2, timeout=0.5, warmup=False))
     [(reason, count)] = timed.summary.errors.items()
     assert count == 2 and "no complete answer within 500 ms (request_timeout)" in reason, reason
+    assert all(isinstance(x.error, TimeoutError) and x.error.code == "timed_out" for x in timed.samples)
     assert "HTTP 200" not in reason
     # A server that starts a streamed answer and drops the connection
     # inside a chunk (a crashed engine's proxy does that).

@@ -2,6 +2,8 @@
 // statistics, the report and the plot.
 #include "clusterkit/bench.hpp"  // first: the header stands on its own
 
+#include "clusterkit/error.hpp"
+
 #include <catch2/catch.hpp>
 
 #include <algorithm>
@@ -26,9 +28,9 @@ TEST_CASE("bench: percentiles interpolate like numpy", "[bench]") {
 
 TEST_CASE("bench: TPOT, throughput and errors from samples", "[bench]") {
   std::vector<BenchSample> s(3);
-  s[0] = {0.0, 0.050, 0.150, 10, 11, ""};  // TPOT = (150-50)/(11-1) = 10 ms
-  s[1] = {0.5, 0.060, 0.560, 10, 51, ""};  // TPOT = 500/50 = 10 ms
-  s[2] = {1.0, -1, 0.010, 0, 0, "HTTP 429: slow down"};
+  s[0] = {0.0, 0.050, 0.150, 10, 11, {}, ""};  // TPOT = (150-50)/(11-1) = 10 ms
+  s[1] = {0.5, 0.060, 0.560, 10, 51, {}, ""};  // TPOT = 500/50 = 10 ms
+  s[2] = {1.0, -1, 0.010, 0, 0, make_error_code(errc::http_error), "HTTP 429: slow down"};
   auto sum = summarize(s, {0.01, 0.01, 0.02});
   CHECK(sum.completed == 2);
   CHECK(sum.failed == 1);
@@ -46,7 +48,7 @@ TEST_CASE("bench: TPOT, throughput and errors from samples", "[bench]") {
 
 TEST_CASE("bench: the SVG plot is well-formed and names both panels", "[bench]") {
   std::vector<BenchSample> s;
-  for (int i = 0; i < 500; ++i) s.push_back({i * 0.01, 0.05 + i * 1e-5, 0.2 + i * 1e-4, 8, 16, ""});
+  for (int i = 0; i < 500; ++i) s.push_back({i * 0.01, 0.05 + i * 1e-5, 0.2 + i * 1e-4, 8, 16, {}, ""});
   auto svg = latency_svg(s, "title <&>");
   CHECK(svg.rfind("<svg", 0) == 0);
   CHECK(svg.find("</svg>") != std::string::npos);
@@ -126,7 +128,7 @@ TEST_CASE("bench: the report keeps every request and never the API key", "[bench
   r.spec.model = "m";
   r.spec.api_key = "";  // run_bench clears it; the report has no field for it either
   r.spec.concurrency = 2;
-  r.samples = {{0.0, 0.05, 0.15, 10, 11, "", 0.001}, {0.1, -1, 0.2, 0, 0, "HTTP 500: boom", -1}};
+  r.samples = {{0.0, 0.05, 0.15, 10, 11, {}, "", 0.001}, {0.1, -1, 0.2, 0, 0, make_error_code(errc::http_error), "HTTP 500: boom", -1}};
   r.summary = summarize(r.samples, {});
   auto j = r.to_json();
   CHECK(j["requests"].size() == 2);
