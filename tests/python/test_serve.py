@@ -20,6 +20,8 @@ import json
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -652,3 +654,41 @@ def test_docker_cluster_from_asyncio(inventory: ck.Inventory, tmp_path: Path) ->
     for host in (h1, h2):
         assert containers(host) == []
         assert ray_processes(host) == []
+
+
+def test_the_examples_bring_the_seed_cluster_up_follow_and_down(lab: ck.LabStatus, inventory: ck.Inventory,
+                                                                tmp_path: Path) -> None:
+    # examples/python/ray_cluster.py and vllm_serve.py as a user runs them,
+    # on the lab's inventory file: up (2 nodes, 4 SIMULATED GPUs), up again
+    # (kept), the engine's log followed until Ctrl-C, down (nothing left).
+    examples = Path(__file__).resolve().parents[2] / "examples" / "python"
+    env = {**os.environ, "PYTHONPATH": str(Path(ck.__file__).resolve().parents[1])}
+    args = ["--inventory", str(lab.inventory_path), "--name", "tpe", "--runtime", "bare", "--models-dir", str(tmp_path)]
+
+    def example(name: str, *more: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, str(examples / name), *args, *more], env=env, capture_output=True,
+                              text=True, timeout=300)
+
+    h1, h2 = inventory.host("h1"), inventory.host("h2")
+    try:
+        up = example("ray_cluster.py")
+        assert up.returncode == 0, up.stderr
+        assert "2/2 nodes" in up.stdout and "SIMULATED" in up.stdout, up.stdout
+        again = example("ray_cluster.py")
+        assert again.returncode == 0 and "keep" in again.stdout, again.stdout + again.stderr
+        follow = subprocess.Popen([sys.executable, str(examples / "vllm_serve.py"), *args, "--follow"], env=env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            assert follow.stdout is not None
+            first = follow.stdout.readline()  # blocks until the note comes
+            assert "clusterkit: no engine named 'tpe' on h1 yet" in first, first
+            follow.send_signal(signal.SIGINT)
+            assert follow.wait(timeout=30) == 130
+        finally:
+            if follow.poll() is None:
+                follow.kill()
+                follow.wait()
+    finally:
+        down = example("ray_cluster.py", "--down")
+    assert down.returncode == 0, down.stderr
+    assert ray_processes(h1) == [] and ray_processes(h2) == []
