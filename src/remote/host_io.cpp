@@ -258,6 +258,12 @@ struct HostImpl : std::enable_shared_from_this<HostImpl> {
   void ensure_connected(asio::any_completion_handler<ConnectSignature> then);
   void on_master_result(std::error_code ec, std::string const& message);
 
+  // A jump host that did not connect us, without ssh's reason (OpenSSH sends
+  // the proxy's stderr to /dev/null under ControlPersist): asks the jump
+  // host alone (a few seconds at most) and tells `d` again with its answer.
+  // Other diagnoses go to `then` at once. `then` runs on the strand.
+  void explain_jump(detail::SshDiagnosis d, std::function<void(detail::SshDiagnosis)> then);
+
   // A command on a host with no connection up opens it itself: one
   // handshake and one ssh process, as pdsh would spend, instead of a
   // separate master first. Other operations wait for it. True when the
@@ -340,8 +346,8 @@ struct MasterOp : std::enable_shared_from_this<MasterOp> {
       host->on_master_result({}, {});
       return;
     }
-    auto d = detail::diagnose_ssh_failure(host->spec, log);
-    host->on_master_result(d.code, d.message);
+    host->explain_jump(detail::diagnose_ssh_failure(host->spec, log),
+                       [h = host](detail::SshDiagnosis d) { h->on_master_result(d.code, d.message); });
   }
 };
 
@@ -365,6 +371,49 @@ void HostImpl::ensure_connected(asio::any_completion_handler<ConnectSignature> t
 }
 
 void HostImpl::start_master() { std::make_shared<MasterOp>(shared_from_this())->start(); }
+
+// ---------------------------------------------------------------------------
+// JumpProbe: `ssh -E LOG ssh://JUMP true`, its exit and log read once it ends.
+
+struct JumpProbe : std::enable_shared_from_this<JumpProbe> {
+  std::shared_ptr<HostImpl> host;
+  detail::SshDiagnosis diagnosis;
+  std::function<void(detail::SshDiagnosis)> then;
+  std::optional<bp::process> proc;
+  std::string log_path;
+
+  void start() {
+    log_path = host->control_path + ".jump.log";
+    ::unlink(log_path.c_str());
+    try {
+      proc.emplace(host->strand, ssh_program(), detail::jump_probe_argv(host->spec, log_path),
+                   bp::process_stdio{nullptr, nullptr, nullptr}, detail::default_child_signals{});
+    } catch (std::exception const&) {
+      return then(std::move(diagnosis));  // no probe: the first diagnosis stands
+    }
+    proc->async_wait([self = shared_from_this()](boost::system::error_code, int) { self->on_exit(); });
+  }
+
+  void on_exit() {
+    int raw = proc->native_exit_code();
+    std::string log;
+    {
+      std::ifstream in(log_path);
+      log.assign(std::istreambuf_iterator<char>(in), {});
+    }
+    ::unlink(log_path.c_str());
+    then(detail::explain_jump_probe(host->spec, diagnosis, WIFEXITED(raw) ? WEXITSTATUS(raw) : -1, log));
+  }
+};
+
+void HostImpl::explain_jump(detail::SshDiagnosis d, std::function<void(detail::SshDiagnosis)> then) {
+  if (!d.jump_unexplained || spec.jump_host.empty() || ssh_program().empty()) return then(std::move(d));
+  auto probe = std::make_shared<JumpProbe>();
+  probe->host = shared_from_this();
+  probe->diagnosis = std::move(d);
+  probe->then = std::move(then);
+  probe->start();
+}
 
 void HostImpl::on_master_result(std::error_code ec, std::string const& message) {
   link = ec ? Link::down : Link::up;
@@ -742,6 +791,10 @@ struct RunOp : std::enable_shared_from_this<RunOp> {
         auto d = detail::diagnose_ssh_failure(host->spec, result.stderr_text);
         if (d.code != errc::host_key_changed && d.code != errc::authentication_failed) host->link = HostImpl::Link::down;
         failed_in_ssh = true;
+        if (d.jump_unexplained) {  // ask the jump host alone first (a few seconds at most)
+          host->explain_jump(std::move(d), [self = shared_from_this()](detail::SshDiagnosis d2) { self->fail(d2.code, d2.message); });
+          return;
+        }
         return fail(d.code, d.message);
       }
       return fail(make_error_code(errc::ssh_failed),
@@ -1026,6 +1079,10 @@ struct TransferOp : std::enable_shared_from_this<TransferOp> {
     if (code != 0) {
       if (!host->spec.local && code == 255 && stderr_text.find("clusterkit:") == std::string::npos) {
         auto d = detail::diagnose_ssh_failure(host->spec, stderr_text);
+        if (d.jump_unexplained) {
+          host->explain_jump(std::move(d), [self = shared_from_this()](detail::SshDiagnosis d2) { self->fail(d2.code, d2.message); });
+          return;
+        }
         return fail(d.code, d.message);
       }
       return fail(make_error_code(errc::transfer_failed),

@@ -1,5 +1,6 @@
 #include "clusterkit/detail/ssh_diagnosis.hpp"
 
+#include <algorithm>
 #include <vector>
 
 namespace clusterkit::detail {
@@ -83,13 +84,15 @@ SshDiagnosis diagnose_ssh_failure(HostSpec const& host, std::string_view err) {
           !is_ssh_noise_line(line) && !line.starts_with("** "))
         said = std::string(line.substr(0, 300));
     }
-    return make(errc::host_unreachable,
+    auto d = make(errc::host_unreachable,
                 "the jump host " + host.jump_host + " did not connect us to " + host.address + " port " +
                     std::to_string(host.port ? host.port : 22) +
                     (said.empty() ? ": it does not resolve or answer, refuses our key, or cannot reach the host. `ssh -o BatchMode=yes " +
                                         host.jump_host + " true` shows the jump host's own answer."
                                   : "; on the way, ssh said: " + said + ". Check the jump_host entry (`ssh -o BatchMode=yes " +
                                         host.jump_host + " true` tries it alone)."));
+    d.jump_unexplained = said.empty();
+    return d;
   }
   // ssh warns and carries on with other keys when the identity file is
   // missing, then the server refuses those: the file is the thing to fix.
@@ -123,6 +126,42 @@ SshDiagnosis diagnose_ssh_failure(HostSpec const& host, std::string_view err) {
   if (contains(err, "No such file or directory") && contains(err, "Identity file"))
     return make(errc::authentication_failed, "the identity file does not exist: " + host.identity_file);
   return make(errc::ssh_failed, "ssh failed before the command started.");
+}
+
+std::vector<std::string> jump_probe_argv(HostSpec const& host, std::string const& log_file) {
+  if (host.jump_host.empty()) return {};
+  // The first hop of "a,b": ssh -J reaches it directly, as this probe does.
+  auto first = host.jump_host.substr(0, host.jump_host.find(','));
+  std::vector<std::string> a;
+  if (!host.ssh_config_file.empty()) a.insert(a.end(), {"-F", host.ssh_config_file});
+  auto timeout = std::min<long long>(host.connect_timeout.count() > 0 ? host.connect_timeout.count() : 5, 5);
+  a.insert(a.end(), {"-o", "BatchMode=yes", "-o", "ConnectTimeout=" + std::to_string(timeout), "-o", "ControlMaster=no", "-o",
+                     "ControlPath=none", "-E", log_file, "--", first.starts_with("ssh://") ? first : "ssh://" + first, "true"});
+  return a;
+}
+
+SshDiagnosis explain_jump_probe(HostSpec const& host, SshDiagnosis const& d, int probe_exit, std::string_view probe_log) {
+  std::string who = host.name.empty() ? host.display() : host.name + " (" + host.display() + ")";
+  auto const target = host.address + " port " + std::to_string(host.port ? host.port : 22);
+  SshDiagnosis out = d;
+  out.jump_unexplained = false;
+  if (probe_exit == 0) {
+    out.message = who + ": the jump host " + host.jump_host + " answers (ssh to it alone works), but it did not connect us to " +
+                  target + ": from there that address does not answer, refuses, or is filtered. Check the address as the jump "
+                  "host sees it (`ssh " + host.jump_host + " nc -zv " + host.address + " " +
+                  std::to_string(host.port ? host.port : 22) + "`).";
+    return out;
+  }
+  auto said = tail_lines(probe_log, 2);
+  if (said.empty()) return d;
+  // The jump host's own failure, classified as if it were the target's.
+  HostSpec jump;
+  jump.address = host.jump_host;
+  auto j = diagnose_ssh_failure(jump, probe_log);
+  out.code = j.code;
+  out.message = who + ": the jump host " + host.jump_host + " did not connect us to " + target + "; ssh to the jump host alone says: " +
+                said + ". Fix the jump_host entry (its name, port, user and key, and its host key in ~/.ssh/known_hosts).";
+  return out;
 }
 
 }  // namespace clusterkit::detail

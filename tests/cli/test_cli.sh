@@ -87,6 +87,13 @@ printf 'hosts:\n  k: {address: 127.0.0.1, port: 1, user: root, identity_file: /n
 expect "a missing identity file is named" 1 "Identity file /nonexistent/key not accessible" -- "$ck" -i "$tmp/ssh.yaml" exec -g k -t 20 -- true
 expect "a jump host that does not connect us" 1 "the jump host root@127.0.0.1:2 did not connect us to 127.0.0.1 port 1" -- \
   "$ck" -i "$tmp/ssh.yaml" exec -g j -t 20 -- true
+# ... and why, in ssh's own words, asked of the jump host alone (OpenSSH
+# drops the proxy's stderr under ControlPersist).
+expect "a jump host that refuses: ssh's reason" 1 "ssh to the jump host alone says: ssh: connect to host 127.0.0.1 port 2: Connection refused" -- \
+  "$ck" -i "$tmp/ssh.yaml" exec -g j -t 20 -- true
+printf 'hosts:\n  n: {address: 127.0.0.1, port: 1, jump_host: nosuch-jump.invalid}\n' >"$tmp/jump.yaml"
+expect "a jump host that does not resolve: ssh's reason" 1 "Could not resolve hostname nosuch-jump.invalid" -- \
+  "$ck" -i "$tmp/jump.yaml" exec -g n -t 20 -- true
 # A server's error message with terminal escapes: printed with ? for them.
 cat >"$tmp/ansi_server.py" <<'PY'
 import http.server, json

@@ -707,6 +707,24 @@ TEST_CASE("Deployment: the seed from one spec, real end to end, with faults", "[
   CHECK(rec.own_breakdown.value("total", 0.0) == rec.total_seconds);
   for (auto const& s : rec.steps) CHECK((s.status == "ok" || s.status == "skipped"));
   CHECK(step_of(rec, "model").status == "skipped");  // resumed: found on the NAS, complete
+  // The progress display: each step says it starts and how it ended, in
+  // order, and the per-host steps name every host as it finishes.
+  {
+    auto at = [&](std::string const& l) { return std::find(lines.begin(), lines.end(), l) - lines.begin(); };
+    auto has = [&](std::string const& l) { return std::find(lines.begin(), lines.end(), l) != lines.end(); };
+    std::ptrdiff_t last = -1;
+    for (auto const* step : {"preflight", "nas", "model", "verify", "layout", "serve", "smoke", "bench"}) {
+      INFO(step);
+      REQUIRE(has(std::string(step) + "  running"));
+      CHECK(at(std::string(step) + "  running") > last);
+      last = at(std::string(step) + "  running");
+    }
+    CHECK(has("ray  running"));  // beside model, verify and layout
+    for (auto const* l : {"preflight h1 ok", "preflight h2 ok", "verify h1 ok", "verify h2 ok", "model h3 skipped", "layout  ok",
+                          "serve  ok", "smoke  ok", "bench  ok"})
+      CHECK(has(l));
+    CHECK(at("layout  ok") < at("serve  running"));
+  }
   CHECK(rec.layout.value("tp", 0) == 2);
   CHECK(rec.layout.value("pp", 0) == 2);
   // The seed's shape for real: TP 2 x PP 2 over Ray across two hosts in
@@ -789,6 +807,16 @@ TEST_CASE("Deployment: the seed from one spec, real end to end, with faults", "[
 
   auto logs = deployment_logs(d, "", 50);
   CHECK_FALSE(logs.empty());
+  // `logs --host h2`: the worker's Ray logs (its container's output, then raylet's).
+  auto worker_logs = deployment_logs(d, "h2", 50);
+  CHECK_THAT(worker_logs, Contains("==> docker logs ck-ray-"));
+  CHECK_THAT(worker_logs, Contains("raylet.out <=="));
+  try {
+    deployment_logs(d, "nope", 10);
+    FAIL("logs of a host that is not the deployment's");
+  } catch (Error const& e) {
+    CHECK_THAT(std::string(e.what()), Contains("nope is not one of the deployment's Ray hosts"));
+  }
 
   // down: the engine, Ray and the containers; the NAS and the model stay.
   auto down = deployment_down(d);

@@ -123,3 +123,16 @@ def test_stderr_without_a_final_newline_is_a_result_not_a_lost_connection(local:
     # Once `connection_lost` (exit -1): the wrapper's end shared the line.
     r = local.run(["sh", "-c", "printf 'no newline' >&2; exit 4"])
     assert (r.exit_code, r.stderr) == (4, "no newline")
+
+
+def test_a_jump_host_that_fails_is_asked_why() -> None:
+    # OpenSSH drops the jump's own words under shared connections; the jump
+    # host is then asked alone, and its answer is the error.
+    host = ck.Host(name="behind", address="127.0.0.1", port=1, jump_host="nosuch-jump.invalid", connect_timeout=5)
+    started = time.monotonic()
+    with pytest.raises(ck.Error) as e:
+        host.run(["true"], timeout=20)
+    assert time.monotonic() - started < 15
+    assert e.value.code == "name_resolution_failed", e.value
+    assert "the jump host nosuch-jump.invalid did not connect us to 127.0.0.1 port 1" in str(e.value)
+    assert "Could not resolve hostname nosuch-jump.invalid" in str(e.value)

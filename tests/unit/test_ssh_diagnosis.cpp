@@ -96,6 +96,35 @@ TEST_CASE("a missing identity file and a failing jump host are named as such", "
   CHECK(d.message.find("ssh said: root@x2: Permission denied (publickey)") != std::string::npos);
 }
 
+TEST_CASE("a jump host that fails without a reason is asked alone, and its answer told", "[ssh]") {
+  auto h = gpu1();
+  h.jump_host = "root@x2:2200,bastion2";
+  h.ssh_config_file = "/etc/ck/ssh_config";
+  auto d = diagnose_ssh_failure(h, "kex_exchange_identification: Connection closed by remote host\n"
+                                   "Connection closed by UNKNOWN port 65535\n");
+  CHECK(d.jump_unexplained);
+  // The first hop, alone: no shared connection, a short timeout, its words to a file.
+  auto argv = jump_probe_argv(h, "/run/x.log");
+  CHECK(argv == std::vector<std::string>{"-F", "/etc/ck/ssh_config", "-o", "BatchMode=yes", "-o", "ConnectTimeout=5", "-o",
+                                         "ControlMaster=no", "-o", "ControlPath=none", "-E", "/run/x.log", "--",
+                                         "ssh://root@x2:2200", "true"});
+  CHECK(jump_probe_argv(gpu1(), "/run/x.log").empty());
+  // What ssh said to the jump host alone (OpenSSH 9.2's words), classified.
+  auto told = explain_jump_probe(h, d, 255, "ssh: Could not resolve hostname x2: Name or service not known\r\n");
+  CHECK(told.code == errc::name_resolution_failed);
+  CHECK_FALSE(told.jump_unexplained);
+  CHECK(told.message.find("the jump host root@x2:2200,bastion2 did not connect us to 10.88.0.11 port 22; ssh to the jump host "
+                          "alone says: ssh: Could not resolve hostname x2: Name or service not known") != std::string::npos);
+  auto refused = explain_jump_probe(h, d, 255, "ssh: connect to host x2 port 2200: Connection refused\r\n");
+  CHECK(refused.code == errc::connection_refused);
+  // The jump host answers alone: the way from it to the target is the problem.
+  auto fine = explain_jump_probe(h, d, 0, "");
+  CHECK(fine.code == errc::host_unreachable);
+  CHECK(fine.message.find("answers (ssh to it alone works), but it did not connect us to 10.88.0.11 port 22") != std::string::npos);
+  // No words at all: the first diagnosis stands.
+  CHECK(explain_jump_probe(h, d, 255, "").message == d.message);
+}
+
 TEST_CASE("the shared connection is keyed on every setting that changes what ssh accepts", "[ssh]") {
   auto base = gpu1();
   auto path = control_path_for(base);
