@@ -291,8 +291,11 @@ std::string ray_node_state_script(RayClusterSpec const& spec);
 std::string ray_logs_script(RayClusterSpec const& spec, unsigned tail);
 /// Starts the planned node and returns when Ray says it started or failed
 /// (`@@ck-ray-started` / `@@ck-ray-failed ...` then the node's last
-/// output); `replace` stops what is there first.
-std::string ray_start_script(RayClusterSpec const& spec, RayNodePlan const& plan, bool replace);
+/// output); `replace` stops what is there first. `versions` ("PYTHON RAY",
+/// as the probe found them) is kept with the node (a container label, a
+/// file in the temp dir) for `status`, when no venv's files say them.
+std::string ray_start_script(RayClusterSpec const& spec, RayNodePlan const& plan, bool replace,
+                             std::string const& versions = {});
 
 /// The status script run on the head (in the runtime): prints the
 /// dashboard's node list, and `ray status` when asked or when the dashboard

@@ -554,7 +554,7 @@ void register_ray_pure(py::module_& m) {
   m.def("ray_node_state_script", &ck::ray_node_state_script, py::arg("spec"), "Prints '@@ck-ray-state STATE'.");
   m.def("ray_logs_script", &ck::ray_logs_script, py::arg("spec"), py::arg("tail") = 200,
         "The node's output and Ray's own logs, last `tail` lines of each.");
-  m.def("ray_start_script", &ck::ray_start_script, py::arg("spec"), py::arg("plan"), py::arg("replace") = false,
+  m.def("ray_start_script", &ck::ray_start_script, py::arg("spec"), py::arg("plan"), py::arg("replace") = false, py::arg("versions") = "",
         "Starts the planned node and returns when Ray says it started or failed.");
   m.def("ray_status_script", &ck::ray_status_script, py::arg("spec"), py::arg("with_ray_status") = true,
         "The status script run on the head, in the runtime (parse_ray_report reads its output).");

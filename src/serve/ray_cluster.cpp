@@ -600,22 +600,31 @@ std::string ray_stop_script(RayClusterSpec const& spec) {
 std::string ray_node_state_script(RayClusterSpec const& spec) {
   std::ostringstream s;
   // The node's Python and Ray, when a venv's files say them (no Python
-  // starts: status stays one quick command per host); an image's own
+  // starts: status stays one quick command per host); else as the node
+  // was started with them (ray_start_script kept them): an image's own
   // Python is not asked (a container start or exec costs 0.5-1 s).
   auto const venv = versions_venv_of(spec);
+  s << "ck_vseen=\n";
   if (!venv.empty())
     s << venv_versions_script(shell::quote(venv))
-      << "if [ -n \"$ck_pv\" ] && [ -n \"$ck_rv\" ]; then echo \"@@ck-ray versions $ck_pv $ck_rv\"; fi\n";
+      << "if [ -n \"$ck_pv\" ] && [ -n \"$ck_rv\" ]; then echo \"@@ck-ray versions $ck_pv $ck_rv\"; ck_vseen=1; fi\n";
   if (spec.runtime == RayRuntimeKind::docker) {
-    s << "echo \"@@ck-ray-state $(docker inspect -f '{{.State.Status}}' " << shell::quote(ray_container_name(spec.name))
-      << " 2>/dev/null || echo absent)\"\n";
+    // The state, and the versions the node was started with (a label set
+    // at `docker run`): what an image's own Python says without a start.
+    s << "ck_i=$(docker inspect -f '{{.State.Status}}|{{index .Config.Labels \"clusterkit.ray.versions\"}}' "
+      << shell::quote(ray_container_name(spec.name)) << " 2>/dev/null) || ck_i=absent\n"
+      << "echo \"@@ck-ray-state ${ck_i%%|*}\"\n"
+      << "ck_lv=${ck_i#*|}\n"
+      << "case \"$ck_i\" in *'|'*) if [ -z \"$ck_vseen\" ] && [ -n \"$ck_lv\" ] && [ \"$ck_lv\" != '<no value>' ]; then "
+         "echo \"@@ck-ray versions $ck_lv\"; fi;; esac\n";
     return s.str();
   }
   // No `exit`: status() runs more after this in the same script.
   s << temp_dir_variable(spec) << kClusterPidsFunction << "ck_state=absent\n"
     << "for ck_p in $(ck_pids); do case \"$(tr '\\000' ' ' < /proc/$ck_p/cmdline 2>/dev/null)\" in *raylet*) "
     << "ck_state=running; break;; esac; done\n"
-    << "echo \"@@ck-ray-state $ck_state\"\n";
+    << "echo \"@@ck-ray-state $ck_state\"\n"
+    << "if [ -z \"$ck_vseen\" ] && [ -f \"$ck_t/.clusterkit-versions\" ]; then echo \"@@ck-ray versions $(head -n 1 \"$ck_t/.clusterkit-versions\")\"; fi\n";
   return s.str();
 }
 
@@ -641,12 +650,16 @@ std::string ray_logs_script(RayClusterSpec const& spec, unsigned tail) {
   return s.str();
 }
 
-std::string ray_start_script(RayClusterSpec const& spec, RayNodePlan const& plan, bool replace) {
+std::string ray_start_script(RayClusterSpec const& spec, RayNodePlan const& plan, bool replace, std::string const& versions) {
   std::ostringstream s;
   if (spec.runtime == RayRuntimeKind::docker) {
     auto c = shell::quote(ray_container_name(spec.name));
+    auto argv = plan.docker_run_argv;
+    if (!versions.empty())
+      if (auto at = std::find(argv.begin(), argv.end(), "--entrypoint"); at != argv.end())
+        argv.insert(at, {"--label", "clusterkit.ray.versions=" + versions});
     s << "docker rm -f " << c << " >/dev/null 2>&1 || true\n"
-      << "if ! ck_out=$(" << shell::join(plan.docker_run_argv) << " 2>&1); then echo '@@ck-ray-failed docker run'; "
+      << "if ! ck_out=$(" << shell::join(argv) << " 2>&1); then echo '@@ck-ray-failed docker run'; "
       << "printf '%s\\n' \"$ck_out\"; exit 0; fi\n"
       // Ray prints "Ray runtime started." once the node is up (head: GCS
       // and raylet; worker: joined). 0.1 s polls; the command's own
@@ -663,6 +676,9 @@ std::string ray_start_script(RayClusterSpec const& spec, RayNodePlan const& plan
     // A replaced node is stopped by its own command first (ray_stop_script):
     // this script names the temp dir in full and would match itself.
     (void)replace;
+    if (!versions.empty())
+      s << "mkdir -p " << shell::quote(ray_temp_dir(spec)) << " && printf '%s\\n' " << shell::quote(versions) << " > "
+        << shell::quote(ray_temp_dir(spec) + "/.clusterkit-versions") << "\n";
     s << plan.bare_start_script;
   }
   return s.str();

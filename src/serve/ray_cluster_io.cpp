@@ -63,6 +63,11 @@ std::string text_after(std::string const& out, std::string_view marker) {
   return out.substr(p + marker.size());
 }
 
+/// "PYTHON RAY" as the probe found them, kept with the node for `status`.
+std::string versions_of(RayNodeProbe const& p) {
+  return p.python_version.empty() || p.ray_version.empty() ? std::string() : p.python_version + " " + p.ray_version;
+}
+
 /// The node's runtime state from ray_node_state_script's output.
 std::string runtime_state_of(HostOutcome const& o) {
   if (o.error) return "unreachable";
@@ -238,7 +243,8 @@ awaitable<std::pair<std::error_code, RayUpResult>> up(RayCluster c, RayProgressC
         if (line.stream == Stream::out && line.text == "@@ck-ray-started") ++*started;
       };
       items.push_back({c.hosts()[i].host,
-                       Command::shell(ray_start_script(spec, result.plans[i], decisions[i].action == RayNodeAction::replace)),
+                       Command::shell(ray_start_script(spec, result.plans[i], decisions[i].action == RayNodeAction::replace,
+                                                       versions_of(round.probes[i]))),
                        std::move(ro)});
     }
     auto const dispatched_ms = ms_since(t0);

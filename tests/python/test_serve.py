@@ -18,6 +18,7 @@ import asyncio
 import glob
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -631,6 +632,10 @@ def test_docker_cluster_from_asyncio(inventory: ck.Inventory, tmp_path: Path) ->
         for host in (h1, h2):
             [line] = containers(host)
             assert line.startswith("ck-ray-tpd Up"), line
+            # The versions it was started with, on the container (status reads
+            # them there when no venv's files say them: an image's own Python).
+            label = host.run(["docker", "inspect", "-f", '{{index .Config.Labels "clusterkit.ray.versions"}}', "ck-ray-tpd"])
+            assert label.ok and re.fullmatch(r"3\.\d+\.\d+ 2\.60\.0", label.stdout.strip()), label.stdout
         assert_up(c.up(), "keep")
 
         # No engine in the container: wait_ready says so, from asyncio too.

@@ -657,3 +657,34 @@ TEST_CASE("why a node did not start, in a sentence with the fix", "[ray][explain
   CHECK_THAT(explain_ray_failure("gpu2", "sh: 1: exec: ray: not found", spec), Contains("Ray is not installed"));
   CHECK_THAT(explain_ray_failure("gpu2", "something else\nentirely", spec), Contains("something else | entirely"));
 }
+
+TEST_CASE("a node keeps the versions it was started with, for status when no venv says them", "[ray][status]") {
+  RayClusterSpec spec;
+  spec.name = "unitver";
+  spec.runtime = RayRuntimeKind::bare;
+  std::string dir = "/tmp/ck-unit-venv-ver", tmp = "/tmp/ck-ray-unitver";
+  std::filesystem::remove_all(tmp);
+  // No dist-info: the venv's files do not say Ray's version.
+  spec.ray_command = fake_venv(dir, "echo 'SUCC scripts.py:1085 -- Ray runtime started.'; exit 0", false);
+  auto plan = plan_ray_node(spec, "h1", true, "127.0.0.1", "lo", 2u, false, "127.0.0.1");
+  CHECK_THAT(run_sh(ray_start_script(spec, plan, false, "3.11.7 2.60.0")), Contains("@@ck-ray-started"));
+  auto seen = parse_ray_probe("h1", run_sh(ray_node_state_script(spec) + "echo @@ck-ray-end\n"));
+  CHECK(seen.python_version == "3.11.7");
+  CHECK(seen.ray_version == "2.60.0");
+  // The venv's files, when they say both, win: what is installed now.
+  spec.ray_command = fake_venv(dir, "exit 0", true);
+  auto installed = parse_ray_probe("h1", run_sh(ray_node_state_script(spec) + "echo @@ck-ray-end\n"));
+  CHECK(installed.ray_version == "2.99.1");
+  // Docker: a label on the container, read by `docker inspect` with the state.
+  RayClusterSpec d;
+  d.name = "unitver";
+  d.runtime = RayRuntimeKind::docker;
+  d.image = "vllm/vllm-openai";
+  auto dplan = plan_ray_node(d, "h1", true, "127.0.0.1", "lo", 2u, false, "127.0.0.1");
+  CHECK_THAT(ray_start_script(d, dplan, false, "3.12.9 2.60.0"),
+             Contains("'--label' 'clusterkit.ray.versions=3.12.9 2.60.0' '--entrypoint'"));
+  CHECK_THAT(ray_node_state_script(d), Contains("clusterkit.ray.versions"));
+  CHECK(ray_start_script(d, dplan, false).find("clusterkit.ray.versions") == std::string::npos);
+  std::filesystem::remove_all(tmp);
+  std::filesystem::remove_all(dir);
+}
