@@ -136,9 +136,11 @@ std::vector<std::string> const& deployment_steps();
 
 /// Why `tp` x `pp` cannot run on `gpus` whatever the model (more GPUs than
 /// there are), with what would: "" when the count allows it, or when tp or
-/// pp is 0 (`auto`: the planner decides). `up` checks it before anything
-/// starts (declared GPUs), again once the hosts' facts are in, and `plan`
-/// says it; the planner's memory check comes once the model is there.
+/// pp is 0 (`auto`: the planner decides). `gpus` must hold every GPU host
+/// (a host left out would make the total too low). `up` checks it before
+/// anything starts when every GPU host declares its GPUs, again once the
+/// hosts' facts are in, and `plan` says it; the planner's memory check
+/// comes once the model is there.
 std::string layout_count_refusal(unsigned tp, unsigned pp, GpuInventory const& gpus);
 
 // ---------------------------------------------------------------------------

@@ -323,6 +323,9 @@ struct VllmLogFollower {
   std::string partial;
   bool alive_seen = false;
   bool alive = false;
+  /// The engine whose log this is: another pid means another log (the new
+  /// engine's), read from its start, even if it already grew past `offset`.
+  int pid = 0;
   /// The first look, read from `from` (the log's size less up to
   /// 256 KiB): its last `tail` complete lines (0: all), the first one
   /// dropped when `from` cut it.

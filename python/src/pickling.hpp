@@ -155,10 +155,10 @@ void from_state(V& v, py::handle h) {
   }
 }
 
-/// Makes the registered class `name` of `m` picklable through members<T>.
+/// Makes the registered class `cls` picklable through members<T>.
 template <class T>
-void define_pickle(py::module_& m, char const* name) {
-  py::class_<T> cls{py::object(m.attr(name))};
+void define_pickle_on(py::object registered) {
+  py::class_<T> cls{registered};
   cls.def(py::pickle([](T const& t) { return py::make_tuple(to_state(t)); },
                      [](py::tuple const& state) {
                        if (state.size() != 1) throw py::value_error("not a pickled clusterkit result");
@@ -166,6 +166,12 @@ void define_pickle(py::module_& m, char const* name) {
                        from_state(t, state[0]);
                        return t;
                      }));
+}
+
+/// The same for the class `name` of `m`.
+template <class T>
+void define_pickle(py::module_& m, char const* name) {
+  define_pickle_on<T>(m.attr(name));
 }
 
 }  // namespace ckpy::pickling

@@ -162,6 +162,7 @@ CK_PICKLE_MEMBERS(ck::DeploymentSpec, &ck::DeploymentSpec::name, &ck::Deployment
 namespace ckpy {
 
 using pickling::define_pickle;
+using pickling::define_pickle_on;
 
 // After every register_*(): the classes exist by now.
 void register_pickling(py::module_& m) {
@@ -173,6 +174,7 @@ void register_pickling(py::module_& m) {
   define_pickle<ck::LabHostStatus>(m, "LabHostStatus");
   define_pickle<ck::LabStatus>(m, "LabStatus");
   define_pickle<ck::ModelSnapshot>(m, "ModelSnapshot");
+  define_pickle_on<ck::ModelSnapshot::Shard>(m.attr("ModelSnapshot").attr("Shard"));
   define_pickle<ck::MountProbe>(m, "MountProbe");
   define_pickle<ck::RayNodeProbe>(m, "RayNodeProbe");
   define_pickle<ck::StreamChunk>(m, "StreamChunk");

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include <array>
+#include <atomic>
 #include <boost/asio/bind_executor.hpp>
 #include <boost/asio/dispatch.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
@@ -29,6 +30,7 @@
 #include <deque>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <mutex>
 #include <optional>
 #include <spdlog/spdlog.h>
@@ -381,9 +383,12 @@ struct JumpProbe : std::enable_shared_from_this<JumpProbe> {
   std::function<void(detail::SshDiagnosis)> then;
   std::optional<bp::process> proc;
   std::string log_path;
+  std::optional<asio::steady_timer> deadline;
 
   void start() {
-    log_path = host->control_path + ".jump.log";
+    // One log per probe: commands on one host may fail together.
+    static std::atomic<unsigned> counter{0};
+    log_path = host->control_path + ".jump" + std::to_string(++counter) + ".log";
     ::unlink(log_path.c_str());
     try {
       proc.emplace(host->strand, ssh_program(), detail::jump_probe_argv(host->spec, log_path),
@@ -391,10 +396,19 @@ struct JumpProbe : std::enable_shared_from_this<JumpProbe> {
     } catch (std::exception const&) {
       return then(std::move(diagnosis));  // no probe: the first diagnosis stands
     }
+    // ConnectTimeout does not bound everything (a stalled key exchange, the
+    // jump host's own ProxyCommand in ssh_config): 8 s, then it is stopped.
+    deadline.emplace(host->strand, std::chrono::seconds(8));
+    deadline->async_wait([self = shared_from_this()](boost::system::error_code ec) {
+      if (ec) return;
+      boost::system::error_code ignored;
+      self->proc->terminate(ignored);
+    });
     proc->async_wait([self = shared_from_this()](boost::system::error_code, int) { self->on_exit(); });
   }
 
   void on_exit() {
+    deadline->cancel();
     int raw = proc->native_exit_code();
     std::string log;
     {
@@ -516,6 +530,8 @@ struct RunOp : std::enable_shared_from_this<RunOp> {
   asio::writable_pipe in;
   asio::readable_pipe out, err;
   asio::steady_timer timeout_timer, escalate_timer, drain_timer;
+  // Set while the jump host is asked why ssh failed (HostImpl::explain_jump).
+  std::optional<detail::SshDiagnosis> diagnosing;
   std::array<char, 65536> out_buf{}, err_buf{};
   LineBuffer out_lines, err_lines;
 
@@ -719,6 +735,9 @@ struct RunOp : std::enable_shared_from_this<RunOp> {
   // resort SIGKILL to the local ssh client if the host no longer answers.
   void stop(std::error_code reason, asio::cancellation_type type) {
     if (finished) return;
+    // ssh had already failed; the jump host is being asked why: done now
+    // with what ssh said (the answer, when it comes, finds the op done).
+    if (diagnosing) return fail(diagnosing->code, diagnosing->message);
     if (!stop_reason) stop_reason = reason;
     if (!proc) {
       // Not spawned yet (waiting for the connection or a session slot).
@@ -772,7 +791,7 @@ struct RunOp : std::enable_shared_from_this<RunOp> {
   }
 
   void finish() {
-    if (finished) return;
+    if (finished || diagnosing) return;
     result.duration = steady_clock::now() - started_at;
     if (stale_master) host->link = HostImpl::Link::down;
     int code = -1;
@@ -792,6 +811,8 @@ struct RunOp : std::enable_shared_from_this<RunOp> {
         if (d.code != errc::host_key_changed && d.code != errc::authentication_failed) host->link = HostImpl::Link::down;
         failed_in_ssh = true;
         if (d.jump_unexplained) {  // ask the jump host alone first (a few seconds at most)
+          diagnosing = d;          // what a stop meanwhile completes with
+          drain_timer.cancel();
           host->explain_jump(std::move(d), [self = shared_from_this()](detail::SshDiagnosis d2) { self->fail(d2.code, d2.message); });
           return;
         }
@@ -878,6 +899,7 @@ struct TransferOp : std::enable_shared_from_this<TransferOp> {
   bool header_read = false;
   std::string header;
   bool exited = false, out_eof = false, err_eof = false, finished = false, session_held = false;
+  std::optional<detail::SshDiagnosis> diagnosing;  // as RunOp's
   int raw_status = 0;
   std::error_code stop_reason;
   steady_clock::time_point started_at;
@@ -1051,6 +1073,7 @@ struct TransferOp : std::enable_shared_from_this<TransferOp> {
 
   void stop(std::error_code reason) {
     if (finished) return;
+    if (diagnosing) return fail(diagnosing->code, diagnosing->message);  // as RunOp::stop
     if (!stop_reason) stop_reason = reason;
     if (!proc) return fail(reason, host->who() + ": transfer " + describe() + " stopped before it started");
     boost::system::error_code ignored;
@@ -1065,7 +1088,7 @@ struct TransferOp : std::enable_shared_from_this<TransferOp> {
   }
 
   void maybe_finish() {
-    if (!finished && exited && out_eof && err_eof) finish();
+    if (!finished && !diagnosing && exited && out_eof && err_eof) finish();
   }
 
   void finish() {
@@ -1080,6 +1103,7 @@ struct TransferOp : std::enable_shared_from_this<TransferOp> {
       if (!host->spec.local && code == 255 && stderr_text.find("clusterkit:") == std::string::npos) {
         auto d = detail::diagnose_ssh_failure(host->spec, stderr_text);
         if (d.jump_unexplained) {
+          diagnosing = d;
           host->explain_jump(std::move(d), [self = shared_from_this()](detail::SshDiagnosis d2) { self->fail(d2.code, d2.message); });
           return;
         }

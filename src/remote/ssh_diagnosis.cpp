@@ -145,6 +145,13 @@ SshDiagnosis explain_jump_probe(HostSpec const& host, SshDiagnosis const& d, int
   auto const target = host.address + " port " + std::to_string(host.port ? host.port : 22);
   SshDiagnosis out = d;
   out.jump_unexplained = false;
+  if (probe_exit == 0 && host.jump_host.find(',') != std::string::npos) {
+    auto first = host.jump_host.substr(0, host.jump_host.find(','));
+    out.message = who + ": the first jump host " + first + " answers (ssh to it alone works), but the way on through " +
+                  host.jump_host + " to " + target + " failed: try the next hop from it (`ssh -J " + first + " " +
+                  host.jump_host.substr(host.jump_host.find(',') + 1) + " true`).";
+    return out;
+  }
   if (probe_exit == 0) {
     out.message = who + ": the jump host " + host.jump_host + " answers (ssh to it alone works), but it did not connect us to " +
                   target + ": from there that address does not answer, refuses, or is filtered. Check the address as the jump "

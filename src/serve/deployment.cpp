@@ -747,7 +747,7 @@ std::string DeploymentStatus::summary() const {
 
 std::string layout_count_refusal(unsigned tp, unsigned pp, GpuInventory const& gpus) {
   if (tp == 0 || pp == 0 || gpus.nodes.empty()) return {};
-  unsigned const need = tp * pp, have = gpus.total_gpus();
+  std::uint64_t const need = std::uint64_t(tp) * pp, have = gpus.total_gpus();
   if (need <= have) return {};
   std::string each;
   for (auto const& n : gpus.nodes) each += (each.empty() ? "" : ", ") + n.name + ": " + std::to_string(n.gpu_count);

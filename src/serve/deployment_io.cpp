@@ -218,6 +218,15 @@ GpuInventory gpu_inventory(Deployment const& d, std::vector<HostFactsOutcome> co
   return inv;
 }
 
+// The count check over every GPU host, or "" when one host's GPUs are not
+// known (neither declared nor found): a total without it would be too low.
+std::string count_refusal(Deployment const& d, std::vector<HostFactsOutcome> const& facts) {
+  auto const& serve = d.spec().serve;
+  auto gpus = gpu_inventory(d, facts);
+  if (gpus.nodes.size() != d.gpu_hosts().size()) return {};
+  return layout_count_refusal(serve.tensor_parallel, serve.pipeline_parallel, gpus);
+}
+
 struct BenchFigures {
   unsigned ok = 0, failed = 0;
   double seconds = 0;
@@ -320,7 +329,7 @@ awaitable<std::pair<std::error_code, DeploymentRecord>> up(Deployment d, Deploym
     // A layout asking for more GPUs than there are fails whatever the
     // model: said before anything starts (not after a download of hours),
     // from the inventory's GPUs, and again below from the hosts' own.
-    if (auto why = layout_count_refusal(spec.serve.tensor_parallel, spec.serve.pipeline_parallel, gpu_inventory(d, {})); !why.empty())
+    if (auto why = count_refusal(d, {}); !why.empty())
       co_return run.fail(s, make_error_code(errc::invalid_argument), why + "; nothing was started");
     if (!spec.checks.preflight) {
       run.end(s, "skipped", "checks.preflight is false");
@@ -384,7 +393,7 @@ awaitable<std::pair<std::error_code, DeploymentRecord>> up(Deployment d, Deploym
         run.host_done(s, h, bad ? "failed" : "ok", bad ? std::to_string(bad) + " checks failed" : "all checks passed", s.started_s);
       }
       if (!failures.empty()) co_return run.fail(s, make_error_code(errc::deployment_failed), join(failures, "; "));
-      if (auto why = layout_count_refusal(spec.serve.tensor_parallel, spec.serve.pipeline_parallel, gpu_inventory(d, facts)); !why.empty())
+      if (auto why = count_refusal(d, facts); !why.empty())
         co_return run.fail(s, make_error_code(errc::invalid_argument), why + "; nothing was started");
       run.end(s, "ok", std::to_string(pre.report.count(CheckStatus::pass)) + " checks passed, " +
                            std::to_string(pre.report.count(CheckStatus::warn)) + " warnings");
@@ -914,7 +923,7 @@ awaitable<std::pair<std::error_code, DeploymentPlanResult>> plan(Deployment d) {
     s.commands.push_back({spec.head, (spec.ray.runtime == RayRuntimeKind::docker ? "docker exec " + ray_container_name(cluster.spec().name) + " " : std::string()) +
                                          shell::join_for_display(argv) + "  (key: VLLM_API_KEY from a 0600 file)"});
   }
-  if (auto why = layout_count_refusal(spec.serve.tensor_parallel, spec.serve.pipeline_parallel, gpu_inventory(d, {})); !why.empty())
+  if (auto why = count_refusal(d, {}); !why.empty())
     out.notes.push_back("`up` would refuse this spec at once: " + why);
   add("smoke", "one streamed chat through the OpenAI API", spec.checks.smoke ? "" : "checks.smoke is false");
   add("bench", std::to_string(spec.checks.bench_requests) + " requests, " + std::to_string(spec.checks.bench_concurrency) + " at once",

@@ -676,9 +676,13 @@ std::string ray_start_script(RayClusterSpec const& spec, RayNodePlan const& plan
     // A replaced node is stopped by its own command first (ray_stop_script):
     // this script names the temp dir in full and would match itself.
     (void)replace;
+    // The temp dir through $ck_t (split): a command line naming it in full
+    // would count as one of the cluster's processes (ck_pids).
+    s << temp_dir_variable(spec);
     if (!versions.empty())
-      s << "mkdir -p " << shell::quote(ray_temp_dir(spec)) << " && printf '%s\\n' " << shell::quote(versions) << " > "
-        << shell::quote(ray_temp_dir(spec) + "/.clusterkit-versions") << "\n";
+      s << "mkdir -p \"$ck_t\" && printf '%s\\n' " << shell::quote(versions) << " > \"$ck_t/.clusterkit-versions\"\n";
+    else
+      s << "rm -f \"$ck_t/.clusterkit-versions\"\n";  // none known now: an older start's would mislead
     s << plan.bare_start_script;
   }
   return s.str();

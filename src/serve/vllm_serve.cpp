@@ -321,23 +321,29 @@ std::vector<std::string> VllmLogFollower::start(VllmWatch const& look, std::uint
   offset = from + look.log.size();
   alive_seen = true;
   alive = look.alive;
+  pid = look.pid;
   return lines;
 }
 
 std::vector<std::string> VllmLogFollower::take(VllmWatch const& look) {
   std::vector<std::string> out;
-  if (look.log_size < offset) {
-    // Shorter than what was read: a new log (the engine was started again).
+  bool const other_engine = look.pid != 0 && pid != 0 && look.pid != pid;
+  if (look.log_size < offset || other_engine) {
+    // Shorter than what was read, or another engine's: a new log (the
+    // engine was started again). What this look read is from the old
+    // offset of the new log: dropped, and the next look reads from 0.
     if (!partial.empty()) out.push_back(detail::valid_utf8(partial));
     partial.clear();
     offset = 0;
-    out.push_back("clusterkit: the engine's log started again (a new engine?); following it from its start");
+    out.push_back("clusterkit: the engine's log started again (a new engine); following it from its start");
     note_liveness(*this, look, out);
+    if (look.pid != 0) pid = look.pid;
     return out;
   }
   complete_lines(partial, look.log, out);
   offset += look.log.size();
   note_liveness(*this, look, out);
+  if (look.pid != 0) pid = look.pid;
   return out;
 }
 

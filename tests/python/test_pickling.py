@@ -86,3 +86,11 @@ def test_a_result_made_in_a_process_pool() -> None:
     assert isinstance(plan, ck.Plan) and plan.recommended is not None
     assert (plan.recommended.tp, plan.recommended.pp) == (2, 2)
     assert plan.to_json() == here.to_json()
+
+
+def test_a_nested_value_class_pickles_too() -> None:
+    # ModelSnapshot.Shard: a class inside a class, bytes that are not UTF-8.
+    shard = ck.ModelSnapshot.Shard("model.safetensors", exists=True, size=10, head=b"\xff\x00x", error="")
+    copy = assert_pickles(shard)
+    assert copy.head == b"\xff\x00x"
+    assert picklable(ck.ModelSnapshot.Shard)

@@ -117,7 +117,12 @@ TEST_CASE("a jump host that fails without a reason is asked alone, and its answe
                           "alone says: ssh: Could not resolve hostname x2: Name or service not known") != std::string::npos);
   auto refused = explain_jump_probe(h, d, 255, "ssh: connect to host x2 port 2200: Connection refused\r\n");
   CHECK(refused.code == errc::connection_refused);
-  // The jump host answers alone: the way from it to the target is the problem.
+  // The first of two hops answers alone: the next hop is the one to try.
+  auto first_fine = explain_jump_probe(h, d, 0, "");
+  CHECK(first_fine.message.find("the first jump host root@x2:2200 answers") != std::string::npos);
+  CHECK(first_fine.message.find("ssh -J root@x2:2200 bastion2 true") != std::string::npos);
+  // One hop that answers alone: the way from it to the target is the problem.
+  h.jump_host = "root@x2:2200";
   auto fine = explain_jump_probe(h, d, 0, "");
   CHECK(fine.code == errc::host_unreachable);
   CHECK(fine.message.find("answers (ssh to it alone works), but it did not connect us to 10.88.0.11 port 22") != std::string::npos);

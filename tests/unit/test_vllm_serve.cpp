@@ -433,7 +433,14 @@ TEST_CASE("following the engine's log: every line once, in order, across looks",
   CHECK_THAT(restarted[0], StartsWith("clusterkit: the engine's log started again"));
   CHECK_THAT(restarted[1], Contains("pid 43"));
   CHECK(f.offset == 0);
-  CHECK(f.take(look("new\n", 4)) == std::vector<std::string>{"new"});
+  CHECK(f.take(look("new\n", 4, true, 43)) == std::vector<std::string>{"new"});
+  // Another engine whose log already grew past the offset within one look:
+  // its pid says so; read from its start, not from the old offset.
+  auto other = f.take(look("ine 7\n", 50, true, 44));
+  REQUIRE_FALSE(other.empty());
+  CHECK_THAT(other[0], StartsWith("clusterkit: the engine's log started again"));
+  CHECK(f.offset == 0);
+  CHECK(f.take(look("line 1\n", 50, true, 44)) == std::vector<std::string>{"line 1"});
   // A first look that starts inside the log drops the line it cut; tail 0 keeps all.
   VllmLogFollower g;
   CHECK(g.start(look("ut-off\nx\ny\n", 100), 89, 0) == std::vector<std::string>{"x", "y"});
