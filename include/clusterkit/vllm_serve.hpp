@@ -141,6 +141,8 @@ std::string vllm_launch_script(VllmServeSpec const& spec, std::vector<std::strin
 /// One look at the engine: `@@ck-vllm-alive 0|1`, its uptime, the log's
 /// size, and the log's bytes from `offset` (at most 256 KiB).
 std::string vllm_watch_script(VllmServeSpec const& spec, std::uint64_t offset);
+/// The most of the log one look returns; a full look means more is waiting.
+inline constexpr std::uint64_t vllm_watch_log_bytes = 256u << 10;
 struct VllmWatch {
   bool state_dir = false;
   bool alive = false;

@@ -89,6 +89,11 @@ py::object make_error(std::error_code ec, std::string const& message, py::object
   return error_type()(message.empty() ? ec.message() : message, error_code_name(ec), std::move(result));
 }
 
+py::object error_or_none(std::error_code ec, std::string const& message) {
+  if (!ec) return py::none();
+  return make_error(ec, message);
+}
+
 void raise_error(std::error_code ec, std::string const& message, py::object result) {
   raise_instance(make_error(ec, message, std::move(result)));
 }

@@ -275,10 +275,7 @@ void register_facts_types(py::module_& m) {
       .def_property_readonly("ok", &O::ok, "The facts script ran (facts may still have issues).")
       .def_property_readonly(
           "error",
-          [](O const& o) -> py::object {
-            if (!o.error) return py::none();
-            return make_error(o.error, o.message.empty() ? o.error.message() : o.message);
-          },
+          [](O const& o) { return error_or_none(o.error, o.message); },
           "None, or a clusterkit.Error (connection, timeout).")
       .def_readonly("message", &O::message)
       .def_readonly("facts", &O::facts)
@@ -518,10 +515,7 @@ void register_nccl(py::module_& m) {
       .def_readonly("launch", &HR::launch)
       .def_property_readonly(
           "error",
-          [](HR const& h) -> py::object {
-            if (!h.error) return py::none();
-            return make_error(h.error, h.message.empty() ? h.error.message() : h.message);
-          },
+          [](HR const& h) { return error_or_none(h.error, h.message); },
           "None, or a clusterkit.Error.")
       .def_readonly("exit_code", &HR::exit_code)
       .def_readonly("message", &HR::message)

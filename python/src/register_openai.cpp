@@ -1076,7 +1076,7 @@ void register_bench(py::module_& m) {
       .def_readonly("output_tokens", &Sample::output_tokens)
       .def_property_readonly("ok", &Sample::ok)
       .def_property_readonly(
-          "error", [](Sample const& x) -> py::object { return x.ok() ? py::object(py::none()) : make_error(x.error, x.message); },
+          "error", [](Sample const& x) { return error_or_none(x.error, x.message); },
           "None, or a clusterkit.Error ('http_error', 'timed_out', 'connection_refused', 'cancelled', ...).")
       .def_readonly("message", &Sample::message, "Why it failed: 'HTTP 429: slow down', ... ('' when ok).")
       .def_readonly("send_delay", &Sample::send_delay)

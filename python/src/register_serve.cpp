@@ -34,11 +34,6 @@ char const* py_bool(bool b) { return b ? "True" : "False"; }
 
 std::string number(double v) { return py_repr(py::float_(v)); }
 
-py::object error_or_none(std::error_code ec, std::string const& message) {
-  if (!ec) return py::none();
-  return make_error(ec, message);
-}
-
 ck::Host one_host(py::handle host) {
   if (!py::isinstance<ck::Host>(host)) throw py::type_error("host must be a Host, not " + type_name(host));
   auto h = host.cast<ck::Host>();

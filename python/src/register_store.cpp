@@ -66,11 +66,6 @@ int checked_port(int port) {
   return port;
 }
 
-py::object error_or_none(std::error_code ec, std::string const& message) {
-  if (!ec) return py::none();
-  return make_error(ec, message);
-}
-
 py::bytes as_bytes(std::string const& s) { return py::bytes(s.data(), s.size()); }
 std::string bytes_or_str(py::handle value) {
   if (py::isinstance<py::str>(value)) return value.cast<std::string>();

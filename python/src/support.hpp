@@ -102,6 +102,8 @@ py::tuple pickle_error_code(std::error_code ec);
 std::error_code unpickle_error_code(py::handle state);
 /// A clusterkit.Error instance (not raised).
 py::object make_error(std::error_code ec, std::string const& message, py::object result = py::none());
+/// A result's `error` property: None when `ec` is empty, else make_error.
+py::object error_or_none(std::error_code ec, std::string const& message);
 /// Raise clusterkit.Error.
 [[noreturn]] void raise_error(std::error_code ec, std::string const& message, py::object result = py::none());
 [[noreturn]] void raise_error(ck::errc code, std::string const& message);

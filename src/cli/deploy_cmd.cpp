@@ -2,11 +2,9 @@
 // from one deployment spec (examples/deployments/).
 #include <unistd.h>
 
-#include <chrono>
 #include <cstdio>
 #include <iostream>
 #include <mutex>
-#include <thread>
 
 #include "clusterkit/deployment.hpp"
 #include "cluster_args.hpp"

@@ -282,7 +282,7 @@ std::string vllm_watch_script(VllmServeSpec const& spec, std::uint64_t offset) {
     << "echo \"@@ck-vllm-argv $(head -c 8192 \"$ck_d/argv\" 2>/dev/null | head -n 1)\"\n"
     << "echo \"@@ck-vllm-log-size $(wc -c < \"$ck_d/vllm.log\" 2>/dev/null || echo 0)\"\n"
     << "echo @@ck-vllm-log-begin\n"
-    << "tail -c +" << (offset + 1) << " \"$ck_d/vllm.log\" 2>/dev/null | head -c 262144\n"
+    << "tail -c +" << (offset + 1) << " \"$ck_d/vllm.log\" 2>/dev/null | head -c " << vllm_watch_log_bytes << "\n"
     << "echo; echo @@ck-vllm-log-end\n";
   return s.str();
 }

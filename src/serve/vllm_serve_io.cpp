@@ -513,7 +513,7 @@ awaitable<std::pair<std::error_code, VllmStatus>> status(VllmServe s) {
   st.state = judge_vllm_state(st.process_alive, st.health_status, listed, st.ray, st.problems);
   if (!st.process_alive && w.state_dir) {
     // Why it stopped, from the end of its log.
-    auto tail = co_await watch(s, w.log_size > (256u << 10) ? w.log_size - (256u << 10) : 0, ec, failure);
+    auto tail = co_await watch(s, w.log_size > vllm_watch_log_bytes ? w.log_size - vllm_watch_log_bytes : 0, ec, failure);
     st.diagnosis = diagnose_vllm_log(tail.log, diagnosis_context(s, st.ray ? st.ray->gpus_total : 0));
   }
   co_return std::pair{std::error_code(), std::move(st)};
@@ -558,27 +558,28 @@ awaitable<std::pair<std::error_code, std::string>> follow_logs(VllmServe s, Vllm
   };
   std::error_code ec;
   std::string failure;
+  auto failed = [&] { return std::pair{ec ? ec : make_error_code(errc::engine_failed), failure}; };
   // The log's size first (a look past any end reads nothing), then up to
-  // its last 256 KiB for the first lines.
+  // its last vllm_watch_log_bytes for the first lines.
   auto sized = co_await watch(s, std::uint64_t(1) << 62, ec, failure);
-  if (ec || !failure.empty()) co_return std::pair{ec ? ec : make_error_code(errc::engine_failed), failure};
+  if (ec || !failure.empty()) co_return failed();
   if (!sized.state_dir)
     emit({"clusterkit: no engine named '" + s.spec().name + "' on " + s.cluster().head().host.name() +
           " yet; its log is followed once `serve up` starts one"});
-  std::uint64_t const from = options.tail == 0 || sized.log_size <= (256u << 10) ? 0 : sized.log_size - (256u << 10);
+  std::uint64_t const from = options.tail == 0 || sized.log_size <= vllm_watch_log_bytes ? 0 : sized.log_size - vllm_watch_log_bytes;
   VllmLogFollower follower;
   auto first = co_await watch(s, from, ec, failure);
-  if (ec || !failure.empty()) co_return std::pair{ec ? ec : make_error_code(errc::engine_failed), failure};
+  if (ec || !failure.empty()) co_return failed();
   emit(follower.start(first, from, options.tail));
-  bool more = first.log.size() >= (256u << 10);
+  bool more = first.log.size() >= vllm_watch_log_bytes;
   while (!(co_await was_cancelled())) {
     if (!more) co_await sleep_for(options.poll_interval);
     if (co_await was_cancelled()) break;
     auto look = co_await watch(s, follower.offset, ec, failure);
     if (co_await was_cancelled()) break;
-    if (ec || !failure.empty()) co_return std::pair{ec ? ec : make_error_code(errc::engine_failed), failure};
+    if (ec || !failure.empty()) co_return failed();
     emit(follower.take(look));
-    more = look.log.size() >= (256u << 10);  // a full look: the next one at once
+    more = look.log.size() >= vllm_watch_log_bytes;  // a full look: the next one at once
   }
   if (!follower.partial.empty()) emit({valid_utf8(follower.partial)});
   co_return std::pair{make_error_code(errc::cancelled), std::string("stopped following the engine's log")};
