@@ -140,8 +140,27 @@ std::vector<std::string> const& deployment_steps();
 /// (a host left out would make the total too low). `up` checks it before
 /// anything starts when every GPU host declares its GPUs, again once the
 /// hosts' facts are in, and `plan` says it; the planner's memory check
-/// comes once the model is there.
+/// comes once the model is there, or before anything starts for a model
+/// clusterkit ships the config of (known_model_fit_refusal).
 std::string layout_count_refusal(unsigned tp, unsigned pp, GpuInventory const& gpus);
+
+/// The layout `up` serves from a plan: the planner's recommendation when
+/// `tp` and `pp` are both 0 (`auto`), else the planned layout of that shape
+/// (one of them 0: the first that fits with the other). Throws
+/// Error(errc::invalid_argument) when it does not fit, naming why and
+/// what would (another layout, or the shortfall's suggestions).
+Layout choose_layout(Plan const& plan, unsigned tp, unsigned pp);
+
+/// The planner's memory check before anything is downloaded, for a model
+/// whose config.json clusterkit ships (known_model_config: the seed's
+/// Qwen2.5-72B-Instruct among them): why `tp` x `pp` (0: auto) cannot run
+/// on `gpus`, from the config alone (tensor sizes estimated, and said so),
+/// and what would. "" when it fits, when the model is not one of them, or
+/// when `gpus` is empty or a node's per-GPU memory is not known. `up` refuses at preflight with it, so that a
+/// 145 GB download is never made for a model that cannot be served; the
+/// layout step checks again from the real headers.
+std::string known_model_fit_refusal(std::string_view model_id, unsigned tp, unsigned pp, GpuInventory const& gpus,
+                                    PlanOptions const& options = {});
 
 // ---------------------------------------------------------------------------
 // The record

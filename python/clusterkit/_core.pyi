@@ -832,6 +832,16 @@ class Plan:
     def __getstate__(self) -> tuple[Any, ...]: ...
     def __setstate__(self, state: tuple[Any, ...]) -> None: ...
 
+def choose_layout(plan: Plan, tp: int = 0, pp: int = 0) -> Layout: ...
+def known_model_fit_refusal(
+    model_id: str,
+    tp: int,
+    pp: int,
+    gpus: str | GpuInventory,
+    *,
+    gpu_memory_utilization: float = 0.9,
+    max_model_len: int | None = None,
+) -> str: ...
 def plan_deployment(
     facts: ModelFacts,
     gpus: str | GpuInventory,

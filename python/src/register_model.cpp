@@ -2,6 +2,7 @@
 // Everything here is local: inspect/verify/hash run on a worker thread with
 // the GIL released (Ctrl-C stops them); the planner is pure and quick.
 #include "json_support.hpp"
+#include "clusterkit/deployment.hpp"
 
 #include "clusterkit/model.hpp"
 #include "clusterkit/planner.hpp"
@@ -555,6 +556,24 @@ void register_planner(py::module_& m) {
       py::arg("block_size") = 16,
       "Plan a vLLM deployment of `facts` on `gpus` (a description such as '2 nodes x 2 L20 48GB', or a "
       "GpuInventory). Raises clusterkit.Error('invalid_argument') when the model lacks what planning needs.");
+  m.def("choose_layout", &ck::choose_layout, py::arg("plan"), py::arg("tp") = 0u, py::arg("pp") = 0u,
+        "The layout a deployment serves from `plan`: the recommendation when tp and pp are both 0 (auto), else the "
+        "planned layout of that shape. Raises clusterkit.Error('invalid_argument'), also a ValueError, when it does "
+        "not fit, naming why and what would.");
+  m.def(
+      "known_model_fit_refusal",
+      [](std::string const& model_id, unsigned tp, unsigned pp, py::object const& gpus, double gpu_memory_utilization,
+         py::object const& max_model_len) {
+        ck::PlanOptions o;
+        o.gpu_memory_utilization = gpu_memory_utilization;
+        o.max_model_len = optional_count(max_model_len, "max_model_len");
+        return ck::known_model_fit_refusal(model_id, tp, pp, inventory_from(gpus), o);
+      },
+      py::arg("model_id"), py::arg("tp"), py::arg("pp"), py::arg("gpus"), py::kw_only(), py::arg("gpu_memory_utilization") = 0.9,
+      py::arg("max_model_len") = py::none(),
+      "Why TP x PP (0: auto) of a model whose config clusterkit ships (known_model_ids()) cannot run on `gpus`, from "
+      "the config alone, with what would; '' when it fits or the model is not one of them. Deployment.up() refuses "
+      "with it before anything is downloaded.");
   m.def("tensor_parallel_refusal", &ck::tensor_parallel_refusal, py::arg("facts"), py::arg("tp"),
         "Why vLLM refuses TP=`tp` for this model ('' when accepted).");
   m.def("pipeline_partition", &ck::pipeline_partition, py::arg("layers"), py::arg("pp"),

@@ -761,6 +761,59 @@ std::string layout_count_refusal(unsigned tp, unsigned pp, GpuInventory const& g
          all + ", or both to auto for the planner's choice";
 }
 
+Layout choose_layout(Plan const& plan, unsigned tp, unsigned pp) {
+  auto const on = plan.model + " on " + plan.gpus.describe();
+  auto const nothing_fits = [&] {
+    // The planner's suggestions start with "nothing fits: " already.
+    auto said = plan.shortfall ? join(plan.shortfall->suggestions, "; ") : std::string();
+    if (said.empty()) said = "more GPUs or a smaller model";
+    return said.rfind("nothing fits", 0) == 0 ? said : "nothing fits: " + said;
+  };
+  if (tp == 0 && pp == 0) {
+    if (auto const* best = plan.recommended_layout()) return *best;
+    throw Error(errc::invalid_argument, on + ": " + nothing_fits());
+  }
+  Layout const* chosen = nullptr;
+  for (auto const& l : plan.layouts)
+    if (l.tp == (tp ? tp : l.tp) && l.pp == (pp ? pp : l.pp) && (!chosen || (l.fits && !chosen->fits))) chosen = &l;
+  if (chosen && chosen->fits) return *chosen;
+  std::string why = chosen ? chosen->reason : std::string();
+  if (!chosen)
+    for (auto const& r : plan.rejected)
+      if ((tp == 0 || r.tp == tp) && (r.pp == 0 || pp == 0 || r.pp == pp)) {
+        why = r.reason;
+        break;
+      }
+  auto const shape = "TP " + (tp ? std::to_string(tp) : std::string("auto")) + " x PP " + (pp ? std::to_string(pp) : std::string("auto"));
+  auto const* best = plan.recommended_layout();
+  if (why.empty()) why = chosen ? "does not fit" : "not a layout the planner can make on these GPUs";
+  throw Error(errc::invalid_argument, shape + " for " + on + ": " + why +
+                                          (best ? "; what fits: TP " + std::to_string(best->tp) + " x PP " + std::to_string(best->pp) +
+                                                      " (`clusterkit plan` lists every layout)"
+                                                : "; " + nothing_fits()));
+}
+
+std::string known_model_fit_refusal(std::string_view model_id, unsigned tp, unsigned pp, GpuInventory const& gpus, PlanOptions const& options) {
+  // A node whose per-GPU memory is not known would plan as 0 bytes: no
+  // refusal from that (the layout step plans with the hosts' own figures).
+  if (gpus.nodes.empty() || std::any_of(gpus.nodes.begin(), gpus.nodes.end(), [](GpuNode const& n) { return n.memory_bytes == 0; }))
+    return {};
+  auto config = known_model_config(model_id);
+  if (!config) return {};
+  auto facts = model_facts_from_config(*config, std::string(model_id) + " (config shipped with clusterkit)");
+  estimate_tensors_from_config(facts);
+  facts.dir = std::string(model_id);  // the plan names the model by it
+  try {
+    auto plan = plan_deployment(facts, gpus, options);
+    plan.model = std::string(model_id);
+    (void)choose_layout(plan, tp, pp);
+    return {};
+  } catch (Error const& e) {
+    return std::string(e.what()) + " (planned before any download, from the config.json clusterkit ships for it; tensor sizes "
+                                   "estimated)";
+  }
+}
+
 // Used by the I/O half.
 namespace detail {
 std::string deployment_now_iso() { return now_iso(); }

@@ -227,6 +227,28 @@ std::string count_refusal(Deployment const& d, std::vector<HostFactsOutcome> con
   return layout_count_refusal(serve.tensor_parallel, serve.pipeline_parallel, gpus);
 }
 
+PlanOptions plan_options(DeploymentSpec const& spec) {
+  PlanOptions po;
+  if (spec.serve.gpu_memory_utilization) po.gpu_memory_utilization = *spec.serve.gpu_memory_utilization;
+  if (spec.serve.max_model_len) po.max_model_len = spec.serve.max_model_len;
+  return po;
+}
+
+// Both checks that need no model on disk: the GPU count, and for a model
+// clusterkit ships the config of, the memory. "" when neither refuses or
+// a GPU host's GPUs are not known yet.
+std::string early_refusal(Deployment const& d, std::vector<HostFactsOutcome> const& facts) {
+  if (auto why = count_refusal(d, facts); !why.empty()) return why;
+  auto const& spec = d.spec();
+  auto gpus = gpu_inventory(d, facts);
+  if (gpus.nodes.size() != d.gpu_hosts().size()) return {};
+  try {
+    return known_model_fit_refusal(spec.model.id, spec.serve.tensor_parallel, spec.serve.pipeline_parallel, gpus, plan_options(spec));
+  } catch (Error const&) {
+    return {};  // a config the estimate cannot describe: the layout step plans from the real headers
+  }
+}
+
 struct BenchFigures {
   unsigned ok = 0, failed = 0;
   double seconds = 0;
@@ -329,7 +351,7 @@ awaitable<std::pair<std::error_code, DeploymentRecord>> up(Deployment d, Deploym
     // A layout asking for more GPUs than there are fails whatever the
     // model: said before anything starts (not after a download of hours),
     // from the inventory's GPUs, and again below from the hosts' own.
-    if (auto why = count_refusal(d, {}); !why.empty())
+    if (auto why = early_refusal(d, {}); !why.empty())
       co_return run.fail(s, make_error_code(errc::invalid_argument), why + "; nothing was started");
     if (!spec.checks.preflight) {
       run.end(s, "skipped", "checks.preflight is false");
@@ -393,7 +415,7 @@ awaitable<std::pair<std::error_code, DeploymentRecord>> up(Deployment d, Deploym
         run.host_done(s, h, bad ? "failed" : "ok", bad ? std::to_string(bad) + " checks failed" : "all checks passed", s.started_s);
       }
       if (!failures.empty()) co_return run.fail(s, make_error_code(errc::deployment_failed), join(failures, "; "));
-      if (auto why = count_refusal(d, facts); !why.empty())
+      if (auto why = early_refusal(d, facts); !why.empty())
         co_return run.fail(s, make_error_code(errc::invalid_argument), why + "; nothing was started");
       run.end(s, "ok", std::to_string(pre.report.count(CheckStatus::pass)) + " checks passed, " +
                            std::to_string(pre.report.count(CheckStatus::warn)) + " warnings");
@@ -578,33 +600,12 @@ awaitable<std::pair<std::error_code, DeploymentRecord>> up(Deployment d, Deploym
       auto facts_m = inspect_snapshot(parse_model_snapshot(r.stdout_text));
       auto gpus = gpu_inventory(d, facts);
       if (gpus.nodes.empty()) co_return Failure{&s, make_error_code(errc::invalid_argument), "no GPUs on the GPU hosts (declare them in the inventory's gpus:)"};
-      PlanOptions po;
-      if (spec.serve.gpu_memory_utilization) po.gpu_memory_utilization = *spec.serve.gpu_memory_utilization;
+      auto po = plan_options(spec);
       if (max_len) po.max_model_len = max_len;
       auto plan = plan_deployment(facts_m, gpus, po);
-      Layout const* chosen = nullptr;
-      if (tp == 0 && pp == 0) {
-        chosen = plan.recommended_layout();
-        if (!chosen) {
-          std::string why = plan.shortfall ? join(plan.shortfall->suggestions, "; ") : "no layout fits";
-          co_return Failure{&s, make_error_code(errc::invalid_argument), spec.model.id + " does not fit on " + gpus.describe() + ": " + why};
-        }
-      } else {
-        for (auto const& l : plan.layouts)
-          if (l.tp == (tp ? tp : l.tp) && l.pp == (pp ? pp : l.pp)) {
-            chosen = &l;
-            break;
-          }
-        if (!chosen || !chosen->fits) {
-          auto const* best = plan.recommended_layout();
-          co_return Failure{&s, make_error_code(errc::invalid_argument),
-                             "TP " + std::to_string(tp) + " x PP " + std::to_string(pp) + " does not fit on " + gpus.describe() +
-                                 (chosen ? " (" + chosen->reason + ")" : "") +
-                                 (best ? "; what fits: TP " + std::to_string(best->tp) + " x PP " + std::to_string(best->pp) +
-                                             " (`clusterkit plan` lists every layout)"
-                                       : "; nothing fits: " + (plan.shortfall ? join(plan.shortfall->suggestions, "; ") : std::string()))};
-        }
-      }
+      plan.model = spec.model.id;
+      auto const chosen_layout = choose_layout(plan, tp, pp);
+      auto const* chosen = &chosen_layout;
       tp = chosen->tp;
       pp = chosen->pp;
       if (!max_len && spec.max_model_len_auto) max_len = plan.max_model_len;
@@ -923,7 +924,7 @@ awaitable<std::pair<std::error_code, DeploymentPlanResult>> plan(Deployment d) {
     s.commands.push_back({spec.head, (spec.ray.runtime == RayRuntimeKind::docker ? "docker exec " + ray_container_name(cluster.spec().name) + " " : std::string()) +
                                          shell::join_for_display(argv) + "  (key: VLLM_API_KEY from a 0600 file)"});
   }
-  if (auto why = count_refusal(d, {}); !why.empty())
+  if (auto why = early_refusal(d, {}); !why.empty())
     out.notes.push_back("`up` would refuse this spec at once: " + why);
   add("smoke", "one streamed chat through the OpenAI API", spec.checks.smoke ? "" : "checks.smoke is false");
   add("bench", std::to_string(spec.checks.bench_requests) + " requests, " + std::to_string(spec.checks.bench_concurrency) + " at once",

@@ -277,6 +277,22 @@ expect "spec: the ray port named at its place" 2 "spec.yaml:4:13: ray.port: expe
 printf 'inventory: inv.yaml\nmodel: {id: x\0}\n' >"$tmp/spec-nul.yaml"
 expect "spec: a NUL byte" 2 "spec-nul.yaml:2:14: a NUL byte" -- "$ck" up "$tmp/spec-nul.yaml"
 expect "spec: a folder" 2 "cannot read deployment spec /tmp: it is a folder, not a regular file; examples are in examples/deployments/" -- "$ck" up /tmp
+# The seed's model on one server with two 48 GB cards: refused from the
+# shipped config before anything is downloaded (the dry run says it too).
+cat >"$tmp/nofit.yaml" <<SPEC
+name: ck-cli-nofit
+inventory:
+  hosts:
+    a: {local: true, roles: [head], gpus: {count: 2, model: L20, memory_gib: 48, simulated: true}}
+model: {id: Qwen/Qwen2.5-72B-Instruct, hub: none, root: $tmp/nofit-models}
+runtime: {kind: bare, ray: $tmp/no-venv/bin/ray}
+serve: {tensor_parallel: 2, pipeline_parallel: 1}
+state_dir: $tmp/nofit-state
+SPEC
+expect "plan: a known model that cannot fit, said before up" 0 "\`up\` would refuse this spec at once: TP 2 x PP 1 for Qwen/Qwen2.5-72B-Instruct on " -- \
+  "$ck" plan "$tmp/nofit.yaml"
+expect "up: a known model that cannot fit, refused before its download" 1 "nothing fits: " -- "$ck" up "$tmp/nofit.yaml"
+if [ -e "$tmp/nofit-models" ]; then fail "up made the model folder for a model that cannot fit"; fi
 expect "logs --follow of a worker's Ray logs: refused, nothing connects" 1 \
   "following is for the engine's log on the head (gpu1); gpu2's Ray logs are read once: leave out follow (--follow)" -- \
   "$ck" logs "$(dirname "$0")/../../examples/deployments/qwen72b-two-node.yaml" --host gpu2 --follow

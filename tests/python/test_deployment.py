@@ -429,12 +429,17 @@ def test_the_example_runs(tmp_path: Path) -> None:
 # their asyncio forms, Ctrl-C and task cancellation.
 
 
-def local_deployment(state: Path, layout: str = "tensor_parallel: 1, pipeline_parallel: 1, ") -> ck.Deployment:
+def local_deployment(
+    state: Path,
+    layout: str = "tensor_parallel: 1, pipeline_parallel: 1, ",
+    model: str = "Qwen/Nothing-Here",
+    gpus: str = "count: 1, simulated: true",
+) -> ck.Deployment:
     text = f"""name: ck-pytest-local
 inventory:
   hosts:
-    a: {{local: true, roles: [head], gpus: {{count: 1, simulated: true}}}}
-model: {{id: Qwen/Nothing-Here, hub: none, root: {state}/models}}
+    a: {{local: true, roles: [head], gpus: {{{gpus}}}}}
+model: {{id: {model}, hub: none, root: {state}/models}}
 runtime: {{kind: bare, ray: {state}/venv/bin/ray}}
 ray: {{port: 1}}
 serve: {{{layout}port: 1}}
@@ -499,6 +504,47 @@ def test_more_gpus_than_there_are_is_refused_before_anything_starts(tmp_path: Pa
     assert record is not None and record.status == "failed"
     assert [(s.step, s.status) for s in record.steps if s.status != "pending"] == [("preflight", "failed")]
     assert not (tmp_path / "models").exists()  # nothing made on the "NAS"
+
+
+def test_a_known_model_that_cannot_fit_is_refused_before_its_download(tmp_path: Path) -> None:
+    # The seed's model on one host with two 48 GB cards: 145 GB of weights
+    # cannot fit, whatever the layout. clusterkit ships its config.json, so
+    # up() says so from the config before anything is downloaded (hours for
+    # 145 GB), with the planner's suggestions.
+    d = local_deployment(
+        tmp_path,
+        layout="tensor_parallel: auto, pipeline_parallel: auto, ",
+        model="Qwen/Qwen2.5-72B-Instruct",
+        gpus="count: 2, model: L20, memory_gib: 48, simulated: true",
+    )
+    why = ck.known_model_fit_refusal("Qwen/Qwen2.5-72B-Instruct", 0, 0, "1x 2 L20 48GB")
+    assert why.startswith("Qwen/Qwen2.5-72B-Instruct on ") and "nothing fits: " in why, why
+    assert "before any download, from the config.json clusterkit ships for it" in why
+    assert ck.known_model_fit_refusal("Qwen/Qwen2.5-72B-Instruct", 2, 2, "2 nodes x 2 L20 48GB") == ""  # the seed fits
+    assert ck.known_model_fit_refusal("acme/not-shipped", 2, 1, "1x 2 L20 48GB") == ""  # not known: no guess
+    plan = d.plan()
+    assert any(n.startswith("`up` would refuse this spec at once: Qwen/Qwen2.5-72B-Instruct on ") for n in plan.notes), plan.notes
+    t0 = time.monotonic()
+    with pytest.raises(ck.Error) as e:
+        d.up()
+    assert time.monotonic() - t0 < 10
+    assert e.value.code == "invalid_argument" and isinstance(e.value, ValueError)
+    assert "nothing fits: " in str(e.value) and "nothing was started" in str(e.value), str(e.value)
+    record = ck.load_deployment_record(d.spec)
+    assert record is not None
+    assert [(s.step, s.status) for s in record.steps if s.status != "pending"] == [("preflight", "failed")]
+    assert not (tmp_path / "models").exists()
+
+
+def test_choose_layout_names_what_fits() -> None:
+    facts = ck.model_facts_from_config(ck.known_model_config("Qwen/Qwen2.5-7B-Instruct"))
+    ck.estimate_tensors_from_config(facts)
+    plan = ck.plan_deployment(facts, "2 nodes x 2 L20 48GB")
+    best = ck.choose_layout(plan)
+    assert best.fits and (best.tp, best.pp) == (plan.layouts[0].tp, plan.layouts[0].pp)
+    assert (ck.choose_layout(plan, 2, 2).tp, ck.choose_layout(plan, 2, 2).pp) == (2, 2)
+    with pytest.raises(ValueError, match=r"TP 3 x PP 1 for .* what fits: TP "):
+        ck.choose_layout(plan, 3, 1)
 
 
 def test_async_forms_on_this_machine(tmp_path: Path) -> None:

@@ -18,6 +18,7 @@
 
 using namespace clusterkit;
 using Catch::Matchers::Contains;
+using Catch::Matchers::StartsWith;
 
 namespace {
 
@@ -339,4 +340,52 @@ TEST_CASE("deployment: a layout asking for more GPUs than there are is refused, 
   CHECK_THAT(odd, Contains("needs 8 GPUs, and the GPU hosts have 6 (a: 4, b: 2)"));
   CHECK_THAT(odd, Contains("at most 6, or both to auto"));  // unlike hosts: no shape that uses them all
   CHECK(layout_count_refusal(1, 1, GpuInventory{}).empty());  // no GPUs known: the planner says it later
+}
+
+TEST_CASE("deployment: a model clusterkit ships the config of is sized before anything is downloaded") {
+  auto const seed = parse_gpu_inventory("2 nodes x 2 L20 48GB");
+  // The seed's own layout fits (the planner's numbers, from the config).
+  CHECK(known_model_fit_refusal("Qwen/Qwen2.5-72B-Instruct", 2, 2, seed).empty());
+  CHECK(known_model_fit_refusal("Qwen/Qwen2.5-72B-Instruct", 0, 0, seed).empty());
+  // 145 GB of bf16 weights on one server's two cards: refused, saying what fits.
+  auto half = known_model_fit_refusal("Qwen/Qwen2.5-72B-Instruct", 2, 1, seed);
+  CHECK_THAT(half, Contains("TP 2 x PP 1 for Qwen/Qwen2.5-72B-Instruct on "));
+  CHECK_THAT(half, Contains("what fits: TP 2 x PP 2"));
+  CHECK_THAT(half, Contains("from the config.json clusterkit ships for it; tensor sizes estimated"));
+  // Nothing fits on four 24 GB cards: the shortfall's suggestions.
+  auto small = known_model_fit_refusal("Qwen/Qwen2.5-72B-Instruct", 0, 0, parse_gpu_inventory("2 nodes x 2 L4 24GB"));
+  CHECK_THAT(small, StartsWith("Qwen/Qwen2.5-72B-Instruct on 2 nodes x 2 L4 (22.49 GiB): nothing fits: the closest layout"));
+  CHECK(small.find("nothing fits: nothing fits") == std::string::npos);
+  CHECK_THAT(small, Contains("an AWQ INT4 checkpoint"));
+  // ModelScope's folder spelling names the same model.
+  CHECK_FALSE(known_model_fit_refusal("Qwen/Qwen2___5-72B-Instruct", 2, 1, seed).empty());
+  // Not refused: a model it does not know, no GPUs, a node's memory unknown.
+  CHECK(known_model_fit_refusal("acme/unknown-model", 2, 1, seed).empty());
+  CHECK(known_model_fit_refusal("Qwen/Qwen2.5-72B-Instruct", 2, 1, GpuInventory{}).empty());
+  GpuInventory unknown_memory;
+  unknown_memory.nodes = {GpuNode{"a", 2, "L20", 0, ""}};
+  CHECK(known_model_fit_refusal("Qwen/Qwen2.5-72B-Instruct", 2, 1, unknown_memory).empty());
+}
+
+TEST_CASE("deployment: choose_layout takes the recommendation for auto, the named shape otherwise") {
+  auto facts = model_facts_from_config(*known_model_config("Qwen/Qwen2.5-7B-Instruct"));
+  estimate_tensors_from_config(facts);
+  auto plan = plan_deployment(facts, parse_gpu_inventory("2 nodes x 2 L20 48GB"));
+  plan.model = "Qwen/Qwen2.5-7B-Instruct";
+  auto best = choose_layout(plan, 0, 0);
+  CHECK(best.fits);
+  CHECK(best.tp == plan.recommended_layout()->tp);
+  auto named = choose_layout(plan, 2, 2);
+  CHECK((named.tp == 2 && named.pp == 2 && named.fits));
+  auto tp_only = choose_layout(plan, 1, 0);  // PP auto: the first that fits with TP 1
+  CHECK((tp_only.tp == 1 && tp_only.fits));
+  // TP 3 does not divide 28 heads: vLLM refuses it, and so does the choice, saying why.
+  try {
+    (void)choose_layout(plan, 3, 1);
+    FAIL("TP 3 was chosen");
+  } catch (Error const& e) {
+    CHECK(e.code() == make_error_code(errc::invalid_argument));
+    CHECK_THAT(std::string(e.what()), Contains("TP 3 x PP 1 for Qwen/Qwen2.5-7B-Instruct on "));
+    CHECK_THAT(std::string(e.what()), Contains("what fits: TP "));
+  }
 }
