@@ -1263,7 +1263,30 @@ std::string explain_ray_failure(std::string_view host, std::string_view output, 
     return h + ": Ray is not installed where it runs (" + last_lines(output, 1) + "); install ray[default] in the image or venv";
   if (contains(output, "error setting rlimit"))
     return h + ": Docker cannot set a resource limit (" + last_lines(output, 1) + "); drop the --ulimit from docker_args";
-  auto tail = last_lines(output, 3);
+  if (auto at = output.find("error mounting \""); at != std::string_view::npos) {
+    // runc's `error mounting "HOST" to rootfs at "CONTAINER": ...: REASON`
+    auto from = at + 16;
+    auto host_path = output.substr(from, output.find('"', from) - from);
+    auto to = output.find("rootfs at \"", from);
+    std::string_view container_path;
+    if (to != std::string_view::npos) container_path = output.substr(to + 11, output.find('"', to + 11) - (to + 11));
+    std::string why = contains(output, "not a directory") ? "a file stands where a folder must be, or the reverse"
+                      : contains(output, "no such file")  ? "it does not exist"
+                                                          : "see Docker's words: " + last_lines(output, 1);
+    return h + ": Docker cannot mount " + std::string(host_path) + " at " + std::string(container_path) + " (" + why +
+           "); fix that path on " + h + ", or the spec's volumes";
+  }
+  // Docker's own noise (the container's ID, its help hint, the shim's
+  // prefix) is left out: what remains is the reason.
+  std::string cleaned;
+  for (auto line : lines_of(output)) {
+    auto t = trim(line);
+    if (t.size() == 64 && t.find_first_not_of("0123456789abcdef") == std::string_view::npos) continue;
+    if (t.rfind("Run 'docker run --help'", 0) == 0) continue;
+    if (auto init = t.find("error during container init: "); init != std::string_view::npos) t = t.substr(init + 29);
+    cleaned += std::string(t) + "\n";
+  }
+  auto tail = last_lines(cleaned, 3);
   return h + ": Ray did not start" + (tail.empty() ? std::string() : ": " + tail);
 }
 

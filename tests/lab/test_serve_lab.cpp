@@ -257,6 +257,59 @@ TEST_CASE("RayCluster in Docker: the seed's cluster, 2 nodes and 4 GPUs, faults 
   for (auto const& d : ray_down(ray)) CHECK(d.removed == "nothing");
 }
 
+TEST_CASE("RayCluster in Docker: the head's port taken, and down after a half-failed up", "[ray][lab][docker]") {
+  auto& lab = Lab::get();
+  auto spec = lab.spec("dfault", RayRuntimeKind::docker);
+  // A volume only this test has: on h2 its host path cannot be made (a
+  // file stands where a folder must be), so h2's `docker run` fails after
+  // the head's container started.
+  spec.volumes.push_back(VolumeMount{"/tmp/ck-ray-dfault/cache", "/ck-dfault-cache", false});
+  RayCluster ray(spec, lab.gpu_hosts());
+  auto const container = ray_container_name(spec.name);
+  auto containers = [&](std::string const& h) {
+    return lab.sh(h, "docker ps -a -q --filter name=^/" + container + "$ | wc -l").stdout_text;
+  };
+
+  SECTION("the head's port taken: refused, naming the port and the program, no container made") {
+    auto listen = lab.sh("h1", "setsid python3 -c \"import socket,time; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, "
+                               "socket.SO_REUSEADDR, 1); s.bind(('0.0.0.0', 6379)); s.listen(); time.sleep(120)\" "
+                               "</dev/null >/dev/null 2>&1 & echo $!");
+    auto pid = listen.stdout_text;
+    REQUIRE(eventually(10, [&] { return lab.sh("h1", "ss -ltnH 'sport = :6379' | wc -l").stdout_text == "1\n"; }));
+    try {
+      ray_up(ray);
+      FAIL("ray up started with the port taken");
+    } catch (Error const& e) {
+      CHECK(e.code() == errc::invalid_argument);
+      CHECK_THAT(std::string(e.what()), Contains("port 6379 is already taken by python3"));
+    }
+    CHECK(containers("h1") == "0\n");
+    CHECK(containers("h2") == "0\n");
+    lab.sh("h1", "kill " + pid);
+  }
+
+  SECTION("down after a half-failed up leaves nothing") {
+    REQUIRE(lab.sh("h2", "touch /tmp/ck-ray-dfault").exit_code == 0);
+    try {
+      ray_up(ray);
+      FAIL("ray up succeeded with a worker whose container cannot start");
+    } catch (Error const& e) {
+      WARN("a worker's docker run failing: " << e.what());
+      CHECK_THAT(std::string(e.what()), Contains("h2: Docker cannot mount /tmp/ck-ray-dfault/cache at /ck-dfault-cache (a file stands "
+                                                 "where a folder must be, or the reverse); fix that path on h2"));
+    }
+    CHECK(containers("h1") == "1\n");  // the head started
+    lab.sh("h2", "rm -f /tmp/ck-ray-dfault");
+    for (auto const& d : ray_down(ray)) CHECK_FALSE(d.error);
+    for (auto const& h : {"h1", "h2"}) {
+      CHECK(containers(h) == "0\n");
+      CHECK(lab.sh(h, "docker ps -a -q | wc -l").stdout_text == "0\n");
+    }
+  }
+  lab.sh("h1", "rm -rf /tmp/ck-ray-dfault");
+  lab.sh("h2", "rm -rf /tmp/ck-ray-dfault");
+}
+
 TEST_CASE("RayCluster bare: Ray from the venv, and refusals before anything starts", "[ray][lab]") {
   auto& lab = Lab::get();
   RayCluster ray(lab.spec("bare", RayRuntimeKind::bare), lab.gpu_hosts());

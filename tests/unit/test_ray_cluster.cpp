@@ -656,6 +656,27 @@ TEST_CASE("why a node did not start, in a sentence with the fix", "[ray][explain
              Contains("cannot reach the head's GCS") && Contains("firewall"));
   CHECK_THAT(explain_ray_failure("gpu2", "sh: 1: exec: ray: not found", spec), Contains("Ray is not installed"));
   CHECK_THAT(explain_ray_failure("gpu2", "something else\nentirely", spec), Contains("something else | entirely"));
+  // Real output of a `docker run -v` whose host path has a file in the way
+  // (seen on the lab): the paths and the fix, not the shim's words.
+  std::string const mount_failed =
+      "b91f70eaadfd9df4aadf1328d8445f38dd2d6e6fac389f4e0da931fed56319c4\n"
+      "docker: Error response from daemon: failed to create shim task: OCI runtime create failed: runc create failed: "
+      "unable to start container process: error during container init: error mounting \"/tmp/ck-ray-dfault/cache\" to "
+      "rootfs at \"/ck-dfault-cache\": stat /tmp/ck-ray-dfault/cache: not a directory: unknown: Are you trying to mount a "
+      "directory onto a file (or vice-versa)? Check if the specified host path exists and is the expected type\n"
+      "Run 'docker run --help' for more information\n";
+  CHECK(explain_ray_failure("gpu2", mount_failed, spec) ==
+        "gpu2: Docker cannot mount /tmp/ck-ray-dfault/cache at /ck-dfault-cache (a file stands where a folder must be, or "
+        "the reverse); fix that path on gpu2, or the spec's volumes");
+  // Any other failure of `docker run`: the reason, without the container's
+  // ID, the help hint or the shim's prefix.
+  auto other = explain_ray_failure(
+      "gpu2",
+      "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\ndocker: Error response from daemon: failed to "
+      "create shim task: OCI runtime create failed: runc create failed: unable to start container process: error during "
+      "container init: open /dev/ck: permission denied: unknown\nRun 'docker run --help' for more information\n",
+      spec);
+  CHECK(other == "gpu2: Ray did not start: open /dev/ck: permission denied: unknown");
 }
 
 TEST_CASE("a node keeps the versions it was started with, for status when no venv says them", "[ray][status]") {
