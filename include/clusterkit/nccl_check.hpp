@@ -177,10 +177,6 @@ struct NcclHostRun {
 };
 
 struct NcclCheckResult {
-  /// Every rank initialized, both all_reduce sums were right, every rank
-  /// finished, and every host exited 0.
-  bool passed = false;
-  bool ok() const { return passed; }
   int world_size = 0;
   std::vector<NcclRankReport> ranks;
   std::vector<NcclBandwidth> bandwidth;
@@ -188,6 +184,11 @@ struct NcclCheckResult {
   /// What went wrong, with hints (interface, ports), for people.
   std::vector<std::string> problems;
 
+  /// It worked: every host ran and exited 0, every rank of world_size
+  /// initialized and finished, both all_reduce sums were right, and there
+  /// is no problem to report. Computed from the members above (no flag to
+  /// keep in step with them).
+  bool ok() const;
   bool nccl_ok() const;
   bool gloo_ok() const;
   nlohmann::json to_json() const;

@@ -90,7 +90,7 @@ CK_PICKLE_MEMBERS(ck::NcclRankReport, &ck::NcclRankReport::rank, &ck::NcclRankRe
 CK_PICKLE_MEMBERS(ck::NcclBandwidth, &ck::NcclBandwidth::bytes, &ck::NcclBandwidth::iterations, &ck::NcclBandwidth::time_us, &ck::NcclBandwidth::algbw_gbps, &ck::NcclBandwidth::busbw_gbps, &ck::NcclBandwidth::dtype);
 CK_PICKLE_MEMBERS(ck::NcclCheckOutput, &ck::NcclCheckOutput::ranks, &ck::NcclCheckOutput::bandwidth, &ck::NcclCheckOutput::malformed);
 CK_PICKLE_MEMBERS(ck::NcclHostRun, &ck::NcclHostRun::host, &ck::NcclHostRun::launch, &ck::NcclHostRun::error, &ck::NcclHostRun::exit_code, &ck::NcclHostRun::message, &ck::NcclHostRun::output_tail);
-CK_PICKLE_MEMBERS(ck::NcclCheckResult, &ck::NcclCheckResult::passed, &ck::NcclCheckResult::world_size, &ck::NcclCheckResult::ranks, &ck::NcclCheckResult::bandwidth, &ck::NcclCheckResult::hosts, &ck::NcclCheckResult::problems);
+CK_PICKLE_MEMBERS(ck::NcclCheckResult, &ck::NcclCheckResult::world_size, &ck::NcclCheckResult::ranks, &ck::NcclCheckResult::bandwidth, &ck::NcclCheckResult::hosts, &ck::NcclCheckResult::problems);
 
 // ray_cluster.hpp
 CK_PICKLE_MEMBERS(ck::RayNodePlan, &ck::RayNodePlan::host, &ck::RayNodePlan::head, &ck::RayNodePlan::node_ip, &ck::RayNodePlan::interface, &ck::RayNodePlan::gpus, &ck::RayNodePlan::gpus_simulated, &ck::RayNodePlan::docker_gpus, &ck::RayNodePlan::env, &ck::RayNodePlan::ray_start_argv, &ck::RayNodePlan::docker_run_argv, &ck::RayNodePlan::bare_start_script, &ck::RayNodePlan::fingerprint);

@@ -355,6 +355,13 @@ NcclCheckOutput parse_nccl_check_output(std::string_view text) {
   return out;
 }
 
+bool NcclCheckResult::ok() const {
+  bool const runs_ok =
+      !hosts.empty() && std::all_of(hosts.begin(), hosts.end(), [](NcclHostRun const& h) { return !h.error && h.exit_code == 0; });
+  bool const ranks_done = std::all_of(ranks.begin(), ranks.end(), [](NcclRankReport const& x) { return x.done && x.error.empty(); });
+  return runs_ok && ranks_done && nccl_ok() && gloo_ok() && problems.empty();
+}
+
 bool NcclCheckResult::nccl_ok() const {
   if (ranks.empty() || static_cast<int>(ranks.size()) != world_size) return false;
   return std::all_of(ranks.begin(), ranks.end(), [](NcclRankReport const& r) { return r.nccl_ok.value_or(false); });
@@ -474,10 +481,6 @@ NcclCheckResult evaluate_nccl_check(std::vector<NcclHostRun> runs, std::vector<s
                               contains(all, "DistNetworkError")))
     r.problems.push_back("hint: the rendezvous on the head could not be reached: check the head's address and that its "
                          "rendezvous port is open");
-  bool runs_ok = std::all_of(runs.begin(), runs.end(), [](NcclHostRun const& h) { return !h.error && h.exit_code == 0; });
-  bool ranks_done = !r.ranks.empty() && static_cast<int>(r.ranks.size()) == expected_world_size &&
-                    std::all_of(r.ranks.begin(), r.ranks.end(), [](NcclRankReport const& x) { return x.done && x.error.empty(); });
-  r.passed = runs_ok && ranks_done && r.nccl_ok() && r.gloo_ok();
   r.hosts = std::move(runs);
   return r;
 }

@@ -105,6 +105,15 @@ TEST_CASE("the program against a stand-in torch: two ranks pass", "[nccl][local]
   CHECK(result.ok());
   CHECK(result.nccl_ok());
   CHECK(result.gloo_ok());
+  // ok() follows the members: a problem found before the run (a host's
+  // facts), or a host that exited non-zero, is not ok, with no flag to set.
+  auto with_early_problem = result;
+  with_early_problem.problems.push_back("b: facts failed");
+  CHECK_FALSE(with_early_problem.ok());
+  auto host_failed = result;
+  host_failed.hosts[1].exit_code = 1;
+  CHECK_FALSE(host_failed.ok());
+  CHECK_FALSE(NcclCheckResult{}.ok());  // nothing ran
   REQUIRE(result.ranks.size() == 2);
   CHECK(result.ranks[1].device == "Fake GPU 1");
   CHECK(result.ranks[0].nccl_version == "2.21.5");
