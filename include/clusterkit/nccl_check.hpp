@@ -195,6 +195,13 @@ struct NcclCheckResult {
   std::string summary() const;
 };
 
+/// Throws Error(errc::invalid_argument) naming the first option out of
+/// range: rdzv_port (1-65535), nproc_per_node (0 = found, up to 1024),
+/// sizes (1 byte to 64 GiB each), iterations (1 to 1000000), warmup (up to
+/// 1000000), an empty launcher. async_nccl_check reports it as the
+/// result's problem before anything connects.
+void validate_nccl_check_options(NcclCheckOptions const& options);
+
 /// Pure: the verdict over every host's run and output.
 NcclCheckResult evaluate_nccl_check(std::vector<NcclHostRun> runs, std::vector<std::string> const& outputs,
                                     int expected_world_size);
@@ -209,7 +216,8 @@ void start_nccl_check(std::vector<Host> hosts, NcclCheckOptions options,
 /// Facts (GPUs, route to the head), upload of the script, one torchrun per
 /// host at once (the first host is the head and node rank 0), then the
 /// verdict. A host that fails stops the others after failure_grace. Never
-/// completes with an error of its own: problems are in the result.
+/// completes with an error of its own: problems are in the result (options
+/// out of range too, before anything connects).
 template <class CompletionToken = asio::deferred_t>
 auto async_nccl_check(std::vector<Host> hosts, NcclCheckOptions options = {}, CompletionToken&& token = {}) {
   return asio::async_initiate<CompletionToken, NcclCheckSignature>(

@@ -269,6 +269,14 @@ struct PreflightOptions {
   std::chrono::milliseconds facts_timeout{90000};
 };
 
+/// Throws Error(errc::invalid_argument) naming the first option out of
+/// range: shm_min_gib and disk_min_free_gib (0 to 1048576), ray_port and
+/// rdzv_port (1-65535), ephemeral_ports (up to 64), max_clock_offset_seconds
+/// (above 0, up to 86400), facts_timeout (1 s to a day), the planner's
+/// gpu_memory_utilization (0, 1] and max_model_len (1 up). async_preflight
+/// calls it before anything connects.
+void validate_preflight_options(PreflightOptions const& options);
+
 /// The pure evaluation. `facts` are matched to `hosts` by name; a host
 /// without facts counts as unreachable.
 CheckReport evaluate_preflight(std::vector<InventoryHost> const& hosts, std::vector<HostFactsOutcome> const& facts,
@@ -298,7 +306,8 @@ void start_preflight(asio::any_io_executor executor, std::vector<InventoryHost> 
 }
 
 /// Facts on every host (storage-only hosts are left out), then the port and
-/// NAS probes in parallel, then the evaluation. Hosts are reached through
+/// NAS probes in parallel, then the evaluation. Options out of range throw
+/// (validate_preflight_options) before anything connects. Hosts are reached through
 /// `executor` (their shared connections are reused).
 template <class CompletionToken = asio::deferred_t>
 auto async_preflight(asio::any_io_executor executor, std::vector<InventoryHost> hosts, PreflightOptions options = {},

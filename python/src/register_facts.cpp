@@ -416,8 +416,8 @@ void register_preflight(py::module_& m) {
         }
         if (container_runtime != "docker" && container_runtime != "none")
           throw py::value_error("container_runtime must be 'docker' or 'none'");
-        for (int port : {ray_port, rdzv_port})
-          if (port < 1 || port > 65535) throw py::value_error("ports must be 1-65535");
+        // Ranges: validate_preflight_options, as for C++ callers (the
+        // setting named), when the run starts.
         ck::PreflightOptions o;
         o.shm_min_gib = shm_min_gib;
         o.disk_paths = string_list(disk_paths, "disk_paths");
@@ -567,7 +567,6 @@ void register_nccl(py::module_& m) {
          py::object const& inventory, py::object done) -> py::object {
         auto hosts = host_list(hosts_in);
         if (hosts.empty()) throw py::value_error("nccl_check needs at least one host");
-        if (rdzv_port < 1 || rdzv_port > 65535) throw py::value_error("rdzv_port must be 1-65535");
         ck::NcclCheckOptions o;
         o.rdzv_host = std::move(rdzv_host);
         o.rdzv_port = rdzv_port;
@@ -588,6 +587,9 @@ void register_nccl(py::module_& m) {
         o.python = std::move(python);
         o.declared_gpus = declared_gpus_arg(declared_gpus, inventory);
         auto executor = hosts.front().get_executor();
+        // Arguments out of range: ValueError (clusterkit.Error
+        // 'invalid_argument') before anything runs, the argument named.
+        ck::validate_nccl_check_options(o);
         return run_or_start<ck::NcclCheckResult>(executor, std::move(done), "nccl_check()", [&](auto handler) {
           ck::async_nccl_check(std::move(hosts), std::move(o), std::move(handler));
         });

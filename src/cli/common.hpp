@@ -51,6 +51,17 @@ std::size_t hosts_at_once(long long value, std::string const& flag);
 std::chrono::milliseconds checked_seconds(double value, std::string const& flag, double least, double most,
                                           char const* zero_means = nullptr);
 
+/// A whole-number flag, checked before anything connects: `least` to
+/// `most`, else Error(invalid_argument) naming the flag, the range, the
+/// value and (`what`) what it counts.
+long long checked_count(long long value, std::string const& flag, long long least, long long most, char const* what = nullptr);
+/// A number flag: finite and `least` to `most`, else the same error.
+double checked_number(double value, std::string const& flag, double least, double most, char const* what = nullptr);
+
+/// Every unsigned option of `app` and its verbs refuses a leading '-'
+/// (CLI11 would read "-1" as 2^64 - 1).
+void refuse_negative_whole_numbers(CLI::App& app);
+
 /// Print a human summary of fan-out outcomes to stderr; returns the exit
 /// status for the tool (0 when every host succeeded).
 int summarize(std::vector<HostOutcome> const& outcomes, bool quiet_success = false);

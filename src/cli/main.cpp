@@ -63,6 +63,38 @@ std::size_t hosts_at_once(long long value, std::string const& flag) {
   return static_cast<std::size_t>(value);
 }
 
+void refuse_negative_whole_numbers(CLI::App& app) {
+  // CLI11 reads "-1" into an unsigned option as 18446744073709551615: a
+  // sign is refused before conversion, naming the flag.
+  for (auto* opt : app.get_options())
+    if (opt->get_type_name().rfind("UINT", 0) == 0)
+      opt->check(CLI::Validator(
+          [](std::string& text) {
+            auto const at = text.find_first_not_of(" \t");
+            return at != std::string::npos && text[at] == '-' ? "expected a whole number from 0 up, not " + text : std::string();
+          },
+          "", "not negative"));
+  for (auto* sub : app.get_subcommands({})) refuse_negative_whole_numbers(*sub);
+}
+
+long long checked_count(long long value, std::string const& flag, long long least, long long most, char const* what) {
+  if (value < least || value > most)
+    throw Error(make_error_code(errc::invalid_argument), flag + " must be between " + std::to_string(least) + " and " +
+                                                             std::to_string(most) + ", not " + std::to_string(value) +
+                                                             (what ? std::string(" (") + what + ")" : std::string()));
+  return value;
+}
+
+double checked_number(double value, std::string const& flag, double least, double most, char const* what) {
+  if (!std::isfinite(value) || value < least || value > most) {
+    std::ostringstream out;
+    out << flag << " must be a number between " << least << " and " << most << ", not " << value
+        << (what ? std::string(" (") + what + ")" : std::string());
+    throw Error(make_error_code(errc::invalid_argument), out.str());
+  }
+  return value;
+}
+
 std::chrono::milliseconds checked_seconds(double value, std::string const& flag, double least, double most,
                                           char const* zero_means) {
   if (zero_means && value == 0) return std::chrono::milliseconds(0);
@@ -148,6 +180,7 @@ int main(int argc, char** argv) {
   cli::register_serve(app, g, action);
   cli::register_deploy(app, g, action);
   app.set_version_flag("--version", std::string("clusterkit ") + version_string);
+  cli::refuse_negative_whole_numbers(app);
   try {
     app.parse(argc, argv);
   } catch (CLI::ParseError const& e) {

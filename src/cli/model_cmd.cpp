@@ -156,7 +156,7 @@ void register_plan(CLI::App& app, GlobalOptions& g, Action& action) {
   auto args = std::make_shared<ModelArgs>();
   auto gpus = std::make_shared<std::string>();
   auto options = std::make_shared<PlanOptions>();
-  auto max_len = std::make_shared<std::uint64_t>(0);
+  auto max_len = std::make_shared<std::optional<std::uint64_t>>();
   auto* plan = app.add_subcommand("plan", "Every TP x PP layout vLLM accepts for a model on given GPUs, and the best one; "
                                           "or, given a deployment spec (*.yaml), every step and command `up` would run");
   add_model_args(plan, *args);
@@ -174,8 +174,10 @@ void register_plan(CLI::App& app, GlobalOptions& g, Action& action) {
         throw Error(make_error_code(errc::invalid_argument),
                     "plan needs --gpus (e.g. --gpus \"2 nodes x 2 L20 48GB\"), or a deployment spec (*.yaml) instead of a model");
       auto inventory = parse_gpu_inventory(*gpus);  // before the model is read: the cheaper mistake first
+      if (*max_len && **max_len == 0)
+        throw Error(make_error_code(errc::invalid_argument), "--max-model-len must be at least 1 (a context length in tokens)");
       auto facts = facts_for(*args);
-      if (*max_len) options->max_model_len = *max_len;
+      if (*max_len) options->max_model_len = **max_len;  // 0 given: the planner refuses it, naming the flag
       auto p = plan_deployment(facts, inventory, *options);
       if (g.json)
         print_json(p.to_json());

@@ -92,7 +92,7 @@ void register_nas(CLI::App& app, GlobalOptions& g, Action& action) {
   mount->add_flag("--read-only", m->spec.read_only, "Mount read-only");
   mount->add_option("--identity", m->spec.identity_file, "sshfs: the key the hosts use to reach the NAS (a path on them)");
   mount->add_option("--known-hosts", m->spec.known_hosts_file, "sshfs: known_hosts file on the hosts holding the NAS's key");
-  mount->add_option("--port", m->spec.port, "sshfs: the NAS's ssh port");
+  mount->add_option("--port", m->spec.port, "sshfs: the NAS's ssh port (0: ssh's default, 22)");
   mount->add_flag("--no-allow-other", m->no_allow_other,
                   "sshfs: only the mounting user may read the mount (containers started by dockerd then cannot)");
   mount->add_flag("--persist", m->spec.persist, "Also add an /etc/fstab entry so the mount survives a reboot");

@@ -1,5 +1,6 @@
 // `clusterkit nccl-check`: vLLM's multi-node NCCL/Gloo sanity check plus an
 // all-reduce bandwidth sweep, launched with torchrun on every GPU host.
+#include <algorithm>
 #include <cstdio>
 #include <iostream>
 #include <sstream>
@@ -77,7 +78,14 @@ void register_nccl_check(CLI::App& app, GlobalOptions& g, Action& action) {
       options.launcher = words(o->launcher);
       options.exec_prefix = words(o->exec_prefix);
       options.timeout = std::chrono::duration_cast<std::chrono::seconds>(checked_seconds(o->timeout, "-t/--timeout", 1, 86400));
-      for (double mib : o->sizes_mib) options.sizes.push_back(static_cast<std::uint64_t>(mib * 1024 * 1024));
+      for (double mib : o->sizes_mib) {
+        if (!(mib > 0 && mib <= 65536)) {  // NaN fails this too
+          std::ostringstream v;
+          v << mib;
+          throw Error(make_error_code(errc::invalid_argument), "--sizes: each size is in MiB, above 0 and at most 65536, not " + v.str());
+        }
+        options.sizes.push_back(std::max<std::uint64_t>(1, static_cast<std::uint64_t>(mib * 1024 * 1024)));
+      }
       for (auto const& kv : o->env) options.env.insert(key_value(kv, "--env"));
       for (auto const& hkv : o->host_env) {
         auto colon = hkv.find(':');
@@ -85,6 +93,7 @@ void register_nccl_check(CLI::App& app, GlobalOptions& g, Action& action) {
           throw Error(make_error_code(errc::invalid_argument), "--host-env '" + hkv + "' is not HOST:KEY=VALUE");
         options.host_env[hkv.substr(0, colon)].insert(key_value(hkv.substr(colon + 1), "--host-env"));
       }
+      validate_nccl_check_options(options);  // before anything connects
       auto inventory = load_inventory(g);
       auto selected = nccl_check_hosts(inventory, o->group);
       options.declared_gpus = declared_gpus_of(selected);

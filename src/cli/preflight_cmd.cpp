@@ -58,6 +58,7 @@ void register_preflight(CLI::App& app, GlobalOptions& g, Action& action) {
       options.probe_nas = !o->no_nas_probe;
       options.facts_timeout = checked_seconds(o->facts_timeout, "--facts-timeout", 1, 86400);
       if (o->max_model_len) options.plan.max_model_len = *o->max_model_len;
+      validate_preflight_options(options);  // before the model is read or anything connects
       if (!o->model.empty()) {
         auto where = resolve_model(o->model, o->model_root);
         if (o->model_from_config) {

@@ -140,6 +140,8 @@ void register_store(CLI::App& app, GlobalOptions& g, Action& action) {
       spec.hub = *hub_from_string(d->hub);
       spec.verify = !d->no_verify;
       spec.timeout = std::chrono::duration_cast<std::chrono::seconds>(checked_seconds(d->timeout, "--timeout", 1, 604800, "none"));
+      checked_count(spec.attempts, "--attempts", 1, 100, "runs before giving up");
+      checked_count(spec.max_workers, "--max-workers", 1, 256, "files downloaded at once");
       auto var = !d->token_env.empty() ? d->token_env : spec.hub == Hub::huggingface ? "HF_TOKEN" : "MODELSCOPE_API_TOKEN";
       if (char const* t = std::getenv(var.c_str()); t && *t) spec.token = t;
       else if (!d->token_env.empty())
@@ -184,6 +186,7 @@ void register_store(CLI::App& app, GlobalOptions& g, Action& action) {
       auto spec = s->spec;
       spec.verify = !s->no_verify;
       spec.timeout = std::chrono::duration_cast<std::chrono::seconds>(checked_seconds(s->timeout, "--timeout", 1, 604800, "none"));
+      checked_count(spec.streams, "--streams", 1, 256, "rsync processes at once");
       Runtime rt;
       auto host = one_host(rt, g, s->host);
       ProgressLine line(s->quiet || g.json);

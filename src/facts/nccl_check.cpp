@@ -158,21 +158,32 @@ std::vector<std::uint64_t> default_nccl_sizes() {
   return {1ull << 20, 4ull << 20, 16ull << 20, 64ull << 20, 256ull << 20};
 }
 
+void validate_nccl_check_options(NcclCheckOptions const& options) {
+  auto bad = [](std::string const& what) { throw Error(make_error_code(errc::invalid_argument), "nccl-check: " + what); };
+  if (options.rdzv_port <= 0 || options.rdzv_port > 65535)
+    bad("rdzv_port " + std::to_string(options.rdzv_port) + " is not a TCP port (1-65535; --port)");
+  if (options.nproc_per_node > 1024)
+    bad("nproc_per_node " + std::to_string(options.nproc_per_node) + " is more GPUs than a host has (0: what nvidia-smi lists, or 1 to 1024; --nproc)");
+  if (options.launcher.empty()) bad("the launcher is empty (torchrun, or python3 -m torch.distributed.run)");
+  if (options.iterations == 0 || options.iterations > 1000000)
+    bad("iterations must be between 1 and 1000000, not " + std::to_string(options.iterations) + " (--iterations)");
+  if (options.warmup > 1000000) bad("warmup must be between 0 and 1000000, not " + std::to_string(options.warmup) + " (--warmup)");
+  for (auto s : options.sizes)
+    if (s == 0 || s > (64ull << 30))
+      bad("a bandwidth size of " + std::to_string(s) + " bytes is out of range (1 byte to 64 GiB; --sizes in MiB)");
+}
+
 std::vector<NcclNodeLaunch> plan_nccl_check(std::vector<NcclNodeInput> const& nodes, std::string const& rdzv_host,
                                             std::string const& script_path, std::string const& run_id,
                                             NcclCheckOptions const& options) {
   auto bad = [](std::string const& what) { throw Error(make_error_code(errc::invalid_argument), "nccl-check: " + what); };
   if (nodes.empty()) bad("no GPU host to run on");
   if (rdzv_host.empty()) bad("no rendezvous address (give the head an address, or set rdzv_host)");
-  if (options.rdzv_port <= 0 || options.rdzv_port > 65535) bad("rdzv_port " + std::to_string(options.rdzv_port) + " is not a port");
-  if (options.launcher.empty()) bad("the launcher is empty (torchrun, or python3 -m torch.distributed.run)");
-  if (options.iterations == 0) bad("iterations must be at least 1");
+  validate_nccl_check_options(options);
   if (script_path.empty()) bad("no script path");
   for (char c : run_id)
     if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_')) bad("run id '" + run_id + "' has odd characters");
   auto const& sizes = options.sizes.empty() ? default_nccl_sizes() : options.sizes;
-  for (auto s : sizes)
-    if (s == 0 || s > (64ull << 30)) bad("a bandwidth size of " + std::to_string(s) + " bytes is out of range");
   // GPUs per host: what the inventory declares (real GPUs), else what
   // nvidia-smi lists; torchrun needs one count everywhere, the smallest.
   for (auto const& n : nodes) {

@@ -203,10 +203,16 @@ struct NcclCheckOp : std::enable_shared_from_this<NcclCheckOp> {
 }  // namespace
 
 void start_nccl_check(std::vector<Host> hosts, NcclCheckOptions options, asio::any_completion_handler<NcclCheckSignature> handler) {
-  if (hosts.empty()) {
-    asio::any_io_executor fallback = asio::system_executor();
+  std::string refused = hosts.empty() ? "nccl-check: no host given" : "";
+  try {
+    validate_nccl_check_options(options);
+  } catch (Error const& e) {
+    refused = e.what();
+  }
+  if (!refused.empty()) {
+    asio::any_io_executor fallback = hosts.empty() ? asio::any_io_executor(asio::system_executor()) : hosts.front().get_executor();
     NcclCheckResult r;
-    r.problems.push_back("nccl-check: no host given");
+    r.problems.push_back(std::move(refused));
     complete_on_associated(std::move(handler), fallback, std::move(r));
     return;
   }

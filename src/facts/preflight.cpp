@@ -1296,6 +1296,35 @@ struct Evaluator {
 
 }  // namespace
 
+void validate_preflight_options(PreflightOptions const& o) {
+  auto bad = [](std::string const& what) { throw Error(make_error_code(errc::invalid_argument), "preflight: " + what); };
+  auto number = [](double v) {
+    std::ostringstream s;
+    s << v;
+    return s.str();
+  };
+  auto gib = [&](double v, char const* name, char const* flag) {
+    if (!std::isfinite(v) || v < 0 || v > 1048576)
+      bad(std::string(name) + " must be between 0 and 1048576 GiB, not " + number(v) + " (" + flag + ")");
+  };
+  gib(o.shm_min_gib, "shm_min_gib", "--shm-min-gib");
+  gib(o.disk_min_free_gib, "disk_min_free_gib", "--disk-min-gib");
+  auto port = [&](int p, char const* name, char const* flag) {
+    if (p < 1 || p > 65535) bad(std::string(name) + " " + std::to_string(p) + " is not a TCP port (1-65535; " + flag + ")");
+  };
+  port(o.ray_port, "ray_port", "--ray-port");
+  port(o.rdzv_port, "rdzv_port", "--rdzv-port");
+  if (o.ephemeral_ports > 64) bad("ephemeral_ports must be at most 64, not " + std::to_string(o.ephemeral_ports));
+  if (!std::isfinite(o.max_clock_offset_seconds) || o.max_clock_offset_seconds <= 0 || o.max_clock_offset_seconds > 86400)
+    bad("max_clock_offset_seconds must be above 0 and at most 86400, not " + number(o.max_clock_offset_seconds) +
+        " (--max-clock-offset)");
+  if (o.facts_timeout < std::chrono::seconds(1) || o.facts_timeout > std::chrono::hours(24))
+    bad("facts_timeout must be between 1 s and a day, not " + std::to_string(o.facts_timeout.count()) + " ms (--facts-timeout)");
+  if (!(o.plan.gpu_memory_utilization > 0 && o.plan.gpu_memory_utilization <= 1))
+    bad("gpu_memory_utilization must be in (0, 1], not " + number(o.plan.gpu_memory_utilization));
+  if (o.plan.max_model_len && *o.plan.max_model_len == 0) bad("max_model_len must be at least 1 (--max-model-len)");
+}
+
 CheckReport evaluate_preflight(std::vector<InventoryHost> const& hosts, std::vector<HostFactsOutcome> const& facts,
                                PreflightProbes const& probes, PreflightOptions const& options) {
   Evaluator e(hosts, facts, probes, options);

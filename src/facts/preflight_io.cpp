@@ -315,6 +315,7 @@ void start_probe_ports(std::vector<Host> hosts, PortProbeOptions options, asio::
 
 void start_preflight(asio::any_io_executor executor, std::vector<InventoryHost> hosts, PreflightOptions options,
                      asio::any_completion_handler<PreflightSignature> handler) {
+  validate_preflight_options(options);
   auto op = std::make_shared<PreflightOp>(std::move(executor), std::move(hosts), std::move(options), std::move(handler));
   asio::dispatch(op->strand, [op] { op->start(); });
 }

@@ -56,6 +56,7 @@
 #include <mutex>
 #include <optional>
 #include <set>
+#include <cmath>
 #include <sstream>
 #include <string>
 #include <string_view>
@@ -727,6 +728,12 @@ std::string veth_prefix(std::string const& name) { return "v" + name + "-"; }
 
 std::vector<HostPlan> plan_hosts(LabOptions const& o) {
   auto roles = detail::assign_lab_roles(o.hosts, o.gpus, o.roles);
+  if (!std::isfinite(o.gpu_memory_gib) || o.gpu_memory_gib <= 0 || o.gpu_memory_gib > 4096) {
+    std::ostringstream v;
+    v << o.gpu_memory_gib;
+    fail(errc::invalid_argument, "lab: simulated GPUs of " + v.str() + " GiB asked for; give a size above 0 and at most 4096 GiB "
+                                 "(--gpu-memory-gib).");
+  }
   std::vector<HostPlan> out;
   for (int i = 1; i <= o.hosts; ++i)
     out.push_back({"h" + std::to_string(i), o.subnet + "." + std::to_string(10 + i), netns_prefix(o.name) + "h" + std::to_string(i),

@@ -174,8 +174,8 @@ void validate(RayClusterSpec const& spec) {
     if (!shell::is_valid_variable_name(k))
       invalid("ray env: \"" + k + "\" is not a valid environment variable name ([A-Za-z_][A-Za-z0-9_]*)");
   if (spec.ray_command.empty()) invalid("ray_command is empty; give \"ray\" or the path of a venv's bin/ray");
-  if (spec.num_cpus && !(*spec.num_cpus > 0 && std::isfinite(*spec.num_cpus)))
-    invalid("ray num_cpus must be a positive number, not " + number_text(*spec.num_cpus));
+  if (spec.num_cpus && !(*spec.num_cpus > 0 && *spec.num_cpus <= 1000000 && std::isfinite(*spec.num_cpus)))
+    invalid("ray num_cpus must be a positive number, at most 1000000, not " + number_text(*spec.num_cpus));
   // Ray refuses a smaller object store ("The configured object store size
   // ... is less than the minimum") only once the node starts.
   if (spec.object_store_memory && *spec.object_store_memory < 75ull * 1024 * 1024)

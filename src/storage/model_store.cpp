@@ -289,8 +289,10 @@ void validate_download(DownloadSpec const& spec) {
   if (spec.token.find_first_of("\n\r") != std::string::npos) invalid("the access token contains a line break");
   if (!spec.endpoint.empty() && !spec.endpoint.starts_with("http://") && !spec.endpoint.starts_with("https://"))
     invalid("the hub endpoint '" + spec.endpoint + "' must start with http:// or https:// (e.g. https://hf-mirror.com)");
-  if (spec.attempts < 1) invalid("attempts must be at least 1");
-  if (spec.max_workers < 1) invalid("max_workers must be at least 1");
+  if (spec.attempts < 1 || spec.attempts > 100)
+    invalid("attempts must be between 1 and 100, not " + std::to_string(spec.attempts) + " (runs before giving up; --attempts)");
+  if (spec.max_workers < 1 || spec.max_workers > 256)
+    invalid("max_workers must be between 1 and 256, not " + std::to_string(spec.max_workers) + " (files at once; --max-workers)");
 }
 
 std::vector<std::string> cli_candidates(DownloadSpec const& spec) {

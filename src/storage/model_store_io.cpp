@@ -493,6 +493,9 @@ awaitable<std::pair<std::error_code, SyncResult>> sync(Host host, SyncSpec spec,
   if (spec.source == spec.destination || spec.destination.starts_with(spec.source + "/") || spec.source.starts_with(spec.destination + "/"))
     co_return fail(make_error_code(errc::invalid_argument), "the copy's source " + spec.source + " and destination " +
                                                                 spec.destination + " overlap; pick a destination outside the source");
+  if (spec.streams < 1 || spec.streams > 256)
+    co_return fail(make_error_code(errc::invalid_argument),
+                   "streams must be between 1 and 256, not " + std::to_string(spec.streams) + " (rsync processes at once; --streams)");
 
   std::string message;
   auto listed = co_await list_files(host, spec.source, message);

@@ -155,7 +155,7 @@ void validate(NasSpec const& spec, bool source_required) {
         invalid("a bind mount of " + spec.mount_point + " onto itself does nothing");
       break;
   }
-  if (spec.port < 0 || spec.port > 65535) invalid("port " + std::to_string(spec.port) + " is not a TCP port");
+  if (spec.port < 0 || spec.port > 65535) invalid("the NAS's ssh port " + std::to_string(spec.port) + " is not a TCP port (1-65535, or 0 for ssh's default; --port)");
   if (spec.persist && !is_absolute_path(spec.fstab_path))
     invalid("the fstab path '" + spec.fstab_path + "' must be absolute");
   (void)nas_mount_options(spec);  // throws for bad options and versions

@@ -25,6 +25,8 @@ expect() {  # NAME EXPECTED-RC EXPECTED-TEXT (a grep -F pattern in stdout+stderr
   fi
 }
 fail() { failures=$((failures + 1)); echo "FAILED: $*"; }
+# Every other run of clusterkit here is bounded the same way as expect's.
+limited() { (ulimit -v 4194304 && exec timeout 120 "$@"); }
 version=$(sed -n 's/^version = "\(.*\)"$/\1/p' "$(dirname "$0")/../../pyproject.toml")
 expect "--version" 0 "clusterkit $version" -- "$ck" --version
 expect "unknown verb" 2 "unknown command 'serv'; did you mean 'serve'?; commands are: exec," -- "$ck" serv
@@ -66,7 +68,7 @@ expect "serve up --ready-timeout inf" 2 "--ready-timeout must be 0 (the default,
   "$ck" -i "$tmp/inv.yaml" serve up --model x --ready-timeout inf
 # Bytes pass through plain exec, NUL bytes included.
 checks=$((checks + 1))
-"$ck" -i "$tmp/inv.yaml" exec -g me -- printf 'a\000b\n' 2>/dev/null | od -An -c | tr -s ' ' | grep -qF 'a \0 b \n' ||
+limited "$ck" -i "$tmp/inv.yaml" exec -g me -- printf 'a\000b\n' 2>/dev/null | od -An -c | tr -s ' ' | grep -qF 'a \0 b \n' ||
   { failures=$((failures + 1)); echo "FAILED: a NUL byte in plain exec output did not come through"; }
 # upload into an existing folder, with and without its slash: the file lands
 # under its own name, as cp and scp put it.
@@ -118,7 +120,7 @@ for _ in $(seq 1 100); do [ -s "$tmp/ansi.port" ] && break; sleep 0.05; done
 expect "a server's escape sequences are not printed" 2 "bad ?[31mred?[0m ? request" -- \
   "$ck" chat --url "http://127.0.0.1:$(cat "$tmp/ansi.port")" --model m hi
 checks=$((checks + 1))
-"$ck" chat --url "http://127.0.0.1:$(cat "$tmp/ansi.port")" --model m hi 2>&1 | od -c | grep -q '033' &&
+limited "$ck" chat --url "http://127.0.0.1:$(cat "$tmp/ansi.port")" --model m hi 2>&1 | od -c | grep -q '033' &&
   { failures=$((failures + 1)); echo "FAILED: an ESC byte from the server reached the terminal"; }
 kill "$ansi_pid" 2>/dev/null; wait "$ansi_pid" 2>/dev/null
 # Invalid UTF-8 in a result: replaced (U+FFFD), the other results kept.
@@ -188,7 +190,7 @@ expect "the folder itself, after the mistakes" 0 "model.safetensors" -- "$ck" mo
 # Results never lost silently: NUL bytes pass through plain exec, a cut
 # capture is flagged in --json and on stderr, -e is checked before connecting.
 checks=$((checks + 1))
-"$ck" -i "$tmp/inv.yaml" exec -g me -- sh -c 'printf "a\000b\n"; printf "x\000y\n" >&2' >"$tmp/nul.out" 2>"$tmp/nul.err"
+limited "$ck" -i "$tmp/inv.yaml" exec -g me -- sh -c 'printf "a\000b\n"; printf "x\000y\n" >&2' >"$tmp/nul.out" 2>"$tmp/nul.err"
 if [ "$(od -An -c "$tmp/nul.out" | tr -s ' ')" != " m e : a \0 b \n" ] || ! od -An -c "$tmp/nul.err" | grep -q 'x  *\\0  *y'; then
   failures=$((failures + 1)); echo "FAILED: NUL bytes in plain exec:"; od -c "$tmp/nul.out"; od -c "$tmp/nul.err"
 fi
@@ -296,10 +298,87 @@ if [ -e "$tmp/nofit-models" ]; then fail "up made the model folder for a model t
 expect "logs --follow of a worker's Ray logs: refused, nothing connects" 1 \
   "following is for the engine's log on the head (gpu1); gpu2's Ray logs are read once: leave out follow (--follow)" -- \
   "$ck" logs "$(dirname "$0")/../../examples/deployments/qwen72b-two-node.yaml" --host gpu2 --follow
+# Every number a flag takes, out of its range: exit 2 with the flag (or the
+# setting behind it) and the range named, before anything connects (the
+# hosts are unreachable: a case that connected would say so instead).
+printf 'hosts:\n  h: {address: 127.0.0.1, port: 1, user: root, roles: [head], gpus: {count: 2, model: L20}}\n  w: {address: 127.0.0.1, port: 1, user: root, gpus: {count: 2, model: L20}}\n' >"$tmp/nowhere.yaml"
+while IFS='|' read -r args want; do
+  [ -z "$args" ] && continue
+  # shellcheck disable=SC2086  # the table's words are the arguments
+  set -f; eval "set -- $args"; set +f
+  expect "range: $args" 2 "$want" -- "$ck" -i "$tmp/nowhere.yaml" "$@"
+done <<'TABLE'
+exec -g h -f 0 -- true|-f/--concurrency must be between 1 and 100000, not 0
+exec -g h -f nan -- true|Could not convert: --concurrency = nan
+exec -g h -t inf -- true|-t/--timeout must be 0 (none) or between 0.001 and 604800 seconds, not inf
+upload -g h /etc/hostname /tmp/x -j -1|-j/--concurrency must be between 1 and 100000, not -1
+facts -g h -t nan|-t/--timeout must be between 1 and 86400 seconds, not nan
+preflight -g h --shm-min-gib -1|shm_min_gib must be between 0 and 1048576 GiB, not -1 (--shm-min-gib)
+preflight -g h --shm-min-gib nan|shm_min_gib must be between 0 and 1048576 GiB, not nan (--shm-min-gib)
+preflight -g h --disk-min-gib inf|disk_min_free_gib must be between 0 and 1048576 GiB, not inf (--disk-min-gib)
+preflight -g h --ray-port 0|ray_port 0 is not a TCP port (1-65535; --ray-port)
+preflight -g h --ray-port 65536|ray_port 65536 is not a TCP port (1-65535; --ray-port)
+preflight -g h --rdzv-port -1|rdzv_port -1 is not a TCP port (1-65535; --rdzv-port)
+preflight -g h --max-clock-offset -1|max_clock_offset_seconds must be above 0 and at most 86400, not -1 (--max-clock-offset)
+preflight -g h --max-clock-offset nan|max_clock_offset_seconds must be above 0 and at most 86400, not nan
+preflight -g h --facts-timeout 0|--facts-timeout must be between 1 and 86400 seconds, not 0
+preflight -g h --max-model-len 0|max_model_len must be at least 1 (--max-model-len)
+preflight -g h --max-model-len -1|--max-model-len: expected a whole number from 0 up, not -1
+nccl-check --port 0|rdzv_port 0 is not a TCP port (1-65535; --port)
+nccl-check --port 65536|rdzv_port 65536 is not a TCP port (1-65535; --port)
+nccl-check --nproc -1|--nproc: expected a whole number from 0 up, not -1
+nccl-check --nproc 100000|nproc_per_node 100000 is more GPUs than a host has (0: what nvidia-smi lists, or 1 to 1024; --nproc)
+nccl-check --sizes 0|--sizes: each size is in MiB, above 0 and at most 65536, not 0
+nccl-check --sizes nan|--sizes: each size is in MiB, above 0 and at most 65536, not nan
+nccl-check --sizes 1e12|--sizes: each size is in MiB, above 0 and at most 65536, not 1e+12
+nccl-check --iterations 0|iterations must be between 1 and 1000000, not 0 (--iterations)
+nccl-check --iterations -1|--iterations: expected a whole number from 0 up, not -1
+nccl-check --warmup nan|Could not convert: --warmup = nan
+nccl-check -t inf|-t/--timeout must be between 1 and 86400 seconds, not inf
+nas mount root@nas:/srv --type sshfs -g h --port 65536|the NAS's ssh port 65536 is not a TCP port (1-65535, or 0 for ssh's default; --port)
+nas mount root@nas:/srv --type sshfs -g h --port -1|the NAS's ssh port -1 is not a TCP port
+nas mount nas:/srv -g h --timeout nan|--timeout must be between 1 and 86400 seconds, not nan
+model download Qwen/X --on h --attempts 0|--attempts must be between 1 and 100, not 0 (runs before giving up)
+model download Qwen/X --on h --attempts 1000000|--attempts must be between 1 and 100, not 1000000
+model download Qwen/X --on h --max-workers 100000|--max-workers must be between 1 and 256, not 100000 (files downloaded at once)
+model download Qwen/X --on h --timeout -1|--timeout must be 0 (none) or between 1 and 604800 seconds, not -1
+model sync /a /b --on h --streams 0|--streams must be between 1 and 256, not 0 (rsync processes at once)
+model sync /a /b --on h --streams 100000|--streams must be between 1 and 256, not 100000
+plan Qwen/Qwen2.5-72B-Instruct --gpus '2x L20 48GB' --gpu-memory-utilization 1.5|gpu_memory_utilization (--gpu-memory-utilization) must be in (0, 1], not 1.5
+plan Qwen/Qwen2.5-72B-Instruct --gpus '2x L20 48GB' --gpu-memory-utilization nan|gpu_memory_utilization (--gpu-memory-utilization) must be in (0, 1], not nan
+plan Qwen/Qwen2.5-72B-Instruct --gpus '2x L20 48GB' --max-model-len 0|--max-model-len must be at least 1 (a context length in tokens)
+plan Qwen/Qwen2.5-72B-Instruct --gpus '2x L20 48GB' --max-model-len -1|--max-model-len: expected a whole number from 0 up, not -1
+plan Qwen/Qwen2.5-72B-Instruct --gpus '2x L20 48GB' --max-model-len 1e30|Could not convert: --max-model-len = 1e30
+ray up --port 65536|ray port 65536 is not a TCP port (1-65535)
+ray up --dashboard-port 0|ray dashboard port 0 is not a TCP port (1-65535)
+ray up --num-cpus nan|ray num_cpus must be a positive number, at most 1000000, not nan
+ray up --num-cpus 1e12|ray num_cpus must be a positive number, at most 1000000, not 1000000000000
+ray up --object-store-memory 0|ray object_store_memory must be at least 78643200 bytes (75 MiB, Ray's minimum), not 0
+ray up --object-store-memory -1|--object-store-memory: expected a whole number from 0 up, not -1
+ray up --timeout inf|--timeout must be 0 (the default, 180) or between 1 and 86400 seconds, not inf
+serve up --model /m --tp -1|--tp: expected a whole number from 0 up, not -1
+serve up --model /m --pp 1e6|Could not convert: --pp = 1e6
+serve up --model /m --max-model-len 0|serve max_model_len must be positive
+serve up --model /m --max-model-len -1|--max-model-len: expected a whole number from 0 up, not -1
+serve up --model /m --gpu-memory-utilization nan|serve gpu_memory_utilization must be in (0, 1], not nan
+serve up --model /m --serve-port 65536|serve port 65536 is not a TCP port (1-65535)
+serve up --model /m --ready-timeout nan|--ready-timeout must be 0 (the default, 1800) or between 1 and 604800 seconds, not nan
+chat --url http://127.0.0.1:9 --max-tokens 0 hi|--max-tokens: 0 is not in 1..10000000
+chat --url http://127.0.0.1:9 --temperature inf hi|--temperature: inf is not in 0..2 (0 is greedy)
+chat --url http://127.0.0.1:9 --timeout nan hi|--timeout must be a number of seconds in (0, 1000000]
+bench --url http://127.0.0.1:9 --prompt-tokens -1|--prompt-tokens: expected a whole number from 0 up, not -1
+bench --url http://127.0.0.1:9 --prompt-tokens 0|prompt_tokens (--prompt-tokens): 0 is not in 1..131072
+bench --url http://127.0.0.1:9 --seed -1|--seed: expected a whole number from 0 up, not -1
+bench --url http://127.0.0.1:9 --poll-interval nan|poll_interval_us (--poll-interval): nan is not a number of microseconds in [0, 1000000]
+lab up --name ckfz --gpus 2 --gpu-memory-gib 0|lab: simulated GPUs of 0 GiB asked for; give a size above 0 and at most 4096 GiB (--gpu-memory-gib).
+lab up --name ckfz --gpu-memory-gib nan|lab: simulated GPUs of nan GiB asked for; give a size above 0 and at most 4096 GiB
+lab up --name ckfz --gpu-memory-gib 1e9|lab: simulated GPUs of 1e+09 GiB asked for
+lab up --name ckfz -n 1000|lab: 1000 hosts asked for; a lab has 1 to 239 hosts
+TABLE
 # Flags out of range or malformed: exit 2, the flag named, nothing started.
 printf 'hosts:\n  h1: {address: 10.0.0.1, roles: [head], gpus: {count: 2, model: L20}}\n  h2: {address: 10.0.0.2, gpus: {count: 2, model: L20}}\n' >"$tmp/two.yaml"
 expect "serve up --tp 0" 2 "tensor_parallel and pipeline_parallel must be at least 1" -- "$ck" -i "$tmp/two.yaml" serve up --model /m --tp 0
-expect "serve up --tp -1 (CLI11's own words, exit 2)" 2 "Could not convert: --tp = -1" -- "$ck" -i "$tmp/two.yaml" serve up --model /m --tp -1
+expect "serve up --tp 1.5 (CLI11's own words, exit 2)" 2 "Could not convert: --tp = 1.5" -- "$ck" -i "$tmp/two.yaml" serve up --model /m --tp 1.5
 expect "serve up --serve-port 0" 2 "serve port 0 is not a TCP port (1-65535)" -- "$ck" -i "$tmp/two.yaml" serve up --model /m --serve-port 0
 expect "serve up --serve-port 70000" 2 "serve port 70000 is not a TCP port (1-65535)" -- "$ck" -i "$tmp/two.yaml" serve up --model /m --serve-port 70000
 expect "serve up --gpu-memory-utilization 1.5" 2 "gpu_memory_utilization must be in (0, 1], not 1.5" -- \
@@ -311,7 +390,7 @@ expect "serve up --engine-env 'A B=1'" 2 "\"A B\" is not a valid environment var
 expect "ray up --port 0 (not 'the default')" 2 "ray port 0 is not a TCP port (1-65535)" -- "$ck" -i "$tmp/two.yaml" ray up --port 0
 expect "ray up --port 99999" 2 "ray port 99999 is not a TCP port (1-65535)" -- "$ck" -i "$tmp/two.yaml" ray up --port 99999
 expect "ray up --dashboard-port 0" 2 "ray dashboard port 0 is not a TCP port" -- "$ck" -i "$tmp/two.yaml" ray up --dashboard-port 0
-expect "ray up --num-cpus 0" 2 "ray num_cpus must be a positive number, not 0" -- "$ck" -i "$tmp/two.yaml" ray up --num-cpus 0
+expect "ray up --num-cpus 0" 2 "ray num_cpus must be a positive number, at most 1000000, not 0" -- "$ck" -i "$tmp/two.yaml" ray up --num-cpus 0
 expect "ray up --object-store-memory 0" 2 "object_store_memory must be at least 78643200 bytes (75 MiB, Ray's minimum)" -- \
   "$ck" -i "$tmp/two.yaml" ray up --object-store-memory 0
 expect "ray up --shm-size -5" 2 "ray shm_size \"-5\" is not a size docker takes" -- "$ck" -i "$tmp/two.yaml" ray up --shm-size -5
@@ -358,8 +437,8 @@ else
   expect "chat with invalid UTF-8 in the prompt" 0 "" -- "$ck" chat --url "http://127.0.0.1:$port" "$(printf 'hi \377')"
   # Ctrl-C (SIGTERM here) during a bench: the run stops, what was measured
   # is reported and written, and the exit status says it was stopped.
-  "$ck" bench --url "http://127.0.0.1:$port" --rate 20 --duration 60 --max-tokens 2 --no-progress \
-    --json "$tmp/stopped.json" >"$tmp/bstop.log" 2>&1 &
+  (ulimit -v 4194304 && exec "$ck" bench --url "http://127.0.0.1:$port" --rate 20 --duration 60 --max-tokens 2 --no-progress \
+    --json "$tmp/stopped.json") >"$tmp/bstop.log" 2>&1 &
   b=$!
   sleep 3
   kill -TERM "$b"
@@ -383,7 +462,7 @@ expect "nccl-check on simulated GPUs" 2 "sim's 2 GPUs are simulated (the invento
 # (split in two so that this script's own awk never matches itself).
 m1="ck-stop-$$"; m2="-$(date +%s%N)"
 marked() { for p in /proc/[0-9]*; do tr '\0' ' ' 2>/dev/null <"$p/cmdline" | awk -v a="$m1" -v b="$m2" -v p="${p#/proc/}" 'index($0, a b) { print p; exit }'; done; }
-"$ck" -i "$tmp/inv.yaml" exec -g me -- sh -c "sleep 300; : $m1$m2" >"$tmp/stop.log" 2>&1 &
+(ulimit -v 4194304 && exec "$ck" -i "$tmp/inv.yaml" exec -g me -- sh -c "sleep 300; : $m1$m2") >"$tmp/stop.log" 2>&1 &
 run=$!
 i=0; while [ $i -lt 100 ] && [ -z "$(marked | grep -vx "$run")" ]; do sleep 0.05; i=$((i + 1)); done
 kill -TERM "$run"
@@ -404,7 +483,7 @@ fi
 # program does (a stop that waits for an operation would wait for ever).
 mkfifo "$tmp/stdin"
 exec 3<>"$tmp/stdin"   # a writer that never writes nor closes
-"$ck" chat --url http://127.0.0.1:1 - <"$tmp/stdin" >"$tmp/cstop.log" 2>&1 &
+(ulimit -v 4194304 && exec "$ck" chat --url http://127.0.0.1:1 -) <"$tmp/stdin" >"$tmp/cstop.log" 2>&1 &
 cpid=$!
 sleep 0.5
 kill -TERM "$cpid"
@@ -432,14 +511,14 @@ else
     "$ck" -i "$inv" exec -g h1 -- echo '$(touch '"$pwned"')' ';' 'a|b' '`id`'
   expect "shell syntax in -e stays text" 0 'h1: $(touch '"$pwned"')' -- \
     "$ck" -i "$inv" exec -e 'X=$(touch '"$pwned"')' -g h1 -- printenv X
-  "$ck" -i "$inv" exec -g h1 -- mkdir -p "/tmp/ck dir;\$(x)" >/dev/null 2>&1
+  limited "$ck" -i "$inv" exec -g h1 -- mkdir -p "/tmp/ck dir;\$(x)" >/dev/null 2>&1
   printf 'payload\n' >"$tmp/f.txt"
   expect "upload into a folder named with shell syntax" 0 "8/8 bytes" -- "$ck" -i "$inv" upload -g h1 "$tmp/f.txt" "/tmp/ck dir;\$(x)/"
   expect "and the file is there under its name" 0 "h1: payload" -- "$ck" -i "$inv" exec -g h1 -- cat "/tmp/ck dir;\$(x)/f.txt"
-  "$ck" -i "$inv" exec -- rm -rf "/tmp/ck dir;\$(x)" >/dev/null 2>&1
+  limited "$ck" -i "$inv" exec -- rm -rf "/tmp/ck dir;\$(x)" >/dev/null 2>&1
   printf 'hosts:\n  evil:\n    address: "$(touch %s)"\n    user: root\n' "$pwned" >"$tmp/evil.yaml"
   checks=$((checks + 1))
-  timeout 60 "$ck" -i "$tmp/evil.yaml" exec -t 10 -- true >"$tmp/out" 2>&1 && fail "an address with shell syntax was accepted"
+  limited "$ck" -i "$tmp/evil.yaml" exec -t 10 -- true >"$tmp/out" 2>&1 && fail "an address with shell syntax was accepted"
   checks=$((checks + 1))
   [ -e "$pwned" ] && fail "something ran a shell on an argument: $pwned exists"
   # Every other inventory field that reaches ssh's command line, and a model
@@ -454,23 +533,23 @@ else
     printf '  o: {address: 127.0.0.1, port: 1, user: root, ssh_options: ["ConnectTimeout=$(touch %s)"]}\n' "$mark"
     printf '  k: {address: 127.0.0.1, port: 1, user: root, known_hosts_file: "/nonexistent/`touch %s`"}\n' "$mark"
   } >"$tmp/fields.yaml"
-  timeout 120 "$ck" -i "$tmp/fields.yaml" exec -t 10 -- true >"$tmp/out" 2>&1
+  limited "$ck" -i "$tmp/fields.yaml" exec -t 10 -- true >"$tmp/out" 2>&1
   # A folder of this run's own (/var/tmp is the machine's, shared by runs).
   injdir=/var/tmp/ck-inj-$$
-  "$ck" -i "$inv" exec -g h1 -- sh -c 'rm -rf "$1" && mkdir -p "$1"' sh "$injdir" >/dev/null 2>&1
+  limited "$ck" -i "$inv" exec -g h1 -- sh -c 'rm -rf "$1" && mkdir -p "$1"' sh "$injdir" >/dev/null 2>&1
   # (A file name cannot hold a slash: the model file's command would make
   # ck-pwned in the model's folder, where the scripts run.)
-  "$ck" -i "$inv" exec -g h1 -- sh -c 'printf "{}" > "$1/config.json"; : > "$1/\$(touch ck-pwned).safetensors"' sh "$injdir" >/dev/null 2>&1
-  timeout 120 "$ck" -i "$inv" model verify -g h1 --read-all "$injdir" >"$tmp/out" 2>&1
+  limited "$ck" -i "$inv" exec -g h1 -- sh -c 'printf "{}" > "$1/config.json"; : > "$1/\$(touch ck-pwned).safetensors"' sh "$injdir" >/dev/null 2>&1
+  limited "$ck" -i "$inv" model verify -g h1 --read-all "$injdir" >"$tmp/out" 2>&1
   checks=$((checks + 1))
   if [ -e "$mark" ]; then fail "an inventory field ran as shell: $mark exists"; rm -f "$mark"; fi
-  "$ck" -i "$inv" exec -g h1 -- ls "$injdir" >"$tmp/inj.ls" 2>&1
+  limited "$ck" -i "$inv" exec -g h1 -- ls "$injdir" >"$tmp/inj.ls" 2>&1
   checks=$((checks + 1))
   grep -qF '$(touch ck-pwned).safetensors' "$tmp/inj.ls" ||
     { fail "the model file named with shell syntax was not made (the check below would prove nothing)"; cat "$tmp/inj.ls"; }
   checks=$((checks + 1))
   grep -q 'h1: ck-pwned$' "$tmp/inj.ls" && fail "a model file name ran as shell on the host (ck-pwned was made)"
-  "$ck" -i "$inv" exec -g h1 -- rm -rf "$injdir" >/dev/null 2>&1
+  limited "$ck" -i "$inv" exec -g h1 -- rm -rf "$injdir" >/dev/null 2>&1
   # The ray verbs end to end, as a user types them: real Ray (bare, from the
   # serving venv) on the two lab hosts, 2 SIMULATED GPUs each.
   venv=${CK_SERVE_VENV:-/opt/ck-serve}
@@ -481,7 +560,7 @@ else
     expect "ray up" 0 "Ray cluster 'cli' is up: 2 nodes, 4 GPUs (SIMULATED)" -- "$ck" -i "$inv" ray up $r
     expect "ray up again: left as it was" 0 "(already running, left as it was)" -- "$ck" -i "$inv" ray up $r
     checks=$((checks + 1))
-    "$ck" -i "$inv" --json ray status $r >"$tmp/ray.json" 2>"$tmp/ray.err"
+    limited "$ck" -i "$inv" --json ray status $r >"$tmp/ray.json" 2>"$tmp/ray.err"
     python3 - "$tmp/ray.json" <<'PY' || { fail "ray status --json:"; cat "$tmp/ray.json" "$tmp/ray.err"; }
 import json, sys
 s = json.load(open(sys.argv[1]))
@@ -514,7 +593,7 @@ for h in s["hosts"]:
 json.dump(s, open(sys.argv[1], "w"))
 PY
   checks=$((checks + 1))
-  "$ck" --json lab status --name "$lab" --state-dir "$st" >"$tmp/status.json" 2>"$tmp/status.err"
+  limited "$ck" --json lab status --name "$lab" --state-dir "$st" >"$tmp/status.json" 2>"$tmp/status.err"
   if ! python3 - "$tmp/status.json" <<'PY'
 import json, os, sys
 s = json.load(open(sys.argv[1]))

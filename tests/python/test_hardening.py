@@ -6,7 +6,9 @@ nothing here needs a lab."""
 from __future__ import annotations
 
 import hashlib
+import math
 import os
+import re
 import time
 from pathlib import Path
 
@@ -136,3 +138,46 @@ def test_a_jump_host_that_fails_is_asked_why() -> None:
     assert e.value.code == "name_resolution_failed", e.value
     assert "the jump host nosuch-jump.invalid did not connect us to 127.0.0.1 port 1" in str(e.value)
     assert "Could not resolve hostname nosuch-jump.invalid" in str(e.value)
+
+
+def test_numbers_out_of_range_are_refused_by_the_library_before_anything_connects(local: ck.Host, tmp_path: Path) -> None:
+    # The same ranges as the CLI's flags, for API users: an unreachable host
+    # would answer with a connection error; these answer with the setting.
+    nowhere = ck.Inventory.parse(
+        "hosts:\n  h: {address: 127.0.0.1, port: 1, user: root, gpus: {count: 2, model: L20}}\n", "nowhere.yaml")
+    for kwargs, said in [
+        ({"ray_port": 0}, "ray_port 0 is not a TCP port (1-65535"),
+        ({"rdzv_port": 70000}, "rdzv_port 70000 is not a TCP port"),
+        ({"shm_min_gib": math.nan}, "shm_min_gib must be between 0 and 1048576 GiB, not nan"),
+        ({"disk_min_free_gib": -1.0}, "disk_min_free_gib must be between 0 and 1048576 GiB, not -1"),
+        ({"max_clock_offset_seconds": math.inf}, "max_clock_offset_seconds must be above 0 and at most 86400, not inf"),
+        ({"max_model_len": 0}, "max_model_len must be at least 1"),
+        ({"ephemeral_ports": 1000}, "ephemeral_ports must be at most 64"),
+    ]:
+        t0 = time.monotonic()
+        with pytest.raises(ValueError, match=re.escape(said)):
+            ck.run_preflight(nowhere, **kwargs)
+        assert time.monotonic() - t0 < 2, kwargs
+    # Python: arguments out of range are a ValueError before anything runs
+    # (C++'s async_nccl_check reports them as the result's problem).
+    for kwargs, said in [
+        ({"rdzv_port": 0}, "rdzv_port 0 is not a TCP port"),
+        ({"nproc_per_node": 5000}, "nproc_per_node 5000 is more GPUs than a host has"),
+        ({"iterations": 0}, "iterations must be between 1 and 1000000, not 0"),
+        ({"sizes": [0]}, "a bandwidth size of 0 bytes is out of range"),
+    ]:
+        with pytest.raises(ValueError, match=re.escape(said)) as e:
+            ck.nccl_check([local], **kwargs)
+        assert isinstance(e.value, ck.Error) and e.value.code == "invalid_argument"
+    # A copy with no stream, or thousands: refused with the setting named.
+    src = tmp_path / "src"
+    src.mkdir()
+    with pytest.raises(ValueError, match="streams must be >= 1"):
+        ck.SyncSpec(src, tmp_path / "dst", streams=0)
+    with pytest.raises(ck.Error) as e:
+        ck.ModelStore(str(tmp_path)).sync(local, ck.SyncSpec(src, tmp_path / "dst", streams=100000))
+    assert e.value.code == "invalid_argument" and isinstance(e.value, ValueError)
+    assert "streams must be between 1 and 256, not 100000" in str(e.value)
+    assert not (tmp_path / "dst").exists()
+    with pytest.raises(ck.Error, match="attempts must be between 1 and 100, not 1000"):
+        ck.ModelStore("/mnt").download(local, ck.DownloadSpec("Qwen/X", local_dir=str(tmp_path / "d"), attempts=1000))

@@ -5,6 +5,8 @@
 
 #include <catch2/catch.hpp>
 
+#include <boost/asio/io_context.hpp>
+
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -214,7 +216,7 @@ TEST_CASE("plan: one torchrun per host, the head first", "[nccl]") {
                bad.rdzv_port = 70000;
                plan_nccl_check({{"a", 1, ""}}, "h", "/s", "r", bad);
              }),
-             Contains("not a port"));
+             Contains("is not a TCP port (1-65535"));
 }
 
 TEST_CASE("output parser: prefixes, noise, malformed lines", "[nccl]") {
@@ -416,4 +418,40 @@ TEST_CASE("nccl-check takes the GPU count the inventory declares") {
              Contains("h1's 2 GPUs are simulated (the inventory declares them; nvidia-smi lists none): NCCL needs real GPUs"));
   // Simulated declared on a host with real GPUs: the real ones count.
   CHECK(plan_nccl_check({{"g", 4, "eth0", declared(2, true)}}, "10.0.0.1", "/tmp/x.py", "r", NcclCheckOptions{})[0].nproc == 4);
+}
+
+TEST_CASE("nccl-check options out of range are refused, naming the setting and its flag", "[nccl]") {
+  auto refusal = [](auto change) {
+    NcclCheckOptions o;
+    change(o);
+    try {
+      validate_nccl_check_options(o);
+      return std::string("accepted");
+    } catch (Error const& e) {
+      return std::string(e.what());
+    }
+  };
+  CHECK(refusal([](NcclCheckOptions&) {}) == "accepted");
+  CHECK_THAT(refusal([](NcclCheckOptions& o) { o.rdzv_port = 0; }), Contains("rdzv_port 0 is not a TCP port (1-65535; --port)"));
+  CHECK_THAT(refusal([](NcclCheckOptions& o) { o.nproc_per_node = 5000; }), Contains("nproc_per_node 5000 is more GPUs than a host has"));
+  CHECK_THAT(refusal([](NcclCheckOptions& o) { o.iterations = 0; }), Contains("iterations must be between 1 and 1000000, not 0"));
+  CHECK_THAT(refusal([](NcclCheckOptions& o) { o.warmup = 2000000; }), Contains("warmup must be between 0 and 1000000"));
+  CHECK_THAT(refusal([](NcclCheckOptions& o) { o.sizes = {1, 0}; }), Contains("a bandwidth size of 0 bytes is out of range"));
+  CHECK_THAT(refusal([](NcclCheckOptions& o) { o.launcher.clear(); }), Contains("the launcher is empty"));
+  // The operation reports it as its one problem, before anything connects
+  // (no host is reached: the one given does not exist).
+  boost::asio::io_context io;
+  HostSpec nowhere;
+  nowhere.name = "nowhere";
+  nowhere.address = "127.0.0.1";
+  nowhere.port = 1;
+  NcclCheckOptions bad;
+  bad.iterations = 0;
+  NcclCheckResult got;
+  async_nccl_check({Host(io.get_executor(), nowhere)}, bad, [&](NcclCheckResult r) { got = std::move(r); });
+  io.run();
+  CHECK_FALSE(got.ok());
+  REQUIRE(got.problems.size() == 1);
+  CHECK_THAT(got.problems[0], Contains("iterations must be between 1 and 1000000"));
+  CHECK(got.hosts.empty());
 }

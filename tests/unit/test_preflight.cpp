@@ -5,6 +5,7 @@
 
 #include <catch2/catch.hpp>
 
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -702,4 +703,29 @@ TEST_CASE("the NAS probe scripts, run on this machine", "[preflight][probe][loca
   CHECK_FALSE(fs::exists(dir / (".clusterkit-preflight-" + token + "-0")));
   CHECK_THAT(sh(nas_write_script((dir / "missing").string(), token, 0)), Contains("is not a directory"));
   fs::remove_all(dir);
+}
+
+TEST_CASE("preflight options out of range are refused, naming the setting and its flag", "[preflight]") {
+  auto refusal = [](auto change) {
+    PreflightOptions o;
+    change(o);
+    try {
+      validate_preflight_options(o);
+      return std::string("accepted");
+    } catch (Error const& e) {
+      CHECK(e.code() == make_error_code(errc::invalid_argument));
+      return std::string(e.what());
+    }
+  };
+  CHECK(refusal([](PreflightOptions&) {}) == "accepted");
+  CHECK(refusal([](PreflightOptions& o) { o.shm_min_gib = 0; o.disk_min_free_gib = 0; }) == "accepted");  // no minimum
+  CHECK_THAT(refusal([](PreflightOptions& o) { o.shm_min_gib = std::nan(""); }),
+             Contains("shm_min_gib must be between 0 and 1048576 GiB, not nan (--shm-min-gib)"));
+  CHECK_THAT(refusal([](PreflightOptions& o) { o.disk_min_free_gib = -1; }), Contains("disk_min_free_gib must be between 0"));
+  CHECK_THAT(refusal([](PreflightOptions& o) { o.ray_port = 0; }), Contains("ray_port 0 is not a TCP port (1-65535; --ray-port)"));
+  CHECK_THAT(refusal([](PreflightOptions& o) { o.rdzv_port = 65536; }), Contains("rdzv_port 65536 is not a TCP port"));
+  CHECK_THAT(refusal([](PreflightOptions& o) { o.max_clock_offset_seconds = 0; }), Contains("max_clock_offset_seconds must be above 0"));
+  CHECK_THAT(refusal([](PreflightOptions& o) { o.facts_timeout = std::chrono::milliseconds(10); }), Contains("facts_timeout must be between 1 s"));
+  CHECK_THAT(refusal([](PreflightOptions& o) { o.plan.max_model_len = 0; }), Contains("max_model_len must be at least 1"));
+  CHECK_THAT(refusal([](PreflightOptions& o) { o.plan.gpu_memory_utilization = 1.5; }), Contains("gpu_memory_utilization must be in (0, 1]"));
 }
