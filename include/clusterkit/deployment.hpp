@@ -8,9 +8,11 @@
 // it, each step on every host at once, with the checks a person would run:
 //
 //   preflight -> nas (mounted and checked on every host) -> model (found on
-//   the NAS and verified, or downloaded on the download host and synced in)
-//   -> verify (from every GPU host, as the engine will see it) -> layout (the
-//   planner; a layout that does not fit is refused with what would) -> ray ->
+//   the NAS and verified, or downloaded on the download host and synced in;
+//   the hub's config.json comes first, and a model no layout fits is refused
+//   before its weights) -> verify (from every GPU host, as the engine will
+//   see it) -> layout (the planner on the real headers; a layout that does
+//   not fit is refused with what would) -> ray ->
 //   serve (launched, followed until a real token comes back) -> smoke (a real
 //   streamed answer) -> bench (a short load).
 //

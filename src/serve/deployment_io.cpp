@@ -249,6 +249,52 @@ std::string early_refusal(Deployment const& d, std::vector<HostFactsOutcome> con
   }
 }
 
+// The planner's memory check before a hub download's weights: the hub's
+// own config.json first (a few KB, into the download folder, where the
+// whole download later finds it), then the layout on these GPUs. Why it
+// cannot run, or "" when it fits, or when it cannot be told (GPUs not all
+// known, no config.json, a config the estimate cannot describe): the
+// layout step checks again from the real headers.
+awaitable<std::string> hub_config_refusal(Deployment const& d, ModelStore const& store, Host host, DownloadSpec ds,
+                                          std::vector<HostFactsOutcome> const& facts) {
+  auto const& spec = d.spec();
+  auto gpus = gpu_inventory(d, facts);
+  if (gpus.nodes.size() != d.gpu_hosts().size() ||
+      std::any_of(gpus.nodes.begin(), gpus.nodes.end(), [](GpuNode const& n) { return n.memory_bytes == 0; }))
+    co_return std::string();
+  ds.include = {"config.json"};
+  ds.exclude.clear();
+  ds.verify = false;
+  ds.attempts = 1;  // a hub that does not answer: the whole download retries, and says why
+  ds.timeout = std::chrono::seconds(300);
+  ProgressCallback quiet;
+  auto [ec, got] = co_await store.async_download(host, ds, quiet, asio::as_tuple(use_awaitable));
+  if (ec) co_return std::string();  // the whole download says what is wrong
+  RunOptions ro;
+  ro.timeout = std::chrono::seconds(30);
+  auto [rec, r] = co_await host.async_run(Command::shell("head -c 1048576 " + shell::quote(ds.local_dir + "/config.json")), ro,
+                                          asio::as_tuple(use_awaitable));
+  if (rec || r.exit_code != 0) co_return std::string();
+  std::optional<Plan> plan;
+  try {
+    auto facts_m = model_facts_from_config(json::parse(r.stdout_text), spec.model.id + " config.json from the hub");
+    estimate_tensors_from_config(facts_m);
+    plan = plan_deployment(facts_m, gpus, plan_options(spec));
+    plan->model = spec.model.id;
+  } catch (std::exception const&) {
+    // Not JSON, or a config the estimate cannot describe (MoE, MLA): the
+    // whole download's check and the layout step say what they find.
+    co_return std::string();
+  }
+  try {
+    (void)choose_layout(*plan, spec.serve.tensor_parallel, spec.serve.pipeline_parallel);
+  } catch (Error const& e) {
+    co_return std::string(e.what()) + " (planned from the hub's config.json, tensor sizes estimated, before the weights' "
+                                      "download: only config.json was fetched, into " + ds.local_dir + " on " + host.name() + ")";
+  }
+  co_return std::string();
+}
+
 struct BenchFigures {
   unsigned ok = 0, failed = 0;
   double seconds = 0;
@@ -522,6 +568,14 @@ awaitable<std::pair<std::error_code, DeploymentRecord>> up(Deployment d, Deploym
         ds.local_dir = spec.model.download_dir;
         if (!spec.model.token_env.empty())
           if (char const* t = std::getenv(spec.model.token_env.c_str())) ds.token = t;
+        {
+          run.tell("model", source_host, "download", "config.json first: sizing the model on the GPUs before its weights");
+          auto t = clock_type::now();
+          auto why = co_await hub_config_refusal(d, store, d.host(source_host), ds, facts);
+          data_seconds += seconds_between(t, clock_type::now());
+          if (!why.empty()) co_return Failure{&s, make_error_code(errc::invalid_argument), why};
+          if (run.cancelled()) co_return Failure{&s, make_error_code(errc::cancelled), ""};
+        }
         double last = -10;
         auto t = clock_type::now();
         auto [ec, got] = co_await store.async_download(d.host(source_host), ds,

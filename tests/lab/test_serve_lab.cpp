@@ -608,6 +608,14 @@ struct FakeHub {
     REQUIRE(std::system(make.c_str()) == 0);
     fs::create_directories(root + "/hub/Qwen");
     fs::rename(made + "/Qwen/Tiny2___5-4M-Instruct", root + "/hub/Qwen/Tiny2.5-4M-Instruct");
+    // A model no lab fits: Qwen2.5-72B's config with 200 layers (about 180 B
+    // parameters, 360 GB in bf16), beside 4 MB standing for its weights.
+    auto huge = root + "/hub/Qwen/Huge-Instruct";
+    fs::create_directories(huge);
+    auto config = *known_model_config("Qwen/Qwen2.5-72B-Instruct");
+    config["num_hidden_layers"] = 200;
+    std::ofstream(huge + "/config.json") << config.dump();
+    std::ofstream(huge + "/model-00001-of-00001.safetensors") << std::string(4 << 20, 'w');
     auto port_file = root + "/port";
     pid = ::fork();
     if (pid == 0) {
@@ -659,6 +667,46 @@ StepRecord const& step_of(DeploymentRecord const& r, std::string const& name) {
 }
 
 }  // namespace
+
+TEST_CASE("Deployment: a model no layout fits is refused from the hub's config.json, before its weights", "[deploy][lab][docker]") {
+  auto& lab = Lab::get();
+  FakeHub hub;
+  auto text = lab_spec(lab, hub, "huge");
+  auto replace = [&](std::string const& from, std::string const& to) {
+    auto at = text.find(from);
+    REQUIRE(at != std::string::npos);
+    text.replace(at, from.size(), to);
+  };
+  replace("id: Qwen/Tiny2.5-4M-Instruct", "id: Qwen/Huge-Instruct");
+  replace("download_dir: /var/tmp/ck-download/Qwen/Tiny2___5-4M-Instruct", "download_dir: /var/tmp/ck-download/Qwen/Huge-Instruct");
+  auto spec = parse_deployment_spec(text, "huge.yaml");
+  REQUIRE(lab.sh("h3", "rm -rf /var/tmp/ck-download/Qwen/Huge-Instruct").exit_code == 0);
+  Deployment d(lab.rt.executor(), spec);
+  auto t0 = clock_type::now();
+  try {
+    deployment_up(d);
+    FAIL("up went ahead with a model no layout fits");
+  } catch (Error const& e) {
+    std::string what = e.what();
+    WARN("refused after " << seconds_since(t0) << " s: " << what);
+    CHECK(e.code() == errc::invalid_argument);
+    CHECK_THAT(what, Contains("Qwen/Huge-Instruct on 2 nodes x 2 ") && Contains("nothing fits"));
+    CHECK_THAT(what, Contains("planned from the hub's config.json, tensor sizes estimated, before the weights' download: only "
+                              "config.json was fetched, into /var/tmp/ck-download/Qwen/Huge-Instruct on h3"));
+  }
+  auto rec = load_deployment_record(spec);
+  REQUIRE(rec);
+  CHECK(step_of(*rec, "model").status == "failed");
+  CHECK(step_of(*rec, "serve").status == "pending");
+  // The weights never moved: config.json is all the download host has, and
+  // nothing reached the NAS.
+  auto fetched = lab.sh("h3", "cd /var/tmp/ck-download/Qwen/Huge-Instruct && find . -type f ! -path './.*' | sort");
+  CHECK(fetched.stdout_text == "./config.json\n");
+  CHECK(lab.sh("h3", "test -e /mnt/Qwen/Huge-Instruct && echo there || echo absent").stdout_text == "absent\n");
+  deployment_down(d);
+  for (auto const& h : {"h1", "h2"}) CHECK(lab.sh(h, "docker ps -a -q | wc -l").stdout_text == "0\n");
+  lab.sh("h3", "rm -rf /var/tmp/ck-download/Qwen/Huge-Instruct");
+}
 
 TEST_CASE("Deployment: the seed from one spec, real end to end, with faults", "[deploy][lab][docker]") {
   auto& lab = Lab::get();
