@@ -158,7 +158,8 @@ Layout choose_layout(Plan const& plan, unsigned tp, unsigned pp);
 /// Qwen2.5-72B-Instruct among them): why `tp` x `pp` (0: auto) cannot run
 /// on `gpus`, from the config alone (tensor sizes estimated, and said so),
 /// and what would. "" when it fits, when the model is not one of them, or
-/// when `gpus` is empty or a node's per-GPU memory is not known. `up` refuses at preflight with it, so that a
+/// when `gpus` is empty or a node's per-GPU memory is not known. Options
+/// out of range throw Error(errc::invalid_argument), as plan_deployment. `up` refuses at preflight with it, so that a
 /// 145 GB download is never made for a model that cannot be served; the
 /// layout step checks again from the real headers.
 std::string known_model_fit_refusal(std::string_view model_id, unsigned tp, unsigned pp, GpuInventory const& gpus,

@@ -773,10 +773,14 @@ Layout choose_layout(Plan const& plan, unsigned tp, unsigned pp) {
     if (auto const* best = plan.recommended_layout()) return *best;
     throw Error(errc::invalid_argument, on + ": " + nothing_fits());
   }
+  // The first of that shape (preferred first) that fits and that the
+  // options allow (no pipeline stages sharing a node unless asked), else
+  // the first of that shape, whose reason is then said.
   Layout const* chosen = nullptr;
+  auto const usable = [](Layout const& l) { return l.fits && l.allowed; };
   for (auto const& l : plan.layouts)
-    if (l.tp == (tp ? tp : l.tp) && l.pp == (pp ? pp : l.pp) && (!chosen || (l.fits && !chosen->fits))) chosen = &l;
-  if (chosen && chosen->fits) return *chosen;
+    if (l.tp == (tp ? tp : l.tp) && l.pp == (pp ? pp : l.pp) && (!chosen || (usable(l) && !usable(*chosen)))) chosen = &l;
+  if (chosen && usable(*chosen)) return *chosen;
   std::string why = chosen ? chosen->reason : std::string();
   if (!chosen)
     for (auto const& r : plan.rejected)
@@ -803,9 +807,11 @@ std::string known_model_fit_refusal(std::string_view model_id, unsigned tp, unsi
   auto facts = model_facts_from_config(*config, std::string(model_id) + " (config shipped with clusterkit)");
   estimate_tensors_from_config(facts);
   facts.dir = std::string(model_id);  // the plan names the model by it
+  // Options out of range throw from here (they are the caller's mistake,
+  // not the model's size).
+  auto plan = plan_deployment(facts, gpus, options);
+  plan.model = std::string(model_id);
   try {
-    auto plan = plan_deployment(facts, gpus, options);
-    plan.model = std::string(model_id);
     (void)choose_layout(plan, tp, pp);
     return {};
   } catch (Error const& e) {

@@ -278,6 +278,9 @@ awaitable<std::string> hub_config_refusal(Deployment const& d, ModelStore const&
   std::optional<Plan> plan;
   try {
     auto facts_m = model_facts_from_config(json::parse(r.stdout_text), spec.model.id + " config.json from the hub");
+    // A quantized checkpoint (AWQ, GPTQ, FP8) is smaller than its config's
+    // dtype says, and the estimate cannot tell by how much: no refusal.
+    if (facts_m.quantized) co_return std::string();
     estimate_tensors_from_config(facts_m);
     plan = plan_deployment(facts_m, gpus, plan_options(spec));
     plan->model = spec.model.id;

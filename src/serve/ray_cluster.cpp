@@ -1270,9 +1270,14 @@ std::string explain_ray_failure(std::string_view host, std::string_view output, 
     auto to = output.find("rootfs at \"", from);
     std::string_view container_path;
     if (to != std::string_view::npos) container_path = output.substr(to + 11, output.find('"', to + 11) - (to + 11));
+    // runc's own reason follows the paths: `: stat /x: permission denied: unknown`.
+    auto reason_at = to == std::string_view::npos ? std::string_view::npos : output.find("\": ", to + 11);
+    auto reason = reason_at == std::string_view::npos ? std::string_view() : output.substr(reason_at + 3);
+    reason = reason.substr(0, std::min(reason.find(": unknown"), reason.find('\n')));
     std::string why = contains(output, "not a directory") ? "a file stands where a folder must be, or the reverse"
                       : contains(output, "no such file")  ? "it does not exist"
-                                                          : "see Docker's words: " + last_lines(output, 1);
+                      : !reason.empty()                   ? std::string(reason)
+                                                          : "Docker gave no reason";
     return h + ": Docker cannot mount " + std::string(host_path) + " at " + std::string(container_path) + " (" + why +
            "); fix that path on " + h + ", or the spec's volumes";
   }

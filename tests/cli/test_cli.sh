@@ -15,7 +15,7 @@ expect() {  # NAME EXPECTED-RC EXPECTED-TEXT (a grep -F pattern in stdout+stderr
   shift 4
   checks=$((checks + 1))
   # Bounded: 4 GiB of address space and 120 s per command.
-  timeout 120 sh -c 'ulimit -v 4194304; exec "$@"' sh "$@" >"$tmp/out" 2>&1
+  timeout 120 sh -c 'ulimit -v 4194304; exec "$@"' sh "$@" >"$tmp/out" 2>&1 </dev/null
   rc=$?
   if [ "$rc" != "$want_rc" ] || ! grep -qF -- "$want_text" "$tmp/out"; then
     failures=$((failures + 1))

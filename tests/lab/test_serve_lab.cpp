@@ -616,6 +616,13 @@ struct FakeHub {
     config["num_hidden_layers"] = 200;
     std::ofstream(huge + "/config.json") << config.dump();
     std::ofstream(huge + "/model-00001-of-00001.safetensors") << std::string(4 << 20, 'w');
+    // The same, quantized (AWQ): smaller than its dtype says, by an amount
+    // the config alone cannot tell, so never refused from it.
+    auto awq = root + "/hub/Qwen/Huge-Instruct-AWQ";
+    fs::create_directories(awq);
+    config["quantization_config"] = {{"quant_method", "awq"}, {"bits", 4}, {"group_size", 128}};
+    std::ofstream(awq + "/config.json") << config.dump();
+    std::ofstream(awq + "/model-00001-of-00001.safetensors") << std::string(4 << 20, 'w');
     auto port_file = root + "/port";
     pid = ::fork();
     if (pid == 0) {
@@ -706,6 +713,30 @@ TEST_CASE("Deployment: a model no layout fits is refused from the hub's config.j
   deployment_down(d);
   for (auto const& h : {"h1", "h2"}) CHECK(lab.sh(h, "docker ps -a -q | wc -l").stdout_text == "0\n");
   lab.sh("h3", "rm -rf /var/tmp/ck-download/Qwen/Huge-Instruct");
+
+  // Quantized: not refused from its config; the whole download goes ahead
+  // (and its check finds these 4 MB are no safetensors file).
+  auto awq_text = text;
+  for (auto [from, to] : {std::pair<std::string, std::string>{"id: Qwen/Huge-Instruct", "id: Qwen/Huge-Instruct-AWQ"},
+                          {"download_dir: /var/tmp/ck-download/Qwen/Huge-Instruct", "download_dir: /var/tmp/ck-download/Qwen/Huge-Instruct-AWQ"}}) {
+    auto at = awq_text.find(from);
+    REQUIRE(at != std::string::npos);
+    awq_text.replace(at, from.size(), to);
+  }
+  auto awq_spec = parse_deployment_spec(awq_text, "huge-awq.yaml");
+  Deployment quantized(lab.rt.executor(), awq_spec);
+  try {
+    deployment_up(quantized);
+    FAIL("up went through with 4 MB of 'w' as the weights");
+  } catch (Error const& e) {
+    WARN("the quantized model: " << e.what());
+    CHECK_THAT(std::string(e.what()), !Contains("planned from the hub's config.json"));
+  }
+  CHECK(lab.sh("h3", "test -e /var/tmp/ck-download/Qwen/Huge-Instruct-AWQ/model-00001-of-00001.safetensors && echo fetched")
+            .stdout_text == "fetched\n");
+  deployment_down(quantized);
+  for (auto const& h : {"h1", "h2"}) CHECK(lab.sh(h, "docker ps -a -q | wc -l").stdout_text == "0\n");
+  lab.sh("h3", "rm -rf /var/tmp/ck-download/Qwen/Huge-Instruct-AWQ");
 }
 
 TEST_CASE("Deployment: the seed from one spec, real end to end, with faults", "[deploy][lab][docker]") {

@@ -522,6 +522,8 @@ def test_a_known_model_that_cannot_fit_is_refused_before_its_download(tmp_path: 
     assert "before any download, from the config.json clusterkit ships for it" in why
     assert ck.known_model_fit_refusal("Qwen/Qwen2.5-72B-Instruct", 2, 2, "2 nodes x 2 L20 48GB") == ""  # the seed fits
     assert ck.known_model_fit_refusal("acme/not-shipped", 2, 1, "1x 2 L20 48GB") == ""  # not known: no guess
+    with pytest.raises(ValueError, match=r"gpu_memory_utilization .* must be in \(0, 1\]"):
+        ck.known_model_fit_refusal("Qwen/Qwen2.5-72B-Instruct", 2, 2, "1x 2 L20 48GB", gpu_memory_utilization=1.5)
     plan = d.plan()
     assert any(n.startswith("`up` would refuse this spec at once: Qwen/Qwen2.5-72B-Instruct on ") for n in plan.notes), plan.notes
     t0 = time.monotonic()

@@ -365,6 +365,10 @@ TEST_CASE("deployment: a model clusterkit ships the config of is sized before an
   GpuInventory unknown_memory;
   unknown_memory.nodes = {GpuNode{"a", 2, "L20", 0, ""}};
   CHECK(known_model_fit_refusal("Qwen/Qwen2.5-72B-Instruct", 2, 1, unknown_memory).empty());
+  // Options out of range are the caller's mistake, thrown, not a refusal.
+  PlanOptions bad;
+  bad.gpu_memory_utilization = 1.5;
+  CHECK_THROWS_AS(known_model_fit_refusal("Qwen/Qwen2.5-72B-Instruct", 2, 2, seed, bad), Error);
 }
 
 TEST_CASE("deployment: choose_layout takes the recommendation for auto, the named shape otherwise") {
@@ -377,6 +381,15 @@ TEST_CASE("deployment: choose_layout takes the recommendation for auto, the name
   CHECK(best.tp == plan.recommended_layout()->tp);
   auto named = choose_layout(plan, 2, 2);
   CHECK((named.tp == 2 && named.pp == 2 && named.fits));
+  // PP auto with TP 1 on one node of four: TP 1 x PP 2 would fit, but its
+  // two stages share the node, which the planner does not allow by
+  // default: refused with that reason, not chosen.
+  auto facts72 = model_facts_from_config(*known_model_config("Qwen/Qwen2.5-72B-Instruct"));
+  estimate_tensors_from_config(facts72);
+  auto one_node = plan_deployment(facts72, parse_gpu_inventory("1x 4 H100 80GB"));
+  one_node.model = "Qwen/Qwen2.5-72B-Instruct";
+  CHECK_THROWS_WITH(choose_layout(one_node, 1, 0), Contains("TP 1 x PP auto for Qwen/Qwen2.5-72B-Instruct on ") && Contains("what fits: TP "));
+  CHECK(choose_layout(one_node, 0, 0).pp == 1);
   auto tp_only = choose_layout(plan, 1, 0);  // PP auto: the first that fits with TP 1
   CHECK((tp_only.tp == 1 && tp_only.fits));
   // TP 3 does not divide 28 heads: vLLM refuses it, and so does the choice, saying why.

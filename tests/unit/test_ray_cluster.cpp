@@ -677,6 +677,14 @@ TEST_CASE("why a node did not start, in a sentence with the fix", "[ray][explain
       "container init: open /dev/ck: permission denied: unknown\nRun 'docker run --help' for more information\n",
       spec);
   CHECK(other == "gpu2: Ray did not start: open /dev/ck: permission denied: unknown");
+  // A mount refused for another reason: runc's reason, never Docker's help hint.
+  auto denied = explain_ray_failure(
+      "gpu2",
+      "docker: Error response from daemon: failed to create shim task: OCI runtime create failed: runc create failed: "
+      "unable to start container process: error during container init: error mounting \"/x\" to rootfs at \"/y\": "
+      "stat /x: permission denied: unknown\nRun 'docker run --help' for more information\n",
+      spec);
+  CHECK(denied == "gpu2: Docker cannot mount /x at /y (stat /x: permission denied); fix that path on gpu2, or the spec's volumes");
 }
 
 TEST_CASE("a node keeps the versions it was started with, for status when no venv says them", "[ray][status]") {
