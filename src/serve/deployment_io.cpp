@@ -943,7 +943,29 @@ awaitable<std::pair<std::error_code, DeploymentPlanResult>> plan(Deployment d) {
     auto& s = add("verify", "config, index and every shard's header from each GPU host", "");
     for (auto const& h : d.gpu_hosts()) s.commands.push_back({h, "snapshot script on " + path + " (sh, coreutils)"});
   }
-  add("layout", spec.serve.tensor_parallel ? "TP " + std::to_string(spec.serve.tensor_parallel) + " x PP " + std::to_string(spec.serve.pipeline_parallel) + " (checked by the planner)"
+  // `auto` before the first up, for a model clusterkit ships the config of:
+  // the layout the planner would choose now, from that config.
+  std::optional<Layout> foreseen;
+  if ((!spec.serve.tensor_parallel || !spec.serve.pipeline_parallel) && !(record && record->layout.contains("tp")))
+    if (auto config = known_model_config(spec.model.id)) {
+      auto gpus = gpu_inventory(d, {});
+      if (gpus.nodes.size() == d.gpu_hosts().size() &&
+          std::none_of(gpus.nodes.begin(), gpus.nodes.end(), [](GpuNode const& n) { return n.memory_bytes == 0; }))
+        try {
+          auto f = model_facts_from_config(*config, spec.model.id);
+          estimate_tensors_from_config(f);
+          auto p = plan_deployment(f, gpus, plan_options(spec));
+          p.model = spec.model.id;
+          foreseen = choose_layout(p, spec.serve.tensor_parallel, spec.serve.pipeline_parallel);
+        } catch (Error const&) {
+          // Refused: early_refusal's note below says why.
+        }
+    }
+  add("layout", foreseen ? "the planner's choice, TP " + std::to_string(foreseen->tp) + " x PP " + std::to_string(foreseen->pp) + " on " +
+                               gpu_inventory(d, {}).describe() + " (" + std::to_string(foreseen->kv_cache_tokens) +
+                               " KV tokens), from the config.json clusterkit ships for " + spec.model.id +
+                               "; checked again on the model's own headers once it is on the NAS"
+      : spec.serve.tensor_parallel ? "TP " + std::to_string(spec.serve.tensor_parallel) + " x PP " + std::to_string(spec.serve.pipeline_parallel) + " (checked by the planner)"
                                            : record && record->layout.contains("tp")
                                                  ? "the planner's recommended layout (the last up chose TP " +
                                                        std::to_string(record->layout.value("tp", 0u)) + " x PP " +
@@ -964,16 +986,20 @@ awaitable<std::pair<std::error_code, DeploymentPlanResult>> plan(Deployment d) {
     }
   }
   {
-    unsigned tp = spec.serve.tensor_parallel ? spec.serve.tensor_parallel : (record ? record->layout.value("tp", 1u) : 1u);
-    unsigned pp = spec.serve.pipeline_parallel ? spec.serve.pipeline_parallel : (record ? record->layout.value("pp", 1u) : 1u);
+    unsigned tp = spec.serve.tensor_parallel ? spec.serve.tensor_parallel
+                  : foreseen                 ? foreseen->tp
+                                             : (record ? record->layout.value("tp", 1u) : 1u);
+    unsigned pp = spec.serve.pipeline_parallel ? spec.serve.pipeline_parallel
+                  : foreseen                   ? foreseen->pp
+                                               : (record ? record->layout.value("pp", 1u) : 1u);
     auto engine = d.engine(tp, pp, spec.serve.max_model_len);
     auto [eec, es] = co_await engine.async_status(asio::as_tuple(use_awaitable));
     auto& s = add("serve", "launch vLLM and wait for a real token", es.state == "up" ? "the engine serves already" : "");
     // `auto` with no layout recorded yet: the planner decides once the
     // model is on the NAS; show that, not a made-up 1.
     auto argv = vllm_serve_argv(engine.spec());
-    bool const tp_unknown = !spec.serve.tensor_parallel && !(record && record->layout.contains("tp"));
-    bool const pp_unknown = !spec.serve.pipeline_parallel && !(record && record->layout.contains("pp"));
+    bool const tp_unknown = !spec.serve.tensor_parallel && !foreseen && !(record && record->layout.contains("tp"));
+    bool const pp_unknown = !spec.serve.pipeline_parallel && !foreseen && !(record && record->layout.contains("pp"));
     for (std::size_t i = 0; i + 1 < argv.size(); ++i) {
       if (argv[i] == "--tensor-parallel-size" && tp_unknown) argv[i + 1] = "<auto>";
       if (argv[i] == "--pipeline-parallel-size" && pp_unknown) argv[i + 1] = "<auto>";

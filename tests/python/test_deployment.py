@@ -506,6 +506,27 @@ def test_more_gpus_than_there_are_is_refused_before_anything_starts(tmp_path: Pa
     assert not (tmp_path / "models").exists()  # nothing made on the "NAS"
 
 
+def test_plan_with_an_auto_layout_for_a_known_model_says_the_planners_choice(tmp_path: Path) -> None:
+    # A model clusterkit ships the config of: the dry run says the layout
+    # the planner will choose, with its numbers, not <auto>.
+    d = local_deployment(
+        tmp_path,
+        layout="tensor_parallel: auto, pipeline_parallel: auto, ",
+        model="Qwen/Qwen2.5-7B-Instruct",
+        gpus="count: 2, model: L20, memory_gib: 48, simulated: true",
+    )
+    facts = ck.model_facts_from_config(ck.known_model_config("Qwen/Qwen2.5-7B-Instruct"))
+    ck.estimate_tensors_from_config(facts)
+    want = ck.choose_layout(ck.plan_deployment(facts, "1x 2 L20 48GB"))
+    plan = d.plan()
+    layout = next(s for s in plan.steps if s.step == "layout")
+    assert layout.what.startswith(f"the planner's choice, TP {want.tp} x PP {want.pp} on "), layout.what
+    assert f"({want.kv_cache_tokens} KV tokens), from the config.json clusterkit ships for Qwen/Qwen2.5-7B-Instruct" in layout.what
+    serve = next(s for s in plan.steps if s.step == "serve").commands[0].command
+    assert f"--tensor-parallel-size {want.tp} --pipeline-parallel-size {want.pp}" in serve and "<auto>" not in serve, serve
+    assert not any("would refuse" in n for n in plan.notes)
+
+
 def test_a_known_model_that_cannot_fit_is_refused_before_its_download(tmp_path: Path) -> None:
     # The seed's model on one host with two 48 GB cards: 145 GB of weights
     # cannot fit, whatever the layout. clusterkit ships its config.json, so
