@@ -72,32 +72,6 @@ inline nlohmann::json python_to_json(py::handle value, char const* what) {
   }
 }
 
-/// Waits for `future` with the GIL released, waking every 100 ms to run
-/// Python's signal handlers. On KeyboardInterrupt (or any exception from a
-/// signal handler): `op` is asked to stop; if it has not ended within
-/// `grace`, the wait is abandoned (the operation finishes in the background,
-/// bounded by its own timeouts) and the exception propagates.
-template <class T>
-T wait_interruptible(Operation& op, std::future<T>& future,
-                     std::chrono::milliseconds grace = std::chrono::milliseconds(3000)) {
-  using namespace std::chrono_literals;
-  for (;;) {
-    {
-      py::gil_scoped_release nogil;
-      if (future.wait_for(100ms) == std::future_status::ready) break;
-    }
-    if (PyErr_CheckSignals() != 0) {
-      py::error_already_set interrupt;
-      op.cancel(asio::cancellation_type::terminal);
-      {
-        py::gil_scoped_release nogil;
-        future.wait_for(grace);
-      }
-      throw interrupt;
-    }
-  }
-  return future.get();
-}
 
 /// Runs `work(stop_token)` on a new thread and waits for it, the GIL
 /// released and Ctrl-C honoured: on KeyboardInterrupt the stop token is

@@ -48,7 +48,9 @@ Value run_and_wait(asio::any_io_executor executor, Initiate&& initiate) {
     op->mark_finished();
     promise->set_value(std::move(v));
   }));
-  return wait_interruptible(*op, future);
+  // Ctrl-C: the operation is cancelled and waited for, as every blocking
+  // call does (README, "One rule for ... blocking calls").
+  return wait_for(*op, future);
 }
 
 /// Blocking (GIL released, Ctrl-C aware) when `done` is None; else started,

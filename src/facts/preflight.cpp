@@ -963,13 +963,17 @@ struct Evaluator {
     auto const& ih = *inv.at(h);
     // The NAS as the inventory describes it (vars nas_type, nas_export), so
     // that the fix names the right kind of mount, sshfs or NFS.
-    std::string nas_type, nas_export;
+    std::string nas_type, nas_export, mount_point = "/mnt";  // `nas mount`'s --path default
     if (ih.extra.is_object())
       if (auto v = ih.extra.find("vars"); v != ih.extra.end() && v->is_object()) {
         if (auto t = v->find("nas_type"); t != v->end() && t->is_string()) nas_type = t->get<std::string>();
         if (auto e = v->find("nas_export"); e != v->end() && e->is_string()) nas_export = e->get<std::string>();
+        if (auto m = v->find("mount_point"); m != v->end() && m->is_string()) mount_point = m->get<std::string>();
       }
-    auto mount_fix = "mount the NAS at " + path + " on " + h + ": `clusterkit nas mount -g " + h + "`" +
+    // The path checked here (--nas-path) where it is not the one `nas mount`
+    // takes by itself.
+    auto const path_arg = path == mount_point ? std::string() : " " + shell::join_for_display(std::vector<std::string>{"--path", path});
+    auto mount_fix = "mount the NAS at " + path + " on " + h + ": `clusterkit nas mount -g " + h + path_arg + "`" +
                      (nas_type.empty() && nas_export.empty()
                           ? std::string(" (it reads the NAS from the inventory's vars nas_type and nas_export; add them, "
                                         "e.g. nas_type: nfs, nas_export: NAS:/export)")

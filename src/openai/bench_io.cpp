@@ -61,10 +61,10 @@ void ensure_descriptors(std::size_t connections) {
     if (::setrlimit(RLIMIT_NOFILE, &raised) == 0) return;
   }
   throw Error(make_error_code(errc::invalid_argument),
-              "--concurrency " + std::to_string(connections) + " needs about " + std::to_string(needed) +
+              "concurrency (--concurrency) " + std::to_string(connections) + " needs about " + std::to_string(needed) +
                   " open files, and this process may open " + std::to_string(lim.rlim_cur) + " (hard limit " +
                   (lim.rlim_max == RLIM_INFINITY ? std::string("unlimited") : std::to_string(lim.rlim_max)) +
-                  "): lower --concurrency, or raise the limit (ulimit -n " + std::to_string(needed) + ")");
+                  "): lower concurrency, or raise the limit (ulimit -n " + std::to_string(needed) + ")");
 }
 
 // Why a request failed, short and the same for the same cause, so that the

@@ -358,6 +358,8 @@ awaitable<BenchFigures> short_bench(OpenAIClient client, std::string model, Depl
   co_return b;
 }
 
+awaitable<DeploymentStatus> look(Deployment d, unsigned tp, unsigned pp);
+
 awaitable<std::pair<std::error_code, DeploymentRecord>> up(Deployment d, DeploymentProgressCallback progress) {
   co_await accept_every_cancellation();
   auto const& spec = d.spec();
@@ -378,15 +380,16 @@ awaitable<std::pair<std::error_code, DeploymentRecord>> up(Deployment d, Deploym
 
   // --- A healthy deployment of this very spec: a quick look, and done.
   if (auto prev = load_deployment_record(spec); prev && prev->status == "up" && prev->spec_fingerprint == rec.spec_fingerprint) {
-    auto engine = d.engine(prev->layout.value("tp", 1u), prev->layout.value("pp", 1u), std::nullopt);
-    auto [ec, st] = co_await engine.async_status(asio::as_tuple(use_awaitable));
-    if (!ec && st.state == "up") {
+    auto st = co_await look(d, prev->layout.value("tp", 1u), prev->layout.value("pp", 1u));
+    if (st.state == "up") {
       DeploymentRecord r = *prev;
-      r.message = "already up (checked in " + std::to_string(static_cast<int>(run.now() * 1000)) + " ms: Ray healthy, the engine serves)";
+      r.message = "already up (checked in " + std::to_string(static_cast<int>(run.now() * 1000)) + " ms: " +
+                  (spec.nas ? "the NAS shared, " : "") + "the model whole on every GPU host, Ray healthy, the engine serves)";
       run.tell("up", "", "ok", r.message);
       co_return std::pair{std::error_code(), std::move(r)};
     }
-    run.tell("up", "", "running", "the last run left it up, but now: " + st.state + "; converging");
+    run.tell("up", "", "running",
+             "the last run left it up, but now: " + st.state + (st.problems.empty() ? "" : " (" + st.problems.front() + ")") + "; converging");
   }
   if (auto stop = run.stop_before("preflight")) co_return std::move(*stop);
   rec.status = "running";
@@ -797,29 +800,38 @@ awaitable<std::pair<std::error_code, DeploymentRecord>> up(Deployment d, Deploym
   co_return std::pair{std::error_code(), rec};
 }
 
-awaitable<std::pair<std::error_code, DeploymentStatus>> status(Deployment d) {
-  co_await accept_every_cancellation();
+// Every layer at once (the NAS shared, the model whole from every GPU host,
+// the engine, and Ray through the engine's look): what `status` says, and
+// the quick look of `up` on a running deployment, which must also see a NAS
+// unmounted or a shard cut under a healthy engine.
+awaitable<DeploymentStatus> look(Deployment d, unsigned tp, unsigned pp) {
   DeploymentStatus st;
   st.name = d.spec().name;
-  st.record = load_deployment_record(d.spec());
   auto hosts = all_hosts(d);
-  if (d.spec().nas) {
+  auto ex = co_await asio::this_coro::executor;
+  std::optional<NasCheckReport> nas_seen;
+  auto look_at_nas = [&]() -> awaitable<void> {
     NasMount nas(*d.spec().nas);
-    st.nas = co_await nas.async_check(handles(d, hosts), use_awaitable);
-    if (!st.nas->ok()) st.problems.push_back("the NAS is not shared by every host at " + d.spec().nas->mount_point);
-  }
-  auto store = store_of(d.spec());
-  RemoteVerifyOptions vo;
-  st.model = co_await store.async_verify(handles(d, d.gpu_hosts()), d.spec().model_path(), vo, use_awaitable);
-  for (auto const& m : st.model)
-    if (!m.ok()) st.problems.push_back(m.message);
-  unsigned tp = 1, pp = 1;
-  if (st.record && st.record->layout.is_object()) {
-    tp = st.record->layout.value("tp", 1u);
-    pp = st.record->layout.value("pp", 1u);
-  }
+    nas_seen = co_await nas.async_check(handles(d, hosts), use_awaitable);
+  };
+  auto look_at_model = [&]() -> awaitable<void> {
+    RemoteVerifyOptions vo;
+    st.model = co_await store_of(d.spec()).async_verify(handles(d, d.gpu_hosts()), d.spec().model_path(), vo, use_awaitable);
+  };
+  // Beside the engine's look; they write this frame's locals, joined
+  // before they are read.
+  TaskGroup beside(ex);
+  if (d.spec().nas) beside.spawn(look_at_nas());
+  beside.spawn(look_at_model());
   auto engine = d.engine(tp, pp, std::nullopt);
   auto [eec, es] = co_await engine.async_status(asio::as_tuple(use_awaitable));
+  co_await beside.join();
+  if (nas_seen) {
+    st.nas = std::move(nas_seen);
+    if (!st.nas->ok()) st.problems.push_back("the NAS is not shared by every host at " + d.spec().nas->mount_point);
+  }
+  for (auto const& m : st.model)
+    if (!m.ok()) st.problems.push_back(m.message);
   st.engine = es;
   st.ray = es.ray;
   if (!st.ray) {
@@ -831,8 +843,21 @@ awaitable<std::pair<std::error_code, DeploymentStatus>> status(Deployment d) {
     for (auto const& p : st.ray->problems) st.problems.push_back("ray: " + p);
   if (es.state == "up" && st.problems.empty()) st.state = "up";
   else if (es.state == "up" || es.state == "DEGRADED" || (st.ray && st.ray->alive_nodes > 0)) st.state = "DEGRADED";
-  else if (st.record && st.record->status == "failed") st.state = "failed";
   else st.state = "down";
+  co_return st;
+}
+
+awaitable<std::pair<std::error_code, DeploymentStatus>> status(Deployment d) {
+  co_await accept_every_cancellation();
+  auto record = load_deployment_record(d.spec());
+  unsigned tp = 1, pp = 1;
+  if (record && record->layout.is_object()) {
+    tp = record->layout.value("tp", 1u);
+    pp = record->layout.value("pp", 1u);
+  }
+  auto st = co_await look(d, tp, pp);
+  st.record = std::move(record);
+  if (st.state == "down" && st.record && st.record->status == "failed") st.state = "failed";
   co_return std::pair{std::error_code(), std::move(st)};
 }
 

@@ -249,13 +249,17 @@ std::string nas_mount_script(NasSpec const& spec) {
        "created=$(dirname -- \"$created\"); done; fi\n"
     << "unmade() { [ -n \"$created\" ] || return 0; d=$mp; while rmdir -- \"$d\" 2>/dev/null && "
        "[ \"$d\" != \"$created\" ]; do d=$(dirname -- \"$d\"); done; }\n"
+    // Stopped (a timeout or Ctrl-C sends TERM to the script's process
+    // group, most often while an NFS server does not answer): the same.
+    << "trap 'unmade; exit 143' TERM INT HUP\n"
     << "mkdir -p -- \"$mp\"\n"
     << shell::join(argv) << " || { rc=$?; unmade; exit $rc; }\n";
   if (spec.kind == NasKind::bind && spec.read_only)
     // A bind mount takes ro only on a remount; if that fails, the mount is
     // undone too (a read-write NAS where read-only was asked is worse than none).
     s << "mount -o remount,bind,ro \"$mp\" || { rc=$?; umount -- \"$mp\" 2>/dev/null || true; unmade; exit $rc; }\n";
-  s << "echo @@ck-mountinfo\ncat /proc/self/mountinfo\necho @@ck-mountinfo-end\n";
+  s << "trap - TERM INT HUP\n"
+    << "echo @@ck-mountinfo\ncat /proc/self/mountinfo\necho @@ck-mountinfo-end\n";
   return s.str();
 }
 

@@ -269,7 +269,7 @@ expect "inventory: missing" 2 "cannot read inventory /nonexistent/inv.yaml: No s
 printf 'hosts:\n  a: {address: 10.0.0.1, vars: {note: caf\377}}\n' >"$tmp/u8.yaml"
 expect "--json inventory with a \\377 byte in a value: U+FFFD, not an exception" 0 '"note": "caf'"$(printf '\357\277\275')"'"' -- \
   "$ck" -i "$tmp/u8.yaml" --json inventory
-expect "bench past the open-file limit: named before it starts" 2 "--concurrency 1000 needs about 1064 open files, and this process may open 64 (hard limit 64): lower --concurrency, or raise the limit (ulimit -n 1064)" -- \
+expect "bench past the open-file limit: named before it starts" 2 "concurrency (--concurrency) 1000 needs about 1064 open files, and this process may open 64 (hard limit 64): lower concurrency, or raise the limit (ulimit -n 1064)" -- \
   sh -c 'ulimit -n 64; exec "$@"' sh "$ck" bench --url http://127.0.0.1:9 --concurrency 1000 --requests 2000
 if [ -e "$tmp/pwn" ]; then fail "an inventory address ran as an ssh option"; fi
 # Deployment specs: every mistake listed at once; the same limits as inventories.

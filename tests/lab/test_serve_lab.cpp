@@ -912,11 +912,37 @@ TEST_CASE("Deployment: the seed from one spec, real end to end, with faults", "[
     CHECK(containers("h1") == "1\n");
   }
 
+  // Under a healthy engine and Ray: the NAS gone from h2 and a shard cut
+  // short on the NAS. `up`'s quick look sees both (not "already up"), and
+  // the run mends them, keeping Ray and the engine as they are.
+  auto shard = "/mnt/Qwen/Tiny2___5-4M-Instruct/model-00001-of-00001.safetensors";
+  {
+    auto const engine_pid = deployment_status(d).engine->pid;
+    auto const ray_containers = lab.sh("h1", "docker ps -q").stdout_text + lab.sh("h2", "docker ps -q").stdout_text;
+    REQUIRE(lab.sh("h3", std::string("truncate -s 100000 ") + shard).exit_code == 0);
+    REQUIRE(lab.sh("h2", "umount -l /mnt").exit_code == 0);
+    CHECK(deployment_status(d).state == "DEGRADED");
+    std::vector<std::string> said;
+    auto mended = deployment_up(d, [&](DeploymentProgress const& p) {
+      if (p.step == "up") said.push_back(p.message);
+    });
+    REQUIRE_FALSE(said.empty());
+    CHECK_THAT(said.front(), Contains("the last run left it up, but now: DEGRADED ("));
+    CHECK_THAT(mended.message, !Contains("already up"));
+    CHECK(step_of(mended, "nas").status == "ok");
+    for (auto const& h : step_of(mended, "ray").hosts) CHECK(h.status == "skipped");  // kept
+    CHECK(deployment_status(d).engine->pid == engine_pid);                           // the same engine
+    CHECK(lab.sh("h1", "docker ps -q").stdout_text + lab.sh("h2", "docker ps -q").stdout_text == ray_containers);
+    CHECK(lab.sh("h2", "mountpoint -q /mnt && echo mounted").stdout_text == "mounted\n");
+    CHECK(deployment_status(d).state == "up");
+    auto again_now = deployment_up(d);
+    CHECK_THAT(again_now.message, Contains("already up") && Contains("the NAS shared, the model whole on every GPU host"));
+  }
+
   // Faults after `up`: a worker's Ray container killed, the NAS gone from
   // h2, a shard cut short on the NAS. Status says DEGRADED; `up` heals it
   // all: the NAS mounted again, the shard repaired by a sync, the Ray worker
   // replaced, the engine restarted on it.
-  auto shard = "/mnt/Qwen/Tiny2___5-4M-Instruct/model-00001-of-00001.safetensors";
   REQUIRE(lab.sh("h2", "docker kill ck-ray-seed >/dev/null").exit_code == 0);
   REQUIRE(lab.sh("h3", std::string("truncate -s 100000 ") + shard).exit_code == 0);
   REQUIRE(lab.sh("h2", "umount -l /mnt").exit_code == 0);

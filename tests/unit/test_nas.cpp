@@ -5,6 +5,9 @@
 
 #include <catch2/catch.hpp>
 
+#include <fcntl.h>
+#include <sys/wait.h>
+#include <csignal>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -134,6 +137,35 @@ TEST_CASE("a failed mount removes the folders it made, and only those", "[nas]")
   std::filesystem::create_directories(dir / "existing");
   CHECK(run_failing(dir / "existing") != 0);
   CHECK(std::filesystem::exists(dir / "existing"));  // not ours to remove
+
+  // A mount that hangs (an NFS server that does not answer) and is stopped
+  // by its timeout or Ctrl-C: TERM to the script's process group; the
+  // folders it made go too.
+  b.mount_point = (dir / "kept" / "t" / "u").string();
+  auto script = nas_mount_script(b);
+  auto mount = clusterkit::shell::join(nas_mount_argv(b));
+  script.replace(script.find(mount), mount.size(), "sleep 30");
+  auto file = dir / "hang.sh";
+  std::ofstream(file) << script;
+  pid_t pid = ::fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    ::setpgid(0, 0);  // its own process group, as the runner gives a command
+    int devnull = ::open("/dev/null", O_WRONLY);
+    ::dup2(devnull, 1);
+    ::dup2(devnull, 2);
+    ::execl("/bin/sh", "sh", file.c_str(), static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  for (int i = 0; i < 200 && !std::filesystem::exists(dir / "kept" / "t" / "u"); ++i) ::usleep(20000);
+  ::usleep(200000);  // in `sleep 30` now
+  ::kill(-pid, SIGTERM);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  CHECK(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 143);
+  CHECK(std::filesystem::exists(dir / "kept"));
+  CHECK_FALSE(std::filesystem::exists(dir / "kept" / "t"));
   std::filesystem::remove_all(dir);
 }
 

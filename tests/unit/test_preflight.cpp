@@ -470,6 +470,12 @@ TEST_CASE("NAS: a local filesystem at the NAS path fails even when every host ag
   CHECK_THAT(x.message, Contains("/mnt on gpu1 is tmpfs: no NAS is mounted there"));
   CHECK_THAT(x.fix, Contains("`clusterkit nas mount -g gpu1` (sshfs from root@nas:/srv/nas"));
   CHECK_THAT(x.fix, !Contains("mount -t nfs"));
+  CHECK_THAT(x.fix, !Contains("--path"));  // /mnt: what `nas mount` takes by itself
+  // Checked at another path (--nas-path /data): the fix names it.
+  Cluster other = c;
+  other.options.nas_path = "/data";
+  auto xo = row(other.evaluate(), "gpu1", "nas");
+  CHECK_THAT(xo.fix, Contains("`clusterkit nas mount -g gpu1 --path /data` (sshfs from root@nas:/srv/nas"));
   // A bind "NAS" (one machine's own folder) is a local filesystem by design.
   Cluster bind;
   bind.inventory = seed_inventory(", nas_type: bind");
