@@ -146,6 +146,17 @@ TEST_CASE("the shared connection is keyed on every setting that changes what ssh
   CHECK(differs([](HostSpec& h) { h.jump_host = "bastion"; }));
   CHECK(differs([](HostSpec& h) { h.user = "ubuntu"; }));
   CHECK(!differs([](HostSpec& h) { h.name = "another-name"; }));  // a name alone changes nothing ssh does
+  // No two settings spell the same key: options split differently, or a
+  // field's text moved into its neighbour, are other connections.
+  auto one = base, two = base;
+  one.ssh_options = {"A=1|B=2"};
+  two.ssh_options = {"A=1", "B=2"};
+  CHECK(control_path_for(one) != control_path_for(two));
+  auto moved_a = base, moved_b = base;
+  moved_a.identity_file = "/k|";
+  moved_b.identity_file = "/k";
+  moved_b.known_hosts_file = "|" + base.known_hosts_file;
+  CHECK(control_path_for(moved_a) != control_path_for(moved_b));
 }
 
 TEST_CASE("non-default ports appear in the known_hosts hint", "[ssh]") {
