@@ -1,4 +1,5 @@
 #include "support.hpp"
+#include "clusterkit/shell.hpp"
 
 #include <boost/asio/execution/context.hpp>
 #include <boost/asio/post.hpp>
@@ -288,7 +289,14 @@ ck::RunOptions make_run_options(py::object const& env, py::object const& cwd, py
         throw py::type_error("env values must be str or bytes, not " +
                              std::string(py::str(py::type::of(v).attr("__name__"))) + " (for " +
                              item.first.cast<std::string>() + ")");
-      o.env[item.first.cast<std::string>()] = v.cast<std::string>();
+      auto name = item.first.cast<std::string>();
+      // Refused here, before any host is reached (the script would refuse
+      // it on each host, one failure per host).
+      if (!ck::shell::is_valid_variable_name(name))
+        throw ck::Error(ck::make_error_code(ck::errc::bad_environment_name),
+                        "env: '" + name + "' is not a valid environment variable name; use letters, digits and "
+                        "underscores, not starting with a digit");
+      o.env[std::move(name)] = v.cast<std::string>();
     }
   }
   if (!cwd.is_none()) o.working_directory = path_string(cwd);

@@ -203,7 +203,13 @@ def test_bad_cwd_and_env_are_errors(local: ck.Host, tmp_path: Path) -> None:
     assert "missing" in str(e.value)
     with pytest.raises(ck.Error) as e:
         local.run(["true"], env={"NOT VALID": "1"})
-    assert e.value.code == "bad_environment_name"
+    assert e.value.code == "bad_environment_name" and isinstance(e.value, ValueError)
+    # The fan-out refuses it before any host is reached: one error, raised,
+    # not one failure per host (these hosts do not exist: a connection would
+    # say so instead).
+    nowhere = ck.Inventory.parse("hosts:\n  a: {address: 127.0.0.1, port: 1}\n  b: {address: 127.0.0.1, port: 1}\n", "n.yaml")
+    with pytest.raises(ValueError, match="env: 'A B' is not a valid environment variable name"):
+        ck.run_on_hosts(nowhere.hosts_for(), ["true"], env={"A B": "1"})
 
 
 def test_argument_errors(local: ck.Host) -> None:
