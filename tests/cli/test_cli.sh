@@ -122,6 +122,11 @@ expect "a server's escape sequences are not printed" 2 "bad ?[31mred?[0m ? reque
 checks=$((checks + 1))
 limited "$ck" chat --url "http://127.0.0.1:$(cat "$tmp/ansi.port")" --model m hi 2>&1 | od -c | grep -q '033' &&
   { failures=$((failures + 1)); echo "FAILED: an ESC byte from the server reached the terminal"; }
+expect "bench: a server's escape sequences are not printed in its error summary" 1 "error x2: HTTP 400: bad ?[31mred?[0m ? request" -- \
+  "$ck" bench --url "http://127.0.0.1:$(cat "$tmp/ansi.port")" --model m --requests 2 --no-progress
+checks=$((checks + 1))
+limited "$ck" bench --url "http://127.0.0.1:$(cat "$tmp/ansi.port")" --model m --requests 2 --no-progress 2>&1 | od -c | grep -q '033' &&
+  { failures=$((failures + 1)); echo "FAILED: an ESC byte from the server reached the terminal through bench"; }
 kill "$ansi_pid" 2>/dev/null; wait "$ansi_pid" 2>/dev/null
 # Invalid UTF-8 in a result: replaced (U+FFFD), the other results kept.
 expect "invalid UTF-8 in --json" 1 "$(printf 'a\357\277\275b')" -- "$ck" -i "$tmp/inv.yaml" --json exec -- sh -c 'printf "a\377b"; [ "$(hostname)" = x ]'
