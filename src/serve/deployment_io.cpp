@@ -132,8 +132,12 @@ struct Run {
     save_record(d.spec(), record);
     return *s;
   }
-  void host_done(StepRecord& s, std::string const& host, std::string const& status, std::string const& message, double started) {
-    s.hosts.push_back({host, status, message, started, now()});
+  /// `ended` < 0: now. A host's own end where the operation says it (its
+  /// facts' duration, Ray's join time), so that the record's timeline shows
+  /// the hosts of a step running side by side.
+  void host_done(StepRecord& s, std::string const& host, std::string const& status, std::string const& message, double started,
+                 double ended = -1) {
+    s.hosts.push_back({host, status, message, started, ended < 0 ? now() : std::min(ended, now())});
     tell(s.step, host, status, message);
   }
   void end(StepRecord& s, std::string const& status, std::string const& message) {
@@ -464,7 +468,10 @@ awaitable<std::pair<std::error_code, DeploymentRecord>> up(Deployment d, Deploym
       for (auto const& h : hosts) {
         std::size_t bad = 0;
         for (auto const& c : pre.report.results) bad += c.host == h && c.status == CheckStatus::fail;
-        run.host_done(s, h, bad ? "failed" : "ok", bad ? std::to_string(bad) + " checks failed" : "all checks passed", s.started_s);
+        double ended = -1;  // the host's facts: its own part of the step
+        for (auto const& f : facts)
+          if (f.host == h && f.duration.count() > 0) ended = s.started_s + std::chrono::duration<double>(f.duration).count();
+        run.host_done(s, h, bad ? "failed" : "ok", bad ? std::to_string(bad) + " checks failed" : "all checks passed", s.started_s, ended);
       }
       if (!failures.empty()) co_return run.fail(s, make_error_code(errc::deployment_failed), join(failures, "; "));
       if (auto why = early_refusal(d, facts); !why.empty())
@@ -521,7 +528,10 @@ awaitable<std::pair<std::error_code, DeploymentRecord>> up(Deployment d, Deploym
     auto [ec, r] = co_await cluster.async_up(
         [&](RayProgress const& p) { run.tell("ray", "", p.phase, p.message); }, asio::as_tuple(use_awaitable));
     for (auto const& n : r.nodes) {
-      run.host_done(s, n.host, n.error ? "failed" : n.action == RayNodeAction::keep ? "skipped" : "ok", n.message, s.started_s);
+      // The node's own times from the start of Ray's up: probed, started, seen alive.
+      double const own_ms = n.joined_ms > 0 ? n.joined_ms : n.started_ms > 0 ? n.started_ms : n.probed_ms;
+      run.host_done(s, n.host, n.error ? "failed" : n.action == RayNodeAction::keep ? "skipped" : "ok", n.message, s.started_s,
+                    own_ms > 0 ? s.started_s + own_ms / 1000 : -1);
       ray_replaced = ray_replaced || n.action == RayNodeAction::replace;
       ray_own = std::max(ray_own, n.started_ms / 1000.0);
     }

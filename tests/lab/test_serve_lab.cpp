@@ -857,6 +857,26 @@ TEST_CASE("Deployment: the seed from one spec, real end to end, with faults", "[
       CHECK(has(l));
     CHECK(at("layout  ok") < at("serve  running"));
   }
+  // The record's timeline: a per-host step's hosts start together and
+  // overlap (side by side, not one after the other); each ends at its own
+  // time (its facts' duration; Ray's join), inside the step.
+  for (auto const* name : {"preflight", "ray"}) {
+    auto const& st = step_of(rec, name);
+    INFO(name);
+    REQUIRE(st.hosts.size() >= 2);
+    double latest_start = 0, earliest_end = 1e9;
+    std::set<double> ends;
+    for (auto const& h : st.hosts) {
+      CHECK(h.started_s >= st.started_s);
+      CHECK(h.ended_s <= st.ended_s + 0.001);
+      CHECK(h.ended_s >= h.started_s);
+      latest_start = std::max(latest_start, h.started_s);
+      earliest_end = std::min(earliest_end, h.ended_s);
+      ends.insert(h.ended_s);
+    }
+    CHECK(latest_start < earliest_end);  // they overlap
+    if (std::string(name) == "preflight") CHECK(ends.size() == st.hosts.size());  // each its own end
+  }
   CHECK(rec.layout.value("tp", 0) == 2);
   CHECK(rec.layout.value("pp", 0) == 2);
   // The seed's shape for real: TP 2 x PP 2 over Ray across two hosts in
