@@ -57,7 +57,7 @@ def main() -> int:
     action.add_argument("--status", action="store_true", help="every layer of the deployment")
     action.add_argument("--down", action="store_true", help="remove the engine, Ray and the containers")
     ap.add_argument("--unmount-nas", action="store_true", help="with --down: also unmount the NAS on every host")
-    ap.add_argument("--remove-model", action="store_true", help="with --down: also delete the model folder on the NAS")
+    ap.add_argument("--remove-model", action="store_true", help="with --down: also delete the model folder on the NAS and the download host's copy")
     a = ap.parse_args()
 
     try:

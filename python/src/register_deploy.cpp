@@ -465,7 +465,7 @@ void register_deploy_results(py::module_& m) {
       .def(py::init([](bool unmount_nas, bool remove_model) { return DO{unmount_nas, remove_model}; }), py::kw_only(),
            py::arg("unmount_nas") = false, py::arg("remove_model") = false)
       .def_readwrite("unmount_nas", &DO::unmount_nas, "Also unmount the NAS on every host.")
-      .def_readwrite("remove_model", &DO::remove_model, "Also delete the model folder on the NAS.")
+      .def_readwrite("remove_model", &DO::remove_model, "Also delete the model folder on the NAS and the download host's copy.")
       .def("__repr__", [](DO const& o) {
         return std::string("DeploymentDownOptions(unmount_nas=") + (o.unmount_nas ? "True" : "False") +
                ", remove_model=" + (o.remove_model ? "True" : "False") + ")";

@@ -149,7 +149,7 @@ void register_deploy(CLI::App& app, GlobalOptions& g, Action& action) {
   auto* down = app.add_subcommand("down", "Remove what `up` started (engine, Ray, containers); the NAS and the model stay unless asked");
   down->add_option("spec", d->spec, "The deployment spec")->required();
   down->add_flag("--unmount-nas", d->unmount_nas, "Also unmount the NAS on every host");
-  down->add_flag("--remove-model", d->remove_model, "Also delete the model folder on the NAS");
+  down->add_flag("--remove-model", d->remove_model, "Also delete the model folder on the NAS and the download host's copy");
   down->callback([&g, &action, d] {
     action = [&g, d] {
       Runtime rt;

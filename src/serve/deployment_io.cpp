@@ -23,6 +23,7 @@
 #include "core/block_on.hpp"
 #include "core/coro.hpp"
 #include "core/task_group.hpp"
+#include "core/text.hpp"
 #include "remote/run_each.hpp"
 
 namespace clusterkit {
@@ -743,6 +744,17 @@ awaitable<std::pair<std::error_code, DeploymentRecord>> up(Deployment d, Deploym
     if (!ready.log.version.empty()) rec.versions["vllm"] = ready.log.version;
     s.detail = ready.to_json();
     s.detail["argv"] = launched.argv;
+    // The engine's environment as set (the API key is in a 0600 file, never
+    // in the environment or the record); a value whose name says it is a
+    // secret (token, key, secret, password) is kept out too.
+    json env = json::object();
+    for (auto const& [k, v] : engine.spec().env) {
+      auto const low = detail::lower(k);
+      bool const secret = low.find("token") != std::string::npos || low.find("key") != std::string::npos ||
+                          low.find("secret") != std::string::npos || low.find("passw") != std::string::npos;
+      env[k] = secret ? json("(hidden: a secret)") : json(v);
+    }
+    s.detail["env"] = std::move(env);
     run.host_done(s, spec.head, "ok", ready.message, s.started_s);
     run.end(s, "ok", ready.message);
   }
@@ -898,6 +910,14 @@ awaitable<std::pair<std::error_code, DeploymentDownResult>> down(Deployment d, D
     auto [mec, mr] = co_await d.host(d.spec().head).async_run(Command::shell(script), ro, asio::as_tuple(use_awaitable));
     if (mec || mr.exit_code) result.problems.push_back("could not remove " + path + ": " + failure_of(HostOutcome{d.spec().head, mec, mr}));
     else result.removed.push_back("model " + path);
+    // And the download host's copy (the hub's files before the sync).
+    if (auto const& dl = d.download_host(); !dl.empty() && !d.spec().model.download_dir.empty()) {
+      auto const dir = d.spec().model.download_dir;
+      auto [dec, dr] = co_await d.host(dl).async_run(Command::shell("rm -rf -- " + shell::quote(dir) + "\n"), ro,
+                                                     asio::as_tuple(use_awaitable));
+      if (dec || dr.exit_code) result.problems.push_back("could not remove " + dir + " on " + dl + ": " + failure_of(HostOutcome{dl, dec, dr}));
+      else result.removed.push_back("download " + dl + ":" + dir);
+    }
   }
   if (options.unmount_nas && d.spec().nas) {
     NasMount nas(*d.spec().nas);

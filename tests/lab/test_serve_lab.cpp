@@ -879,6 +879,8 @@ TEST_CASE("Deployment: the seed from one spec, real end to end, with faults", "[
   }
   CHECK(rec.layout.value("tp", 0) == 2);
   CHECK(rec.layout.value("pp", 0) == 2);
+  // The engine's environment is in the record, as the spec set it.
+  CHECK(step_of(rec, "serve").detail.value("env", nlohmann::json::object()).value("VLLM_CPU_KVCACHE_SPACE", "") == "1");
   // The seed's shape for real: TP 2 x PP 2 over Ray across two hosts in
   // Docker. The lab's two differences (said in the spec and README): the
   // containers share /dev/shm (vLLM's CPU build passes tensors between
@@ -1004,4 +1006,11 @@ TEST_CASE("Deployment: the seed from one spec, real end to end, with faults", "[
   CHECK(lab.sh("h2", std::string("test -f ") + shard + " && echo kept").stdout_text == "kept\n");
   CHECK(load_deployment_record(spec)->status == "down");
   CHECK(deployment_status(d).state == "down");
+  // Asked for: the model goes too, from the NAS and from the download host.
+  auto gone = deployment_down(d, DeploymentDownOptions{.unmount_nas = false, .remove_model = true});
+  CHECK(gone.problems.empty());
+  CHECK(lab.sh("h2", std::string("test -e ") + shard + " && echo there || echo gone").stdout_text == "gone\n");
+  CHECK(lab.sh("h3", "test -e /var/tmp/ck-download/Qwen/Tiny2___5-4M-Instruct && echo there || echo gone").stdout_text == "gone\n");
+  CHECK(std::find(gone.removed.begin(), gone.removed.end(), "download h3:/var/tmp/ck-download/Qwen/Tiny2___5-4M-Instruct") !=
+        gone.removed.end());
 }
