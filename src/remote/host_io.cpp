@@ -39,7 +39,6 @@
 #include "clusterkit/detail/ssh_diagnosis.hpp"
 #include "clusterkit/shell.hpp"
 #include "core/completion.hpp"
-#include "core/digest.hpp"
 #include "core/process.hpp"
 
 namespace bp = boost::process::v2;
@@ -85,6 +84,21 @@ std::string control_directory() {
 
 namespace {
 
+// Stable across processes and builds, so the next CLI run finds the same
+// socket (std::hash makes no such promise), and free of any library state:
+// a connection closed from a static destructor at exit still computes its
+// path (OpenSSL's digests are torn down by then).
+std::string fnv1a_hex(std::string_view text) {
+  std::uint64_t h = 1469598103934665603ull;
+  for (unsigned char c : text) {
+    h ^= c;
+    h *= 1099511628211ull;
+  }
+  char out[17];
+  std::snprintf(out, sizeof out, "%016llx", static_cast<unsigned long long>(h));
+  return out;
+}
+
 std::string const& ssh_program() {
   static std::string const& path = *new std::string([] {
     auto p = bp::environment::find_executable("ssh");
@@ -125,8 +139,7 @@ std::string control_path_for(HostSpec const& spec) {
   // another entry opened with accept-new, another known_hosts file or other
   // -o options (and disconnecting one must not close the other's).
   // Each field length-prefixed, so that no two settings spell the same key
-  // (ssh_options {"A|B"} and {"A", "B"} would, joined by a separator), and
-  // hashed with SHA-256 (an inventory cannot make two entries collide).
+  // (ssh_options {"A|B"} and {"A", "B"} would, joined by a separator).
   std::string key;
   auto field = [&](std::string_view f) { key += std::to_string(f.size()) + ":" + std::string(f) + ";"; };
   for (std::string_view f : {std::string_view(spec.user), std::string_view(spec.address), std::string_view(spec.jump_host),
@@ -138,7 +151,7 @@ std::string control_path_for(HostSpec const& spec) {
   field(std::to_string(spec.ssh_options.size()));
   for (auto const& o : spec.ssh_options) field(o);
   // 16 hex digits (64 bits) keep the socket path inside its 108 bytes.
-  return control_directory() + "/cm-" + detail::sha256_hex(key).substr(0, 16);
+  return control_directory() + "/cm-" + fnv1a_hex(key);
 }
 
 void close_connection(HostSpec const& spec) {
