@@ -797,22 +797,30 @@ Layout choose_layout(Plan const& plan, unsigned tp, unsigned pp) {
                                                 : "; " + nothing_fits()));
 }
 
-std::string known_model_fit_refusal(std::string_view model_id, unsigned tp, unsigned pp, GpuInventory const& gpus, PlanOptions const& options) {
-  // A node whose per-GPU memory is not known would plan as 0 bytes: no
-  // refusal from that (the layout step plans with the hosts' own figures).
+namespace detail {
+// The plan of a model clusterkit ships the config of, from that config
+// (tensor sizes estimated), named by its id; nullopt for another model or
+// when a node's per-GPU memory is not known (it would plan as 0 bytes).
+// Options out of range throw (the caller's mistake, not the model's size).
+std::optional<Plan> known_model_plan(std::string_view model_id, GpuInventory const& gpus, PlanOptions const& options) {
   if (gpus.nodes.empty() || std::any_of(gpus.nodes.begin(), gpus.nodes.end(), [](GpuNode const& n) { return n.memory_bytes == 0; }))
-    return {};
+    return std::nullopt;
   auto config = known_model_config(model_id);
-  if (!config) return {};
+  if (!config) return std::nullopt;
   auto facts = model_facts_from_config(*config, std::string(model_id) + " (config shipped with clusterkit)");
   estimate_tensors_from_config(facts);
-  facts.dir = std::string(model_id);  // the plan names the model by it
-  // Options out of range throw from here (they are the caller's mistake,
-  // not the model's size).
+  facts.dir = std::string(model_id);
   auto plan = plan_deployment(facts, gpus, options);
   plan.model = std::string(model_id);
+  return plan;
+}
+}  // namespace detail
+
+std::string known_model_fit_refusal(std::string_view model_id, unsigned tp, unsigned pp, GpuInventory const& gpus, PlanOptions const& options) {
+  auto plan = detail::known_model_plan(model_id, gpus, options);
+  if (!plan) return {};
   try {
-    (void)choose_layout(plan, tp, pp);
+    (void)choose_layout(*plan, tp, pp);
     return {};
   } catch (Error const& e) {
     return std::string(e.what()) + " (planned before any download, from the config.json clusterkit ships for it; tensor sizes "

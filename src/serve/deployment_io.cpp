@@ -32,6 +32,7 @@ using json = nlohmann::json;
 
 namespace detail {
 std::string deployment_now_iso();
+std::optional<Plan> known_model_plan(std::string_view model_id, GpuInventory const& gpus, PlanOptions const& options);
 }
 
 Deployment::Deployment(asio::any_io_executor executor, DeploymentSpec spec) : executor_(std::move(executor)), spec_(std::move(spec)) {
@@ -223,13 +224,16 @@ GpuInventory gpu_inventory(Deployment const& d, std::vector<HostFactsOutcome> co
   return inv;
 }
 
-// The count check over every GPU host, or "" when one host's GPUs are not
-// known (neither declared nor found): a total without it would be too low.
-std::string count_refusal(Deployment const& d, std::vector<HostFactsOutcome> const& facts) {
-  auto const& serve = d.spec().serve;
+// The GPU hosts' inventory when every one's GPUs are known (declared or
+// found), else nullopt: a total without one host would be too low.
+std::optional<GpuInventory> every_gpu_host(Deployment const& d, std::vector<HostFactsOutcome> const& facts) {
   auto gpus = gpu_inventory(d, facts);
-  if (gpus.nodes.size() != d.gpu_hosts().size()) return {};
-  return layout_count_refusal(serve.tensor_parallel, serve.pipeline_parallel, gpus);
+  if (gpus.nodes.size() != d.gpu_hosts().size()) return std::nullopt;
+  return gpus;
+}
+
+bool every_memory_known(GpuInventory const& gpus) {
+  return std::none_of(gpus.nodes.begin(), gpus.nodes.end(), [](GpuNode const& n) { return n.memory_bytes == 0; });
 }
 
 PlanOptions plan_options(DeploymentSpec const& spec) {
@@ -243,12 +247,12 @@ PlanOptions plan_options(DeploymentSpec const& spec) {
 // clusterkit ships the config of, the memory. "" when neither refuses or
 // a GPU host's GPUs are not known yet.
 std::string early_refusal(Deployment const& d, std::vector<HostFactsOutcome> const& facts) {
-  if (auto why = count_refusal(d, facts); !why.empty()) return why;
   auto const& spec = d.spec();
-  auto gpus = gpu_inventory(d, facts);
-  if (gpus.nodes.size() != d.gpu_hosts().size()) return {};
+  auto gpus = every_gpu_host(d, facts);
+  if (!gpus) return {};
+  if (auto why = layout_count_refusal(spec.serve.tensor_parallel, spec.serve.pipeline_parallel, *gpus); !why.empty()) return why;
   try {
-    return known_model_fit_refusal(spec.model.id, spec.serve.tensor_parallel, spec.serve.pipeline_parallel, gpus, plan_options(spec));
+    return known_model_fit_refusal(spec.model.id, spec.serve.tensor_parallel, spec.serve.pipeline_parallel, *gpus, plan_options(spec));
   } catch (Error const&) {
     return {};  // a config the estimate cannot describe: the layout step plans from the real headers
   }
@@ -263,10 +267,8 @@ std::string early_refusal(Deployment const& d, std::vector<HostFactsOutcome> con
 awaitable<std::string> hub_config_refusal(Deployment const& d, ModelStore const& store, Host host, DownloadSpec ds,
                                           std::vector<HostFactsOutcome> const& facts) {
   auto const& spec = d.spec();
-  auto gpus = gpu_inventory(d, facts);
-  if (gpus.nodes.size() != d.gpu_hosts().size() ||
-      std::any_of(gpus.nodes.begin(), gpus.nodes.end(), [](GpuNode const& n) { return n.memory_bytes == 0; }))
-    co_return std::string();
+  auto gpus = every_gpu_host(d, facts);
+  if (!gpus || !every_memory_known(*gpus)) co_return std::string();
   ds.include = {"config.json"};
   ds.exclude.clear();
   ds.verify = false;
@@ -287,7 +289,7 @@ awaitable<std::string> hub_config_refusal(Deployment const& d, ModelStore const&
     // dtype says, and the estimate cannot tell by how much: no refusal.
     if (facts_m.quantized) co_return std::string();
     estimate_tensors_from_config(facts_m);
-    plan = plan_deployment(facts_m, gpus, plan_options(spec));
+    plan = plan_deployment(facts_m, *gpus, plan_options(spec));
     plan->model = spec.model.id;
   } catch (std::exception const&) {
     // Not JSON, or a config the estimate cannot describe (MoE, MLA): the
@@ -1002,20 +1004,13 @@ awaitable<std::pair<std::error_code, DeploymentPlanResult>> plan(Deployment d) {
   // the layout the planner would choose now, from that config.
   std::optional<Layout> foreseen;
   if ((!spec.serve.tensor_parallel || !spec.serve.pipeline_parallel) && !(record && record->layout.contains("tp")))
-    if (auto config = known_model_config(spec.model.id)) {
-      auto gpus = gpu_inventory(d, {});
-      if (gpus.nodes.size() == d.gpu_hosts().size() &&
-          std::none_of(gpus.nodes.begin(), gpus.nodes.end(), [](GpuNode const& n) { return n.memory_bytes == 0; }))
-        try {
-          auto f = model_facts_from_config(*config, spec.model.id);
-          estimate_tensors_from_config(f);
-          auto p = plan_deployment(f, gpus, plan_options(spec));
-          p.model = spec.model.id;
-          foreseen = choose_layout(p, spec.serve.tensor_parallel, spec.serve.pipeline_parallel);
-        } catch (Error const&) {
-          // Refused: early_refusal's note below says why.
-        }
-    }
+    if (auto gpus = every_gpu_host(d, {}))
+      try {
+        if (auto p = known_model_plan(spec.model.id, *gpus, plan_options(spec)))
+          foreseen = choose_layout(*p, spec.serve.tensor_parallel, spec.serve.pipeline_parallel);
+      } catch (Error const&) {
+        // Refused: early_refusal's note below says why.
+      }
   add("layout", foreseen ? "the planner's choice, TP " + std::to_string(foreseen->tp) + " x PP " + std::to_string(foreseen->pp) + " on " +
                                gpu_inventory(d, {}).describe() + " (" + std::to_string(foreseen->kv_cache_tokens) +
                                " KV tokens), from the config.json clusterkit ships for " + spec.model.id +

@@ -163,6 +163,32 @@ bool eventually(double seconds, F done) {
 
 }  // namespace
 
+namespace {
+
+/// A plain listener holds the head's Ray port (6379 on h1) while `up` runs:
+/// refused before anything starts, naming the port and the program.
+void expect_refused_for_the_taken_head_port(Lab& lab, RayCluster const& ray) {
+  auto pid = lab.sh("h1", "setsid python3 -c \"import socket,time; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, "
+                          "socket.SO_REUSEADDR, 1); s.bind(('0.0.0.0', 6379)); s.listen(); time.sleep(120)\" "
+                          "</dev/null >/dev/null 2>&1 & echo $!")
+                 .stdout_text;
+  struct Stop {
+    Lab& lab;
+    std::string pid;
+    ~Stop() { lab.sh("h1", "kill " + pid); }  // by its pid
+  } stop{lab, pid};
+  REQUIRE(eventually(10, [&] { return lab.sh("h1", "ss -ltnH 'sport = :6379' | wc -l").stdout_text == "1\n"; }));
+  try {
+    ray_up(ray);
+    FAIL("ray up started with the port taken");
+  } catch (Error const& e) {
+    CHECK(e.code() == errc::invalid_argument);
+    CHECK_THAT(std::string(e.what()), Contains("port 6379 is already taken by python3"));
+  }
+}
+
+}  // namespace
+
 TEST_CASE("RayCluster in Docker: the seed's cluster, 2 nodes and 4 GPUs, faults and cleanup", "[ray][lab][docker]") {
   auto& lab = Lab::get();
   RayCluster ray(lab.spec("seed", RayRuntimeKind::docker), lab.gpu_hosts());
@@ -271,21 +297,9 @@ TEST_CASE("RayCluster in Docker: the head's port taken, and down after a half-fa
   };
 
   SECTION("the head's port taken: refused, naming the port and the program, no container made") {
-    auto listen = lab.sh("h1", "setsid python3 -c \"import socket,time; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, "
-                               "socket.SO_REUSEADDR, 1); s.bind(('0.0.0.0', 6379)); s.listen(); time.sleep(120)\" "
-                               "</dev/null >/dev/null 2>&1 & echo $!");
-    auto pid = listen.stdout_text;
-    REQUIRE(eventually(10, [&] { return lab.sh("h1", "ss -ltnH 'sport = :6379' | wc -l").stdout_text == "1\n"; }));
-    try {
-      ray_up(ray);
-      FAIL("ray up started with the port taken");
-    } catch (Error const& e) {
-      CHECK(e.code() == errc::invalid_argument);
-      CHECK_THAT(std::string(e.what()), Contains("port 6379 is already taken by python3"));
-    }
+    expect_refused_for_the_taken_head_port(lab, ray);
     CHECK(containers("h1") == "0\n");
     CHECK(containers("h2") == "0\n");
-    lab.sh("h1", "kill " + pid);
   }
 
   SECTION("down after a half-failed up leaves nothing") {
@@ -354,21 +368,9 @@ TEST_CASE("RayCluster bare: Ray from the venv, and refusals before anything star
   }
 
   SECTION("the head's port taken: refused, naming the port and the program, nothing started") {
-    auto listen = lab.sh("h1", "setsid python3 -c \"import socket,time; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, "
-                               "socket.SO_REUSEADDR, 1); s.bind(('0.0.0.0', 6379)); s.listen(); time.sleep(120)\" "
-                               "</dev/null >/dev/null 2>&1 & echo $!");
-    auto pid = listen.stdout_text;
-    REQUIRE(eventually(10, [&] { return lab.sh("h1", "ss -ltnH 'sport = :6379' | wc -l").stdout_text == "1\n"; }));
-    try {
-      ray_up(ray);
-      FAIL("ray up started with the port taken");
-    } catch (Error const& e) {
-      CHECK(e.code() == errc::invalid_argument);
-      CHECK_THAT(std::string(e.what()), Contains("port 6379 is already taken by python3"));
-    }
+    expect_refused_for_the_taken_head_port(lab, ray);
     CHECK(ray_pids("h1") == "0\n");
     CHECK(ray_pids("h2") == "0\n");
-    lab.sh("h1", "kill " + pid);
   }
 
   SECTION("a worker that cannot reach the head: refused before, or named after the join timeout") {

@@ -13,10 +13,8 @@ pieces in C++.
 
 from __future__ import annotations
 
-import _thread
 import asyncio
 import copy
-import threading
 import time
 import json
 import os
@@ -29,6 +27,7 @@ from typing import Any
 import pytest
 
 from pickles import assert_pickles
+from waiting import assert_ctrl_c_stops
 
 import clusterkit as ck
 
@@ -506,18 +505,22 @@ def test_more_gpus_than_there_are_is_refused_before_anything_starts(tmp_path: Pa
     assert not (tmp_path / "models").exists()  # nothing made on the "NAS"
 
 
+TWO_L20 = "count: 2, model: L20, memory_gib: 48, simulated: true"  # one host's GPUs, declared
+
+
+def shipped_plan(model: str, gpus: str) -> ck.Plan:
+    """The planner on the config.json clusterkit ships for `model` (tensor sizes estimated)."""
+    facts = ck.model_facts_from_config(ck.known_model_config(model))
+    ck.estimate_tensors_from_config(facts)
+    return ck.plan_deployment(facts, gpus)
+
+
 def test_plan_with_an_auto_layout_for_a_known_model_says_the_planners_choice(tmp_path: Path) -> None:
     # A model clusterkit ships the config of: the dry run says the layout
     # the planner will choose, with its numbers, not <auto>.
-    d = local_deployment(
-        tmp_path,
-        layout="tensor_parallel: auto, pipeline_parallel: auto, ",
-        model="Qwen/Qwen2.5-7B-Instruct",
-        gpus="count: 2, model: L20, memory_gib: 48, simulated: true",
-    )
-    facts = ck.model_facts_from_config(ck.known_model_config("Qwen/Qwen2.5-7B-Instruct"))
-    ck.estimate_tensors_from_config(facts)
-    want = ck.choose_layout(ck.plan_deployment(facts, "1x 2 L20 48GB"))
+    d = local_deployment(tmp_path, layout="tensor_parallel: auto, pipeline_parallel: auto, ", model="Qwen/Qwen2.5-7B-Instruct",
+                         gpus=TWO_L20)
+    want = ck.choose_layout(shipped_plan("Qwen/Qwen2.5-7B-Instruct", "1x 2 L20 48GB"))
     plan = d.plan()
     layout = next(s for s in plan.steps if s.step == "layout")
     assert layout.what.startswith(f"the planner's choice, TP {want.tp} x PP {want.pp} on "), layout.what
@@ -532,12 +535,8 @@ def test_a_known_model_that_cannot_fit_is_refused_before_its_download(tmp_path: 
     # cannot fit, whatever the layout. clusterkit ships its config.json, so
     # up() says so from the config before anything is downloaded (hours for
     # 145 GB), with the planner's suggestions.
-    d = local_deployment(
-        tmp_path,
-        layout="tensor_parallel: auto, pipeline_parallel: auto, ",
-        model="Qwen/Qwen2.5-72B-Instruct",
-        gpus="count: 2, model: L20, memory_gib: 48, simulated: true",
-    )
+    d = local_deployment(tmp_path, layout="tensor_parallel: auto, pipeline_parallel: auto, ", model="Qwen/Qwen2.5-72B-Instruct",
+                         gpus=TWO_L20)
     why = ck.known_model_fit_refusal("Qwen/Qwen2.5-72B-Instruct", 0, 0, "1x 2 L20 48GB")
     assert why.startswith("Qwen/Qwen2.5-72B-Instruct on ") and "nothing fits: " in why, why
     assert "before any download, from the config.json clusterkit ships for it" in why
@@ -560,9 +559,7 @@ def test_a_known_model_that_cannot_fit_is_refused_before_its_download(tmp_path: 
 
 
 def test_choose_layout_names_what_fits() -> None:
-    facts = ck.model_facts_from_config(ck.known_model_config("Qwen/Qwen2.5-7B-Instruct"))
-    ck.estimate_tensors_from_config(facts)
-    plan = ck.plan_deployment(facts, "2 nodes x 2 L20 48GB")
+    plan = shipped_plan("Qwen/Qwen2.5-7B-Instruct", "2 nodes x 2 L20 48GB")
     best = ck.choose_layout(plan)
     assert best.fits and (best.tp, best.pp) == (plan.layouts[0].tp, plan.layouts[0].pp)
     assert (ck.choose_layout(plan, 2, 2).tp, ck.choose_layout(plan, 2, 2).pp) == (2, 2)
@@ -590,19 +587,7 @@ def test_async_forms_on_this_machine(tmp_path: Path) -> None:
 
 def test_ctrl_c_stops_a_blocking_call(tmp_path: Path) -> None:
     d = local_deployment(tmp_path)
-    timer = threading.Timer(0.05, _thread.interrupt_main)
-    returned = False
-    started = time.monotonic()
-    timer.start()
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            d.plan()  # a second or more: its probes run commands
-            returned = True
-            time.sleep(5)
-    finally:
-        timer.cancel()
-    assert not returned
-    assert time.monotonic() - started < 30
+    assert_ctrl_c_stops(d.plan)  # a second or more: its probes run commands
     # The operation was stopped and waited for: the next call works.
     assert len(d.plan().steps) == 8
 

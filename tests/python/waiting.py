@@ -82,3 +82,27 @@ def tcp_sockets(port: int, local: bool, states: tuple[str, ...] = ("01",)) -> in
             if int(address.split(":")[1], 16) == port and fields[3] in states:
                 n += 1
     return n
+
+
+def assert_ctrl_c_stops(call: Callable[[], Any], after: float = 0.05, within: float = 30.0) -> None:
+    """Ctrl-C (KeyboardInterrupt in the main thread) `after` seconds into
+    `call`: it must raise KeyboardInterrupt, not return, within `within`
+    seconds (the operation stopped and waited for, not abandoned)."""
+    import _thread
+    import threading
+
+    import pytest
+
+    timer = threading.Timer(after, _thread.interrupt_main)
+    returned = False
+    started = time.monotonic()
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            call()
+            returned = True
+            time.sleep(5)  # the interrupt, if it comes late, lands here: still a failure below
+    finally:
+        timer.cancel()
+    assert not returned, "the call returned before Ctrl-C stopped it"
+    assert time.monotonic() - started < within
