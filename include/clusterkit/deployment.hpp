@@ -253,7 +253,12 @@ using DeploymentProgressCallback = std::function<void(DeploymentProgress const&)
 /// because it is already done (read-only probes of the hosts).
 struct PlannedCommand {
   std::string host;
+  /// The command line, or what a long script does (one line for people).
   std::string command;
+  /// The whole script it runs, when `command` is its summary (the facts
+  /// script, the mount script, the download script...): `plan --full`
+  /// prints it, so every command `up` would run can be read beforehand.
+  std::string script;
 };
 struct PlannedStep {
   std::string step;
@@ -266,8 +271,36 @@ struct DeploymentPlanResult {
   std::vector<PlannedStep> steps;
   std::vector<std::string> notes;
   nlohmann::json to_json() const;
-  std::string text() const;
+  /// Numbered steps, each host's command (its first 200 characters); with
+  /// `full`, every command and script whole.
+  std::string text(bool full = false) const;
 };
+
+/// One host of a deployment as `status` found it: the first layer, under
+/// the NAS, the model, Ray and the engine (a host that does not answer
+/// explains the others' failures, so it is said first).
+struct DeploymentHostLook {
+  std::string host;
+  /// What the deployment uses it for: "head", "worker", "download".
+  std::vector<std::string> roles;
+  bool reachable = false;
+  /// How long a tiny command took there, connection included (0 when none
+  /// answered).
+  double answer_seconds = 0;
+  /// Since the host booted (a reboot explains a NAS no longer mounted) and
+  /// its load averages over 1, 5 and 15 minutes; 0 and empty when unknown.
+  double uptime_seconds = 0;
+  std::string load;
+  /// Why it could not be asked (ssh's reason and the fix), when not reachable.
+  std::string message;
+  nlohmann::json to_json() const;
+  /// "h1 (head): answered in 0.01 s, up 3 h 2 min, load 0.52 0.40 0.31".
+  std::string summary() const;
+};
+
+/// Reads the answer of the hosts' probe ("UPTIME IDLE\nL1 L5 L15 ...") into
+/// `look`; false when it is not that shape.
+bool parse_host_probe(std::string_view text, DeploymentHostLook& look);
 
 struct DeploymentStatus {
   std::string name;
@@ -275,6 +308,8 @@ struct DeploymentStatus {
   /// nothing runs).
   std::string state = "down";
   std::optional<DeploymentRecord> record;
+  /// Every host of the deployment (GPU hosts, then the download host).
+  std::vector<DeploymentHostLook> hosts;
   std::optional<NasCheckReport> nas;
   std::vector<HostVerify> model;
   std::optional<RayClusterStatus> ray;

@@ -282,6 +282,15 @@ void validate_preflight_options(PreflightOptions const& options);
 CheckReport evaluate_preflight(std::vector<InventoryHost> const& hosts, std::vector<HostFactsOutcome> const& facts,
                                PreflightProbes const& probes, PreflightOptions const& options = {});
 
+/// The GPUs an inventory declares (`gpus: {count, model, memory_gib}`), one
+/// node per host that declares some, in the inventory's order; each GPU's
+/// usable memory from the one table the planner and preflight share
+/// (known_gpu_memory_bytes), else the declared size. What `plan MODEL -i
+/// INVENTORY` plans on without --gpus.
+GpuInventory declared_gpu_inventory(std::vector<InventoryHost> const& hosts);
+/// One host's node: nullopt when it declares no GPUs.
+std::optional<GpuNode> declared_gpu_node(InventoryHost const& host);
+
 /// The NAS mount point to check: options.nas_path, else the first
 /// `vars.mount_point` of a compute host, else "".
 std::string nas_path_of(std::vector<InventoryHost> const& hosts, PreflightOptions const& options);

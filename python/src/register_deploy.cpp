@@ -404,10 +404,13 @@ void register_deploy_results(py::module_& m) {
 
   using PC = ck::PlannedCommand;
   py::class_<PC>(m, "PlannedCommand", "A command plan() would run on a host.")
-      .def(py::init([](std::string host, std::string command) { return PC{std::move(host), std::move(command)}; }),
-           py::arg("host") = "", py::arg("command") = "")
+      .def(py::init([](std::string host, std::string command, std::string script) {
+             return PC{std::move(host), std::move(command), std::move(script)};
+           }),
+           py::arg("host") = "", py::arg("command") = "", py::arg("script") = "")
       .def_readwrite("host", &PC::host)
-      .def_readwrite("command", &PC::command)
+      .def_readwrite("command", &PC::command, "The command line, or what a long script does.")
+      .def_readwrite("script", &PC::script, "The whole script it runs, when command is its summary ('' otherwise).")
       .def("__repr__", [](PC const& c) { return "PlannedCommand(" + repr_str(c.host) + ", " + repr_str(c.command) + ")"; });
 
   using PS = ck::PlannedStep;
@@ -438,16 +441,34 @@ void register_deploy_results(py::module_& m) {
           "The steps (a copy).")
       .def_readwrite("notes", &PR::notes)
       .def("to_json", [](PR const& r) { return json_to_python(r.to_json()); }, "As a dict.")
-      .def("text", &PR::text, "For people: numbered steps, each host's first command line, the notes.")
+      .def("text", &PR::text, py::arg("full") = false,
+           "For people: numbered steps, each host's command (its first 200 characters), the notes; full=True: every "
+           "command and script whole.")
       .def("__repr__", [](PR const& r) {
         return "DeploymentPlanResult(steps=" + std::to_string(r.steps.size()) + ", notes=" + std::to_string(r.notes.size()) + ")";
       });
 
+  using HL = ck::DeploymentHostLook;
+  py::class_<HL>(m, "DeploymentHostLook", "One host of a deployment as status() found it.")
+      .def_readonly("host", &HL::host)
+      .def_readonly("roles", &HL::roles, "What the deployment uses it for: 'head', 'worker', 'download'.")
+      .def_readonly("reachable", &HL::reachable)
+      .def_readonly("answer_seconds", &HL::answer_seconds, "How long a tiny command took there, connection included.")
+      .def_readonly("uptime_seconds", &HL::uptime_seconds, "Since the host booted (0: unknown).")
+      .def_readonly("load", &HL::load, "Load averages over 1, 5 and 15 minutes ('' : unknown).")
+      .def_readonly("message", &HL::message, "Why it could not be asked, when not reachable.")
+      .def("to_json", [](HL const& h) { return json_to_python(h.to_json()); }, "As a dict.")
+      .def("summary", &HL::summary, "For people.")
+      .def("__repr__", [](HL const& h) {
+        return "DeploymentHostLook(" + repr_str(h.host) + ", reachable=" + (h.reachable ? "True" : "False") + ")";
+      });
+
   using St = ck::DeploymentStatus;
-  py::class_<St>(m, "DeploymentStatus", "Every layer of a deployment: the NAS, the model on each GPU host, Ray, the engine.")
+  py::class_<St>(m, "DeploymentStatus", "Every layer of a deployment: the hosts, the NAS, the model on each GPU host, Ray, the engine.")
       .def_readonly("name", &St::name)
       .def_readonly("state", &St::state, "'up', 'DEGRADED', 'down', 'failed' (the last run's outcome when nothing runs).")
       .def_readonly("record", &St::record, "The last run's record, or None.")
+      .def_readonly("hosts", &St::hosts, "Every host: reachable or why not, uptime, load.")
       .def_readonly("nas", &St::nas, "The NAS check, or None (no NAS).")
       .def_readonly("model", &St::model, "The model folder as each GPU host sees it.")
       .def_readonly("ray", &St::ray)

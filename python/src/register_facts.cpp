@@ -11,6 +11,7 @@
 
 #include <boost/asio/bind_cancellation_slot.hpp>
 
+#include <map>
 #include <sstream>
 #include <type_traits>
 
@@ -382,13 +383,108 @@ void register_preflight(py::module_& m) {
                ", fail=" + std::to_string(r.count(ck::CheckStatus::fail)) + ")";
       });
 
+  // What the active probes found, typed (the checks in the report are
+  // their verdicts; these are the raw connections and reads behind them).
+  // `probes["ports"]["probes"][0]["from"]` still reads a field (they were
+  // dicts before, shaped as to_json()): KeyError for a name that is not one.
+  auto readable_as_dict = [](auto& cls, std::map<std::string, std::string> aliases) {
+    cls.def("__getitem__", [aliases](py::object self, std::string const& key) -> py::object {
+      auto const a = aliases.find(key);
+      auto const name = a == aliases.end() ? key : a->second;
+      if (name.empty() || name.front() == '_' || !py::hasattr(self, name.c_str())) throw py::key_error(key);
+      py::object v = self.attr(name.c_str());
+      if (PyCallable_Check(v.ptr())) throw py::key_error(key);
+      return v;
+    });
+  };
+  using PL = ck::PortListener;
+  py::class_<PL>(m, "PortListener", "One listener host's view: the ports it listened on, and those it could not bind.")
+      .def_readonly("host", &PL::host)
+      .def_readonly("started", &PL::started)
+      .def_readonly("error", &PL::error, "Why it did not start ('' when it did).")
+      .def_readonly("ports", &PL::ports, "(port, purpose) pairs it listened on; purpose 'ray', 'rdzv' or 'ephemeral'.")
+      .def_readonly("busy", &PL::busy, "(port, reason) pairs it could not bind.")
+      .def("__repr__", [](PL const& l) {
+        return "PortListener(" + repr_str(l.host) + ", started=" + (l.started ? "True" : "False") + ", ports=" +
+               std::to_string(l.ports.size()) + ", busy=" + std::to_string(l.busy.size()) + ")";
+      });
+  using PP = ck::PortProbe;
+  py::class_<PP>(m, "PortProbe", "One connection attempt from a host to another's listener.")
+      .def_readonly("source", &PP::from, "The host that connected ('from' in to_json()).")
+      .def_readonly("target", &PP::to, "The listening host ('to' in to_json()).")
+      .def_readonly("address", &PP::address)
+      .def_readonly("port", &PP::port)
+      .def_readonly("purpose", &PP::purpose, "'ray', 'rdzv' or 'ephemeral'.")
+      .def_property_readonly("ok", &PP::ok, "Connected, and our listener answered.")
+      .def_readonly("source_address", &PP::source_address, "The local address the connection came from.")
+      .def_readonly("error", &PP::error)
+      .def_readonly("milliseconds", &PP::milliseconds)
+      .def("__repr__", [](PP const& p) {
+        return "PortProbe(" + repr_str(p.from) + " -> " + repr_str(p.to) + ":" + std::to_string(p.port) + ", " + repr_str(p.purpose) +
+               ", ok=" + (p.ok() ? "True" : "False") + ")";
+      });
+  using PR = ck::PortProbeReport;
+  py::class_<PR>(m, "PortProbeReport", "The port probe: listeners on every host, connections from every host to them.")
+      .def_readonly("head", &PR::head, "The host that got the Ray and rendezvous listeners.")
+      .def_readonly("listeners", &PR::listeners)
+      .def_readonly("probes", &PR::probes)
+      .def("to_json", [](PR const& r) { return json_to_python(r.to_json()); }, "As a dict.")
+      .def("__repr__", [](PR const& r) {
+        return "PortProbeReport(head=" + repr_str(r.head) + ", probes=" + std::to_string(r.probes.size()) + ")";
+      });
+  using NR = ck::NasRead;
+  py::class_<NR>(m, "NasRead", "One host's look at the NAS path: is it a mount, whose token files it sees.")
+      .def_readonly("host", &NR::host)
+      .def_readonly("directory", &NR::directory, "The path exists and is a directory.")
+      .def_readonly("mount_point", &NR::mount_point, "Something is mounted there.")
+      .def_readonly("filesystem_type", &NR::filesystem_type)
+      .def_readonly("written", &NR::written, "This host wrote its token file under the path.")
+      .def_readonly("write_error", &NR::write_error)
+      .def_readonly("seen", &NR::seen, "The hosts whose token files this host sees (itself included when it wrote one).")
+      .def_readonly("model_present", &NR::model_present, "The model folder with config.json at the same path; None when not asked.")
+      .def_readonly("error", &NR::error, "The probe itself failed (connection...).")
+      .def("__repr__", [](NR const& r) {
+        return "NasRead(" + repr_str(r.host) + ", mount_point=" + (r.mount_point ? "True" : "False") + ", seen=" +
+               std::to_string(r.seen.size()) + ")";
+      });
+  using NPR = ck::NasProbeReport;
+  py::class_<NPR>(m, "NasProbeReport", "The NAS probe: each host writes a token file and reads everyone's.")
+      .def_readonly("path", &NPR::path)
+      .def_readonly("model_path", &NPR::model_path)
+      .def_readonly("token", &NPR::token, "The random name part of this run's token files.")
+      .def_readonly("reads", &NPR::reads)
+      .def("to_json", [](NPR const& r) { return json_to_python(r.to_json()); }, "As a dict.")
+      .def("__repr__", [](NPR const& r) { return "NasProbeReport(" + repr_str(r.path) + ", reads=" + std::to_string(r.reads.size()) + ")"; });
+  using PPs = ck::PreflightProbes;
+  py::class_<PPs>(m, "PreflightProbes", "The port and NAS probes preflight ran; None (with the reason) where one did not run.")
+      .def_readonly("ports", &PPs::ports)
+      .def_readonly("nas", &PPs::nas)
+      .def_readonly("ports_skipped", &PPs::ports_skipped, "Why the port probe did not run ('' when it did).")
+      .def_readonly("nas_skipped", &PPs::nas_skipped, "Why the NAS probe did not run ('' when it did).")
+      .def("__repr__", [](PPs const& p) {
+        return std::string("PreflightProbes(ports=") + (p.ports ? "PortProbeReport" : "None") + ", nas=" + (p.nas ? "NasProbeReport" : "None") + ")";
+      });
+
+  {
+    py::class_<PL> pl = m.attr("PortListener");
+    py::class_<PP> pp = m.attr("PortProbe");
+    py::class_<PR> pr = m.attr("PortProbeReport");
+    py::class_<NR> nr = m.attr("NasRead");
+    py::class_<NPR> npr = m.attr("NasProbeReport");
+    py::class_<PPs> pps = m.attr("PreflightProbes");
+    readable_as_dict(pl, {});
+    readable_as_dict(pp, {{"from", "source"}, {"to", "target"}});
+    readable_as_dict(pr, {});
+    readable_as_dict(nr, {});
+    readable_as_dict(npr, {});
+    readable_as_dict(pps, {});
+  }
+
   using P = ck::PreflightRun;
   py::class_<P>(m, "PreflightRun", "What preflight found: the report, each host's facts, the probes.")
       .def_readonly("report", &P::report)
       .def_readonly("facts", &P::facts)
-      .def_property_readonly(
-          "probes", [](P const& p) { return json_to_python(p.to_json()["probes"]); },
-          "The port and NAS probes, as a dict ({'ports': ..., 'nas': ...}; None where not run).")
+      .def_readonly("probes", &P::probes, "The port and NAS probes, typed (to_json()['probes'] is the same as a dict).")
       .def_property_readonly("ok", [](P const& p) { return p.report.ok(); })
       .def("to_json", [](P const& p) { return json_to_python(p.to_json()); })
       .def("__repr__", [](P const& p) {

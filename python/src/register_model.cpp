@@ -6,6 +6,7 @@
 
 #include "clusterkit/model.hpp"
 #include "clusterkit/planner.hpp"
+#include "clusterkit/preflight.hpp"
 
 #include <filesystem>
 #include <mutex>
@@ -359,7 +360,14 @@ void register_verify(py::module_& m) {
 ck::GpuInventory inventory_from(py::handle gpus) {
   if (py::isinstance<py::str>(gpus)) return ck::parse_gpu_inventory(gpus.cast<std::string>());
   if (py::isinstance<ck::GpuInventory>(gpus)) return gpus.cast<ck::GpuInventory>();
-  throw py::type_error("gpus must be a description such as '2 nodes x 2 L20 48GB', or a GpuInventory");
+  if (py::isinstance<ck::Inventory>(gpus)) {
+    auto inv = ck::declared_gpu_inventory(gpus.cast<ck::Inventory const&>().hosts());
+    if (inv.nodes.empty())
+      throw py::value_error("no host of the inventory declares GPUs (gpus: {count: 2, model: L20, memory_gib: 48}); declare them, or "
+                            "pass gpus='2 nodes x 2 L20 48GB'");
+    return inv;
+  }
+  throw py::type_error("gpus must be a description such as '2 nodes x 2 L20 48GB', a GpuInventory, or an Inventory whose hosts declare gpus:");
 }
 
 void register_planner(py::module_& m) {
@@ -404,6 +412,12 @@ void register_planner(py::module_& m) {
   m.def("parse_gpu_inventory", &ck::parse_gpu_inventory, py::arg("text"),
         "Parse '2 nodes x 2 L20 48GB', '8x A10 24GB', '2x H100 80GB + 4x A10 24GB', ... Raises "
         "clusterkit.Error('invalid_argument') showing the accepted forms.");
+  m.def(
+      "declared_gpu_inventory", [](ck::Inventory const& inventory) { return ck::declared_gpu_inventory(inventory.hosts()); },
+      py::arg("inventory"),
+      "The GPUs an inventory declares (gpus: {count, model, memory_gib}), one node per host that declares some; memory "
+      "from the table the planner and preflight share, else the declared size. What plan_deployment(facts, inventory) "
+      "plans on.");
   m.def("known_gpu_memory_bytes", &ck::known_gpu_memory_bytes, py::arg("gpu_model"), py::arg("nominal_gb") = 0.0,
         "What nvidia-smi reports as memory.total for a well-known card of this nominal size; None when unknown.");
 

@@ -136,10 +136,13 @@ CK_PICKLE_MEMBERS(ck::StepHostRecord, &ck::StepHostRecord::host, &ck::StepHostRe
 CK_PICKLE_MEMBERS(ck::StepRecord, &ck::StepRecord::step, &ck::StepRecord::status, &ck::StepRecord::message, &ck::StepRecord::started_s, &ck::StepRecord::ended_s, &ck::StepRecord::hosts, &ck::StepRecord::detail);
 CK_PICKLE_MEMBERS(ck::DeploymentRecord, &ck::DeploymentRecord::name, &ck::DeploymentRecord::spec_file, &ck::DeploymentRecord::spec_fingerprint, &ck::DeploymentRecord::status, &ck::DeploymentRecord::message, &ck::DeploymentRecord::started_at, &ck::DeploymentRecord::finished_at, &ck::DeploymentRecord::total_seconds, &ck::DeploymentRecord::own_seconds, &ck::DeploymentRecord::own_breakdown, &ck::DeploymentRecord::endpoint, &ck::DeploymentRecord::served_model_name, &ck::DeploymentRecord::api_key_file, &ck::DeploymentRecord::versions, &ck::DeploymentRecord::layout, &ck::DeploymentRecord::node_env, &ck::DeploymentRecord::steps, &ck::DeploymentRecord::smoke, &ck::DeploymentRecord::bench, &ck::DeploymentRecord::simulated);
 CK_PICKLE_MEMBERS(ck::DeploymentProgress, &ck::DeploymentProgress::step, &ck::DeploymentProgress::host, &ck::DeploymentProgress::status, &ck::DeploymentProgress::message, &ck::DeploymentProgress::elapsed_seconds);
-CK_PICKLE_MEMBERS(ck::PlannedCommand, &ck::PlannedCommand::host, &ck::PlannedCommand::command);
+CK_PICKLE_MEMBERS(ck::PlannedCommand, &ck::PlannedCommand::host, &ck::PlannedCommand::command, &ck::PlannedCommand::script);
 CK_PICKLE_MEMBERS(ck::PlannedStep, &ck::PlannedStep::step, &ck::PlannedStep::what, &ck::PlannedStep::skip_reason, &ck::PlannedStep::commands);
 CK_PICKLE_MEMBERS(ck::DeploymentPlanResult, &ck::DeploymentPlanResult::steps, &ck::DeploymentPlanResult::notes);
-CK_PICKLE_MEMBERS(ck::DeploymentStatus, &ck::DeploymentStatus::name, &ck::DeploymentStatus::state, &ck::DeploymentStatus::record, &ck::DeploymentStatus::nas, &ck::DeploymentStatus::model, &ck::DeploymentStatus::ray, &ck::DeploymentStatus::engine, &ck::DeploymentStatus::problems);
+CK_PICKLE_MEMBERS(ck::DeploymentHostLook, &ck::DeploymentHostLook::host, &ck::DeploymentHostLook::roles, &ck::DeploymentHostLook::reachable,
+                  &ck::DeploymentHostLook::answer_seconds, &ck::DeploymentHostLook::uptime_seconds, &ck::DeploymentHostLook::load,
+                  &ck::DeploymentHostLook::message);
+CK_PICKLE_MEMBERS(ck::DeploymentStatus, &ck::DeploymentStatus::name, &ck::DeploymentStatus::state, &ck::DeploymentStatus::record, &ck::DeploymentStatus::hosts, &ck::DeploymentStatus::nas, &ck::DeploymentStatus::model, &ck::DeploymentStatus::ray, &ck::DeploymentStatus::engine, &ck::DeploymentStatus::problems);
 CK_PICKLE_MEMBERS(ck::DeploymentDownResult, &ck::DeploymentDownResult::removed, &ck::DeploymentDownResult::problems);
 
 // values seen on the way (progress, probes, parsers' results) and the lab
@@ -264,6 +267,13 @@ void register_pickling(py::module_& m) {
   define_pickle<ck::PlannedCommand>(m, "PlannedCommand");
   define_pickle<ck::PlannedStep>(m, "PlannedStep");
   define_pickle<ck::DeploymentPlanResult>(m, "DeploymentPlanResult");
+  define_pickle<ck::PortListener>(m, "PortListener");
+  define_pickle<ck::PortProbe>(m, "PortProbe");
+  define_pickle<ck::PortProbeReport>(m, "PortProbeReport");
+  define_pickle<ck::NasRead>(m, "NasRead");
+  define_pickle<ck::NasProbeReport>(m, "NasProbeReport");
+  define_pickle<ck::PreflightProbes>(m, "PreflightProbes");
+  define_pickle<ck::DeploymentHostLook>(m, "DeploymentHostLook");
   define_pickle<ck::DeploymentStatus>(m, "DeploymentStatus");
   define_pickle<ck::DeploymentDownResult>(m, "DeploymentDownResult");
 }

@@ -92,7 +92,7 @@ void register_serve(CLI::App& app, GlobalOptions& g, Action& action);
 /// `up|status|logs|down SPEC`.
 void register_deploy(CLI::App& app, GlobalOptions& g, Action& action);
 /// `plan SPEC`: the deployment's dry run.
-int run_deployment_plan(GlobalOptions const& g, std::string const& spec_path);
+int run_deployment_plan(GlobalOptions const& g, std::string const& spec_path, bool full = false);
 /// `model download|sync`; after register_model (it adds to `model`).
 void register_store(CLI::App& app, GlobalOptions& g, Action& action);
 

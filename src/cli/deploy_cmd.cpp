@@ -59,7 +59,7 @@ struct DeployArgs {
 
 }  // namespace
 
-int run_deployment_plan(GlobalOptions const& g, std::string const& spec_path) {
+int run_deployment_plan(GlobalOptions const& g, std::string const& spec_path, bool full) {
   Runtime rt;
   Deployment d(rt.executor(), load_deployment_spec(spec_path));
   auto [ec, plan] = detail::block_on<std::error_code, DeploymentPlanResult>(rt.executor(), "plan",
@@ -67,7 +67,7 @@ int run_deployment_plan(GlobalOptions const& g, std::string const& spec_path) {
   if (g.json)
     print_json(plan.to_json());
   else
-    std::printf("%s", plan.text().c_str());
+    std::printf("%s", plan.text(full).c_str());
   return ec ? 1 : 0;
 }
 

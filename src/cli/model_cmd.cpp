@@ -1,6 +1,7 @@
 // `clusterkit model inspect|verify` and `clusterkit plan`: what a model is,
 // whether its files are whole, and how it fits on the GPUs at hand.
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <algorithm>
 #include <iostream>
@@ -8,6 +9,7 @@
 #include "clusterkit/format.hpp"
 #include "clusterkit/model.hpp"
 #include "clusterkit/planner.hpp"
+#include "clusterkit/preflight.hpp"
 #include "common.hpp"
 
 namespace clusterkit::cli {
@@ -166,14 +168,37 @@ void register_plan(CLI::App& app, GlobalOptions& g, Action& action) {
   plan->add_option("--kv-cache-dtype", options->kv_cache_dtype, "auto, fp8, ...")->capture_default_str();
   plan->add_flag("--allow-pp-within-node", options->allow_pp_within_node, "Allow several pipeline stages on one node");
   plan->add_flag("--from-config", args->from_config, "Estimate tensors from config.json alone (before downloading)");
-  plan->callback([&g, &action, args, gpus, options, max_len] {
-    action = [&g, args, gpus, options, max_len] {
+  auto full = std::make_shared<bool>(false);
+  plan->add_flag("--full", *full, "With a deployment spec: print every command and script whole");
+  plan->callback([&g, &action, args, gpus, options, max_len, full] {
+    action = [&g, args, gpus, options, max_len, full] {
       auto const& m = args->model;
-      if (m.ends_with(".yaml") || m.ends_with(".yml")) return run_deployment_plan(g, m);
-      if (gpus->empty())
+      if (m.ends_with(".yaml") || m.ends_with(".yml")) return run_deployment_plan(g, m, *full);
+      if (*full)
         throw Error(make_error_code(errc::invalid_argument),
-                    "plan needs --gpus (e.g. --gpus \"2 nodes x 2 L20 48GB\"), or a deployment spec (*.yaml) instead of a model");
-      auto inventory = parse_gpu_inventory(*gpus);  // before the model is read: the cheaper mistake first
+                    "--full prints a deployment's commands whole: give a deployment spec (*.yaml), not a model");
+      GpuInventory inventory;
+      if (!gpus->empty()) {
+        inventory = parse_gpu_inventory(*gpus);  // before the model is read: the cheaper mistake first
+      } else if (!g.inventory.empty() || std::getenv("CLUSTERKIT_INVENTORY")) {
+        // The GPUs the inventory declares, as preflight and `up` see them
+        // before facts are gathered.
+        auto const inv = load_inventory(g);
+        inventory = declared_gpu_inventory(inv.hosts());
+        if (inventory.nodes.empty())
+          throw Error(make_error_code(errc::invalid_argument),
+                      "no host of the inventory declares GPUs (gpus: {count: 2, model: L20, memory_gib: 48}); declare them, "
+                      "or give --gpus \"2 nodes x 2 L20 48GB\"");
+        for (auto const& n : inventory.nodes)
+          if (n.memory_bytes == 0)
+            throw Error(make_error_code(errc::invalid_argument),
+                        n.name + " declares " + std::to_string(n.gpu_count) + " " + (n.gpu_model.empty() ? "GPUs" : n.gpu_model) +
+                            " of a size clusterkit does not know: add memory_gib to its gpus: entry, or give --gpus");
+      } else {
+        throw Error(make_error_code(errc::invalid_argument),
+                    "plan needs the GPUs: --gpus \"2 nodes x 2 L20 48GB\", or -i INVENTORY whose hosts declare gpus:, "
+                    "or a deployment spec (*.yaml) instead of a model");
+      }
       if (*max_len && **max_len == 0)
         throw Error(make_error_code(errc::invalid_argument), "--max-model-len must be at least 1 (a context length in tokens)");
       auto facts = facts_for(*args);

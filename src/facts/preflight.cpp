@@ -1339,6 +1339,26 @@ std::string head_address_of(std::vector<InventoryHost> const& hosts) {
   return Evaluator(hosts, {}, PreflightProbes{}, PreflightOptions{}).head_address;
 }
 
+std::optional<GpuNode> declared_gpu_node(InventoryHost const& host) {
+  auto dg = declared_gpus(host);
+  if (!dg || dg->count == 0) return std::nullopt;
+  GpuNode node;
+  node.name = host.spec.name;
+  node.gpu_count = dg->count;
+  node.gpu_model = dg->model;
+  auto known = known_gpu_memory_bytes(dg->model, dg->memory_gib);
+  node.memory_bytes = known ? *known : static_cast<std::uint64_t>(dg->memory_gib * double(1ull << 30));
+  node.memory_source = std::string("declared in the inventory") + (dg->simulated ? " (SIMULATED)" : "");
+  return node;
+}
+
+GpuInventory declared_gpu_inventory(std::vector<InventoryHost> const& hosts) {
+  GpuInventory inv;
+  for (auto const& h : hosts)
+    if (auto node = declared_gpu_node(h)) inv.nodes.push_back(std::move(*node));
+  return inv;
+}
+
 std::string nas_path_of(std::vector<InventoryHost> const& hosts, PreflightOptions const& options) {
   return Evaluator(hosts, {}, PreflightProbes{}, options).nas_path();
 }

@@ -700,20 +700,38 @@ json DeploymentPlanResult::to_json() const {
   json j{{"steps", json::array()}, {"notes", notes}};
   for (auto const& s : steps) {
     json cmds = json::array();
-    for (auto const& c : s.commands) cmds.push_back({{"host", c.host}, {"command", c.command}});
+    for (auto const& c : s.commands) {
+      json cmd{{"host", c.host}, {"command", c.command}};
+      if (!c.script.empty()) cmd["script"] = c.script;
+      cmds.push_back(std::move(cmd));
+    }
     j["steps"].push_back({{"step", s.step}, {"what", s.what}, {"skip", s.skip_reason}, {"commands", cmds}});
   }
   return j;
 }
 
-std::string DeploymentPlanResult::text() const {
+std::string DeploymentPlanResult::text(bool full) const {
   std::ostringstream s;
   int n = 0;
+  // Whole: each line indented under its host, so a script reads as one.
+  auto const indented = [&](std::string const& text) {
+    std::istringstream lines(text);
+    for (std::string line; std::getline(lines, line);) s << "         " << line << "\n";
+  };
   for (auto const& st : steps) {
     s << ++n << ". " << st.step << ": " << st.what;
     if (!st.skip_reason.empty()) s << "  [skip: " << st.skip_reason << "]";
     s << "\n";
     for (auto const& c : st.commands) {
+      if (full) {
+        s << "     " << c.host << ":\n";
+        indented(c.command);
+        if (!c.script.empty()) {
+          s << "       the script, whole:\n";
+          indented(c.script);
+        }
+        continue;
+      }
       auto first = c.command.substr(0, c.command.find('\n'));
       if (first.size() > 200) first = first.substr(0, 197) + "...";
       s << "     " << c.host << ": " << first << (c.command.find('\n') != std::string::npos ? " ..." : "") << "\n";
@@ -723,8 +741,53 @@ std::string DeploymentPlanResult::text() const {
   return s.str();
 }
 
+bool parse_host_probe(std::string_view text, DeploymentHostLook& look) {
+  // /proc/uptime then /proc/loadavg: "12345.67 23456.78\n0.52 0.40 0.31 1/234 5678\n".
+  std::istringstream in{std::string(text)};
+  double up = 0, idle = 0;
+  std::string l1, l5, l15;
+  if (!(in >> up >> idle >> l1 >> l5 >> l15) || !std::isfinite(up) || up < 0) return false;
+  for (auto const* l : {&l1, &l5, &l15})
+    if (l->empty() || l->find_first_not_of("0123456789.") != std::string::npos) return false;
+  look.uptime_seconds = up;
+  look.load = l1 + " " + l5 + " " + l15;
+  return true;
+}
+
+json DeploymentHostLook::to_json() const {
+  json j{{"host", host}, {"roles", roles}, {"reachable", reachable}, {"answer_seconds", answer_seconds}};
+  j["uptime_seconds"] = uptime_seconds > 0 ? json(uptime_seconds) : json(nullptr);
+  j["load"] = load.empty() ? json(nullptr) : json(load);
+  if (!message.empty()) j["message"] = message;
+  return j;
+}
+
+std::string DeploymentHostLook::summary() const {
+  std::ostringstream s;
+  s << host;
+  if (!roles.empty()) s << " (" << join(roles, ", ") << ")";
+  if (!reachable) {
+    s << ": UNREACHABLE" << (message.empty() ? std::string() : ": " + message);
+    return s.str();
+  }
+  char secs[32];
+  std::snprintf(secs, sizeof secs, "%.2f", answer_seconds);
+  s << ": answered in " << secs << " s";
+  if (uptime_seconds > 0) {
+    auto const minutes = static_cast<std::uint64_t>(uptime_seconds / 60);
+    s << ", up ";
+    if (minutes >= 24 * 60) s << minutes / (24 * 60) << " d " << (minutes / 60) % 24 << " h";
+    else if (minutes >= 60) s << minutes / 60 << " h " << minutes % 60 << " min";
+    else s << minutes << " min";
+  }
+  if (!load.empty()) s << ", load " << load;
+  return s.str();
+}
+
 json DeploymentStatus::to_json() const {
   json j{{"name", name}, {"state", state}, {"problems", problems}};
+  j["hosts"] = json::array();
+  for (auto const& h : hosts) j["hosts"].push_back(h.to_json());
   j["record"] = record ? record->to_json() : json(nullptr);
   j["nas"] = nas ? nas->to_json() : json(nullptr);
   j["model"] = json::array();
@@ -737,6 +800,7 @@ json DeploymentStatus::to_json() const {
 std::string DeploymentStatus::summary() const {
   std::ostringstream s;
   s << "deployment '" << name << "': " << state << "\n";
+  for (auto const& h : hosts) s << "  host " << h.summary() << "\n";
   if (nas) s << "  nas " << nas->path << ": " << (nas->ok() ? "shared by every host" : "NOT shared") << "\n";
   for (auto const& m : model) s << "  model on " << m.host << ": " << (m.ok() ? "complete" : m.message) << "\n";
   if (ray) s << ray->summary();

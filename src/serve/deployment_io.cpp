@@ -178,6 +178,23 @@ struct Run {
   }
 };
 
+// What `up` asks of preflight (and `plan --full` shows the facts script of).
+PreflightOptions preflight_options_of(DeploymentSpec const& spec) {
+  PreflightOptions o;
+  o.probe_nas = false;  // the NAS step mounts and checks it
+  o.ray_port = spec.ray.port;
+  o.container_runtime = spec.ray.runtime == RayRuntimeKind::docker ? "docker" : "none";
+  if (spec.ray.runtime == RayRuntimeKind::docker) o.docker_images = {spec.ray.image};
+  o.shm_min_gib = spec.ray.ipc_host || spec.ray.runtime == RayRuntimeKind::bare ? 1 : 10;
+  return o;
+}
+
+std::vector<InventoryHost> inventory_hosts(DeploymentSpec const& spec, std::vector<std::string> const& names) {
+  std::vector<InventoryHost> out;
+  for (auto const& n : names) out.push_back(*spec.inventory.find(n));
+  return out;
+}
+
 std::vector<std::string> all_hosts(Deployment const& d) {
   auto hosts = d.gpu_hosts();
   if (!d.download_host().empty() && std::find(hosts.begin(), hosts.end(), d.download_host()) == hosts.end())
@@ -212,13 +229,7 @@ GpuInventory gpu_inventory(Deployment const& d, std::vector<HostFactsOutcome> co
         node.memory_source = f.facts.gpus_simulated ? "declared in the inventory (SIMULATED)" : "nvidia-smi";
       }
     if (node.gpu_count == 0)
-      if (auto dg = declared_gpus(*d.spec().inventory.find(name)); dg && dg->count > 0) {
-        node.gpu_count = dg->count;
-        node.gpu_model = dg->model;
-        auto known = known_gpu_memory_bytes(dg->model, dg->memory_gib);
-        node.memory_bytes = known ? *known : static_cast<std::uint64_t>(dg->memory_gib * double(1ull << 30));
-        node.memory_source = std::string("declared in the inventory") + (dg->simulated ? " (SIMULATED)" : "");
-      }
+      if (auto declared = declared_gpu_node(*d.spec().inventory.find(name))) node = std::move(*declared);
     if (node.gpu_count > 0) inv.nodes.push_back(node);
   }
   return inv;
@@ -415,8 +426,7 @@ awaitable<std::pair<std::error_code, DeploymentRecord>> up(Deployment d, Deploym
     if (!spec.checks.preflight) {
       run.end(s, "skipped", "checks.preflight is false");
     } else {
-      PreflightOptions o;
-      o.probe_nas = false;  // the NAS step mounts and checks it
+      auto o = preflight_options_of(spec);
       // Resuming: this deployment's own Ray holds its ports; probing them
       // would report them taken.
       auto [rec_ec, ray_now] = co_await d.ray_cluster().async_status(asio::as_tuple(use_awaitable));
@@ -426,13 +436,7 @@ awaitable<std::pair<std::error_code, DeploymentRecord>> up(Deployment d, Deploym
         o.probe_ports = false;
         s.detail["ports"] = "not probed: this deployment's Ray is running and holds them";
       }
-      o.ray_port = spec.ray.port;
-      o.container_runtime = spec.ray.runtime == RayRuntimeKind::docker ? "docker" : "none";
-      if (spec.ray.runtime == RayRuntimeKind::docker) o.docker_images = {spec.ray.image};
-      o.shm_min_gib = spec.ray.ipc_host || spec.ray.runtime == RayRuntimeKind::bare ? 1 : 10;
-      std::vector<InventoryHost> inv_hosts;
-      for (auto const& n : hosts) inv_hosts.push_back(*spec.inventory.find(n));
-      auto pre = co_await async_preflight(d.get_executor(), inv_hosts, o, use_awaitable);
+      auto pre = co_await async_preflight(d.get_executor(), inventory_hosts(spec, hosts), o, use_awaitable);
       facts = pre.facts;
       s.detail = {{"passed", pre.report.count(CheckStatus::pass)}, {"failed", pre.report.count(CheckStatus::fail)},
                   {"warnings", pre.report.count(CheckStatus::warn)}};
@@ -838,6 +842,28 @@ awaitable<DeploymentStatus> look(Deployment d, unsigned tp, unsigned pp) {
     NasMount nas(*d.spec().nas);
     nas_seen = co_await nas.async_check(handles(d, hosts), use_awaitable);
   };
+  // The hosts first in what is said: one that does not answer explains
+  // every other layer's failure there. A tiny read over the shared
+  // connection (the other looks reuse it), all hosts at once.
+  st.hosts.resize(hosts.size());
+  auto look_at_host = [&](std::size_t i) -> awaitable<void> {
+    auto& seen = st.hosts[i];
+    seen.host = hosts[i];
+    if (seen.host == d.spec().head) seen.roles.push_back("head");
+    else if (std::find(d.gpu_hosts().begin(), d.gpu_hosts().end(), seen.host) != d.gpu_hosts().end()) seen.roles.push_back("worker");
+    if (seen.host == d.download_host()) seen.roles.push_back("download");
+    RunOptions ro;
+    ro.timeout = std::chrono::seconds(30);
+    auto const t0 = std::chrono::steady_clock::now();
+    auto [ec, r] = co_await d.host(seen.host).async_run(Command::shell("cat /proc/uptime /proc/loadavg"), ro, asio::as_tuple(use_awaitable));
+    if (ec) {
+      seen.message = r.message.empty() ? ec.message() : r.message;
+      co_return;
+    }
+    seen.reachable = true;
+    seen.answer_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    (void)parse_host_probe(r.stdout_text, seen);  // a host without /proc answers all the same
+  };
   auto look_at_model = [&]() -> awaitable<void> {
     RemoteVerifyOptions vo;
     st.model = co_await store_of(d.spec()).async_verify(handles(d, d.gpu_hosts()), d.spec().model_path(), vo, use_awaitable);
@@ -845,11 +871,14 @@ awaitable<DeploymentStatus> look(Deployment d, unsigned tp, unsigned pp) {
   // Beside the engine's look; they write this frame's locals, joined
   // before they are read.
   TaskGroup beside(ex);
+  for (std::size_t i = 0; i < hosts.size(); ++i) beside.spawn(look_at_host(i));
   if (d.spec().nas) beside.spawn(look_at_nas());
   beside.spawn(look_at_model());
   auto engine = d.engine(tp, pp, std::nullopt);
   auto [eec, es] = co_await engine.async_status(asio::as_tuple(use_awaitable));
   co_await beside.join();
+  for (auto const& h : st.hosts)
+    if (!h.reachable) st.problems.push_back(h.host + " does not answer: " + h.message);
   if (nas_seen) {
     st.nas = std::move(nas_seen);
     if (!st.nas->ok()) st.problems.push_back("the NAS is not shared by every host at " + d.spec().nas->mount_point);
@@ -971,13 +1000,16 @@ awaitable<std::pair<std::error_code, DeploymentPlanResult>> plan(Deployment d) {
   };
   {
     auto& s = add("preflight", "gather facts and run every check on " + join(hosts), spec.checks.preflight ? "" : "checks.preflight is false");
-    for (auto const& h : hosts) s.commands.push_back({h, "facts script (OS, GPUs, Docker, interfaces, route to " + spec.head + ", Python packages), port probes"});
+    auto const facts_text = facts_script(preflight_facts_options(inventory_hosts(spec, hosts), preflight_options_of(spec)));
+    for (auto const& h : hosts)
+      s.commands.push_back({h, "facts script (OS, GPUs, Docker, interfaces, route to " + spec.head + ", Python packages), port probes", facts_text});
   }
   if (spec.nas) {
     auto& s = add("nas", "mount " + spec.nas->source + " at " + spec.nas->mount_point,
                   mounted.size() == hosts.size() ? "mounted on every host already" : "");
     for (auto const& h : hosts)
-      s.commands.push_back({h, mounted.count(h) ? "(mounted already: kept)" : shell::join_for_display(nas_mount_argv(*spec.nas))});
+      s.commands.push_back({h, mounted.count(h) ? "(mounted already: kept)" : shell::join_for_display(nas_mount_argv(*spec.nas)),
+                            mounted.count(h) ? std::string() : nas_mount_script(*spec.nas)});
   }
   {
     auto& s = add("model", spec.model.id + " -> " + path, model_ok ? "complete on the NAS already" : "");
@@ -988,7 +1020,14 @@ awaitable<std::pair<std::error_code, DeploymentPlanResult>> plan(Deployment d) {
         ds.hub = spec.model.hub == "hf" ? Hub::huggingface : Hub::modelscope;
         ds.revision = spec.model.revision;
         ds.endpoint = spec.model.endpoint;
-        s.commands.push_back({source_host, shell::join_for_display(download_arguments(ds, spec.model.hub == "hf" ? "hf" : "modelscope", spec.model.download_dir))});
+        std::string script;
+        try {
+          script = download_script(ds, spec.model.download_dir);
+        } catch (Error const&) {
+          // A spec the download refuses says so when it runs; the command line stands.
+        }
+        s.commands.push_back({source_host, shell::join_for_display(download_arguments(ds, spec.model.hub == "hf" ? "hf" : "modelscope", spec.model.download_dir)),
+                              script});
       }
       SyncSpec ss;
       ss.source = spec.model.download_dir;
@@ -998,7 +1037,8 @@ awaitable<std::pair<std::error_code, DeploymentPlanResult>> plan(Deployment d) {
   }
   {
     auto& s = add("verify", "config, index and every shard's header from each GPU host", "");
-    for (auto const& h : d.gpu_hosts()) s.commands.push_back({h, "snapshot script on " + path + " (sh, coreutils)"});
+    auto const snapshot = model_snapshot_script(path);
+    for (auto const& h : d.gpu_hosts()) s.commands.push_back({h, "snapshot script on " + path + " (sh, coreutils)", snapshot});
   }
   // `auto` before the first up, for a model clusterkit ships the config of:
   // the layout the planner would choose now, from that config.
@@ -1026,7 +1066,7 @@ awaitable<std::pair<std::error_code, DeploymentPlanResult>> plan(Deployment d) {
       "");
   {
     bool healthy = !rec && ray_st.healthy;
-    auto& s = add("ray", std::string(to_string(spec.ray.runtime)) + " head " + spec.head + ", workers " + join(spec.workers),
+    auto& s = add("ray", std::string(to_string(spec.ray.runtime)) + " head " + spec.head + (spec.workers.empty() ? std::string(", no workers") : ", workers " + join(spec.workers)),
                   healthy ? "a healthy cluster of this shape is up" : "");
     for (auto const& rh : cluster.hosts()) {
       auto p = plan_ray_node(cluster.spec(), rh.host.name(), rh.head, "<" + rh.host.name() + "'s IP>", "<its interface>", rh.gpus, false,

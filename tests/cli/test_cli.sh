@@ -298,6 +298,19 @@ state_dir: $tmp/nofit-state
 SPEC
 expect "plan: a known model that cannot fit, said before up" 0 "\`up\` would refuse this spec at once: TP 2 x PP 1 for Qwen/Qwen2.5-72B-Instruct on " -- \
   "$ck" plan "$tmp/nofit.yaml"
+expect "plan --full: the facts script whole" 0 "ck_section end; printf '@@ck-status 0@@" -- "$ck" plan "$tmp/nofit.yaml" --full
+expect "plan --full: the snapshot script whole" 0 "echo '@@ck-end'" -- "$ck" plan "$tmp/nofit.yaml" --full
+expect "plan --full is for a spec" 2 "--full prints a deployment's commands whole: give a deployment spec" -- \
+  "$ck" plan Qwen/Qwen2.5-72B-Instruct --full
+# plan MODEL on the GPUs an inventory declares (the seed's: 2 x L20 on each
+# of gpu1 and gpu2), without --gpus; no GPUs anywhere: said, with the ways.
+seed_inv="$(dirname "$0")/../../examples/inventories/seed-cluster.yaml"
+expect "plan MODEL -i: the inventory's GPUs" 0 "GPUs: 2 nodes x 2 L20 (44.99 GiB)" -- "$ck" -i "$seed_inv" plan Qwen/Qwen2.5-72B-Instruct
+expect "plan MODEL -i: the seed's layout" 0 "Recommended: TP=2 PP=2" -- "$ck" -i "$seed_inv" plan Qwen/Qwen2.5-72B-Instruct
+expect "plan MODEL -i: no host declares GPUs" 2 "no host of the inventory declares GPUs (gpus: {count: 2" -- \
+  "$ck" -i "$tmp/inv.yaml" plan Qwen/Qwen2.5-72B-Instruct
+expect "plan MODEL: no GPUs given" 2 "plan needs the GPUs: --gpus \"2 nodes x 2 L20 48GB\", or -i INVENTORY" -- \
+  env -u CLUSTERKIT_INVENTORY "$ck" plan Qwen/Qwen2.5-72B-Instruct
 expect "up: a known model that cannot fit, refused before its download" 1 "nothing fits: " -- "$ck" up "$tmp/nofit.yaml"
 if [ -e "$tmp/nofit-models" ]; then fail "up made the model folder for a model that cannot fit"; fi
 expect "logs --follow of a worker's Ray logs: refused, nothing connects" 1 \

@@ -818,6 +818,15 @@ TEST_CASE("Deployment: the seed from one spec, real end to end, with faults", "[
     } catch (Error const& e) {
       CHECK_THAT(std::string(e.what()), Contains("ray") && Contains("h2"));
     }
+    {
+      // Still cut off: status says so first, the other hosts answer.
+      auto const st = deployment_status(d);
+      for (auto const& h : st.hosts) CHECK(h.reachable == (h.host != "h2"));
+      REQUIRE_FALSE(st.problems.empty());
+      CHECK_THAT(st.problems.front(), Catch::Matchers::StartsWith("h2 does not answer: "));
+      CHECK_THAT(st.summary(), Contains("host h2 (worker): UNREACHABLE: "));
+      CHECK(st.state != "up");
+    }
     std::system(("ip link set " + veth + " up").c_str());
     auto rec = load_deployment_record(spec);
     REQUIRE(rec);
@@ -919,7 +928,23 @@ TEST_CASE("Deployment: the seed from one spec, real end to end, with faults", "[
   WARN("deployment up on a running deployment: " << again_s << " s");
   CHECK_THAT(again.message, Contains("already up"));
   CHECK(again_s < 1.5);
-  CHECK(deployment_status(d).state == "up");
+  {
+    // Every layer, the hosts first: each one answered, with its role.
+    auto const st = deployment_status(d);
+    CHECK(st.state == "up");
+    std::map<std::string, DeploymentHostLook> by_name;
+    for (auto const& h : st.hosts) by_name[h.host] = h;
+    REQUIRE(by_name.size() == 3);
+    CHECK(by_name["h1"].roles == std::vector<std::string>{"head"});
+    CHECK(by_name["h2"].roles == std::vector<std::string>{"worker"});
+    CHECK(by_name["h3"].roles == std::vector<std::string>{"download"});
+    for (auto const& [name, h] : by_name) {
+      CHECK(h.reachable);
+      CHECK(h.uptime_seconds > 0);  // the lab host's /proc (its own pid namespace, the machine's uptime)
+      CHECK_FALSE(h.load.empty());
+    }
+    CHECK_THAT(st.summary(), Contains("  host h1 (head): answered in "));
+  }
 
   // `plan` on the running deployment: what `up` would skip, said per step;
   // nothing changed (the record and the containers are as they were).

@@ -333,6 +333,26 @@ def test_the_plan_text() -> None:
     j = plan.to_json()
     assert j["steps"][1]["skip"] == "already on the NAS and verified"
     assert j["steps"][0]["commands"][1] == {"host": "gpu2", "command": plan.steps[0].commands[1].command}
+    # A script behind a summary: whole with full=True, and in the JSON.
+    plan = ck.DeploymentPlanResult(
+        [
+            ck.PlannedStep(
+                "nas",
+                "mount nfs nas.example.internal:/share at /mnt on gpu1, gpu2, cpu1",
+                commands=[ck.PlannedCommand("gpu2", "mount script", script="set -e\nmount nas:/share /mnt\n")],
+            )
+        ]
+    )
+    assert plan.text() == "1. nas: mount nfs nas.example.internal:/share at /mnt on gpu1, gpu2, cpu1\n     gpu2: mount script\n"
+    assert plan.text(full=True) == (
+        "1. nas: mount nfs nas.example.internal:/share at /mnt on gpu1, gpu2, cpu1\n"
+        "     gpu2:\n"
+        "         mount script\n"
+        "       the script, whole:\n"
+        "         set -e\n"
+        "         mount nas:/share /mnt\n"
+    )
+    assert plan.to_json()["steps"][0]["commands"][0]["script"] == "set -e\nmount nas:/share /mnt\n"
 
 
 def test_small_types() -> None:
@@ -458,8 +478,19 @@ def test_plan_and_status_on_this_machine(tmp_path: Path) -> None:
     assert plan.text().startswith("1. preflight: ")
     assert plan.to_json()["steps"][0]["step"] == "preflight"
     assert assert_pickles(plan).text() == plan.text()
+    # Every command whole: the facts and snapshot scripts behind their
+    # one-line summaries, as `plan --full` prints them.
+    preflight, verify = plan.steps[0], plan.steps[2]
+    assert preflight.commands[0].command.startswith("facts script (")
+    assert "ck_section end" in preflight.commands[0].script
+    assert "@@ck-end" in verify.commands[0].script
+    full = plan.text(full=True)
+    assert "       the script, whole:\n" in full and "ck_section end" in full and "ck_section end" not in plan.text()
     status = d.status()
     assert status.state == "down" and status.record is None
+    # The hosts first: this machine answered, as the head.
+    assert [(h.host, h.roles[0], h.reachable) for h in status.hosts] == [("a", "head", True)], status.hosts
+    assert status.hosts[0].uptime_seconds > 0 and status.hosts[0].load
     assert any("does not exist" in m.message for m in status.model)
     assert status.to_json()["state"] == "down"
     assert status.summary().startswith("deployment 'ck-pytest-local': down\n")

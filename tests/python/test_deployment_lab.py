@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 from fake_hub_process import FakeHub
 from labs import running_lab
+from pickles import assert_pickles
 
 import clusterkit as ck
 
@@ -106,6 +107,15 @@ def test_the_python_example_deploys_the_seed_on_the_lab(lab: ck.LabStatus, tmp_p
         status = example("--status")
         assert status.returncode == 0, status.stdout + status.stderr
         assert status.stdout.startswith("deployment 'pylab': up\n") and "2/2 nodes alive" in status.stdout, status.stdout
+
+        # The same look in this process: every host first, with its roles,
+        # and the whole status survives a pickle (for Ray and pool users).
+        seen = ck.Deployment.from_file(spec).status()
+        assert seen.state == "up", seen.problems
+        assert {h.host: h.roles for h in seen.hosts} == {"h1": ["head"], "h2": ["worker"], "h3": ["download"]}
+        assert all(h.reachable and h.uptime_seconds > 0 and h.load for h in seen.hosts), seen.hosts
+        assert "  host h1 (head): answered in " in seen.summary()
+        assert_pickles(seen)
     finally:
         down = example("--down") if spec.exists() else None
         hub.stop()

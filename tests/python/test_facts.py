@@ -230,6 +230,9 @@ def test_asyncio_forms_of_facts_preflight_and_the_nccl_check(local: ck.Host) -> 
     facts, run, nccl, beats = asyncio.run(main())
     assert [f.host for f in facts] == [local.name] and facts[0].ok
     assert isinstance(run, ck.PreflightRun) and run.report.hosts == ["me"]
+    # Probes not asked for: None, and the reason said (the checks say it too).
+    assert run.probes.ports is None and run.probes.nas is None
+    assert run.probes.ports_skipped and run.probes.nas_skipped, repr(run.probes)
     assert isinstance(nccl, ck.NcclCheckResult)
     assert beats > 3
     # Cancelling the task stops the commands on the host before it ends.
@@ -350,16 +353,23 @@ def test_preflight_passes_on_the_lab_with_simulated_gpus(inventory: ck.Inventory
     assert r.recommended_env["h2"]["NCCL_SOCKET_IFNAME"] == "eth0"
     assert "simulated" in table
     # The probes were real connections from h2 to the head's Ray port.
-    probes = run.probes["ports"]["probes"]
-    assert any(
-        p["from"] == "h2" and p["purpose"] == "ray" and p["ok"] and p["port"] == 6379 for p in probes
-    ), probes
+    assert run.probes.ports is not None, run.probes.ports_skipped
+    probes = run.probes.ports.probes
+    assert any(p.source == "h2" and p.target == "h1" and p.purpose == "ray" and p.ok and p.port == 6379 for p in probes), probes
+    assert run.probes.ports.head == "h1"
+    assert all(listener.started and not listener.busy for listener in run.probes.ports.listeners), run.probes.ports.listeners
+    # Typed, and the same as the dict form; read as a dict still works.
+    assert run.probes.ports.to_json() == run.to_json()["probes"]["ports"]
+    assert run.probes["ports"]["probes"][0]["from"] == probes[0].source
+    with pytest.raises(KeyError):
+        run.probes["ports"]["probes"][0]["nothing"]
     assert [f.host for f in run.facts] == ["h1", "h2"]
     assert all(f.facts.gpus_simulated for f in run.facts)
     j = run.to_json()
     assert j["ok"] is True and j["facts"][0]["gpus"][0]["simulated"] is True
     assert j["counts"]["fail"] == 0 and j["counts"]["simulated"] >= 6
-    assert assert_pickles(run).probes["ports"]["probes"] == probes  # the probes too
+    copy = assert_pickles(run)  # the probes too, field by field
+    assert [repr(p) for p in copy.probes.ports.probes] == [repr(p) for p in probes]
     with pytest.raises(ValueError):
         r.count("great")
 

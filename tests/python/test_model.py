@@ -431,6 +431,25 @@ def test_known_model_configs_plan_the_seed_offline() -> None:
     assert (plan.recommended.tp, plan.recommended.pp) == (2, 2)  # the seed's layout
 
 
+def test_plan_on_the_gpus_an_inventory_declares() -> None:
+    # The seed's inventory declares 2 x L20 on gpu1 and gpu2 (cpu1 none):
+    # planned as 2 nodes x 2 L20, memory from the one table preflight uses.
+    seed = ck.Inventory.load(str(Path(__file__).resolve().parents[2] / "examples" / "inventories" / "seed-cluster.yaml"))
+    gpus = ck.declared_gpu_inventory(seed)
+    assert [(n.name, n.gpu_count, n.gpu_model) for n in gpus.nodes] == [("gpu1", 2, "L20"), ("gpu2", 2, "L20")]
+    assert gpus.nodes[0].memory_bytes == ck.known_gpu_memory_bytes("L20", 48)
+    assert gpus.nodes[0].memory_source == "declared in the inventory"
+    config = ck.known_model_config("Qwen/Qwen2.5-72B-Instruct")
+    assert config is not None
+    plan = ck.plan_deployment(ck.model_facts_from_config(config), seed)  # the Inventory itself
+    assert (plan.recommended.tp, plan.recommended.pp) == (2, 2)
+    # An inventory that declares none: said, with what to add.
+    bare = ck.Inventory.parse("hosts:\n  a: {local: true}\n")
+    assert ck.declared_gpu_inventory(bare).nodes == []
+    with pytest.raises(ValueError, match="declares GPUs"):
+        ck.plan_deployment(ck.model_facts_from_config(config), bare)
+
+
 def test_plan_deployment_estimates_the_tensors_of_facts_from_a_config_alone() -> None:
     # Issue 14: it failed ("no tensors") until estimate_tensors_from_config was called, which nothing said.
     config = ck.known_model_config("Qwen/Qwen2.5-72B-Instruct")

@@ -261,6 +261,53 @@ TEST_CASE("deployment: the record's summary, word for word") {
         "time:      200.0 s in all, 12.5 s of it clusterkit's own\n");
 }
 
+TEST_CASE("deployment: status's hosts layer, from the probe's real answer, word for word") {
+  // /proc/uptime and /proc/loadavg as a lab host answered them.
+  DeploymentHostLook h1;
+  h1.host = "h1";
+  h1.roles = {"head"};
+  h1.reachable = true;
+  h1.answer_seconds = 0.0123;
+  REQUIRE(parse_host_probe("11107.46 21630.17\n0.52 0.40 0.31 2/311 48211\n", h1));
+  CHECK(h1.uptime_seconds == Approx(11107.46));
+  CHECK(h1.load == "0.52 0.40 0.31");
+  CHECK(h1.summary() == "h1 (head): answered in 0.01 s, up 3 h 5 min, load 0.52 0.40 0.31");
+  h1.uptime_seconds = 2 * 86400 + 3 * 3600 + 59;
+  CHECK_THAT(h1.summary(), Contains("up 2 d 3 h,"));
+  h1.uptime_seconds = 59;
+  CHECK_THAT(h1.summary(), Contains("up 0 min,"));
+
+  // Not that shape: nothing read, nothing made up.
+  DeploymentHostLook odd;
+  CHECK_FALSE(parse_host_probe("", odd));
+  CHECK_FALSE(parse_host_probe("cat: /proc/uptime: No such file or directory\n", odd));
+  CHECK_FALSE(parse_host_probe("12.0 3.0\n0.5 nan; 0.3 1/2 3\n", odd));
+  CHECK_FALSE(parse_host_probe("-5 3.0\n0.5 0.4 0.3 1/2 3\n", odd));
+  CHECK(odd.uptime_seconds == 0);
+  CHECK(odd.load.empty());
+
+  DeploymentHostLook h2;
+  h2.host = "h2";
+  h2.roles = {"worker", "download"};
+  h2.message = "ssh: connect to host 10.77.0.3 port 22: No route to host";
+  CHECK(h2.summary() == "h2 (worker, download): UNREACHABLE: ssh: connect to host 10.77.0.3 port 22: No route to host");
+  auto const j = h2.to_json();
+  CHECK(j.at("reachable") == false);
+  CHECK(j.at("uptime_seconds").is_null());
+  CHECK(j.at("message") == h2.message);
+
+  // First in status's text, before the NAS.
+  DeploymentStatus st;
+  st.name = "lab";
+  st.state = "DEGRADED";
+  st.hosts = {h1, h2};
+  st.problems = {"h2 does not answer: " + h2.message};
+  auto const text = st.summary();
+  CHECK_THAT(text, StartsWith("deployment 'lab': DEGRADED\n  host h1 (head): answered in 0.01 s, up 0 min, load 0.52 0.40 0.31\n"
+                              "  host h2 (worker, download): UNREACHABLE: "));
+  CHECK(st.to_json().at("hosts").size() == 2);
+}
+
 TEST_CASE("deployment: the plan's text, word for word") {
   DeploymentPlanResult plan;
   plan.steps.push_back({"nas",
@@ -287,6 +334,31 @@ TEST_CASE("deployment: the plan's text, word for word") {
   CHECK(j.at("steps")[1].at("skip") == "already on the NAS and verified");
   CHECK(j.at("steps")[0].at("commands")[1].at("host") == "gpu2");
   CHECK(j.at("notes")[0] == "nothing was changed");
+  CHECK_FALSE(j.at("steps")[0].at("commands")[0].contains("script"));
+
+  // A script behind a one-line summary: the summary by default, the whole
+  // script with `full` (and in the JSON); long lines whole too.
+  plan.steps[0].commands[1].script = "set -e\nmount -t nfs nas:/share /mnt\n";
+  plan.steps[0].commands[1].command = "mount script";
+  CHECK_THAT(plan.text(), Contains("     gpu2: mount script\n2. model"));
+  std::string const full =
+      "1. nas: mount nfs nas.example.internal:/share at /mnt on gpu1, gpu2, cpu1\n"
+      "     gpu1:\n"
+      "         mkdir -p /mnt\n"
+      "         mount -t nfs -o vers=3 nas.example.internal:/share /mnt\n"
+      "     gpu2:\n"
+      "         mount script\n"
+      "       the script, whole:\n"
+      "         set -e\n"
+      "         mount -t nfs nas:/share /mnt\n"
+      "2. model: download Qwen/Qwen2.5-72B-Instruct on cpu1, copy into /mnt/Qwen/Qwen2___5-72B-Instruct  "
+      "[skip: already on the NAS and verified]\n"
+      "3. serve: vllm serve, TP 2 x PP 2\n"
+      "     gpu1:\n"
+      "         " + std::string(250, 'x') + "\n"
+      "note: nothing was changed\n";
+  CHECK(plan.text(true) == full);
+  CHECK(plan.to_json().at("steps")[0].at("commands")[1].at("script") == "set -e\nmount -t nfs nas:/share /mnt\n");
 }
 
 TEST_CASE("deployment: the record's file is in the spec's state folder") {
