@@ -169,20 +169,42 @@ inline bool json_nesting_within(std::string_view text, int limit) {
 
 /// `text` safe to print on a terminal: C0 and C1 control characters (ESC
 /// above all: an ANSI sequence in a server's error body would reach the
-/// user's terminal) become '?'; tabs and newlines stay.
+/// user's terminal) become '?'; tabs and newlines stay. So does every byte
+/// that is not part of valid UTF-8: a lone 0x9b is CSI to a terminal in an
+/// 8-bit mode, and a cut sequence could swallow the byte after it.
 inline std::string without_control_characters(std::string_view text) {
   std::string out;
   out.reserve(text.size());
-  for (std::size_t i = 0; i < text.size(); ++i) {
-    auto c = static_cast<unsigned char>(text[i]);
-    if ((c < 0x20 && c != '\n' && c != '\t') || c == 0x7f) {
-      out.push_back('?');
-    } else if (c == 0xc2 && i + 1 < text.size() && static_cast<unsigned char>(text[i + 1]) >= 0x80 &&
-               static_cast<unsigned char>(text[i + 1]) <= 0x9f) {
-      out.push_back('?');  // U+0080..U+009F, the C1 controls (CSI is U+009B)
+  auto const byte = [&](std::size_t i) { return static_cast<unsigned char>(text[i]); };
+  auto const continuation = [&](std::size_t i) { return i < text.size() && (byte(i) & 0xc0) == 0x80; };
+  for (std::size_t i = 0; i < text.size();) {
+    auto const c = byte(i);
+    if (c < 0x80) {
+      out.push_back((c < 0x20 && c != '\n' && c != '\t') || c == 0x7f ? '?' : static_cast<char>(c));
       ++i;
+      continue;
+    }
+    // The length of a well-formed sequence starting here (RFC 3629: no
+    // overlong forms, nothing past U+10FFFF, no surrogates); 0 if none.
+    std::size_t n = 0;
+    if (c >= 0xc2 && c <= 0xdf) n = 2;
+    else if (c >= 0xe0 && c <= 0xef) n = 3;
+    else if (c >= 0xf0 && c <= 0xf4) n = 4;
+    for (std::size_t k = 1; k < n; ++k)
+      if (!continuation(i + k)) n = 0;
+    if (n >= 3) {
+      auto const c1 = byte(i + 1);
+      if ((c == 0xe0 && c1 < 0xa0) || (c == 0xed && c1 > 0x9f) || (c == 0xf0 && c1 < 0x90) || (c == 0xf4 && c1 > 0x8f)) n = 0;
+    }
+    if (n == 0) {
+      out.push_back('?');
+      ++i;
+    } else if (n == 2 && c == 0xc2 && byte(i + 1) <= 0x9f) {
+      out.push_back('?');  // U+0080..U+009F, the C1 controls (CSI is U+009B)
+      i += 2;
     } else {
-      out.push_back(static_cast<char>(c));
+      out.append(text.substr(i, n));
+      i += n;
     }
   }
   return out;

@@ -182,6 +182,12 @@ expect "a manifest that points out of the folder" 1 "'../../../etc/shadow' is ou
 printf '%064d  /dev/zero\n' 0 >"$m/sha256sums"
 expect "a manifest that names a device" 1 "'/dev/zero' is outside the model folder" -- "$ck" model verify "$m"
 rm -f "$m/sha256sums"
+# The same through --manifest (a file outside the folder, listing paths out
+# of it), and a manifest that is not a file.
+printf '%064d  ../../../etc/shadow\n' 0 >"$tmp/elsewhere.sha256"
+expect "--manifest listing a path out of the folder" 1 "'../../../etc/shadow' is outside the model folder" -- \
+  "$ck" model verify "$m" --manifest "$tmp/elsewhere.sha256"
+expect "--manifest /dev/zero: refused, not read" 1 "/dev/zero is not a regular file" -- "$ck" model verify "$m" --manifest /dev/zero
 ln -s loop.safetensors "$m/loop.safetensors"
 expect "a looping symlink named *.safetensors, beside a shard" 0 "loop.safetensors is a symlink that loops: left out" -- "$ck" model inspect "$m"
 rm -f "$m/loop.safetensors"
@@ -568,6 +574,32 @@ else
   checks=$((checks + 1))
   grep -q 'h1: ck-pwned$' "$tmp/inj.ls" && fail "a model file name ran as shell on the host (ck-pwned was made)"
   limited "$ck" -i "$inv" exec -g h1 -- rm -rf "$injdir" >/dev/null 2>&1
+  # Results never lost, and paths kept in the folder, over ssh as on this
+  # machine: NUL bytes through plain exec, a \377 byte in --json, a capture
+  # cut at 64 MiB flagged; a manifest on the host naming ../ or a device, or
+  # a symlink out of the folder: refused, never read (in well under the limit).
+  checks=$((checks + 1))
+  limited "$ck" -i "$inv" exec -g h1 -- sh -c 'printf "a\000b\n"; printf "x\000y\n" >&2' >"$tmp/nul.out" 2>"$tmp/nul.err"
+  if [ "$(od -An -c "$tmp/nul.out" | tr -s ' ')" != " h 1 : a \0 b \n" ] || ! od -An -c "$tmp/nul.err" | grep -q 'x  *\\0  *y'; then
+    fail "NUL bytes in plain exec over ssh:"; od -c "$tmp/nul.out"; od -c "$tmp/nul.err"
+  fi
+  expect "invalid UTF-8 in --json over ssh" 0 "$(printf 'a\357\277\275b')" -- "$ck" -i "$inv" --json exec -g h1 -- printf 'a\377b'
+  expect "--json exec cut at 64 MiB over ssh" 0 "h1: warning: stdout was cut at 64 MiB in the JSON (\"stdout_truncated\": true)" -- \
+    sh -c "'$ck' -i '$inv' --json exec -g h1 -- sh -c 'head -c 70000000 /dev/zero | tr \"\\\\0\" a' >'$tmp/big.json'"
+  checks=$((checks + 1))
+  grep -q '"stdout_truncated": true' "$tmp/big.json" || fail "no stdout_truncated in the JSON over ssh"
+  rm -f "$tmp/big.json"
+  hm=/var/tmp/ck-hostile-$$
+  limited "$ck" -i "$inv" exec -g h1 -- sh -c 'mkdir -p "$1" && printf "{}" >"$1/config.json" && printf "%064d  ../../../etc/shadow\n" 0 >"$1/sha256sums"' sh "$hm" >/dev/null 2>&1
+  expect "a host's manifest naming ../: refused (--checksums)" 1 "'../../../etc/shadow' is outside the model folder" -- \
+    "$ck" -i "$inv" model verify -g h1 --checksums "$hm"
+  limited "$ck" -i "$inv" exec -g h1 -- sh -c 'printf "%064d  /dev/zero\n" 0 >"$1/sha256sums"' sh "$hm" >/dev/null 2>&1
+  expect "a host's manifest naming /dev/zero: refused, not read" 1 "'/dev/zero' is outside the model folder" -- \
+    "$ck" -i "$inv" model verify -g h1 --checksums "$hm"
+  limited "$ck" -i "$inv" exec -g h1 -- sh -c 'ln -sf /etc/shadow "$1/link" && printf "%064d  link\n" 0 >"$1/sha256sums"' sh "$hm" >/dev/null 2>&1
+  expect "a host's symlink out of the folder: not read" 1 "link on h1 leads outside $hm (a symlink); not read" -- \
+    "$ck" -i "$inv" model verify -g h1 --checksums "$hm"
+  limited "$ck" -i "$inv" exec -g h1 -- rm -rf "$hm" >/dev/null 2>&1
   # The ray verbs end to end, as a user types them: real Ray (bare, from the
   # serving venv) on the two lab hosts, 2 SIMULATED GPUs each.
   venv=${CK_SERVE_VENV:-/opt/ck-serve}

@@ -759,6 +759,30 @@ def test_control_characters_from_a_server_never_reach_the_terminal() -> None:
         server.shutdown()
         server.server_close()
 
+    # Not JSON, not even UTF-8: a lone 0x9b byte (CSI to a terminal in an
+    # 8-bit mode) and a cut sequence become '?' too; the text around stays.
+    class Raw(Hostile):
+        def do_GET(self) -> None:  # noqa: N802 (the stdlib's name)
+            body = b"bad gateway \x9b2J caf\xc3\xa9 \xe6\xa8!"
+            self.send_response(502)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Raw)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        client = ck.OpenAIClient(f"http://127.0.0.1:{server.server_address[1]}", proxy_from_environment=False,
+                                 max_retries=0)
+        with pytest.raises(ck.OpenAIError) as e:
+            client.list_models()
+        assert "bad gateway ?2J caf\u00e9 ??!" in str(e.value), str(e.value)
+    finally:
+        server.shutdown()
+        server.server_close()
+
 
 # ---------------------------------------------------------------------------
 # The benchmark (clusterkit.run_bench, the load generator of `clusterkit bench`)
