@@ -191,14 +191,23 @@ int main(int argc, char** argv) {
       std::vector<std::string> verbs;
       for (auto const* sub : app.get_subcommands({})) verbs.push_back(sub->get_name());
       auto near = detail::suggest(word, verbs);
-      std::fprintf(stderr, "clusterkit: unknown command '%s'%s; commands are: %s\n", word.c_str(),
+      std::fprintf(stderr, "clusterkit: unknown command '%s'%s; commands are: %s\n", detail::without_control_characters(word).c_str(),
                    near ? ("; did you mean '" + *near + "'?").c_str() : "", detail::join(verbs).c_str());
       return 2;
     }
     // CLI11's own codes (104 "could not convert", 109 "extra arguments",
     // ...) become the one status for a command line that is wrong: 2,
     // nothing done. --help and --version stay 0.
-    return app.exit(e) == 0 ? 0 : 2;
+    if (e.get_exit_code() == 0) return app.exit(e);  // --help, --version
+    // CLI11's message quotes the argument as typed: printed safe for the
+    // terminal (an ESC in a value is '?'), as every other error is.
+    std::fprintf(stderr, "%s\nRun with --help for more information.\n", detail::without_control_characters(e.what()).c_str());
+    return 2;
+  } catch (std::exception const& e) {
+    // A check made while the command line is read (serve up without
+    // --model, ...): the command line is wrong, nothing was done.
+    std::fprintf(stderr, "clusterkit: %s\n", detail::without_control_characters(e.what()).c_str());
+    return 2;
   }
   auto logger = spdlog::stderr_color_mt("clusterkit");
   spdlog::set_default_logger(logger);
@@ -209,10 +218,12 @@ int main(int argc, char** argv) {
     // Stopped by Ctrl-C or SIGTERM: the operation said what it left.
     return signals.stop_requested() ? 130 : rc;
   } catch (Error const& e) {
-    std::fprintf(stderr, "clusterkit: %s\n", e.what());
+    // Messages quote what hosts, servers and files said: printed safe for
+    // the terminal (control characters and invalid UTF-8 as '?').
+    std::fprintf(stderr, "clusterkit: %s\n", detail::without_control_characters(e.what()).c_str());
     return e.code() == make_error_code(errc::cancelled) || signals.stop_requested() ? 130 : 2;
   } catch (std::exception const& e) {
-    std::fprintf(stderr, "clusterkit: %s\n", e.what());
+    std::fprintf(stderr, "clusterkit: %s\n", detail::without_control_characters(e.what()).c_str());
     return 2;
   }
 }

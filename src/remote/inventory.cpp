@@ -115,7 +115,9 @@ struct Context {
       text += ": ";
     }
     text += message;
-    throw Error(make_error_code(errc::inventory_invalid), text);
+    // Keys and values from the file are quoted: no ESC or NUL of theirs
+    // reaches the terminal that prints this.
+    throw Error(make_error_code(errc::inventory_invalid), detail::without_control_characters(text));
   }
 };
 

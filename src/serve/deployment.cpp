@@ -545,7 +545,9 @@ DeploymentSpec parse_deployment_spec(std::string_view text, std::string source, 
   if (!p.list.empty()) {
     std::string all = std::to_string(p.list.size()) + (p.list.size() == 1 ? " mistake" : " mistakes") + " in the deployment spec, nothing was started:";
     for (auto const& l : p.list) all += "\n  " + l;
-    throw Error(make_error_code(errc::inventory_invalid), all);
+    // Keys and values from the file are quoted: no ESC or NUL of theirs
+    // reaches the terminal that prints this.
+    throw Error(make_error_code(errc::inventory_invalid), detail::without_control_characters(all));
   }
   return spec;
 }

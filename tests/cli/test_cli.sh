@@ -520,6 +520,16 @@ rc=0; wait "$cpid" || rc=$?
 checks=$((checks + 1))
 [ "$rc" = 143 ] || fail "chat reading stdin, stopped by SIGTERM: rc $rc (expected 143)"
 exec 3>&-
+# Random command lines (tests/cli/fuzz_cli.py: each verb's own flags with
+# hostile values; a fixed seed, so a failure reproduces): every one ends by
+# itself with 0, 1 or 2, says why when it fails, runs no shell syntax and
+# prints no ESC byte.
+expect "serve up without --model (found by the fuzzer: it aborted)" 2 "clusterkit: serve up needs --model" -- "$ck" -i "$tmp/inv.yaml" serve up
+expect "an ESC in a value CLI11 cannot convert (found by the fuzzer)" 2 "Could not convert: --gpu-memory-utilization = ?[2J" -- \
+  "$ck" -i "$tmp/inv.yaml" serve up --gpu-memory-utilization "$(printf '\033[2J')"
+checks=$((checks + 1))
+python3 "$(dirname "$0")/fuzz_cli.py" "$ck" "${CK_FUZZ_CLI_CASES:-600}" >"$tmp/fuzz.out" 2>&1 || { fail "fuzz_cli:"; cat "$tmp/fuzz.out"; }
+tail -1 "$tmp/fuzz.out"
 # Against real lab hosts (sshd in namespaces; needs root): nothing from an
 # argument, a path or an inventory field reaches a shell, and `lab up` killed
 # with SIGKILL half way leaves a lab that `lab status` tells truly and `lab

@@ -14,7 +14,13 @@
 
 #include <filesystem>
 #include <fstream>
+#include <chrono>
+#include <cstdlib>
+#include <random>
 #include <sstream>
+#include <typeinfo>
+
+#include "support/yaml_mutations.hpp"
 
 using namespace clusterkit;
 using Catch::Matchers::Contains;
@@ -473,4 +479,54 @@ TEST_CASE("deployment: choose_layout takes the recommendation for auto, the name
     CHECK_THAT(std::string(e.what()), Contains("TP 3 x PP 1 for Qwen/Qwen2.5-7B-Instruct on "));
     CHECK_THAT(std::string(e.what()), Contains("what fits: TP "));
   }
+}
+
+// Mutations of both example specs (tests/support/yaml_mutations.hpp): each
+// parses or throws clusterkit::Error, in bounded time, with a message that
+// is bounded and safe to print. The seed's spec names its inventory by a
+// relative path, read beside the spec as `up` reads it.
+TEST_CASE("fuzz: deployment specs mutated as a careless edit or a hostile file would", "[deployment][fuzz]") {
+  int iterations = 500;
+  if (char const* e = std::getenv("CK_FUZZ_ITERATIONS")) iterations = std::max(1, std::atoi(e));
+  std::uint32_t seed = 20261207;
+  int parsed = 0, refused = 0;
+  for (auto const* name : {"qwen72b-two-node.yaml", "lab.yaml"}) {
+    auto const path = deployments_dir() / name;
+    auto original = read_text(path);
+    // The lab's spec names the running lab's inventory: one of that shape
+    // inline instead, so that what this test sees does not depend on a lab
+    // being up (and the inventory is mutated with the rest).
+    std::string_view const lab_inventory = "inventory: /run/clusterkit/lab-ck/inventory.yaml";
+    if (auto at = original.find(lab_inventory); at != std::string::npos)
+      original.replace(at, lab_inventory.size(),
+                       "inventory:\n  hosts:\n"
+                       "    h1: {address: 10.88.0.11, roles: [head], gpus: {count: 2, model: L20, memory_gib: 48, simulated: true}}\n"
+                       "    h2: {address: 10.88.0.12, gpus: {count: 2, model: L20, memory_gib: 48, simulated: true}}\n"
+                       "    h3: {address: 10.88.0.13, roles: [download]}");
+    REQUIRE_NOTHROW(parse_deployment_spec(original, path.string(), deployments_dir()));
+    std::mt19937 rng(seed);
+    for (int i = 0; i < iterations; ++i) {
+      auto const input = test::mutate_yaml(original, rng);
+      auto const started = std::chrono::steady_clock::now();
+      try {
+        (void)parse_deployment_spec(input, path.string(), deployments_dir());
+        ++parsed;
+      } catch (Error const& e) {
+        std::string const m = e.what();
+        INFO(name << " mutation " << i << " (seed " << seed << "): " << m);
+        CHECK_FALSE(m.empty());
+        CHECK(m.size() < 20000);
+        CHECK(m.find('\x1b') == std::string::npos);
+        CHECK(m.find('\0') == std::string::npos);
+        ++refused;
+      } catch (std::exception const& e) {
+        FAIL(name << " mutation " << i << " (seed " << seed << ") threw " << typeid(e).name() << ": " << e.what());
+      }
+      CHECK(std::chrono::steady_clock::now() - started < std::chrono::seconds(2));
+    }
+    ++seed;
+  }
+  INFO(parsed << " parsed, " << refused << " refused");
+  CHECK(parsed > 0);
+  CHECK(refused > 0);
 }

@@ -9,10 +9,13 @@
 #include <filesystem>
 #include <fstream>
 #include <optional>
+#include <random>
+#include <typeinfo>
 #include <string>
 #include <unistd.h>
 
 #include "clusterkit/inventory.hpp"
+#include "support/yaml_mutations.hpp"
 
 using namespace clusterkit;
 using Catch::Matchers::Contains;
@@ -777,4 +780,47 @@ TEST_CASE("inventory: a local host without an address has none (its name is not 
   // And it round-trips through the JSON form.
   auto again = Inventory::parse(inv.to_json().dump(), "roundtrip.json");
   CHECK(again.find("h200")->spec.address.empty());
+}
+
+// Mutations of every example inventory (tests/support/yaml_mutations.hpp):
+// each parses or throws clusterkit::Error, in bounded time, with a message
+// that is bounded and safe to print (no ESC or NUL from the file reaches a
+// terminal). CK_FUZZ_ITERATIONS sets the count per file (default 600).
+TEST_CASE("fuzz: inventories mutated as a careless edit or a hostile file would", "[inventory][fuzz]") {
+  namespace fs = std::filesystem;
+  int iterations = 600;
+  if (char const* e = std::getenv("CK_FUZZ_ITERATIONS")) iterations = std::max(1, std::atoi(e));
+  std::uint32_t seed = 20261206;
+  int parsed = 0, refused = 0;
+  for (auto const& entry : fs::directory_iterator(fs::path(CK_SOURCE_DIR) / "examples" / "inventories")) {
+    if (entry.path().extension() != ".yaml" && entry.path().extension() != ".json") continue;
+    std::ifstream in(entry.path(), std::ios::binary);
+    std::string const original((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    REQUIRE_NOTHROW(Inventory::parse(original, entry.path().string()));
+    std::mt19937 rng(seed);
+    for (int i = 0; i < iterations; ++i) {
+      auto const input = test::mutate_yaml(original, rng);
+      auto const started = std::chrono::steady_clock::now();
+      try {
+        (void)Inventory::parse(input, "fuzz.yaml");
+        ++parsed;
+      } catch (Error const& e) {
+        std::string const m = e.what();
+        INFO(entry.path().filename().string() << " mutation " << i << " (seed " << seed << "): " << m);
+        CHECK_FALSE(m.empty());
+        CHECK(m.size() < 20000);
+        CHECK(m.find('\x1b') == std::string::npos);
+        CHECK(m.find('\0') == std::string::npos);
+        ++refused;
+      } catch (std::exception const& e) {
+        FAIL(entry.path().filename().string() << " mutation " << i << " (seed " << seed << ") threw " << typeid(e).name() << ": "
+                                              << e.what());
+      }
+      CHECK(std::chrono::steady_clock::now() - started < std::chrono::seconds(2));
+    }
+    ++seed;
+  }
+  INFO(parsed << " parsed, " << refused << " refused");
+  CHECK(parsed > 0);
+  CHECK(refused > 0);
 }
