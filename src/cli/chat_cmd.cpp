@@ -87,7 +87,7 @@ int run_chat(GlobalOptions const& g, ChatArgs const& a) {
   if (a.no_stream || g.json) {
     auto r = chat(client, req);
     if (g.json)
-      std::cout << r.raw.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << std::endl;
+      print_json(r.raw);  // the server's answer, with "clusterkit_version" beside its fields
     else
       std::cout << r.text() << std::endl;
     return 0;

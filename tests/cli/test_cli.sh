@@ -459,6 +459,10 @@ else
   expect "bench with invalid UTF-8 in a prompt" 0 "2 ok, 0 failed" -- \
     "$ck" bench --url "http://127.0.0.1:$port" --prompts "$tmp/prompts.txt" --requests 2 --max-tokens 2 --no-progress
   expect "chat with invalid UTF-8 in the prompt" 0 "" -- "$ck" chat --url "http://127.0.0.1:$port" "$(printf 'hi \377')"
+  expect "chat --json: the server's answer, with the version" 0 "\"clusterkit_version\": \"$version\"" -- \
+    "$ck" --json chat --url "http://127.0.0.1:$port" --max-tokens 2 hi
+  expect "chat --json: the server's own fields kept" 0 "\"object\": \"chat.completion\"" -- \
+    "$ck" --json chat --url "http://127.0.0.1:$port" --max-tokens 2 hi
   # Ctrl-C (SIGTERM here) during a bench: the run stops, what was measured
   # is reported and written, and the exit status says it was stopped.
   (ulimit -v 4194304 && exec "$ck" bench --url "http://127.0.0.1:$port" --rate 20 --duration 60 --max-tokens 2 --no-progress \
