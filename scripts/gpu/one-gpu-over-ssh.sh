@@ -7,7 +7,7 @@
 #   strip -o gpu-carry/clusterkit build-test/clusterkit
 #   cp /lib/x86_64-linux-gnu/{libspdlog.so.1.10,libfmt.so.9,libyaml-cpp.so.0.7} gpu-carry/lib/
 #   (cd gpu-carry/deb && apt-get download openssh-server openssh-client openssh-sftp-server iproute2 \
-#      libbpf1 libelf1 libmnl0 libcap2 libxtables12 libtirpc3 libdb5.3 libwrap0)
+#      libbpf1 libelf1 libmnl0 libcap2 libxtables12 libtirpc3 libdb5.3 libwrap0 libnsl2)
 #   cp scripts/gpu/one-gpu-over-ssh.sh gpu-carry/run.sh
 #
 # Issue 16 (one GPU): the H200 machine as a GPU host reached over ssh (a real
@@ -74,6 +74,10 @@ printf 'hosts:\n  h200: {local: true, roles: [head, gpu], gpus: {count: 1, model
 $C/clusterkit -i $W/local.yaml preflight > $W/local-preflight.txt 2>&1; echo "local preflight rc=$?" >> $W/rc.txt
 $C/clusterkit -i $W/local.yaml nccl-check > $W/local-nccl-check.txt 2>&1; echo "local nccl rc=$?" >> $W/rc.txt
 $C/clusterkit -i $W/local.yaml --json exec -- nvidia-smi -L > $W/local-exec.json 2>&1; echo "local exec rc=$?" >> $W/rc.txt
+# The seed's model planned on the GPUs the inventory declares (no --gpus),
+# and the version that ran all of this.
+$C/clusterkit -i $W/inventory.yaml plan Qwen/Qwen2.5-72B-Instruct > $W/plan-declared.txt 2>&1; echo "plan -i rc=$?" >> $W/rc.txt
+$C/clusterkit --version > $W/version.txt 2>&1
 nvidia-smi > $W/nvidia-smi.txt 2>&1; nvidia-smi -L > $W/list.txt 2>&1
 nvidia-smi --query-gpu=index,uuid,name,memory.total,memory.used,driver_version,compute_cap,pci.bus_id --format=csv,noheader,nounits > $W/query.csv 2>&1
 nvidia-smi -q -x > $W/q.xml 2>&1; nvidia-smi topo -m > $W/topo.txt 2>&1

@@ -178,6 +178,36 @@ struct Run {
   }
 };
 
+// One call per host, all at once, each host's end noted on the run's clock:
+// the record's timeline shows when each host finished, not the batch's end
+// (one call over every host answers only when the slowest is done).
+// `op(std::vector<Host>{h})` answers one result for its one host.
+template <class Result>
+using OneHostOp = std::function<awaitable<std::vector<Result>>(std::vector<Host>)>;
+
+template <class Result>
+awaitable<void> one_host(OneHostOp<Result> op, Host host, Run const* run, std::optional<Result>* out, double* ended) {
+  std::vector<Host> just_this;  // not a braced list: GCC 12 rejects one in a co_await's operand ("array used as initializer")
+  just_this.push_back(std::move(host));
+  auto r = co_await op(std::move(just_this));
+  *ended = run->now();
+  if (!r.empty()) *out = std::move(r.front());
+}
+
+template <class Result>
+awaitable<std::vector<std::pair<Result, double>>> each_host(Run const& run, std::vector<std::string> const& names, OneHostOp<Result> op) {
+  std::vector<std::optional<Result>> got(names.size());
+  std::vector<double> ended(names.size(), 0);
+  auto const ex = co_await asio::this_coro::executor;
+  TaskGroup group(ex);
+  for (std::size_t i = 0; i < names.size(); ++i) group.spawn(one_host<Result>(op, run.d.host(names[i]), &run, &got[i], &ended[i]));
+  co_await group.join();
+  std::vector<std::pair<Result, double>> out;
+  for (std::size_t i = 0; i < names.size(); ++i)
+    if (got[i]) out.emplace_back(std::move(*got[i]), ended[i]);
+  co_return out;
+}
+
 // What `up` asks of preflight (and `plan --full` shows the facts script of).
 PreflightOptions preflight_options_of(DeploymentSpec const& spec) {
   PreflightOptions o;
@@ -494,10 +524,15 @@ awaitable<std::pair<std::error_code, DeploymentRecord>> up(Deployment d, Deploym
   if (spec.nas) {
     auto& s = run.begin("nas", spec.nas->source + " at " + spec.nas->mount_point + " on every host");
     NasMount nas(*spec.nas);
-    auto outcomes = co_await nas.async_mount(handles(d, hosts), use_awaitable);
+    // Named, not a temporary in the co_await's operand: GCC 12 destroys such
+    // a temporary twice (a double free of the NasSpec inside was seen).
+    OneHostOp<MountOutcome> const mount_one = [nas](std::vector<Host> h) -> awaitable<std::vector<MountOutcome>> {
+      return nas.async_mount(std::move(h), use_awaitable);
+    };
+    auto outcomes = co_await each_host<MountOutcome>(run, hosts, mount_one);
     std::vector<std::string> failed;
-    for (auto const& o : outcomes) {
-      run.host_done(s, o.host, o.ok() ? (o.action == "keep" ? "skipped" : "ok") : "failed", o.message, s.started_s);
+    for (auto const& [o, ended] : outcomes) {
+      run.host_done(s, o.host, o.ok() ? (o.action == "keep" ? "skipped" : "ok") : "failed", o.message, s.started_s, ended);
       if (!o.ok()) failed.push_back(o.message);
     }
     if (!failed.empty()) co_return run.fail(s, make_error_code(errc::mount_failed), join(failed, "; "));
@@ -634,9 +669,14 @@ awaitable<std::pair<std::error_code, DeploymentRecord>> up(Deployment d, Deploym
     auto& s = run.begin("verify", "the model from " + std::to_string(d.gpu_hosts().size()) + " GPU hosts");
     RemoteVerifyOptions vo;
     vo.container_path = spec.ray.runtime == RayRuntimeKind::docker ? spec.engine_model_path() : "";
-    auto seen = co_await store.async_verify(handles(d, d.gpu_hosts()), path, vo, use_awaitable);
+    auto verify_each = [&]() {
+      return each_host<HostVerify>(run, d.gpu_hosts(), [store, path, vo](std::vector<Host> h) -> awaitable<std::vector<HostVerify>> {
+        return store.async_verify(std::move(h), path, vo, use_awaitable);
+      });
+    };
+    auto seen = co_await verify_each();
     if (run.cancelled()) co_return Failure{&s, make_error_code(errc::cancelled), ""};
-    bool all_ok = std::all_of(seen.begin(), seen.end(), [](HostVerify const& v) { return v.ok(); });
+    bool all_ok = std::all_of(seen.begin(), seen.end(), [](auto const& v) { return v.first.ok(); });
     if (!all_ok && !d.download_host().empty()) {
       // One repair: copy again from the download host (rsync only moves
       // what differs), then look again.
@@ -652,12 +692,12 @@ awaitable<std::pair<std::error_code, DeploymentRecord>> up(Deployment d, Deploym
       data_seconds += seconds_between(t, clock_type::now());
       if (!ec) s.detail["repaired"] = copied.message;
       if (run.cancelled()) co_return Failure{&s, make_error_code(errc::cancelled), ""};
-      seen = co_await store.async_verify(handles(d, d.gpu_hosts()), path, vo, use_awaitable);
+      seen = co_await verify_each();
     }
     std::vector<std::string> bad;
-    for (auto const& v : seen) {
+    for (auto const& [v, ended] : seen) {
       run.host_done(s, v.host, v.ok() ? "ok" : "failed", v.ok() ? "sees it whole at " + (v.container_path.empty() ? v.dir : v.container_path) : v.message,
-                    s.started_s);
+                    s.started_s, ended);
       if (!v.ok()) bad.push_back(v.message);
     }
     if (!bad.empty()) co_return Failure{&s, make_error_code(errc::model_incomplete), join(bad, "; ")};
