@@ -56,6 +56,9 @@ HUB_PID=$!
 for _ in $(seq 100); do grep -q '"port"' "$WORK/hub.log" 2>/dev/null && break; sleep 0.1; done
 echo "(SIMULATED hub at http://10.88.0.1:8765 serving Qwen/Tiny2.5-4M-Instruct; nothing leaves this machine)"
 
+phase "preflight: every check on every host before anything is started (up runs it too)"
+step "$CK" preflight --shm-min-gib 1 --image clusterkit/lab-runtime:bookworm --no-nas-probe
+
 phase "what up will do (a dry run: every step, every command, nothing changed)"
 step "$CK" plan "$SPEC"
 
@@ -69,8 +72,8 @@ echo
 step "$CK" bench --url http://10.88.0.11:8000 --model tiny --requests 12 --concurrency 4 --prompt-tokens 64 --max-tokens 16
 step "$CK" up "$SPEC"   # again: already up, answered from a quick look
 
-phase "down"
-step "$CK" down "$SPEC"
+phase "down (the model's copies too: the demo leaves nothing behind)"
+step "$CK" down "$SPEC" --remove-model
 
 phase "done"
 cat <<EOF

@@ -580,6 +580,23 @@ awaitable<std::pair<std::error_code, DeploymentRecord>> up(Deployment d, Deploym
     for (auto const& p : r.plans) rec.node_env[p.host] = p.env;
     if (ec) co_return Failure{&s, ec, r.message};
     if (!r.status.ray_version.empty()) rec.versions["ray"] = r.status.ray_version;
+    if (spec.ray.runtime == RayRuntimeKind::docker) {
+      // The registry digest a team re-pulls the same image by (the image ID
+      // above says which image ran; a locally built one has no digest).
+      RunOptions ro;
+      ro.timeout = std::chrono::seconds(30);
+      auto [dec, dr] = co_await d.host(spec.head).async_run(
+          Command::shell("docker image inspect --format '{{json .RepoDigests}}' -- " + shell::quote(spec.ray.image)), ro,
+          asio::as_tuple(use_awaitable));
+      std::vector<std::string> digests;
+      if (!dec && dr.exit_code == 0) {
+        auto const j = json::parse(dr.stdout_text, nullptr, false);
+        if (j.is_array())
+          for (auto const& x : j)
+            if (x.is_string()) digests.push_back(x.get<std::string>());
+        rec.versions["image_digest"] = digests.empty() ? "none: a local image, never pulled from a registry (image_id identifies it)" : join(digests, ", ");
+      }
+    }
     s.detail = r.to_json();
     run.end(s, "ok", r.message);
   }
@@ -984,8 +1001,15 @@ awaitable<std::pair<std::error_code, DeploymentDownResult>> down(Deployment d, D
     // And the download host's copy (the hub's files before the sync).
     if (auto const& dl = d.download_host(); !dl.empty() && !d.spec().model.download_dir.empty()) {
       auto const dir = d.spec().model.download_dir;
-      auto [dec, dr] = co_await d.host(dl).async_run(Command::shell("rm -rf -- " + shell::quote(dir) + "\n"), ro,
-                                                     asio::as_tuple(use_awaitable));
+      // And its organisation's folder (Qwen/ of Qwen/Qwen2___5-...) when
+      // nothing else is left in it: rmdir removes only an empty one.
+      // The script is built before the co_await: GCC 12 destroys a
+      // temporary made by ?: inside a co_await's operand twice (a double
+      // free was seen here).
+      auto const parent = fs::path(dir).parent_path().string();
+      std::string script = "rm -rf -- " + shell::quote(dir) + "\n";
+      if (parent.size() > 1) script += "rmdir -- " + shell::quote(parent) + " 2>/dev/null || true\n";
+      auto [dec, dr] = co_await d.host(dl).async_run(Command::shell(script), ro, asio::as_tuple(use_awaitable));
       if (dec || dr.exit_code) result.problems.push_back("could not remove " + dir + " on " + dl + ": " + failure_of(HostOutcome{dl, dec, dr}));
       else result.removed.push_back("download " + dl + ":" + dir);
     }

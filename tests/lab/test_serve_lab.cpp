@@ -133,6 +133,9 @@ private:
     REQUIRE(made.exit_code == 0);
   }
   ~Lab() {
+    // The download host's folder is the machine's /var/tmp (lab hosts share
+    // it): leave nothing there.
+    if (inventory.find("h3")) (void)sh("h3", "rm -rf /var/tmp/ck-download");
     for (auto const& h : inventory.hosts()) close_connection(h.spec);
     lab_down(kLab);
     std::error_code ec;
@@ -917,6 +920,9 @@ TEST_CASE("Deployment: the seed from one spec, real end to end, with faults", "[
   CHECK(rec.versions.at("vllm") == "0.32.0");
   CHECK(rec.versions.at("image") == "clusterkit/lab-runtime:bookworm");
   CHECK_THAT(rec.versions.at("image_id"), Catch::Matchers::StartsWith("sha256:"));  // one ID, the same on h1 and h2
+  // Built on the lab, never pulled: no registry digest, and the record says so.
+  REQUIRE(rec.versions.count("image_digest") == 1);
+  CHECK_THAT(rec.versions.at("image_digest"), Catch::Matchers::StartsWith("none: a local image"));
   CHECK(rec.node_env.at("h2").at("VLLM_HOST_IP") == std::string(kSubnet) + ".12");
   CHECK_FALSE(rec.simulated.empty());
   CHECK(fs::exists(deployment_record_path(spec)));
@@ -1039,6 +1045,8 @@ TEST_CASE("Deployment: the seed from one spec, real end to end, with faults", "[
   CHECK(gone.problems.empty());
   CHECK(lab.sh("h2", std::string("test -e ") + shard + " && echo there || echo gone").stdout_text == "gone\n");
   CHECK(lab.sh("h3", "test -e /var/tmp/ck-download/Qwen/Tiny2___5-4M-Instruct && echo there || echo gone").stdout_text == "gone\n");
+  // Its organisation's folder too, left empty by it (and only if empty).
+  CHECK(lab.sh("h3", "test -e /var/tmp/ck-download/Qwen && echo there || echo gone").stdout_text == "gone\n");
   CHECK(std::find(gone.removed.begin(), gone.removed.end(), "download h3:/var/tmp/ck-download/Qwen/Tiny2___5-4M-Instruct") !=
         gone.removed.end());
 }
