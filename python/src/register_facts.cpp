@@ -21,6 +21,22 @@ namespace {
 std::string py_repr(py::handle value) { return py::repr(value).cast<std::string>(); }
 std::string repr_str(std::string const& s) { return py_repr(py::str(s)); }
 
+// Types that were dicts before they were typed: `obj["field"]` still reads a
+// field (KeyError for a name that is not one). `aliases` maps a dict key to
+// the attribute that holds it ("from" -> "source": a Python keyword).
+template <class C>
+C readable_as_dict(C cls, std::map<std::string, std::string> aliases = {}) {
+  cls.def("__getitem__", [aliases](py::object self, std::string const& key) -> py::object {
+    auto const a = aliases.find(key);
+    auto const name = a == aliases.end() ? key : a->second;
+    if (name.empty() || name.front() == '_' || !py::hasattr(self, name.c_str())) throw py::key_error(key);
+    py::object v = self.attr(name.c_str());
+    if (PyCallable_Check(v.ptr())) throw py::key_error(key);
+    return v;
+  });
+  return cls;
+}
+
 std::vector<ck::Host> host_list(py::handle hosts) {
   if (py::isinstance<py::str>(hosts)) throw py::type_error("hosts must be a list of Host");
   std::vector<ck::Host> out;
@@ -137,14 +153,7 @@ void register_facts_types(py::module_& m) {
   // sections were dicts before): KeyError for a name that is not one.
   auto record = [&m](auto* tag, char const* name, char const* doc) {
     using R = std::remove_pointer_t<decltype(tag)>;
-    py::class_<R> c(m, name, doc);
-    c.def("__getitem__", [](py::object self, std::string const& key) -> py::object {
-      if (key.empty() || key.front() == '_' || !py::hasattr(self, key.c_str())) throw py::key_error(key);
-      py::object v = self.attr(key.c_str());
-      if (PyCallable_Check(v.ptr())) throw py::key_error(key);
-      return v;
-    });
-    return c;
+    return readable_as_dict(py::class_<R>(m, name, doc));
   };
   record(static_cast<ck::OsRelease*>(nullptr), "OsRelease", "/etc/os-release.")
       .def_readonly("id", &ck::OsRelease::id)
@@ -386,19 +395,9 @@ void register_preflight(py::module_& m) {
   // What the active probes found, typed (the checks in the report are
   // their verdicts; these are the raw connections and reads behind them).
   // `probes["ports"]["probes"][0]["from"]` still reads a field (they were
-  // dicts before, shaped as to_json()): KeyError for a name that is not one.
-  auto readable_as_dict = [](auto& cls, std::map<std::string, std::string> aliases) {
-    cls.def("__getitem__", [aliases](py::object self, std::string const& key) -> py::object {
-      auto const a = aliases.find(key);
-      auto const name = a == aliases.end() ? key : a->second;
-      if (name.empty() || name.front() == '_' || !py::hasattr(self, name.c_str())) throw py::key_error(key);
-      py::object v = self.attr(name.c_str());
-      if (PyCallable_Check(v.ptr())) throw py::key_error(key);
-      return v;
-    });
-  };
+  // dicts before, shaped as to_json()).
   using PL = ck::PortListener;
-  py::class_<PL>(m, "PortListener", "One listener host's view: the ports it listened on, and those it could not bind.")
+  readable_as_dict(py::class_<PL>(m, "PortListener", "One listener host's view: the ports it listened on, and those it could not bind."))
       .def_readonly("host", &PL::host)
       .def_readonly("started", &PL::started)
       .def_readonly("error", &PL::error, "Why it did not start ('' when it did).")
@@ -409,7 +408,7 @@ void register_preflight(py::module_& m) {
                std::to_string(l.ports.size()) + ", busy=" + std::to_string(l.busy.size()) + ")";
       });
   using PP = ck::PortProbe;
-  py::class_<PP>(m, "PortProbe", "One connection attempt from a host to another's listener.")
+  readable_as_dict(py::class_<PP>(m, "PortProbe", "One connection attempt from a host to another's listener."), {{"from", "source"}, {"to", "target"}})
       .def_readonly("source", &PP::from, "The host that connected ('from' in to_json()).")
       .def_readonly("target", &PP::to, "The listening host ('to' in to_json()).")
       .def_readonly("address", &PP::address)
@@ -424,7 +423,7 @@ void register_preflight(py::module_& m) {
                ", ok=" + (p.ok() ? "True" : "False") + ")";
       });
   using PR = ck::PortProbeReport;
-  py::class_<PR>(m, "PortProbeReport", "The port probe: listeners on every host, connections from every host to them.")
+  readable_as_dict(py::class_<PR>(m, "PortProbeReport", "The port probe: listeners on every host, connections from every host to them."))
       .def_readonly("head", &PR::head, "The host that got the Ray and rendezvous listeners.")
       .def_readonly("listeners", &PR::listeners)
       .def_readonly("probes", &PR::probes)
@@ -433,7 +432,7 @@ void register_preflight(py::module_& m) {
         return "PortProbeReport(head=" + repr_str(r.head) + ", probes=" + std::to_string(r.probes.size()) + ")";
       });
   using NR = ck::NasRead;
-  py::class_<NR>(m, "NasRead", "One host's look at the NAS path: is it a mount, whose token files it sees.")
+  readable_as_dict(py::class_<NR>(m, "NasRead", "One host's look at the NAS path: is it a mount, whose token files it sees."))
       .def_readonly("host", &NR::host)
       .def_readonly("directory", &NR::directory, "The path exists and is a directory.")
       .def_readonly("mount_point", &NR::mount_point, "Something is mounted there.")
@@ -448,7 +447,7 @@ void register_preflight(py::module_& m) {
                std::to_string(r.seen.size()) + ")";
       });
   using NPR = ck::NasProbeReport;
-  py::class_<NPR>(m, "NasProbeReport", "The NAS probe: each host writes a token file and reads everyone's.")
+  readable_as_dict(py::class_<NPR>(m, "NasProbeReport", "The NAS probe: each host writes a token file and reads everyone's."))
       .def_readonly("path", &NPR::path)
       .def_readonly("model_path", &NPR::model_path)
       .def_readonly("token", &NPR::token, "The random name part of this run's token files.")
@@ -456,7 +455,7 @@ void register_preflight(py::module_& m) {
       .def("to_json", [](NPR const& r) { return json_to_python(r.to_json()); }, "As a dict.")
       .def("__repr__", [](NPR const& r) { return "NasProbeReport(" + repr_str(r.path) + ", reads=" + std::to_string(r.reads.size()) + ")"; });
   using PPs = ck::PreflightProbes;
-  py::class_<PPs>(m, "PreflightProbes", "The port and NAS probes preflight ran; None (with the reason) where one did not run.")
+  readable_as_dict(py::class_<PPs>(m, "PreflightProbes", "The port and NAS probes preflight ran; None (with the reason) where one did not run."))
       .def_readonly("ports", &PPs::ports)
       .def_readonly("nas", &PPs::nas)
       .def_readonly("ports_skipped", &PPs::ports_skipped, "Why the port probe did not run ('' when it did).")
@@ -465,20 +464,6 @@ void register_preflight(py::module_& m) {
         return std::string("PreflightProbes(ports=") + (p.ports ? "PortProbeReport" : "None") + ", nas=" + (p.nas ? "NasProbeReport" : "None") + ")";
       });
 
-  {
-    py::class_<PL> pl = m.attr("PortListener");
-    py::class_<PP> pp = m.attr("PortProbe");
-    py::class_<PR> pr = m.attr("PortProbeReport");
-    py::class_<NR> nr = m.attr("NasRead");
-    py::class_<NPR> npr = m.attr("NasProbeReport");
-    py::class_<PPs> pps = m.attr("PreflightProbes");
-    readable_as_dict(pl, {});
-    readable_as_dict(pp, {{"from", "source"}, {"to", "target"}});
-    readable_as_dict(pr, {});
-    readable_as_dict(nr, {});
-    readable_as_dict(npr, {});
-    readable_as_dict(pps, {});
-  }
 
   using P = ck::PreflightRun;
   py::class_<P>(m, "PreflightRun", "What preflight found: the report, each host's facts, the probes.")

@@ -744,20 +744,23 @@ def test_control_characters_from_a_server_never_reach_the_terminal() -> None:
         def log_message(self, *args: object) -> None:
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hostile)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        client = ck.OpenAIClient(f"http://127.0.0.1:{server.server_address[1]}", proxy_from_environment=False,
-                                 max_retries=0)
-        with pytest.raises(ck.OpenAIError) as e:
-            client.list_models()
-        texts = [str(e.value), e.value.server_message, e.value.meta.message if e.value.meta else ""]
-        assert e.value.server_message == "?[2J?[31mboom?[0m?"
-        assert all("\x1b" not in t and "\x9b" not in t for t in texts), texts
-    finally:
-        server.shutdown()
-        server.server_close()
+    def refusal_from(handler: type[http.server.BaseHTTPRequestHandler]) -> ck.OpenAIError:
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        try:
+            client = ck.OpenAIClient(f"http://127.0.0.1:{server.server_address[1]}", proxy_from_environment=False,
+                                     max_retries=0)
+            with pytest.raises(ck.OpenAIError) as e:
+                client.list_models()
+            return e.value
+        finally:
+            server.shutdown()
+            server.server_close()
+
+    error = refusal_from(Hostile)
+    texts = [str(error), error.server_message, error.meta.message if error.meta else ""]
+    assert error.server_message == "?[2J?[31mboom?[0m?"
+    assert all("\x1b" not in t and "\x9b" not in t for t in texts), texts
 
     # Not JSON, not even UTF-8: a lone 0x9b byte (CSI to a terminal in an
     # 8-bit mode) and a cut sequence become '?' too; the text around stays.
@@ -770,18 +773,8 @@ def test_control_characters_from_a_server_never_reach_the_terminal() -> None:
             self.end_headers()
             self.wfile.write(body)
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Raw)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        client = ck.OpenAIClient(f"http://127.0.0.1:{server.server_address[1]}", proxy_from_environment=False,
-                                 max_retries=0)
-        with pytest.raises(ck.OpenAIError) as e:
-            client.list_models()
-        assert "bad gateway ?2J caf\u00e9 ??!" in str(e.value), str(e.value)
-    finally:
-        server.shutdown()
-        server.server_close()
+    raw = str(refusal_from(Raw))
+    assert "bad gateway ?2J caf\u00e9 ??!" in raw, raw
 
 
 # ---------------------------------------------------------------------------

@@ -7,11 +7,20 @@
 // a failure names the seed and mutation number that reproduce it.
 #pragma once
 
+#include <catch2/catch.hpp>
+
+#include <algorithm>
 #include <array>
+#include <chrono>
 #include <cstddef>
+#include <cstdint>
+#include <cstdlib>
 #include <random>
 #include <string>
 #include <string_view>
+#include <typeinfo>
+
+#include "clusterkit/error.hpp"
 
 namespace clusterkit::test {
 
@@ -46,6 +55,46 @@ inline std::string mutate_yaml(std::string s, std::mt19937& rng) {
     }
   }
   return s;
+}
+
+/// The mutations per document: CK_FUZZ_ITERATIONS, else `fallback`.
+inline int fuzz_iterations(int fallback) {
+  if (char const* e = std::getenv("CK_FUZZ_ITERATIONS")) return std::max(1, std::atoi(e));
+  return fallback;
+}
+
+struct FuzzCounts {
+  int parsed = 0;
+  int refused = 0;
+};
+
+/// `parse` on `iterations` mutations of `original`: each parses or throws
+/// clusterkit::Error within 2 s, with a message that is bounded and safe to
+/// print (no ESC or NUL from the file reaches a terminal); anything else
+/// fails, naming the document, the mutation and the seed that reproduce it.
+template <class Parse>
+void fuzz_yaml(std::string const& name, std::string const& original, std::uint32_t seed, int iterations, Parse&& parse,
+               FuzzCounts& counts) {
+  std::mt19937 rng(seed);
+  for (int i = 0; i < iterations; ++i) {
+    auto const input = mutate_yaml(original, rng);
+    auto const started = std::chrono::steady_clock::now();
+    try {
+      parse(input);
+      ++counts.parsed;
+    } catch (Error const& e) {
+      std::string const m = e.what();
+      INFO(name << " mutation " << i << " (seed " << seed << "): " << m);
+      CHECK_FALSE(m.empty());
+      CHECK(m.size() < 20000);
+      CHECK(m.find('\x1b') == std::string::npos);
+      CHECK(m.find('\0') == std::string::npos);
+      ++counts.refused;
+    } catch (std::exception const& e) {
+      FAIL(name << " mutation " << i << " (seed " << seed << ") threw " << typeid(e).name() << ": " << e.what());
+    }
+    CHECK(std::chrono::steady_clock::now() - started < std::chrono::seconds(2));
+  }
 }
 
 }  // namespace clusterkit::test
