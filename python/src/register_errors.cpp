@@ -5,6 +5,8 @@
 
 #include <pybind11/eval.h>
 
+#include "core/text.hpp"
+
 namespace ckpy {
 namespace {
 
@@ -86,7 +88,11 @@ std::error_code unpickle_error_code(py::handle state) {
 }
 
 py::object make_error(std::error_code ec, std::string const& message, py::object result) {
-  return error_type()(message.empty() ? ec.message() : message, error_code_name(ec), std::move(result));
+  // Terminal-safe, as the CLI prints every error: a message quotes what a
+  // host, a server, a file or an argument said, and `print(e)` must not
+  // pass an ESC sequence on (nor fail on bytes that are not UTF-8).
+  return error_type()(ck::detail::without_control_characters(message.empty() ? ec.message() : message), error_code_name(ec),
+                      std::move(result));
 }
 
 py::object error_or_none(std::error_code ec, std::string const& message) {
@@ -206,6 +212,19 @@ def _error_for(message, code, result=None):
   py::register_exception_translator([](std::exception_ptr p) {
     try {
       if (p) std::rethrow_exception(p);
+    } catch (py::value_error const& e) {
+      // The bindings' own checks quote the value they refuse: terminal-safe
+      // too (as make_error above).
+      PyErr_SetString(PyExc_ValueError, ck::detail::without_control_characters(e.what()).c_str());
+    } catch (py::type_error const& e) {
+      PyErr_SetString(PyExc_TypeError, ck::detail::without_control_characters(e.what()).c_str());
+    } catch (py::cast_error const& e) {
+      // A value of the wrong type that reached a conversion without its own
+      // check: TypeError (pybind11 would say RuntimeError), without the
+      // build hint pybind11 appends.
+      std::string text = e.what();
+      if (auto cut = text.find(" (#define"); cut != std::string::npos) text.resize(cut);
+      PyErr_SetString(PyExc_TypeError, ("a value of the wrong type: " + text).c_str());
     } catch (ck::Error const& e) {
       PyObject* instance = nullptr;
       try {

@@ -98,9 +98,11 @@ std::map<std::string, ck::DeclaredGpus> declared_gpus_arg(py::object const& decl
     for (auto item : declared_gpus.cast<py::dict>()) {
       auto spec = item.second.cast<py::dict>();
       ck::DeclaredGpus d;
-      d.count = spec.contains("count") ? spec["count"].cast<unsigned>() : 0;
+      auto const count = spec.contains("count") ? integer_of(spec["count"], "declared_gpus count") : 0;
+      if (count < 0 || count > 4096) throw py::value_error("declared_gpus count must be 0 to 4096, not " + std::to_string(count));
+      d.count = static_cast<unsigned>(count);
       d.model = spec.contains("model") ? spec["model"].cast<std::string>() : "";
-      d.memory_gib = spec.contains("memory_gib") ? spec["memory_gib"].cast<double>() : 0;
+      d.memory_gib = spec.contains("memory_gib") ? number_of(spec["memory_gib"], "declared_gpus memory_gib") : 0;
       d.simulated = spec.contains("simulated") ? spec["simulated"].cast<bool>() : false;
       out[item.first.cast<std::string>()] = d;
     }

@@ -337,9 +337,9 @@ ck::TransferOptions make_transfer_options(std::shared_ptr<Operation> const& op, 
                                           py::object const& timeout, py::object on_progress) {
   ck::TransferOptions o;
   if (!mode.is_none()) {
-    int m = mode.cast<int>();
+    auto m = integer_of(mode, "mode");
     if (m < 0 || m > 07777) throw py::value_error("mode must be permission bits such as 0o644");
-    o.mode = m;
+    o.mode = static_cast<int>(m);
   }
   o.timeout = timeout_ms(timeout, "timeout");
   o.on_progress = progress_callback(op, std::move(on_progress));

@@ -22,7 +22,7 @@ std::string repr_str(std::string const& s) { return py_repr(py::str(s)); }
 
 std::optional<std::uint64_t> optional_count(py::object const& value, char const* what) {
   if (value.is_none()) return std::nullopt;
-  auto v = value.cast<long long>();
+  auto v = integer_of(value, what);
   if (v < 0) throw py::value_error(std::string(what) + " must be >= 0");
   return static_cast<std::uint64_t>(v);
 }

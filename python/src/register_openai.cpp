@@ -38,7 +38,7 @@ nlohmann::json from_python(py::handle value, char const* what) {
 
 std::chrono::milliseconds optional_ms(py::object const& seconds, char const* what) {
   if (seconds.is_none()) return std::chrono::milliseconds(0);
-  double s = seconds.cast<double>();
+  double s = number_of(seconds, what);
   if (s < 0) throw py::value_error(std::string(what) + " must be >= 0 seconds (or None)");
   return std::chrono::milliseconds(static_cast<std::int64_t>(std::ceil(s * 1000)));
 }
@@ -89,9 +89,9 @@ ck::ChatRequest make_chat(std::string model, py::object const& messages, py::obj
     throw py::type_error("chat needs messages=[...] or prompt='...'");
   }
   r.model = std::move(model);
-  if (!max_tokens.is_none()) r.max_tokens = max_tokens.cast<std::int64_t>();
-  if (!temperature.is_none()) r.temperature = temperature.cast<double>();
-  if (!top_p.is_none()) r.top_p = top_p.cast<double>();
+  if (!max_tokens.is_none()) r.max_tokens = integer_of(max_tokens, "max_tokens");
+  if (!temperature.is_none()) r.temperature = number_of(temperature, "temperature");
+  if (!top_p.is_none()) r.top_p = number_of(top_p, "top_p");
   if (!extra.is_none()) {
     r.extra = from_python(extra, "extra");
     if (!r.extra.is_object()) throw py::type_error("extra must be a dict");
@@ -105,9 +105,9 @@ ck::CompletionRequest make_completion(std::string model, py::object const& promp
   ck::CompletionRequest r;
   r.model = std::move(model);
   r.prompt = from_python(prompt, "prompt");
-  if (!max_tokens.is_none()) r.max_tokens = max_tokens.cast<std::int64_t>();
-  if (!temperature.is_none()) r.temperature = temperature.cast<double>();
-  if (!top_p.is_none()) r.top_p = top_p.cast<double>();
+  if (!max_tokens.is_none()) r.max_tokens = integer_of(max_tokens, "max_tokens");
+  if (!temperature.is_none()) r.temperature = number_of(temperature, "temperature");
+  if (!top_p.is_none()) r.top_p = number_of(top_p, "top_p");
   if (!extra.is_none()) {
     r.extra = from_python(extra, "extra");
     if (!r.extra.is_object()) throw py::type_error("extra must be a dict");

@@ -50,7 +50,7 @@ std::string optional_path(py::handle value) { return value.is_none() ? std::stri
 /// A limit in seconds where 0 means none: None or 0 -> 0.
 std::chrono::seconds optional_limit(py::handle value, char const* what) {
   if (value.is_none()) return std::chrono::seconds(0);
-  return whole_seconds(value.cast<double>(), what);
+  return whole_seconds(number_of(value, what), what);
 }
 py::object limit_or_none(std::chrono::seconds s) {
   return s.count() > 0 ? py::object(py::float_(double(s.count()))) : py::object(py::none());

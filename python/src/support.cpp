@@ -230,11 +230,28 @@ std::chrono::seconds whole_seconds(double seconds, char const* what) {
   return std::chrono::seconds(static_cast<std::int64_t>(std::ceil(seconds)));
 }
 
+double number_of(py::handle value, char const* what) {
+  if (py::isinstance<py::bool_>(value) || !(py::isinstance<py::int_>(value) || py::isinstance<py::float_>(value)))
+    throw py::type_error(std::string(what) + " must be a number, not " + py::str(py::type::of(value).attr("__name__")).cast<std::string>());
+  return value.cast<double>();
+}
+
+long long integer_of(py::handle value, char const* what) {
+  if (py::isinstance<py::bool_>(value) || !py::isinstance<py::int_>(value))
+    throw py::type_error(std::string(what) + " must be an int, not " + py::str(py::type::of(value).attr("__name__")).cast<std::string>());
+  auto const v = PyLong_AsLongLong(value.ptr());
+  if (v == -1 && PyErr_Occurred()) {
+    PyErr_Clear();
+    throw py::value_error(std::string(what) + " is out of range (" + py::repr(value).cast<std::string>().substr(0, 40) + ")");
+  }
+  return v;
+}
+
 double to_seconds(std::chrono::nanoseconds d) { return std::chrono::duration<double>(d).count(); }
 
 std::chrono::milliseconds timeout_ms(py::object const& seconds, char const* what) {
   if (seconds.is_none()) return std::chrono::milliseconds(0);
-  double s = seconds.cast<double>();
+  double s = number_of(seconds, what);
   if (!std::isfinite(s) || s <= 0 || s > 1e9)
     throw py::value_error(std::string(what) + " must be a positive number of seconds, or None for no limit");
   return std::chrono::milliseconds(static_cast<std::int64_t>(std::ceil(s * 1000.0)));

@@ -235,6 +235,14 @@ void deliver(Operation& op, SharedObject const& done, Build&& payload) {
 
 /// Seconds as a float -> whole seconds, rounded up (HostSpec fields).
 std::chrono::seconds whole_seconds(double seconds, char const* what);
+
+/// `value` as a number (an int or a float; not a bool, a str or None):
+/// TypeError naming `what` otherwise.
+double number_of(py::handle value, char const* what);
+
+/// `value` as an int (not a bool): TypeError naming `what` otherwise,
+/// ValueError past what a 64-bit integer holds.
+long long integer_of(py::handle value, char const* what);
 double to_seconds(std::chrono::nanoseconds d);
 /// Timeout in float seconds (None: no limit) -> milliseconds, rounded up.
 std::chrono::milliseconds timeout_ms(py::object const& seconds, char const* what);

@@ -36,6 +36,27 @@ nlohmann::json outcome_to_json(HostOutcome const& o);
 /// in a file says which clusterkit made it. Invalid UTF-8 is replaced.
 void print_json(nlohmann::json j);
 
+/// `text` for a person's terminal: a path, a flag's value, a host's or a
+/// program's message inside a report may carry ESC and other control bytes
+/// (issue 15: a `--disk` value with an ANSI sequence reached the terminal
+/// through facts' problem line); they become '?', as in every error the CLI
+/// prints. Output that is the data itself (exec's, logs', --json, --raw) is
+/// left alone.
+std::string terminal_safe(std::string_view text);
+
+/// A report on stdout, terminal-safe (above).
+void print_report(std::string_view text);
+
+/// A log read to its end (`serve logs`, `logs SPEC`): its bytes as they are
+/// on stdout, or with --json one object {"ok", "text"} (or {"ok": false,
+/// "message"}); a failure's message on stderr. 0 or 1.
+int print_log(GlobalOptions const& g, std::error_code ec, std::string const& text);
+
+/// Why --json and --follow do not go together.
+inline constexpr char const* logs_json_follow_refusal =
+    "--json with --follow: a followed log is a stream of lines, not one JSON document; leave out --json, or --follow "
+    "to get the log so far as JSON";
+
 /// One line on stdout, flushed at once (`logs --follow`: a pipe or a
 /// terminal sees each line as it comes).
 void print_line(std::string_view line);

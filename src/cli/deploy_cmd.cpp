@@ -67,7 +67,7 @@ int run_deployment_plan(GlobalOptions const& g, std::string const& spec_path, bo
   if (g.json)
     print_json(plan.to_json());
   else
-    std::printf("%s", plan.text(full).c_str());
+    print_report(plan.text(full));
   return ec ? 1 : 0;
 }
 
@@ -92,7 +92,7 @@ void register_deploy(CLI::App& app, GlobalOptions& g, Action& action) {
         j["ok"] = !ec;
         print_json(j);
       } else {
-        std::printf("%s", record.summary().c_str());
+        print_report(record.summary());
         std::printf("record:    %s\n", deployment_record_path(d.spec()).c_str());
       }
       return ec ? 1 : 0;
@@ -112,7 +112,7 @@ void register_deploy(CLI::App& app, GlobalOptions& g, Action& action) {
       if (g.json)
         print_json(st.to_json());
       else
-        std::printf("%s", st.summary().c_str());
+        print_report(st.summary());
       return !ec && st.state == "up" ? 0 : 1;
     };
   });
@@ -133,15 +133,11 @@ void register_deploy(CLI::App& app, GlobalOptions& g, Action& action) {
         o.follow = true;
         o.on_line = print_line;
       }
+      if (l->follow && g.json) bad_argument(logs_json_follow_refusal);
       auto [ec, text] = detail::block_on<std::error_code, std::string>(
           rt.executor(), "logs", [&](auto h) { d.async_logs(l->host, o, std::move(h)); });
       if (l->follow && ec == make_error_code(errc::cancelled)) return 130;  // Ctrl-C: how following ends
-      if (ec) {
-        std::fprintf(stderr, "%s\n", text.c_str());
-        return 1;
-      }
-      std::fwrite(text.data(), 1, text.size(), stdout);
-      return 0;
+      return print_log(g, ec, text);
     };
   });
 

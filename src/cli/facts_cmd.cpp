@@ -78,7 +78,7 @@ void register_facts(CLI::App& app, GlobalOptions& g, Action& action) {
         print_json(arr);
       } else {
         for (auto const& out : outcomes) {
-          std::cout << describe_facts(out);
+          print_report(describe_facts(out));
           if (o->raw) std::cout << "---- raw output of " << out.host << " ----\n" << out.raw_output << "---- end ----\n";
           std::cout << "\n";
         }

@@ -21,7 +21,7 @@ void register_inventory(CLI::App& app, GlobalOptions& g, Action& action) {
         print_json(j);
         return 0;
       }
-      std::printf("%s: %zu hosts selected by '%s'\n", inventory.source().c_str(), hosts.size(), group->c_str());
+      std::printf("%s: %zu hosts selected by '%s'\n", terminal_safe(inventory.source()).c_str(), hosts.size(), terminal_safe(*group).c_str());
       for (auto const& h : hosts) {
         std::string roles, groups;
         for (auto const& r : h.roles) roles += (roles.empty() ? "" : ",") + r;

@@ -59,7 +59,7 @@ void print_status(LabStatus const& s) {
     if (h.gpus > 0) line += "  " + std::to_string(h.gpus) + " GPUs (simulated)";
     if (h.docker)
       line += "  docker: dockerd pid " + pid_text(h.dockerd_pid) + (h.docker_running ? " running" : " DOWN");
-    std::printf("%s\n", line.c_str());
+    std::printf("%s\n", terminal_safe(line).c_str());
   }
   if (s.docker) std::printf("docker:    one engine per host; image %s\n", s.runtime_image.c_str());
   std::printf("inventory: %s\n", s.inventory_path.c_str());

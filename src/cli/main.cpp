@@ -44,6 +44,21 @@ void print_line(std::string_view line) {
   std::fflush(stdout);
 }
 
+std::string terminal_safe(std::string_view text) { return detail::without_control_characters(text); }
+
+void print_report(std::string_view text) { std::fputs(terminal_safe(text).c_str(), stdout); }
+
+int print_log(GlobalOptions const& g, std::error_code ec, std::string const& text) {
+  if (g.json) {
+    print_json(ec ? nlohmann::json{{"ok", false}, {"message", text}} : nlohmann::json{{"ok", true}, {"text", text}});
+  } else if (ec) {
+    std::fprintf(stderr, "%s\n", terminal_safe(text).c_str());
+  } else {
+    std::fwrite(text.data(), 1, text.size(), stdout);
+  }
+  return ec ? 1 : 0;
+}
+
 void print_json(nlohmann::json j) {
   auto stamp = [](nlohmann::json& o) {
     if (o.is_object() && !o.contains("clusterkit_version")) o["clusterkit_version"] = version_string;
@@ -140,7 +155,7 @@ int summarize(std::vector<HostOutcome> const& outcomes, bool quiet_success) {
     }
     if (o.error)
       std::fprintf(stderr, "%s: error: %s\n", o.host.c_str(),
-                   (o.result.message.empty() ? o.error.message() : o.result.message).c_str());
+                   terminal_safe(o.result.message.empty() ? o.error.message() : o.result.message).c_str());
     else if (o.result.signal)
       std::fprintf(stderr, "%s: exit %d (signal %d)\n", o.host.c_str(), o.result.exit_code, o.result.signal);
     else

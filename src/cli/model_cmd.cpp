@@ -143,9 +143,9 @@ void register_model(CLI::App& app, GlobalOptions& g, Action& action) {
       if (g.json) {
         print_json(report.to_json());
       } else {
-        for (auto const& w : report.warnings) std::fprintf(stderr, "warning: %s\n", w.c_str());
-        for (auto const& p : report.problems) std::printf("problem: %s\n", p.message.c_str());
-        std::printf("%s: %zu shards, %zu tensors, %s; %s\n", where.dir.c_str(), report.shards_checked,
+        for (auto const& w : report.warnings) std::fprintf(stderr, "warning: %s\n", terminal_safe(w).c_str());
+        for (auto const& w : report.problems) std::printf("problem: %s\n", terminal_safe(w.message).c_str());
+        std::printf("%s: %zu shards, %zu tensors, %s; %s\n", terminal_safe(where.dir.string()).c_str(), report.shards_checked,
                     report.tensors_checked, clusterkit::format_gib(report.bytes_expected).c_str(),
                     report.ok() ? "complete" : "INCOMPLETE");
       }
@@ -207,7 +207,7 @@ void register_plan(CLI::App& app, GlobalOptions& g, Action& action) {
       if (g.json)
         print_json(p.to_json());
       else
-        std::printf("%s", p.summary().c_str());
+        print_report(p.summary());
       return p.shortfall ? 1 : 0;
     };
   });

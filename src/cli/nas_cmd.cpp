@@ -34,7 +34,7 @@ int print_outcomes(GlobalOptions const& g, std::vector<MountOutcome> const& outc
     print_json(j);
   } else {
     for (auto const& o : outcomes)
-      std::printf("%-12s %-8s %s%s\n", o.host.c_str(), o.action.c_str(), o.ok() ? "" : "FAILED: ", o.message.c_str());
+      std::printf("%-12s %-8s %s%s\n", o.host.c_str(), o.action.c_str(), o.ok() ? "" : "FAILED: ", terminal_safe(o.message).c_str());
     std::fflush(stdout);
     std::fprintf(stderr, "%zu/%zu hosts succeeded\n", ok, outcomes.size());
   }
@@ -169,11 +169,11 @@ void register_nas(CLI::App& app, GlobalOptions& g, Action& action) {
       } else {
         for (auto const& h : report.hosts) {
           std::printf("%-12s %-8s %-30s sees %zu/%zu%s%s\n", h.host.c_str(), h.mounted ? h.fstype.c_str() : "-",
-                      h.mounted ? h.source.c_str() : "(not a mount)", h.sees.size(), report.hosts.size(),
-                      h.problem.empty() ? "" : "  ", h.problem.c_str());
+                      h.mounted ? terminal_safe(h.source).c_str() : "(not a mount)", h.sees.size(), report.hosts.size(),
+                      h.problem.empty() ? "" : "  ", terminal_safe(h.problem).c_str());
         }
-        for (auto const& p : report.problems) std::printf("problem: %s\n", p.c_str());
-        std::printf("%s: %s\n", report.path.c_str(), report.ok() ? "every host sees the same folder" : "NOT shared");
+        for (auto const& p : report.problems) std::printf("problem: %s\n", terminal_safe(p).c_str());
+        std::printf("%s: %s\n", terminal_safe(report.path).c_str(), report.ok() ? "every host sees the same folder" : "NOT shared");
       }
       return report.ok() ? 0 : 1;
     };

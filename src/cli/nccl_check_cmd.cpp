@@ -125,7 +125,7 @@ void register_nccl_check(CLI::App& app, GlobalOptions& g, Action& action) {
       }
       auto result = nccl_check(hosts, options);
       if (g.json) print_json(result.to_json());
-      else std::cout << result.summary() << std::flush;
+      else print_report(result.summary()), std::fflush(stdout);
       return result.ok() ? 0 : 1;
     };
   });

@@ -73,7 +73,7 @@ void register_preflight(CLI::App& app, GlobalOptions& g, Action& action) {
       Runtime rt;
       auto run = run_preflight(rt, hosts, options);
       if (g.json) print_json(run.to_json());
-      else std::cout << run.report.table() << std::flush;
+      else print_report(run.report.table()), std::fflush(stdout);
       return run.report.ok() ? 0 : 1;
     };
   });

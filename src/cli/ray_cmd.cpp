@@ -25,7 +25,7 @@ int print_up(GlobalOptions const& g, RayUpResult const& r, std::error_code ec) {
   for (auto const& n : r.nodes)
     std::printf("%-12s %-8s %s%s\n", n.host.c_str(), std::string(to_string(n.action)).c_str(), n.error ? "FAILED: " : "",
                 n.message.c_str());
-  if (!ec) std::printf("%s", r.status.summary().c_str());
+  if (!ec) print_report(r.status.summary());
   std::fflush(stdout);
   std::fprintf(stderr, "%s (%.1f s)\n", r.message.c_str(), r.total_ms / 1000.0);
   return ec ? 1 : 0;
@@ -76,7 +76,7 @@ void register_ray(CLI::App& app, GlobalOptions& g, Action& action) {
       if (g.json)
         print_json(st.to_json());
       else
-        std::printf("%s", st.summary().c_str());
+        print_report(st.summary());
       return st.healthy && !ec ? 0 : 1;
     };
   });
@@ -116,13 +116,21 @@ void register_ray(CLI::App& app, GlobalOptions& g, Action& action) {
       auto [ec, all] = detail::block_on<std::error_code, std::vector<RayHostLogs>>(
           rt.executor(), "ray logs", [&](auto h) { cluster.async_logs(o, std::move(h)); });
       bool found = l->host.empty();
+      auto as_json = nlohmann::json::array();
       for (auto const& x : all) {
         if (!l->host.empty() && x.host != l->host) continue;
         found = true;
-        std::printf("===== %s =====\n%s", x.host.c_str(), x.text.c_str());
-        if (x.error) std::fprintf(stderr, "%s\n", x.message.c_str());
+        if (g.json) {
+          // One object per host: the logs as text (invalid UTF-8 replaced).
+          as_json.push_back({{"host", x.host}, {"ok", !x.error}, {"text", x.text}, {"message", x.message}});
+          continue;
+        }
+        std::printf("===== %s =====\n", x.host.c_str());
+        std::fwrite(x.text.data(), 1, x.text.size(), stdout);
+        if (x.error) std::fprintf(stderr, "%s\n", terminal_safe(x.message).c_str());
       }
       if (!found) bad_argument("--host " + l->host + " is not one of the cluster's hosts");
+      if (g.json) print_json(as_json);
       return ec ? 1 : 0;
     };
   });

@@ -118,7 +118,7 @@ void register_serve(CLI::App& app, GlobalOptions& g, Action& action) {
         j["api_key_file"] = launched.api_key_file;
         print_json(j);
       } else {
-        std::printf("%s\n", ready.message.c_str());
+        std::printf("%s\n", terminal_safe(ready.message).c_str());
         if (!wec) {
           std::printf("endpoint:  %s/v1\n", ready.endpoint.c_str());
           if (!launched.api_key_file.empty()) std::printf("api key:   %s (mode 0600)\n", launched.api_key_file.c_str());
@@ -145,7 +145,7 @@ void register_serve(CLI::App& app, GlobalOptions& g, Action& action) {
       if (g.json)
         print_json(st.to_json());
       else
-        std::printf("%s", st.summary().c_str());
+        print_report(st.summary());
       return !ec && st.state == "up" ? 0 : 1;
     };
   });
@@ -166,15 +166,11 @@ void register_serve(CLI::App& app, GlobalOptions& g, Action& action) {
         o.follow = true;
         o.on_line = print_line;
       }
+      if (l->follow && g.json) bad_argument(logs_json_follow_refusal);
       auto [ec, text] = detail::block_on<std::error_code, std::string>(rt.executor(), "serve logs",
                                                                        [&](auto h) { sv.async_logs(o, std::move(h)); });
       if (l->follow && ec == make_error_code(errc::cancelled)) return 130;  // Ctrl-C: how following ends
-      if (ec) {
-        std::fprintf(stderr, "%s\n", text.c_str());
-        return 1;
-      }
-      std::fwrite(text.data(), 1, text.size(), stdout);
-      return 0;
+      return print_log(g, ec, text);
     };
   });
 

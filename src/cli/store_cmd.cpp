@@ -86,9 +86,9 @@ Host one_host(Runtime& rt, GlobalOptions const& g, std::string const& selector) 
 }
 
 void print_verify(VerifyReport const& r, std::string const& where) {
-  for (auto const& w : r.warnings) std::fprintf(stderr, "warning: %s\n", w.c_str());
-  for (auto const& p : r.problems) std::printf("problem: %s\n", p.message.c_str());
-  std::printf("%s: %zu shards, %zu tensors, %s; %s\n", where.c_str(), r.shards_checked, r.tensors_checked,
+  for (auto const& w : r.warnings) std::fprintf(stderr, "warning: %s\n", terminal_safe(w).c_str());
+  for (auto const& p : r.problems) std::printf("problem: %s\n", terminal_safe(p.message).c_str());
+  std::printf("%s: %zu shards, %zu tensors, %s; %s\n", terminal_safe(where).c_str(), r.shards_checked, r.tensors_checked,
               size_text(static_cast<double>(r.bytes_expected)).c_str(), r.ok() ? "complete" : "INCOMPLETE");
 }
 
@@ -154,7 +154,7 @@ void register_store(CLI::App& app, GlobalOptions& g, Action& action) {
       auto result = download_model(store, host, spec, line.callback(), ec);
       line.done();
       if (g.json) print_json(result.to_json());
-      else if (result.ok()) std::printf("%s (%.1f s, %d attempt%s)\n", result.message.c_str(), result.seconds, result.attempts, result.attempts == 1 ? "" : "s");
+      else if (result.ok()) std::printf("%s (%.1f s, %d attempt%s)\n", terminal_safe(result.message).c_str(), result.seconds, result.attempts, result.attempts == 1 ? "" : "s");
       else std::fprintf(stderr, "clusterkit: %s\n", result.message.c_str());
       return result.ok() ? 0 : 1;
     };
@@ -194,7 +194,7 @@ void register_store(CLI::App& app, GlobalOptions& g, Action& action) {
       auto result = sync_model(ModelStore(), host, spec, line.callback(), ec);
       line.done();
       if (g.json) print_json(result.to_json());
-      else if (result.ok()) std::printf("%s (%.1f s)\n", result.message.c_str(), result.seconds);
+      else if (result.ok()) std::printf("%s (%.1f s)\n", terminal_safe(result.message).c_str(), result.seconds);
       else std::fprintf(stderr, "clusterkit: %s\n", result.message.c_str());
       return result.ok() ? 0 : 1;
     };
@@ -220,13 +220,13 @@ int verify_on_hosts(GlobalOptions const& g, std::string const& selector, std::st
   } else {
     for (auto const& v : seen) {
       if (v.error && v.report.problems.empty()) {
-        std::printf("%s: %s\n", v.host.c_str(), v.message.c_str());
+        std::printf("%s: %s\n", v.host.c_str(), terminal_safe(v.message).c_str());
         continue;
       }
       std::printf("%s: ", v.host.c_str());
       print_verify(v.report, v.dir + (v.container_path != v.dir ? " (" + v.container_path + " in the container)" : ""));
     }
-    std::fprintf(stderr, "%zu/%zu hosts see %s complete\n", ok, seen.size(), dir.c_str());
+    std::fprintf(stderr, "%zu/%zu hosts see %s complete\n", ok, seen.size(), terminal_safe(dir).c_str());
   }
   return ok == seen.size() ? 0 : 1;
 }

@@ -128,6 +128,12 @@ std::string upload_script(std::string_view remote_path, std::uint64_t size, int 
   s += "d=" + dst + "\n";
   s += "case \"$d\" in */) [ -d \"$d\" ] || { echo \"clusterkit: $d is not a directory on this host\" >&2; exit 1; };; esac\n";
   if (!file_name.empty()) s += "[ -d \"$d\" ] && d=\"${d%/}/\"" + shell::quote(file_name) + "\n";
+  // The folder the file goes into must exist: said in words, before any
+  // byte is sent (sh's own "cannot create ...ck-part.N: Directory
+  // nonexistent" names our temporary file, not the user's path).
+  s += "p=$(dirname -- \"$d\")\n";
+  s += "[ -d \"$p\" ] || { echo \"clusterkit: the folder $p does not exist on this host; make it first "
+       "(clusterkit exec -- mkdir -p $p) or upload elsewhere\" >&2; exit 1; }\n";
   s += "t=\"$d.ck-part.$$\"\n";
   s += "trap 'rm -f -- \"$t\"' EXIT\n";
   s += "head -c " + std::to_string(size) + " >\"$t\" || exit 1\n";
@@ -147,8 +153,15 @@ std::string upload_script(std::string_view remote_path, std::uint64_t size, int 
 
 std::string download_script(std::string_view remote_path) {
   auto src = shell::quote(remote_path);
+  // Only a regular file is copied (a device such as /dev/zero would stream
+  // without end), and each refusal says which case it is.
   return "f=" + src +
-         "\n[ -f \"$f\" ] && [ -r \"$f\" ] || { echo \"clusterkit: $f is not a readable file\" >&2; exit 2; }\n"
+         "\nif [ -d \"$f\" ]; then echo \"clusterkit: $f is a folder on this host, not a file (download copies one "
+         "file)\" >&2; exit 2\n"
+         "elif [ ! -e \"$f\" ]; then echo \"clusterkit: $f does not exist on this host (not a readable file)\" >&2; exit 2\n"
+         "elif [ ! -f \"$f\" ]; then echo \"clusterkit: $f is not a regular file (a device, FIFO or socket: not a "
+         "readable file); only regular files are copied\" >&2; exit 2\n"
+         "elif [ ! -r \"$f\" ]; then echo \"clusterkit: $f is not readable by this user (not a readable file)\" >&2; exit 2; fi\n"
          "wc -c <\"$f\" && exec cat -- \"$f\"\n";
 }
 

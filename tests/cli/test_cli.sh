@@ -614,6 +614,24 @@ else
   expect "a host's symlink out of the folder: not read" 1 "link on h1 leads outside $hm (a symlink); not read" -- \
     "$ck" -i "$inv" model verify -g h1 --checksums "$hm"
   limited "$ck" -i "$inv" exec -g h1 -- rm -rf "$hm" >/dev/null 2>&1
+  # A device or a folder is never streamed down; an upload into a folder that
+  # does not exist says so, naming the folder (not sh's temporary file).
+  expect "download of a device over ssh: refused by name" 2 "/dev/zero is not a regular file" -- \
+    "$ck" -i "$inv" download h1 /dev/zero "$tmp/"
+  checks=$((checks + 1))
+  [ -e "$tmp/zero" ] && fail "download of /dev/zero left $tmp/zero"
+  expect "upload into a missing folder over ssh" 1 "the folder /tmp/ck-no-such-dir does not exist on this host; make it first" -- \
+    "$ck" -i "$inv" upload -g h1 "$tmp/f.txt" /tmp/ck-no-such-dir/f.txt
+  # A report quoting a value with an ESC in it (facts' problem line for a
+  # --disk that is not there, found by the live fuzzer): printed with ?.
+  expect "an ESC in a value quoted by a report" 0 "problem  disk ?[2J" -- "$ck" -i "$inv" facts -g h1 --disk "$(printf '\033[2J')"
+  # Random command lines against these live hosts (tests/cli/fuzz_cli.py
+  # --live): the verbs that read from hosts, with good and hostile values;
+  # the same rules as above, --json always JSON, and the hosts still answer.
+  checks=$((checks + 1))
+  python3 "$(dirname "$0")/fuzz_cli.py" "$ck" "${CK_FUZZ_LIVE_CASES:-300}" 20261206 --live "$inv" >"$tmp/fuzz-live.out" 2>&1 ||
+    { fail "fuzz_cli --live:"; cat "$tmp/fuzz-live.out"; }
+  tail -1 "$tmp/fuzz-live.out"
   # The ray verbs end to end, as a user types them: real Ray (bare, from the
   # serving venv) on the two lab hosts, 2 SIMULATED GPUs each.
   venv=${CK_SERVE_VENV:-/opt/ck-serve}
@@ -633,6 +651,10 @@ assert [(h["host"], h["ray_state"], h["runtime_state"], h["resources"]["GPU"], h
     ("h1", "ALIVE", "running", 2.0, "2.60.0"), ("h2", "ALIVE", "running", 2.0, "2.60.0")], s["hosts"]
 PY
     expect "ray logs" 0 "Ray runtime started" -- "$ck" -i "$inv" ray logs $r
+    expect "ray logs --json: one object per host (found by the live fuzzer: it printed text)" 0 '"host": "h2"' -- \
+      "$ck" -i "$inv" --json ray logs $r
+    expect "serve logs --json --follow: refused, said why" 2 "--json with --follow: a followed log is a stream of lines" -- \
+      "$ck" -i "$inv" --json serve logs $r --follow
     # Following the engine's log until Ctrl-C: exit 130, as tail -f; no engine yet, said so.
     expect "serve logs --follow, then Ctrl-C" 130 "clusterkit: no engine named" -- \
       timeout --preserve-status -s INT 4 "$ck" -i "$inv" serve logs $r --follow

@@ -317,6 +317,27 @@ TEST_CASE("files move atomically with progress", "[host][local][transfer]") {
     for (auto const& entry : fs::directory_iterator(dir.path))
       CHECK(entry.path().filename().string().find("ck-part") == std::string::npos);
   }
+  SECTION("a device or a folder is refused by name, never streamed; a missing folder for an upload is said before the copy") {
+    for (auto const& [remote, said] : {std::pair{std::string("/dev/zero"), std::string("/dev/zero is not a regular file")},
+                                       std::pair{dir.path.string(), dir.path.string() + " is a folder on this host"}}) {
+      try {
+        download(host, remote, (dir.path / "never.bin").string());
+        FAIL("expected an error");
+      } catch (Error const& e) {
+        CHECK(e.code() == errc::transfer_failed);
+        CHECK(std::string(e.what()).find(said) != std::string::npos);
+      }
+      CHECK_FALSE(fs::exists(dir.path / "never.bin"));
+    }
+    try {
+      upload(host, src.string(), (dir.path / "no-such-dir" / "f.bin").string());
+      FAIL("expected an error");
+    } catch (Error const& e) {
+      CHECK(std::string(e.what()).find("the folder " + (dir.path / "no-such-dir").string() + " does not exist on this host; make it first") !=
+            std::string::npos);
+      CHECK(std::string(e.what()).find("ck-part") == std::string::npos);
+    }
+  }
   SECTION("into a directory: under the file's own name, as cp and scp do") {
     fs::create_directory(dir.path / "into");
     CHECK(upload(host, src.string(), (dir.path / "into").string()).bytes == 3u * 1024 * 1024);
