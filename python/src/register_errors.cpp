@@ -212,6 +212,24 @@ def _error_for(message, code, result=None):
   py::register_exception_translator([](std::exception_ptr p) {
     try {
       if (p) std::rethrow_exception(p);
+    } catch (ck::Error const& e) {
+      PyObject* instance = nullptr;
+      try {
+        auto obj = make_error(e.code(), e.what());
+        instance = obj.release().ptr();
+      } catch (py::error_already_set& failed) {
+        failed.restore();
+        return;
+      }
+      PyErr_SetObject(reinterpret_cast<PyObject*>(Py_TYPE(instance)), instance);
+      Py_DECREF(instance);
+    }
+  });
+  // This module's own conversions and checks only (a local translator:
+  // other pybind11 modules in the process keep their behaviour).
+  py::register_local_exception_translator([](std::exception_ptr p) {
+    try {
+      if (p) std::rethrow_exception(p);
     } catch (py::value_error const& e) {
       // The bindings' own checks quote the value they refuse: terminal-safe
       // too (as make_error above).
@@ -224,18 +242,9 @@ def _error_for(message, code, result=None):
       // build hint pybind11 appends.
       std::string text = e.what();
       if (auto cut = text.find(" (#define"); cut != std::string::npos) text.resize(cut);
-      PyErr_SetString(PyExc_TypeError, ("a value of the wrong type: " + text).c_str());
-    } catch (ck::Error const& e) {
-      PyObject* instance = nullptr;
-      try {
-        auto obj = make_error(e.code(), e.what());
-        instance = obj.release().ptr();
-      } catch (py::error_already_set& failed) {
-        failed.restore();
-        return;
-      }
-      PyErr_SetObject(reinterpret_cast<PyObject*>(Py_TYPE(instance)), instance);
-      Py_DECREF(instance);
+      PyErr_SetString(PyExc_TypeError, ck::detail::without_control_characters("a value of the wrong type: " + text).c_str());
+    } catch (py::reference_cast_error const& e) {
+      PyErr_SetString(PyExc_TypeError, ck::detail::without_control_characters(std::string("a value of the wrong type: ") + e.what()).c_str());
     }
   });
 }

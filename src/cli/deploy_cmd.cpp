@@ -24,7 +24,7 @@ public:
     char head[64];
     std::snprintf(head, sizeof head, "[%6.1fs] %-9s %-6s ", p.elapsed_seconds, p.step.c_str(), p.host.c_str());
     bool const final_state = p.status == "ok" || p.status == "failed" || p.status == "skipped" || p.status == "running";
-    std::string line = head + (final_state ? p.status + "  " : std::string()) + p.message;
+    std::string line = terminal_safe(head + (final_state ? p.status + "  " : std::string()) + p.message);
     if (line.size() > 220) line = line.substr(0, 217) + "...";
     if (!final_state && tty_) {
       std::fprintf(stderr, "\r\033[K%s", line.c_str());
@@ -155,8 +155,8 @@ void register_deploy(CLI::App& app, GlobalOptions& g, Action& action) {
       o.remove_model = d->remove_model;
       auto [ec, r] = detail::block_on<std::error_code, DeploymentDownResult>(rt.executor(), "down",
                                                                              [&](auto h) { dep.async_down(o, std::move(h)); });
-      for (auto const& x : r.removed) std::printf("removed: %s\n", x.c_str());
-      for (auto const& x : r.problems) std::fprintf(stderr, "problem: %s\n", x.c_str());
+      for (auto const& x : r.removed) std::printf("removed: %s\n", terminal_safe(x).c_str());
+      for (auto const& x : r.problems) std::fprintf(stderr, "problem: %s\n", terminal_safe(x).c_str());
       return ec ? 1 : 0;
     };
   });

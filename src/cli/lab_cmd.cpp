@@ -61,9 +61,9 @@ void print_status(LabStatus const& s) {
       line += "  docker: dockerd pid " + pid_text(h.dockerd_pid) + (h.docker_running ? " running" : " DOWN");
     std::printf("%s\n", terminal_safe(line).c_str());
   }
-  if (s.docker) std::printf("docker:    one engine per host; image %s\n", s.runtime_image.c_str());
-  std::printf("inventory: %s\n", s.inventory_path.c_str());
-  std::printf("try:       clusterkit -i %s exec -- hostname\n", s.inventory_path.c_str());
+  if (s.docker) std::printf("docker:    one engine per host; image %s\n", terminal_safe(s.runtime_image).c_str());
+  std::printf("inventory: %s\n", terminal_safe(s.inventory_path).c_str());
+  std::printf("try:       clusterkit -i %s exec -- hostname\n", terminal_safe(s.inventory_path).c_str());
 }
 
 }  // namespace

@@ -24,10 +24,10 @@ int print_up(GlobalOptions const& g, RayUpResult const& r, std::error_code ec) {
   }
   for (auto const& n : r.nodes)
     std::printf("%-12s %-8s %s%s\n", n.host.c_str(), std::string(to_string(n.action)).c_str(), n.error ? "FAILED: " : "",
-                n.message.c_str());
+                terminal_safe(n.message).c_str());
   if (!ec) print_report(r.status.summary());
   std::fflush(stdout);
-  std::fprintf(stderr, "%s (%.1f s)\n", r.message.c_str(), r.total_ms / 1000.0);
+  std::fprintf(stderr, "%s (%.1f s)\n", terminal_safe(r.message).c_str(), r.total_ms / 1000.0);
   return ec ? 1 : 0;
 }
 
@@ -96,7 +96,7 @@ void register_ray(CLI::App& app, GlobalOptions& g, Action& action) {
           j.push_back({{"host", o.host}, {"removed", o.removed}, {"message", o.message}, {"ok", !o.error}});
         print_json(j);
       } else {
-        for (auto const& o : outs) std::printf("%-12s %s%s\n", o.host.c_str(), o.error ? "FAILED: " : "", o.message.c_str());
+        for (auto const& o : outs) std::printf("%-12s %s%s\n", o.host.c_str(), o.error ? "FAILED: " : "", terminal_safe(o.message).c_str());
       }
       return ec ? 1 : 0;
     };

@@ -96,10 +96,10 @@ void register_serve(CLI::App& app, GlobalOptions& g, Action& action) {
       auto [ec, launched] = detail::block_on<std::error_code, VllmUpResult>(rt.executor(), "serve up",
                                                                            [&](auto h) { s.async_up(std::move(h)); });
       if (ec) {
-        std::fprintf(stderr, "%s\n", launched.message.c_str());
+        std::fprintf(stderr, "%s\n", terminal_safe(launched.message).c_str());
         return 1;
       }
-      std::fprintf(stderr, "%s\n", launched.message.c_str());
+      std::fprintf(stderr, "%s\n", terminal_safe(launched.message).c_str());
       if (u->no_wait) return 0;
       ProgressLine progress;
       auto [wec, ready] = detail::block_on<std::error_code, VllmReady>(rt.executor(), "serve up", [&](auto h) {
@@ -186,7 +186,7 @@ void register_serve(CLI::App& app, GlobalOptions& g, Action& action) {
       auto sv = serve_of(g, *d, rt);
       auto [ec, r] = detail::block_on<std::error_code, VllmDownResult>(rt.executor(), "serve down",
                                                                        [&](auto h) { sv.async_down(std::move(h)); });
-      std::fprintf(ec ? stderr : stdout, "%s\n", r.message.c_str());
+      std::fprintf(ec ? stderr : stdout, "%s\n", terminal_safe(r.message).c_str());
       return ec ? 1 : 0;
     };
   });

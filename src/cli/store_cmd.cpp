@@ -155,7 +155,7 @@ void register_store(CLI::App& app, GlobalOptions& g, Action& action) {
       line.done();
       if (g.json) print_json(result.to_json());
       else if (result.ok()) std::printf("%s (%.1f s, %d attempt%s)\n", terminal_safe(result.message).c_str(), result.seconds, result.attempts, result.attempts == 1 ? "" : "s");
-      else std::fprintf(stderr, "clusterkit: %s\n", result.message.c_str());
+      else std::fprintf(stderr, "clusterkit: %s\n", terminal_safe(result.message).c_str());
       return result.ok() ? 0 : 1;
     };
   });
@@ -195,7 +195,7 @@ void register_store(CLI::App& app, GlobalOptions& g, Action& action) {
       line.done();
       if (g.json) print_json(result.to_json());
       else if (result.ok()) std::printf("%s (%.1f s)\n", terminal_safe(result.message).c_str(), result.seconds);
-      else std::fprintf(stderr, "clusterkit: %s\n", result.message.c_str());
+      else std::fprintf(stderr, "clusterkit: %s\n", terminal_safe(result.message).c_str());
       return result.ok() ? 0 : 1;
     };
   });

@@ -455,6 +455,10 @@ void HostImpl::on_master_result(std::error_code ec, std::string const& message) 
 // Line splitting shared by commands and downloads.
 
 struct LineBuffer {
+  /// A line longer than this is passed on in pieces of this size: output
+  /// without a newline (`cat /dev/zero`, a binary file) must not grow
+  /// without bound in memory (issue 15).
+  static constexpr std::size_t max_line = std::size_t(1) << 20;
   std::string partial;
   // "\n", or "\n\r" when a carriage return ends a line too (progress bars).
   std::string_view breaks = "\n";
@@ -467,6 +471,10 @@ struct LineBuffer {
       auto nl = data.find_first_of(breaks, pos);
       if (nl == std::string_view::npos) {
         partial.append(data.substr(pos));
+        while (partial.size() >= max_line) {
+          emit(std::string_view(partial).substr(0, max_line));
+          partial.erase(0, max_line);
+        }
         return;
       }
       if (partial.empty()) {

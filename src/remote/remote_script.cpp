@@ -128,12 +128,12 @@ std::string upload_script(std::string_view remote_path, std::uint64_t size, int 
   s += "d=" + dst + "\n";
   s += "case \"$d\" in */) [ -d \"$d\" ] || { echo \"clusterkit: $d is not a directory on this host\" >&2; exit 1; };; esac\n";
   if (!file_name.empty()) s += "[ -d \"$d\" ] && d=\"${d%/}/\"" + shell::quote(file_name) + "\n";
-  // The folder the file goes into must exist: said in words, before any
-  // byte is sent (sh's own "cannot create ...ck-part.N: Directory
-  // nonexistent" names our temporary file, not the user's path).
-  s += "p=$(dirname -- \"$d\")\n";
-  s += "[ -d \"$p\" ] || { echo \"clusterkit: the folder $p does not exist on this host; make it first "
-       "(clusterkit exec -- mkdir -p $p) or upload elsewhere\" >&2; exit 1; }\n";
+  // The folder the file goes into must exist: said in words, naming it
+  // (sh's own "cannot create ...ck-part.N: Directory nonexistent" names our
+  // temporary file, not the user's path).
+  s += "case \"$d\" in */*) p=\"${d%/*}\"; p=\"${p:-/}\";; *) p=.;; esac\n";
+  s += "[ -d \"$p\" ] || { printf \"clusterkit: the folder %s does not exist on this host; make it first "
+       "(clusterkit exec -- mkdir -p '%s') or upload elsewhere\\n\" \"$p\" \"$p\" >&2; exit 1; }\n";
   s += "t=\"$d.ck-part.$$\"\n";
   s += "trap 'rm -f -- \"$t\"' EXIT\n";
   s += "head -c " + std::to_string(size) + " >\"$t\" || exit 1\n";

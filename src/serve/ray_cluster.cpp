@@ -494,7 +494,10 @@ std::string ray_probe_script(RayClusterSpec const& spec, std::string const& head
       << "fi\n";
   } else {
     s << "ck_ray=$(command -v " << shell::quote(spec.ray_command) << " 2>/dev/null)\n"
-      << "if [ -z \"$ck_ray\" ]; then echo '@@ck-ray ray-error " << spec.ray_command << " not found'; else echo \"@@ck-ray ray $ck_ray\"; "
+      // The program's name is quoted whole (it is the user's: a quote in
+      // it must not end ours).
+      << "if [ -z \"$ck_ray\" ]; then printf '%s\\n' " << shell::quote("@@ck-ray ray-error " + spec.ray_command + " not found")
+      << "; else echo \"@@ck-ray ray $ck_ray\"; "
       // A venv says both versions in files (see venv_versions_script);
       // without one, Python is asked.
       << versions_from_files

@@ -69,6 +69,8 @@ VALUES = [
     "/proc/self/mem", "/", "\udcff", "caf\u00e9", "\x1b[2J", "%s%n%x", "-", "--", "role:nope", "all", "h", "w",
     "A B=1", "FOO", "X=1", "http://127.0.0.1:1", "http://[::1", "https://127.0.0.1:1/v1", "x" * 5000,
     "2 nodes x 2 L20 -5GB", "8x A10 nanGB", "Qwen/Qwen2.5-72B-Instruct", "0755;rm", "9999",
+    # Quote-breaking: a value spliced into a quoted string of a script.
+    f"x'$(touch {MARK})'", f'x"$(touch {MARK})"', f"x'\"`touch {MARK}`\"'",
 ]
 
 
@@ -89,7 +91,9 @@ LIVE_VERBS = [
 # and a manifest written is a file changed on this machine.
 # `exec --sh` runs its words as a shell script by design (the marker would
 # be made on purpose).
-LIVE_HELD_BACK = {"--follow", "--write-manifest", "--sh"}
+# preflight's NAS probe writes a token file under --nas-path on every host:
+# always the sandbox (below), never a random value.
+LIVE_HELD_BACK = {"--follow", "--write-manifest", "--sh", "--nas-path"}
 # Values that get a live case past the parser to the hosts, beside the
 # hostile ones.
 GOOD_VALUES = {
@@ -100,7 +104,8 @@ GOOD_VALUES = {
     "--state-dir": ["/run/ck-fuzz-nostate"], "--runtime": ["bare", "docker"], "--venv": ["/opt/ck-serve"],
 }
 # Programs exec may run on a live host: harmless whatever their arguments.
-LIVE_PROGRAMS = [["echo"], ["printf"], ["true"], ["false"], ["cat", "/etc/hostname"], ["printenv"]]
+# (Not cat: `cat /dev/zero` never ends, by design.)
+LIVE_PROGRAMS = [["echo"], ["printf"], ["true"], ["false"], ["printenv"], ["basename"]]
 # A tiny model (config.json, one safetensors shard, sha256sums) that both
 # this machine and the lab hosts see (/var/tmp is shared; /tmp is not).
 LIVE_MODEL = f"/var/tmp/ckfz-model-{os.getpid()}"
@@ -180,6 +185,9 @@ def live_case(rng: random.Random, kinds: dict[str, dict[tuple[str, ...], bool]],
         host = rng.choice(["h1", "h2"]) if rng.random() < 0.7 else rng.choice(VALUES)
         local = os.path.join(tmp, "dl", rng.choice(SANDBOXED_NAMES) if rng.random() < 0.5 else "")
         argv += ["--", host, rng.choice([*VALUES, "/etc/hostname", "/proc/self/status"]), local]
+    elif name == "preflight":
+        live_flags(rng, own, argv)
+        argv += ["--nas-path", f"/tmp/ckfz-{os.getpid()}"]
     elif name in ("model inspect", "model verify", "plan"):
         live_flags(rng, own, argv)
         argv += ["--", LIVE_MODEL if rng.random() < 0.5 else rng.choice(VALUES)]
@@ -198,7 +206,7 @@ def escape_printed(argv: list[str], out: bytes, err: bytes) -> bool:
     if "exec" not in argv or "--json" in argv:
         return b"\x1b" in out or b"\x1b" in err
     ours = [line for line in (out + b"\n" + err).split(b"\n")
-            if not re.match(rb"^h[12] *: ", line) or re.match(rb"^h[12] *: error: ", line)]
+            if not re.match(rb"^h[12] *: ", line) or re.match(rb"^h[12] *: (error|warning): ", line)]
     return any(b"\x1b" in line for line in ours)
 
 
@@ -218,16 +226,61 @@ def make_tiny_model(folder: str) -> None:
             f.write(f"{digest}  {name}\n")
 
 
+def run_case(argv: list[str], env: dict[str, str], tmp: str) -> subprocess.CompletedProcess | None:
+    """One case in its own process group (limit() calls setsid): one that
+    runs out of time is stopped whole, its ssh children too. None then."""
+    child = subprocess.Popen([a.encode("utf-8", "surrogateescape") for a in argv], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=env, cwd=tmp, preexec_fn=limit)
+    try:
+        out, err = child.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(child.pid, 9)
+        child.communicate()
+        return None
+    return subprocess.CompletedProcess(argv, child.returncode, out, err)
+
+
+def problems_of(argv: list[str], p: subprocess.CompletedProcess) -> list[str]:
+    problems = []
+    if p.returncode not in (0, 1, 2):
+        problems.append(f"exit {p.returncode}" + (f" (signal {-p.returncode})" if p.returncode < 0 else ""))
+    err = p.stderr.decode("utf-8", "replace")
+    if p.returncode != 0 and not err.strip() and not p.stdout.strip():
+        problems.append("a failure with no word said")
+    if escape_printed(argv, p.stdout, p.stderr):
+        problems.append("an ESC byte was printed")
+    if "--json" in argv and p.returncode in (0, 1) and p.stdout.strip() and "--script" not in argv:
+        try:
+            json.loads(p.stdout)
+        except ValueError as e:
+            problems.append(f"--json printed what is not JSON ({e})")
+    if "terminate called" in err or "std::" in err or "what():" in err:
+        problems.append("a C++ exception escaped")
+    if os.path.exists(MARK):
+        problems.append("shell syntax ran (the marker exists)")
+        os.unlink(MARK)
+    return problems
+
+
 def main() -> int:
     rng = random.Random(SEED)
     failures = 0
     seen: dict[int, int] = {}
     with tempfile.TemporaryDirectory() as tmp:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CLUSTERKIT_")}
+        env.update(HOME=tmp, XDG_STATE_HOME=os.path.join(tmp, "state"), NO_PROXY="*", no_proxy="*")
+        env.pop("HTTPS_PROXY", None), env.pop("HTTP_PROXY", None), env.pop("https_proxy", None), env.pop("http_proxy", None)
+        sandbox = f"/tmp/ckfz-{os.getpid()}"
         if LIVE:
             inv = LIVE
             make_tiny_model(LIVE_MODEL)
             # The uploads' sandbox on each host, so that some of them land.
-            subprocess.run([CK, "-i", inv, "exec", "--", "mkdir", "-p", f"/tmp/ckfz-{os.getpid()}"], capture_output=True, timeout=60)
+            made = subprocess.run([CK, "-i", inv, "exec", "--", "mkdir", "-p", sandbox], capture_output=True, text=True,
+                                  timeout=60, env=env)
+            if made.returncode != 0:
+                shutil.rmtree(LIVE_MODEL, ignore_errors=True)
+                print(f"FAILED: could not make the sandbox on the lab hosts: {made.stdout}{made.stderr}")
+                return 1
             os.makedirs(os.path.join(tmp, "dl"))
             with open(os.path.join(tmp, "payload.txt"), "w") as f:
                 f.write("payload\n")
@@ -236,58 +289,38 @@ def main() -> int:
             with open(inv, "w") as f:
                 f.write("hosts:\n  h: {address: 127.0.0.1, port: 1, user: root, roles: [head], gpus: {count: 2, model: L20}}\n"
                         "  w: {address: 127.0.0.1, port: 1, user: root, gpus: {count: 2, model: L20}}\n")
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CLUSTERKIT_")}
-        env.update(HOME=tmp, XDG_STATE_HOME=os.path.join(tmp, "state"), NO_PROXY="*", no_proxy="*")
-        env.pop("HTTPS_PROXY", None), env.pop("HTTP_PROXY", None), env.pop("https_proxy", None), env.pop("http_proxy", None)
-        # Each verb's own flags, from its --help: most cases use them, so
-        # they get past the parser into the checks behind it.
-        own: dict[str, list[str]] = {}
-        kinds: dict[str, dict[tuple[str, ...], bool]] = {}
-        for verb in VERBS:
-            text = subprocess.run([CK, *verb, "--help"], capture_output=True, text=True, timeout=60).stdout
-            own[" ".join(verb)] = sorted(set(re.findall(r"(?<![\w-])(--[a-z][a-z0-9-]*|-[a-zA-Z])\b", text)) - {"--help", "-h"})
-            kinds[" ".join(verb)] = flag_kinds(text)
-        for case in range(CASES):
-            argv = live_case(rng, kinds, inv, tmp) if LIVE else unreachable_case(rng, own, inv, tmp)
-            shown = " ".join(repr(a) if len(a) < 60 else repr(a[:40]) + "..." for a in argv[3:])
-            try:
-                p = subprocess.run([a.encode("utf-8", "surrogateescape") for a in argv], capture_output=True, timeout=60,
-                                   stdin=subprocess.DEVNULL, env=env, cwd=tmp, preexec_fn=limit)
-            except subprocess.TimeoutExpired:
-                failures += 1
-                print(f"FAILED: case {case} (seed {SEED}) did not end in 60 s: {shown}")
-                continue
-            seen[p.returncode] = seen.get(p.returncode, 0) + 1
-            problems = []
-            if p.returncode not in (0, 1, 2):
-                problems.append(f"exit {p.returncode}" + (f" (signal {-p.returncode})" if p.returncode < 0 else ""))
-            err = p.stderr.decode("utf-8", "replace")
-            if p.returncode != 0 and not err.strip() and not p.stdout.strip():
-                problems.append("a failure with no word said")
-            if escape_printed(argv, p.stdout, p.stderr):
-                problems.append("an ESC byte was printed")
-            if "--json" in argv and p.returncode in (0, 1) and p.stdout.strip() and "--script" not in argv:
-                try:
-                    json.loads(p.stdout)
-                except ValueError as e:
-                    problems.append(f"--json printed what is not JSON ({e})")
-            if "terminate called" in err or "std::" in err or "what():" in err:
-                problems.append("a C++ exception escaped")
-            if os.path.exists(MARK):
-                problems.append("shell syntax ran (the marker exists)")
-                os.unlink(MARK)
-            if problems:
-                failures += 1
-                print(f"FAILED: case {case} (seed {SEED}): {', '.join(problems)}: {shown}")
-                print("  | " + err[-1500:].replace("\n", "\n  | "))
-        if LIVE:
-            # The hosts took it all and still answer; the sandbox goes.
-            p = subprocess.run([CK, "-i", inv, "exec", "--", "sh", "-c", f"rm -rf /tmp/ckfz-{os.getpid()} && echo alive"],
-                               capture_output=True, text=True, timeout=60, env=env)
-            shutil.rmtree(LIVE_MODEL, ignore_errors=True)
-            if p.returncode != 0 or p.stdout.count("alive") != 2:
-                failures += 1
-                print(f"FAILED: after the cases, the lab hosts do not both answer: rc {p.returncode}: {p.stdout}{p.stderr}")
+        try:
+            # Each verb's own flags, from its --help: most cases use them, so
+            # they get past the parser into the checks behind it.
+            own: dict[str, list[str]] = {}
+            kinds: dict[str, dict[tuple[str, ...], bool]] = {}
+            for verb in VERBS:
+                text = subprocess.run([CK, *verb, "--help"], capture_output=True, text=True, timeout=60).stdout
+                own[" ".join(verb)] = sorted(set(re.findall(r"(?<![\w-])(--[a-z][a-z0-9-]*|-[a-zA-Z])\b", text)) - {"--help", "-h"})
+                kinds[" ".join(verb)] = flag_kinds(text)
+            for case in range(CASES):
+                argv = live_case(rng, kinds, inv, tmp) if LIVE else unreachable_case(rng, own, inv, tmp)
+                shown = " ".join(repr(a) if len(a) < 60 else repr(a[:40]) + "..." for a in argv[3:])
+                p = run_case(argv, env, tmp)
+                if p is None:
+                    failures += 1
+                    print(f"FAILED: case {case} (seed {SEED}) did not end in 60 s: {shown}")
+                    continue
+                seen[p.returncode] = seen.get(p.returncode, 0) + 1
+                problems = problems_of(argv, p)
+                if problems:
+                    failures += 1
+                    print(f"FAILED: case {case} (seed {SEED}): {', '.join(problems)}: {shown}")
+                    print("  | " + p.stderr.decode("utf-8", "replace")[-1500:].replace("\n", "\n  | "))
+        finally:
+            if LIVE:
+                # The hosts took it all and still answer; the sandbox goes.
+                p = subprocess.run([CK, "-i", inv, "exec", "--", "sh", "-c", f"rm -rf {sandbox} && echo alive"],
+                                   capture_output=True, text=True, timeout=60, env=env)
+                shutil.rmtree(LIVE_MODEL, ignore_errors=True)
+                if p.returncode != 0 or p.stdout.count("alive") != 2:
+                    failures += 1
+                    print(f"FAILED: after the cases, the lab hosts do not both answer: rc {p.returncode}: {p.stdout}{p.stderr}")
     where = "against live lab hosts " if LIVE else ""
     print(f"fuzz_cli: {CASES} random command lines {where}(seed {SEED}), exits {dict(sorted(seen.items()))}, {failures} failed")
     return 1 if failures else 0

@@ -9,6 +9,7 @@ import hashlib
 import math
 import os
 import re
+import subprocess
 import time
 from pathlib import Path
 
@@ -181,3 +182,47 @@ def test_numbers_out_of_range_are_refused_by_the_library_before_anything_connect
     assert not (tmp_path / "dst").exists()
     with pytest.raises(ck.Error, match="attempts must be between 1 and 100, not 1000"):
         ck.ModelStore("/mnt").download(local, ck.DownloadSpec("Qwen/X", local_dir=str(tmp_path / "d"), attempts=1000))
+
+
+def test_a_ray_program_named_with_quotes_is_never_run_as_shell(tmp_path: Path) -> None:
+    # The Ray probe (run here with sh: it only reads) once spliced the ray
+    # program's name into a single-quoted echo; a quote in it ended ours.
+    mark = Path(f"/run/ck-test-ray-quote-{os.getpid()}")
+    spec = ck.RayClusterSpec()
+    spec.runtime = ck.RayRuntimeKind.bare
+    for name in (f"x'$(touch {mark})'", f"x'`touch {mark}`'", f'x"$(touch {mark})"'):
+        spec.ray_command = name
+        out = subprocess.run(["sh", "-c", ck.ray_probe_script(spec, "127.0.0.1", True)], capture_output=True, text=True,
+                             timeout=60, cwd=tmp_path).stdout
+        assert not mark.exists(), f"the ray program's name ran as shell: {name!r}"
+        probe = ck.parse_ray_probe("h1", out)
+        assert probe.ray_error == f"{name} not found", probe.ray_error
+
+
+def test_a_line_without_end_is_passed_on_in_pieces_not_held_whole(local: ck.Host) -> None:
+    # 5 MiB without a newline: the line callback gets pieces of at most 1
+    # MiB (memory stays bounded for `cat /dev/zero`), and every byte arrives.
+    pieces: list[int] = []
+    r = local.run(["sh", "-c", "head -c 5242880 /dev/zero | tr '\\0' a"], on_line=lambda stream, text: pieces.append(len(text)))
+    assert r.exit_code == 0
+    assert sum(pieces) == 5 * 1024 * 1024 and max(pieces) <= 1024 * 1024 and len(pieces) >= 5, pieces
+
+
+def test_a_value_of_the_wrong_type_is_a_type_error_naming_the_field() -> None:
+    # Found by tests/python/fuzz_api.py: a str here raised pybind11's
+    # RuntimeError ("Unable to cast ... to C++ type '?'").
+    from fractions import Fraction
+
+    spec = ck.DownloadSpec()
+    with pytest.raises(TypeError, match="timeout must be a number, not str"):
+        spec.timeout = ""
+    with pytest.raises(TypeError, match="timeout must be a number, not bool"):
+        spec.timeout = True
+    spec.timeout = Fraction(3, 2)  # anything that is a number to Python is taken
+    assert spec.timeout == 2.0
+    with pytest.raises(ValueError, match="out of range"):
+        spec.timeout = 10**400
+    # An error message never carries the ESC it quotes.
+    with pytest.raises(ValueError) as e:
+        ck.VolumeMount.parse("/a\x1b[2J:/b:rw")
+    assert "\x1b" not in str(e.value) and "?[2J" in str(e.value)
