@@ -455,15 +455,17 @@ void HostImpl::on_master_result(std::error_code ec, std::string const& message) 
 // Line splitting shared by commands and downloads.
 
 struct LineBuffer {
-  /// A line longer than this is passed on in pieces of this size: output
-  /// without a newline (`cat /dev/zero`, a binary file) must not grow
+  /// A line longer than this is passed on in pieces of about this size:
+  /// output without a newline (`cat /dev/zero`, a binary file) must not grow
   /// without bound in memory (issue 15).
   static constexpr std::size_t max_line = std::size_t(1) << 20;
   std::string partial;
   // "\n", or "\n\r" when a carriage return ends a line too (progress bars).
   std::string_view breaks = "\n";
 
-  // Calls `emit(line)` for each complete line in `data`.
+  // Calls `emit(line, true)` for each complete line in `data`, and
+  // `emit(piece, false)` for a piece of a line that grew past max_line (its
+  // end comes in a later call: nothing is to be added after a piece).
   template <class Emit>
   void feed(std::string_view data, Emit&& emit) {
     std::size_t pos = 0;
@@ -472,16 +474,21 @@ struct LineBuffer {
       if (nl == std::string_view::npos) {
         partial.append(data.substr(pos));
         while (partial.size() >= max_line) {
-          emit(std::string_view(partial).substr(0, max_line));
-          partial.erase(0, max_line);
+          // Never cut into a control word of the remote wrapper (it starts
+          // with \x1e and is a few bytes long): the cut goes before it.
+          auto cut = max_line;
+          auto const marker = std::string_view(partial).substr(max_line - 64, 64).rfind('\x1e');
+          if (marker != std::string_view::npos) cut = max_line - 64 + marker;
+          emit(std::string_view(partial).substr(0, cut), false);
+          partial.erase(0, cut);
         }
         return;
       }
       if (partial.empty()) {
-        emit(data.substr(pos, nl - pos));
+        emit(data.substr(pos, nl - pos), true);
       } else {
         partial.append(data.substr(pos, nl - pos));
-        emit(std::string_view(partial));
+        emit(std::string_view(partial), true);
         partial.clear();
       }
       pos = nl + 1;
@@ -491,7 +498,7 @@ struct LineBuffer {
   template <class Emit>
   void finish(Emit&& emit) {
     if (!partial.empty()) {
-      emit(std::string_view(partial));
+      emit(std::string_view(partial), true);
       partial.clear();
     }
   }
@@ -683,11 +690,11 @@ struct RunOp : std::enable_shared_from_this<RunOp> {
         std::string_view data(self->out_buf.data(), n);
         self->capture(self->result.stdout_text, self->result.stdout_truncated, data);
         if (self->options.on_line)
-          self->out_lines.feed(data, [&](std::string_view l) { self->options.on_line(OutputLine{Stream::out, l}); });
+          self->out_lines.feed(data, [&](std::string_view l, bool) { self->options.on_line(OutputLine{Stream::out, l}); });
       }
       if (ec) {
         if (self->options.on_line)
-          self->out_lines.finish([&](std::string_view l) { self->options.on_line(OutputLine{Stream::out, l}); });
+          self->out_lines.finish([&](std::string_view l, bool) { self->options.on_line(OutputLine{Stream::out, l}); });
         self->out_eof = true;
         return self->maybe_finish();
       }
@@ -695,7 +702,9 @@ struct RunOp : std::enable_shared_from_this<RunOp> {
     });
   }
 
-  void on_err_line(std::string_view line) {
+  // `whole`: a line that ended (captured with its newline); else a piece of
+  // a longer one (LineBuffer::max_line), captured as it is.
+  void on_err_line(std::string_view line, bool whole = true) {
     // The wrapper's last word ends its stderr. It starts a line of its own,
     // unless the command's stderr did not end with a newline (`printf x >&2`,
     // a progress bar's last \r): then the command's bytes come first, kept
@@ -732,16 +741,17 @@ struct RunOp : std::enable_shared_from_this<RunOp> {
       }
     }
     std::string with_newline(line);
-    with_newline.push_back('\n');
+    if (whole) with_newline.push_back('\n');
     capture(result.stderr_text, result.stderr_truncated, with_newline);
     if (options.on_line) options.on_line(OutputLine{Stream::err, line});
   }
 
   void read_err() {
     err.async_read_some(asio::buffer(err_buf), [self = shared_from_this()](boost::system::error_code ec, std::size_t n) {
-      if (n > 0) self->err_lines.feed(std::string_view(self->err_buf.data(), n), [&](std::string_view l) { self->on_err_line(l); });
+      if (n > 0)
+        self->err_lines.feed(std::string_view(self->err_buf.data(), n), [&](std::string_view l, bool whole) { self->on_err_line(l, whole); });
       if (ec) {
-        self->err_lines.finish([&](std::string_view l) { self->on_err_line(l); });
+        self->err_lines.finish([&](std::string_view l, bool whole) { self->on_err_line(l, whole); });
         self->err_eof = true;
         return self->maybe_finish();
       }

@@ -174,6 +174,11 @@ void validate(RayClusterSpec const& spec) {
     if (!shell::is_valid_variable_name(k))
       invalid("ray env: \"" + k + "\" is not a valid environment variable name ([A-Za-z_][A-Za-z0-9_]*)");
   if (spec.ray_command.empty()) invalid("ray_command is empty; give \"ray\" or the path of a venv's bin/ray");
+  // A program's name is one line of text: a newline in it could forge a
+  // line of the probe's report.
+  if (std::any_of(spec.ray_command.begin(), spec.ray_command.end(), [](char c) { return static_cast<unsigned char>(c) < 0x20 || c == 0x7f; }))
+    invalid("ray_command \"" + detail::without_control_characters(spec.ray_command) +
+            "\" has control characters (a newline, ESC, ...); give \"ray\" or the path of a venv's bin/ray");
   if (spec.num_cpus && !(*spec.num_cpus > 0 && *spec.num_cpus <= 1000000 && std::isfinite(*spec.num_cpus)))
     invalid("ray num_cpus must be a positive number, at most 1000000, not " + number_text(*spec.num_cpus));
   // Ray refuses a smaller object store ("The configured object store size

@@ -170,21 +170,21 @@ def settings(rng: random.Random) -> list[tuple[str, Callable[[], Any]]]:
         return ck.NasSpec(rng.choice(["nfs", "sshfs"]), "nas:/srv/nas", mount_point="/mnt")
 
     def bench() -> Any:
-        b = ck.BenchSpec()
-        b.url = "http://127.0.0.1:1/v1"
-        b.model = "m"
-        return b
+        return ck.BenchSpec("http://127.0.0.1:1/v1", model="m")
 
     def check_bench(b: Any) -> Any:
-        # Whatever the hostile fields, the URL stays a refused port: a spec
-        # that passes validation ends at once, sending nothing anywhere.
+        # Whatever the other hostile fields, one request to a refused port
+        # and no pacing: a spec that passes validation ends at once, sending
+        # nothing anywhere (a hostile rate or duration would run for hours).
         b.url = "http://127.0.0.1:1/v1"
+        b.requests, b.duration, b.rate = 1, None, None
         return ck.run_bench(b)
 
     return [
         ("NasSpec -> validate_nas_spec", hostile(nas, ck.validate_nas_spec)),
         ("NasSpec -> nas_mount_script", hostile(nas, ck.nas_mount_script)),
         ("RayClusterSpec -> validate_ray_cluster_spec", hostile(ck.RayClusterSpec, ck.validate_ray_cluster_spec)),
+        ("VllmServeSpec -> validate_vllm_serve_spec", hostile(ck.VllmServeSpec, ck.validate_vllm_serve_spec)),
         ("RayClusterSpec -> ray_probe_script", hostile(ck.RayClusterSpec, lambda s: ck.ray_probe_script(s, "10.0.0.1", True))),
         ("DownloadSpec -> download_script", hostile(ck.DownloadSpec, lambda s: ck.download_script(s, "/mnt/m"))),
         ("SyncSpec -> rsync_stream_argv", hostile(ck.SyncSpec, ck.rsync_stream_argv)),

@@ -187,7 +187,7 @@ def test_numbers_out_of_range_are_refused_by_the_library_before_anything_connect
 def test_a_ray_program_named_with_quotes_is_never_run_as_shell(tmp_path: Path) -> None:
     # The Ray probe (run here with sh: it only reads) once spliced the ray
     # program's name into a single-quoted echo; a quote in it ended ours.
-    mark = Path(f"/run/ck-test-ray-quote-{os.getpid()}")
+    mark = tmp_path / "pwned"
     spec = ck.RayClusterSpec()
     spec.runtime = ck.RayRuntimeKind.bare
     for name in (f"x'$(touch {mark})'", f"x'`touch {mark}`'", f'x"$(touch {mark})"'):
@@ -206,6 +206,10 @@ def test_a_line_without_end_is_passed_on_in_pieces_not_held_whole(local: ck.Host
     r = local.run(["sh", "-c", "head -c 5242880 /dev/zero | tr '\\0' a"], on_line=lambda stream, text: pieces.append(len(text)))
     assert r.exit_code == 0
     assert sum(pieces) == 5 * 1024 * 1024 and max(pieces) <= 1024 * 1024 and len(pieces) >= 5, pieces
+    # The same on stderr, whose capture is built from lines: byte for byte,
+    # no newline added between the pieces.
+    r = local.run(["sh", "-c", "head -c 3145728 /dev/zero | tr '\\0' a >&2; echo done >&2"])
+    assert r.stderr == "a" * 3145728 + "done\n"
 
 
 def test_a_value_of_the_wrong_type_is_a_type_error_naming_the_field() -> None:
@@ -219,6 +223,10 @@ def test_a_value_of_the_wrong_type_is_a_type_error_naming_the_field() -> None:
     with pytest.raises(TypeError, match="timeout must be a number, not bool"):
         spec.timeout = True
     spec.timeout = Fraction(3, 2)  # anything that is a number to Python is taken
+    spec2 = ck.RayClusterSpec()
+    spec2.ray_command = "ray\n@@ck-ray versions 3.11 9.9"
+    with pytest.raises(ck.Error, match="has control characters"):
+        ck.validate_ray_cluster_spec(spec2)
     assert spec.timeout == 2.0
     with pytest.raises(ValueError, match="out of range"):
         spec.timeout = 10**400
