@@ -12,11 +12,12 @@ With a live lab's inventory (`--live INVENTORY`, hosts h1 and h2 with sshd
 running), the same random flags and values go to the verbs that read from
 real hosts over ssh (exec of harmless programs, upload, download, facts,
 preflight, inventory, model inspect/verify, plan, ray/serve status and
-logs, lab status), with the same rules, and after them every host must
+logs, lab status, nas check), with the same rules, and after them every host must
 still answer. Only where a verb writes is a value held in a sandbox: an
 upload lands under /tmp/ckfz-PID/ on the hosts (each lab host has a private
 /tmp), a download under this run's temporary folder; the hostile values go
-to the source paths and every flag.
+to the source paths and every flag (preflight's NAS probe and `nas check`
+write their token files into the same sandbox).
 
     python3 tests/cli/fuzz_cli.py BUILD/clusterkit [CASES] [SEED] [--live INVENTORY]
 
@@ -51,7 +52,7 @@ MARK = f"/run/ck-fuzz-mark-{os.getpid()}"
 
 VERBS = [
     ["exec"], ["upload"], ["download"], ["facts"], ["preflight"], ["nccl-check"], ["inventory"],
-    ["nas", "mount"], ["nas", "umount"], ["nas", "status"], ["model", "inspect"], ["model", "verify"],
+    ["nas", "mount"], ["nas", "umount"], ["nas", "check"], ["model", "inspect"], ["model", "verify"],
     ["model", "download"], ["model", "sync"], ["plan"], ["ray", "up"], ["ray", "status"], ["ray", "down"],
     ["ray", "logs"], ["serve", "up"], ["serve", "status"], ["serve", "down"], ["serve", "logs"], ["chat"],
     ["bench"], ["up"], ["status"], ["logs"], ["down"], ["lab", "status"],
@@ -85,15 +86,16 @@ def limit() -> None:
 LIVE_VERBS = [
     ["exec"], ["upload"], ["download"], ["facts"], ["preflight"], ["inventory"], ["model", "inspect"],
     ["model", "verify"], ["plan"], ["ray", "status"], ["ray", "logs"], ["serve", "status"], ["serve", "logs"],
-    ["lab", "status"],
+    ["lab", "status"], ["nas", "check"],
 ]
 # Flags held back against live hosts: following a log never ends by itself,
 # and a manifest written is a file changed on this machine.
 # `exec --sh` runs its words as a shell script by design (the marker would
 # be made on purpose).
-# preflight's NAS probe writes a token file under --nas-path on every host:
-# always the sandbox (below), never a random value.
-LIVE_HELD_BACK = {"--follow", "--write-manifest", "--sh", "--nas-path"}
+# preflight's NAS probe and `nas check` write a token file under
+# --nas-path / --path on every host: always the sandbox (below), never a
+# random value.
+LIVE_HELD_BACK = {"--follow", "--write-manifest", "--sh", "--nas-path", "--path"}
 # Values that get a live case past the parser to the hosts, beside the
 # hostile ones.
 GOOD_VALUES = {
@@ -188,6 +190,9 @@ def live_case(rng: random.Random, kinds: dict[str, dict[tuple[str, ...], bool]],
     elif name == "preflight":
         live_flags(rng, own, argv)
         argv += ["--nas-path", f"/tmp/ckfz-{os.getpid()}"]
+    elif name == "nas check":
+        live_flags(rng, own, argv)
+        argv += ["--path", f"/tmp/ckfz-{os.getpid()}"]
     elif name in ("model inspect", "model verify", "plan"):
         live_flags(rng, own, argv)
         argv += ["--", LIVE_MODEL if rng.random() < 0.5 else rng.choice(VALUES)]
