@@ -26,7 +26,6 @@ namespace {
 
 std::string py_repr(py::handle value) { return py::repr(value).cast<std::string>(); }
 std::string repr_str(std::string const& s) { return py_repr(py::str(s)); }
-std::string type_name(py::handle value) { return py::str(py::type::of(value).attr("__name__")); }
 std::string number(double v) { return py_repr(py::float_(v)); }
 
 /// A JSON field (layout, smoke, bench, detail) set from Python: a dict (or

@@ -227,6 +227,13 @@ def _error_for(message, code, result=None):
   });
   // This module's own conversions and checks only (a local translator:
   // other pybind11 modules in the process keep their behaviour).
+  // A value of the wrong type that reached a conversion without its own
+  // check: TypeError (pybind11 would say RuntimeError), without the build
+  // hint pybind11 appends.
+  static constexpr auto wrong_type = [](std::string text) {
+    if (auto cut = text.find(" (#define"); cut != std::string::npos) text.resize(cut);
+    PyErr_SetString(PyExc_TypeError, ck::detail::without_control_characters("a value of the wrong type: " + text).c_str());
+  };
   py::register_local_exception_translator([](std::exception_ptr p) {
     try {
       if (p) std::rethrow_exception(p);
@@ -237,14 +244,9 @@ def _error_for(message, code, result=None):
     } catch (py::type_error const& e) {
       PyErr_SetString(PyExc_TypeError, ck::detail::without_control_characters(e.what()).c_str());
     } catch (py::cast_error const& e) {
-      // A value of the wrong type that reached a conversion without its own
-      // check: TypeError (pybind11 would say RuntimeError), without the
-      // build hint pybind11 appends.
-      std::string text = e.what();
-      if (auto cut = text.find(" (#define"); cut != std::string::npos) text.resize(cut);
-      PyErr_SetString(PyExc_TypeError, ck::detail::without_control_characters("a value of the wrong type: " + text).c_str());
+      wrong_type(e.what());
     } catch (py::reference_cast_error const& e) {
-      PyErr_SetString(PyExc_TypeError, ck::detail::without_control_characters(std::string("a value of the wrong type: ") + e.what()).c_str());
+      wrong_type(e.what());
     }
   });
 }

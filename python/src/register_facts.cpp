@@ -466,7 +466,6 @@ void register_preflight(py::module_& m) {
         return std::string("PreflightProbes(ports=") + (p.ports ? "PortProbeReport" : "None") + ", nas=" + (p.nas ? "NasProbeReport" : "None") + ")";
       });
 
-
   using P = ck::PreflightRun;
   py::class_<P>(m, "PreflightRun", "What preflight found: the report, each host's facts, the probes.")
       .def_readonly("report", &P::report)

@@ -29,7 +29,6 @@ namespace {
 
 std::string py_repr(py::handle value) { return py::repr(value).cast<std::string>(); }
 std::string repr_str(std::string const& s) { return py_repr(py::str(s)); }
-std::string type_name(py::handle value) { return py::str(py::type::of(value).attr("__name__")); }
 char const* py_bool(bool b) { return b ? "True" : "False"; }
 
 std::string number(double v) { return py_repr(py::float_(v)); }

@@ -25,7 +25,6 @@ namespace fs = std::filesystem;
 
 std::string py_repr(py::handle value) { return py::repr(value).cast<std::string>(); }
 std::string repr_str(std::string const& s) { return py_repr(py::str(s)); }
-std::string type_name(py::handle value) { return py::str(py::type::of(value).attr("__name__")); }
 
 std::vector<ck::Host> host_list(py::handle hosts) {
   if (py::isinstance<py::str>(hosts)) throw py::type_error("hosts must be a list of Host");

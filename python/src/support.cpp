@@ -230,9 +230,7 @@ std::chrono::seconds whole_seconds(double seconds, char const* what) {
   return std::chrono::seconds(static_cast<std::int64_t>(std::ceil(seconds)));
 }
 
-namespace {
-std::string python_type_name(py::handle value) { return py::str(py::type::of(value).attr("__name__")).cast<std::string>(); }
-}  // namespace
+std::string type_name(py::handle value) { return py::str(py::type::of(value).attr("__name__")); }
 
 // Anything that is a number to Python (int, float, numpy's scalars,
 // Decimal, Fraction: __float__ or __index__) is taken; a str, bytes or bool
@@ -240,7 +238,7 @@ std::string python_type_name(py::handle value) { return py::str(py::type::of(val
 double number_of(py::handle value, char const* what) {
   if (value.is_none() || py::isinstance<py::bool_>(value) || py::isinstance<py::str>(value) || py::isinstance<py::bytes>(value) ||
       !(PyFloat_Check(value.ptr()) || PyIndex_Check(value.ptr()) || PyObject_HasAttrString(value.ptr(), "__float__")))
-    throw py::type_error(std::string(what) + " must be a number, not " + python_type_name(value));
+    throw py::type_error(std::string(what) + " must be a number, not " + type_name(value));
   double const v = PyFloat_AsDouble(value.ptr());
   if (v == -1.0 && PyErr_Occurred()) {
     PyErr_Clear();
@@ -251,7 +249,7 @@ double number_of(py::handle value, char const* what) {
 
 long long integer_of(py::handle value, char const* what) {
   if (py::isinstance<py::bool_>(value) || !PyIndex_Check(value.ptr()))
-    throw py::type_error(std::string(what) + " must be an int, not " + python_type_name(value));
+    throw py::type_error(std::string(what) + " must be an int, not " + type_name(value));
   auto index = py::reinterpret_steal<py::object>(PyNumber_Index(value.ptr()));
   if (!index) throw py::error_already_set();
   auto const v = PyLong_AsLongLong(index.ptr());

@@ -236,6 +236,9 @@ void deliver(Operation& op, SharedObject const& done, Build&& payload) {
 /// Seconds as a float -> whole seconds, rounded up (HostSpec fields).
 std::chrono::seconds whole_seconds(double seconds, char const* what);
 
+/// The Python type's name of `value` ("str"), for messages.
+std::string type_name(py::handle value);
+
 /// `value` as a number (an int or a float; not a bool, a str or None):
 /// TypeError naming `what` otherwise.
 double number_of(py::handle value, char const* what);

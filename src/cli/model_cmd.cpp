@@ -144,7 +144,7 @@ void register_model(CLI::App& app, GlobalOptions& g, Action& action) {
         print_json(report.to_json());
       } else {
         for (auto const& w : report.warnings) std::fprintf(stderr, "warning: %s\n", terminal_safe(w).c_str());
-        for (auto const& w : report.problems) std::printf("problem: %s\n", terminal_safe(w.message).c_str());
+        for (auto const& p : report.problems) std::printf("problem: %s\n", terminal_safe(p.message).c_str());
         std::printf("%s: %zu shards, %zu tensors, %s; %s\n", terminal_safe(where.dir.string()).c_str(), report.shards_checked,
                     report.tensors_checked, clusterkit::format_gib(report.bytes_expected).c_str(),
                     report.ok() ? "complete" : "INCOMPLETE");

@@ -704,7 +704,7 @@ struct RunOp : std::enable_shared_from_this<RunOp> {
 
   // `whole`: a line that ended (captured with its newline); else a piece of
   // a longer one (LineBuffer::max_line), captured as it is.
-  void on_err_line(std::string_view line, bool whole = true) {
+  void on_err_line(std::string_view line, bool whole) {
     // The wrapper's last word ends its stderr. It starts a line of its own,
     // unless the command's stderr did not end with a newline (`printf x >&2`,
     // a progress bar's last \r): then the command's bytes come first, kept
